@@ -1,0 +1,31 @@
+//! Transaction-level counters in the process-wide Prometheus registry.
+
+use std::sync::LazyLock;
+
+use prometheus::{IntCounter, Opts};
+
+pub struct KvMetrics {
+    pub commits: IntCounter,
+    pub commits_two_phase: IntCounter,
+    pub aborts: IntCounter,
+    pub conflicts: IntCounter,
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help)).expect("valid metric");
+    let _ = prometheus::default_registry().register(Box::new(c.clone()));
+    c
+}
+
+pub static METRICS: LazyLock<KvMetrics> = LazyLock::new(|| KvMetrics {
+    commits: counter("kestrel_txn_commits_total", "Committed transactions that wrote"),
+    commits_two_phase: counter("kestrel_txn_commits_two_phase_total", "Commits that spanned several ranges"),
+    aborts: counter("kestrel_txn_aborts_total", "Transactions that failed to commit"),
+    conflicts: counter("kestrel_txn_conflicts_total", "Write-write conflicts (SQLSTATE 40001)"),
+});
+
+impl KvMetrics {
+    pub fn get() -> &'static KvMetrics {
+        &METRICS
+    }
+}

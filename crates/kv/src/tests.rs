@@ -1,0 +1,211 @@
+use std::sync::Arc;
+
+use kestrel_storage::{Engine, RocksEngine};
+
+use crate::keys::table_span;
+use crate::{Kv, KvConfig, KvError};
+
+async fn open(dir: &std::path::Path) -> Arc<Kv> {
+    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir).unwrap());
+    Kv::open(engine, KvConfig::default()).await.unwrap()
+}
+
+fn key(table: u32, k: &str) -> Vec<u8> {
+    let mut v = table_span(table).0;
+    v.extend_from_slice(k.as_bytes());
+    v
+}
+
+#[tokio::test]
+async fn bootstrap_creates_meta_system_and_table_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(dir.path()).await;
+    let ids: Vec<u64> = kv.ranges().iter().map(|d| d.range_id).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    kv.shutdown().await;
+}
+
+#[tokio::test]
+async fn snapshot_isolation_and_read_your_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(dir.path()).await;
+    let mut w = kv.begin();
+    w.put(key(1, "a"), b"1".to_vec()).unwrap();
+    assert_eq!(w.get(&key(1, "a")).await.unwrap(), Some(b"1".to_vec()));
+    let early = kv.begin();
+    w.commit().await.unwrap();
+    assert_eq!(early.get(&key(1, "a")).await.unwrap(), None, "snapshot taken before the commit");
+    assert_eq!(kv.begin().get(&key(1, "a")).await.unwrap(), Some(b"1".to_vec()));
+    kv.shutdown().await;
+}
+
+#[tokio::test]
+async fn write_write_conflict_aborts_second_committer() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(dir.path()).await;
+    let mut a = kv.begin();
+    let mut b = kv.begin();
+    a.put(key(1, "x"), b"a".to_vec()).unwrap();
+    b.put(key(1, "x"), b"b".to_vec()).unwrap();
+    a.commit().await.unwrap();
+    let err = b.commit().await.unwrap_err();
+    assert!(matches!(err, KvError::WriteConflict { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    assert_eq!(kv.begin().get(&key(1, "x")).await.unwrap(), Some(b"a".to_vec()));
+    kv.shutdown().await;
+}
+
+#[tokio::test]
+async fn insert_over_live_row_is_duplicate_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(dir.path()).await;
+    let mut a = kv.begin();
+    a.insert(key(1, "k"), b"1".to_vec()).unwrap();
+    a.commit().await.unwrap();
+    let mut b = kv.begin();
+    b.insert(key(1, "k"), b"2".to_vec()).unwrap();
+    assert!(matches!(b.commit().await.unwrap_err(), KvError::DuplicateKey { .. }));
+    // After a delete the key is free again.
+    let mut c = kv.begin();
+    c.delete(key(1, "k")).unwrap();
+    c.commit().await.unwrap();
+    let mut d = kv.begin();
+    d.insert(key(1, "k"), b"3".to_vec()).unwrap();
+    d.commit().await.unwrap();
+    kv.shutdown().await;
+}
+
+#[tokio::test]
+async fn scan_merges_own_writes_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(dir.path()).await;
+    let mut t = kv.begin();
+    for i in 0..10 {
+        t.put(key(1, &format!("{i}")), vec![i]).unwrap();
+    }
+    t.commit().await.unwrap();
+    let mut t = kv.begin();
+    t.delete(key(1, "3")).unwrap();
+    t.put(key(1, "35"), b"new".to_vec()).unwrap();
+    let (start, end) = table_span(1);
+    let mut all = vec![];
+    let mut from = start.clone();
+    loop {
+        let (rows, resume) = t.scan(&from, Some(&end), 4).await.unwrap();
+        all.extend(rows.into_iter().map(|(k, _)| String::from_utf8(k[start.len()..].to_vec()).unwrap()));
+        match resume {
+            Some(r) => from = r,
+            None => break,
+        }
+    }
+    assert_eq!(all, vec!["0", "1", "2", "35", "4", "5", "6", "7", "8", "9"]);
+    kv.shutdown().await;
+}
+
+#[tokio::test]
+async fn split_out_gives_tables_their_own_ranges_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let kv = open(dir.path()).await;
+        let (s, e) = table_span(100);
+        let id = kv.split_out(&s, &e).await.unwrap();
+        assert_eq!(kv.split_out(&s, &e).await.unwrap(), id, "idempotent");
+        let (s2, e2) = table_span(101);
+        let id2 = kv.split_out(&s2, &e2).await.unwrap();
+        assert_ne!(id, id2);
+        let mut t = kv.begin();
+        t.put(key(100, "a"), b"x".to_vec()).unwrap();
+        t.commit().await.unwrap();
+        kv.shutdown().await;
+    }
+    let kv = open(dir.path()).await;
+    let ranges = kv.ranges();
+    assert!(ranges.iter().any(|d| d.start == table_span(100).0 && d.end == Some(table_span(100).1)));
+    assert!(ranges.iter().any(|d| d.start == table_span(101).0 && d.end == Some(table_span(101).1)));
+    assert_eq!(kv.begin().get(&key(100, "a")).await.unwrap(), Some(b"x".to_vec()));
+    kv.shutdown().await;
+}
+
+async fn two_range_store(dir: &std::path::Path) -> Arc<Kv> {
+    let kv = open(dir).await;
+    for t in [7, 8] {
+        let (s, e) = table_span(t);
+        kv.split_out(&s, &e).await.unwrap();
+    }
+    kv
+}
+
+#[tokio::test]
+async fn two_range_transaction_commits_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = two_range_store(dir.path()).await;
+    let mut t = kv.begin();
+    t.put(key(7, "a"), b"1".to_vec()).unwrap();
+    t.put(key(8, "b"), b"2".to_vec()).unwrap();
+    t.commit().await.unwrap();
+    let r = kv.begin();
+    assert_eq!(r.get(&key(7, "a")).await.unwrap(), Some(b"1".to_vec()));
+    assert_eq!(r.get(&key(8, "b")).await.unwrap(), Some(b"2".to_vec()));
+    // A conflicting two-range transaction leaves nothing behind.
+    let mut x = kv.begin();
+    let mut y = kv.begin();
+    x.put(key(7, "a"), b"x".to_vec()).unwrap();
+    x.put(key(8, "c"), b"x".to_vec()).unwrap();
+    y.put(key(7, "z"), b"y".to_vec()).unwrap();
+    y.put(key(8, "b"), b"y".to_vec()).unwrap();
+    let mut z = kv.begin();
+    z.put(key(7, "q"), b"z".to_vec()).unwrap();
+    z.put(key(8, "c"), b"z".to_vec()).unwrap();
+    x.commit().await.unwrap();
+    // z prewrites range 7, then conflicts with x in range 8 and must roll range 7 back.
+    assert!(matches!(z.commit().await.unwrap_err(), KvError::WriteConflict { .. }));
+    let r = kv.begin();
+    assert_eq!(r.get(&key(7, "q")).await.unwrap(), None, "aborted prewrite rolled back");
+    y.commit().await.unwrap();
+    assert_eq!(kv.begin().get(&key(8, "b")).await.unwrap(), Some(b"y".to_vec()));
+    // No lock of z is left behind: its key is writable.
+    let mut w = kv.begin();
+    w.put(key(7, "q"), b"w".to_vec()).unwrap();
+    w.commit().await.unwrap();
+    kv.shutdown().await;
+}
+
+#[tokio::test]
+async fn recovery_finishes_committed_and_aborts_uncommitted_two_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let kv = two_range_store(dir.path()).await;
+        let mut committed = kv.begin();
+        committed.put(key(7, "c1"), b"yes".to_vec()).unwrap();
+        committed.put(key(8, "c2"), b"yes".to_vec()).unwrap();
+        committed.commit_stop_after_record().await.unwrap();
+        let mut prepared = kv.begin();
+        prepared.put(key(7, "p1"), b"no".to_vec()).unwrap();
+        prepared.put(key(8, "p2"), b"no".to_vec()).unwrap();
+        prepared.commit_stop_after_prewrite().await.unwrap();
+        kv.shutdown().await;
+    }
+    let kv = open(dir.path()).await;
+    let r = kv.begin();
+    assert_eq!(r.get(&key(7, "c1")).await.unwrap(), Some(b"yes".to_vec()));
+    assert_eq!(r.get(&key(8, "c2")).await.unwrap(), Some(b"yes".to_vec()));
+    assert_eq!(r.get(&key(7, "p1")).await.unwrap(), None);
+    assert_eq!(r.get(&key(8, "p2")).await.unwrap(), None);
+    // The aborted transaction's locks are gone: its keys are writable again.
+    let mut w = kv.begin();
+    w.put(key(7, "p1"), b"ok".to_vec()).unwrap();
+    w.put(key(8, "c2"), b"ok".to_vec()).unwrap();
+    w.commit().await.unwrap();
+    kv.shutdown().await;
+}
+
+#[tokio::test]
+async fn txn_write_limit_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir.path()).unwrap());
+    let kv = Kv::open(engine, KvConfig { txn_write_bytes_max: 1000, ..KvConfig::default() }).await.unwrap();
+    let mut t = kv.begin();
+    let err = t.put(key(1, "big"), vec![0; 2000]).unwrap_err();
+    assert!(matches!(err, KvError::TxnTooLarge { .. }));
+    kv.shutdown().await;
+}

@@ -1,0 +1,49 @@
+//! Raft-level counters, registered in the process-wide Prometheus registry.
+
+use std::sync::LazyLock;
+
+use prometheus::{IntCounter, Opts};
+
+pub struct RaftMetrics {
+    pub proposals: IntCounter,
+    pub log_appends: IntCounter,
+    pub log_entries: IntCounter,
+    pub log_fsyncs: IntCounter,
+    pub applied_entries: IntCounter,
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help)).expect("valid metric");
+    // A second registration (tests in one process) is harmless: the counter still counts.
+    let _ = prometheus::default_registry().register(Box::new(c.clone()));
+    c
+}
+
+pub static METRICS: LazyLock<RaftMetrics> = LazyLock::new(|| RaftMetrics {
+    proposals: counter(
+        "kestrel_raft_proposals_total",
+        "Commands proposed to range Raft groups",
+    ),
+    log_appends: counter(
+        "kestrel_raft_log_appends_total",
+        "Raft log append calls (one engine write each)",
+    ),
+    log_entries: counter(
+        "kestrel_raft_log_entries_total",
+        "Raft log entries appended",
+    ),
+    log_fsyncs: counter(
+        "kestrel_raft_log_fsyncs_total",
+        "Synced (fsync) Raft log writes",
+    ),
+    applied_entries: counter(
+        "kestrel_raft_applied_entries_total",
+        "Raft log entries applied to state machines",
+    ),
+});
+
+impl RaftMetrics {
+    pub fn get() -> &'static RaftMetrics {
+        &METRICS
+    }
+}

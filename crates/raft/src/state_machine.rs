@@ -1,0 +1,200 @@
+//! A range's state machine: applies replicated batches to the shared engine.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use kestrel_storage::{keycode, Batch, Cf, Engine};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, StorageError, StoredMembership,
+};
+
+use crate::log_store::{meta_key, read_err, write_err};
+use crate::metrics::METRICS;
+use crate::{NodeId, RangeId, TypeConfig};
+
+/// The user-key span `[start, end)` a range owns (`end = None`: to the end of the keyspace).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Span {
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+}
+
+impl Span {
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= &self.start[..] && self.end.as_deref().is_none_or(|e| key < e)
+    }
+}
+
+type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>);
+
+pub struct StateMachine {
+    engine: Arc<dyn Engine>,
+    range_id: RangeId,
+    span: Arc<parking_lot::RwLock<Span>>,
+    applied: AppliedState,
+}
+
+/// A snapshot's payload: every engine entry of the range's span, per column family.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotPayload {
+    entries: Vec<(Cf, Vec<u8>, Vec<u8>)>,
+}
+
+impl StateMachine {
+    pub fn open(
+        engine: Arc<dyn Engine>,
+        range_id: RangeId,
+        span: Arc<parking_lot::RwLock<Span>>,
+    ) -> Result<Self, StorageError<NodeId>> {
+        let applied = match engine
+            .get(Cf::RaftMeta, &meta_key(range_id, "applied"))
+            .map_err(read_err)?
+        {
+            Some(b) => bincode::deserialize(&b).map_err(read_err)?,
+            None => (None, StoredMembership::default()),
+        };
+        Ok(Self {
+            engine,
+            range_id,
+            span,
+            applied,
+        })
+    }
+
+    /// The engine key bounds of the span in each column family.
+    fn cf_bounds(&self) -> Vec<(Cf, Vec<u8>, Option<Vec<u8>>)> {
+        let span = self.span.read().clone();
+        let esc_start = keycode::escape(&span.start);
+        let esc_end = span.end.as_deref().map(keycode::escape);
+        vec![
+            (Cf::Data, esc_start.clone(), esc_end.clone()),
+            (Cf::Locks, span.start.clone(), span.end.clone()),
+            (Cf::Txns, esc_start, esc_end),
+        ]
+    }
+
+    fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let mut payload = SnapshotPayload {
+            entries: Vec::new(),
+        };
+        for (cf, start, end) in self.cf_bounds() {
+            self.engine
+                .scan(cf, &start, end.as_deref(), &mut |k, v| {
+                    payload.entries.push((cf, k.to_vec(), v.to_vec()));
+                    true
+                })
+                .map_err(read_err)?;
+        }
+        let data = bincode::serialize(&payload).map_err(write_err)?;
+        let (last_log_id, membership) = self.applied.clone();
+        let snapshot_id = format!(
+            "{}-{}",
+            self.range_id,
+            last_log_id.map(|l| l.index).unwrap_or(0)
+        );
+        Ok(Snapshot {
+            meta: SnapshotMeta {
+                last_log_id,
+                last_membership: membership,
+                snapshot_id,
+            },
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+/// A snapshot built while the state machine was quiescent, handed out by the builder.
+pub struct PrebuiltSnapshot(Option<Result<Snapshot<TypeConfig>, StorageError<NodeId>>>);
+
+impl RaftSnapshotBuilder<TypeConfig> for PrebuiltSnapshot {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        self.0
+            .take()
+            .unwrap_or_else(|| Err(write_err(std::io::Error::other("snapshot already taken"))))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = PrebuiltSnapshot;
+
+    async fn applied_state(&mut self) -> Result<AppliedState, StorageError<NodeId>> {
+        Ok(self.applied.clone())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = Batch::new();
+        let mut responses = Vec::new();
+        for entry in entries {
+            self.applied.0 = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(cmd) => batch.extend(cmd.batch),
+                EntryPayload::Membership(m) => {
+                    self.applied.1 = StoredMembership::new(Some(entry.log_id), m)
+                }
+            }
+            responses.push(());
+        }
+        if responses.is_empty() {
+            return Ok(responses);
+        }
+        batch.put(
+            Cf::RaftMeta,
+            meta_key(self.range_id, "applied"),
+            bincode::serialize(&self.applied).map_err(write_err)?,
+        );
+        self.engine.write(&batch, false).map_err(write_err)?;
+        METRICS.applied_entries.inc_by(responses.len() as u64);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        PrebuiltSnapshot(Some(self.build()))
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let payload: SnapshotPayload =
+            bincode::deserialize(snapshot.get_ref()).map_err(read_err)?;
+        let mut batch = Batch::new();
+        for (cf, start, end) in self.cf_bounds() {
+            match end {
+                Some(end) => batch.delete_range(cf, start, end),
+                None => batch.delete_range(cf, start, vec![0xFF; 64]),
+            }
+        }
+        for (cf, k, v) in payload.entries {
+            batch.put(cf, k, v);
+        }
+        self.applied = (meta.last_log_id, meta.last_membership.clone());
+        batch.put(
+            Cf::RaftMeta,
+            meta_key(self.range_id, "applied"),
+            bincode::serialize(&self.applied).map_err(write_err)?,
+        );
+        self.engine.write(&batch, true).map_err(write_err)
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        if self.applied.0.is_none() {
+            return Ok(None);
+        }
+        self.build().map(Some)
+    }
+}

@@ -1,0 +1,210 @@
+//! The SQL catalog — databases and tables — stored as rows of the system range and changed
+//! only inside transactions, so DDL is atomic and every statement sees one consistent
+//! catalog snapshot (its transaction's).
+//!
+//! ```text
+//! 0x03 "db" escape(db_name)                               → DbDesc
+//! 0x03 "tb" be32(db_id) escape(schema) escape(table_name)  → TableDesc
+//! 0x03 "id"                                               → next descriptor id (be32)
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use kestrel_kv::keys::SYSTEM_START;
+use kestrel_kv::{Kv, Txn};
+use kestrel_storage::keycode;
+
+use crate::datum::Datum;
+use crate::error::{code, SqlError, SqlResult};
+use crate::types::SqlType;
+
+pub const DEFAULT_DATABASES: [&str; 2] = ["defaultdb", "postgres"];
+pub const DEFAULT_SCHEMA: &str = "public";
+const FIRST_TABLE_ID: u32 = 100;
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DbDesc {
+    pub id: u32,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ColumnDesc {
+    /// Stable id used in the row encoding (names may change, ids never do).
+    pub id: u16,
+    pub name: String,
+    pub ty: SqlType,
+    pub nullable: bool,
+    /// A constant default, evaluated at CREATE TABLE time, with its source text.
+    pub default: Option<(String, Datum)>,
+    /// The generated `rowid` of a table declared without a primary key.
+    pub hidden: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TableDesc {
+    pub id: u32,
+    pub db_id: u32,
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<ColumnDesc>,
+    /// Indexes into `columns`, in key order.
+    pub primary_key: Vec<usize>,
+    pub next_column_id: u16,
+}
+
+impl TableDesc {
+    pub fn column(&self, name: &str) -> Option<(usize, &ColumnDesc)> {
+        self.columns.iter().enumerate().find(|(_, c)| c.name == name)
+    }
+
+    /// Indexes of the columns a query sees (`expose_hidden` adds the generated rowid).
+    pub fn visible_columns(&self, expose_hidden: bool) -> Vec<usize> {
+        (0..self.columns.len()).filter(|&i| expose_hidden || !self.columns[i].hidden).collect()
+    }
+
+    pub fn arrow_schema(&self, expose_hidden: bool) -> SchemaRef {
+        let fields: Vec<_> = self
+            .visible_columns(expose_hidden)
+            .into_iter()
+            .map(|i| self.columns[i].ty.field(&self.columns[i].name))
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    pub fn pkey_name(&self) -> String {
+        format!("{}_pkey", self.name)
+    }
+
+    pub fn has_hidden_key(&self) -> bool {
+        self.primary_key.iter().any(|&i| self.columns[i].hidden)
+    }
+}
+
+fn db_key(name: &str) -> Vec<u8> {
+    let mut k = SYSTEM_START.to_vec();
+    k.extend_from_slice(b"db");
+    keycode::put_bytes(&mut k, name.as_bytes());
+    k
+}
+
+fn db_prefix() -> Vec<u8> {
+    let mut k = SYSTEM_START.to_vec();
+    k.extend_from_slice(b"db");
+    k
+}
+
+fn tables_prefix(db_id: u32) -> Vec<u8> {
+    let mut k = SYSTEM_START.to_vec();
+    k.extend_from_slice(b"tb");
+    keycode::put_u32(&mut k, db_id);
+    k
+}
+
+fn table_key(db_id: u32, schema: &str, name: &str) -> Vec<u8> {
+    let mut k = tables_prefix(db_id);
+    keycode::put_bytes(&mut k, schema.as_bytes());
+    keycode::put_bytes(&mut k, name.as_bytes());
+    k
+}
+
+fn id_key() -> Vec<u8> {
+    let mut k = SYSTEM_START.to_vec();
+    k.extend_from_slice(b"id");
+    k
+}
+
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> SqlResult<T> {
+    bincode::deserialize(b).map_err(|e| SqlError::internal(format!("corrupt {what} descriptor: {e}")))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    bincode::serialize(v).expect("descriptor serializes")
+}
+
+/// Creates the default databases on a fresh store (idempotent).
+pub async fn bootstrap(kv: &Arc<Kv>) -> SqlResult<()> {
+    let mut txn = kv.begin();
+    if txn.get(&db_key(DEFAULT_DATABASES[0])).await?.is_some() {
+        return Ok(());
+    }
+    for (i, name) in DEFAULT_DATABASES.iter().enumerate() {
+        txn.put(db_key(name), encode(&DbDesc { id: i as u32 + 1, name: name.to_string() }))?;
+    }
+    txn.put(id_key(), FIRST_TABLE_ID.to_be_bytes().to_vec())?;
+    txn.commit().await?;
+    Ok(())
+}
+
+pub async fn get_database(txn: &Txn, name: &str) -> SqlResult<Option<DbDesc>> {
+    txn.get(&db_key(name)).await?.map(|b| decode(&b, "database")).transpose()
+}
+
+pub async fn list_databases(txn: &Txn) -> SqlResult<Vec<DbDesc>> {
+    let prefix = db_prefix();
+    let end = keycode::prefix_end(&prefix);
+    let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
+    rows.iter().map(|(_, v)| decode(v, "database")).collect()
+}
+
+/// Allocates a fresh descriptor id inside `txn`.
+pub async fn allocate_id(txn: &mut Txn) -> SqlResult<u32> {
+    let cur = match txn.get(&id_key()).await? {
+        Some(b) if b.len() == 4 => u32::from_be_bytes(b[..4].try_into().expect("4 bytes")),
+        _ => return Err(SqlError::internal("descriptor id counter missing")),
+    };
+    txn.put(id_key(), (cur + 1).to_be_bytes().to_vec())?;
+    Ok(cur)
+}
+
+/// The tables of one database as of a transaction's snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct CatalogSnapshot {
+    pub db: Option<DbDesc>,
+    pub tables: BTreeMap<(String, String), Arc<TableDesc>>,
+}
+
+impl CatalogSnapshot {
+    pub async fn load(txn: &Txn, db_name: &str) -> SqlResult<Self> {
+        let Some(db) = get_database(txn, db_name).await? else {
+            return Err(SqlError::new(code::INVALID_CATALOG_NAME, format!("database \"{db_name}\" does not exist")));
+        };
+        let prefix = tables_prefix(db.id);
+        let end = keycode::prefix_end(&prefix);
+        let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
+        let mut tables = BTreeMap::new();
+        for (_, v) in rows {
+            let t: TableDesc = decode(&v, "table")?;
+            tables.insert((t.schema.clone(), t.name.clone()), Arc::new(t));
+        }
+        Ok(Self { db: Some(db), tables })
+    }
+
+    pub fn db_id(&self) -> u32 {
+        self.db.as_ref().map(|d| d.id).unwrap_or(0)
+    }
+
+    pub fn table(&self, schema: &str, name: &str) -> Option<&Arc<TableDesc>> {
+        self.tables.get(&(schema.to_string(), name.to_string()))
+    }
+
+    pub fn schemas(&self) -> Vec<String> {
+        let mut s: Vec<String> = self.tables.keys().map(|(s, _)| s.clone()).collect();
+        s.push(DEFAULT_SCHEMA.to_string());
+        s.sort();
+        s.dedup();
+        s
+    }
+}
+
+pub fn put_table(txn: &mut Txn, t: &TableDesc) -> SqlResult<()> {
+    txn.put(table_key(t.db_id, &t.schema, &t.name), encode(t))?;
+    Ok(())
+}
+
+pub fn delete_table(txn: &mut Txn, t: &TableDesc) -> SqlResult<()> {
+    txn.delete(table_key(t.db_id, &t.schema, &t.name))?;
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! SQL errors: every error carries a PostgreSQL SQLSTATE. DataFusion and KV errors are
+//! classified here, in one place; the wire layer only copies code and message out.
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::{DataFusionError, SchemaError};
+use kestrel_kv::KvError;
+
+/// SQLSTATE codes Kestrel emits (PostgreSQL Appendix A).
+pub mod code {
+    pub const SUCCESSFUL_COMPLETION: &str = "00000";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const INVALID_DATETIME_FORMAT: &str = "22007";
+    pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
+    pub const DIVISION_BY_ZERO: &str = "22012";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const NOT_NULL_VIOLATION: &str = "23502";
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const INVALID_TRANSACTION_STATE: &str = "25000";
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const UNDEFINED_COLUMN: &str = "42703";
+    pub const UNDEFINED_FUNCTION: &str = "42883";
+    pub const UNDEFINED_TABLE: &str = "42P01";
+    pub const DUPLICATE_TABLE: &str = "42P07";
+    pub const DUPLICATE_COLUMN: &str = "42701";
+    pub const INVALID_TABLE_DEFINITION: &str = "42P16";
+    pub const DATATYPE_MISMATCH: &str = "42804";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const AMBIGUOUS_COLUMN: &str = "42702";
+    pub const GROUPING_ERROR: &str = "42803";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const IO_ERROR: &str = "58030";
+    pub const INTERNAL_ERROR: &str = "XX000";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlError {
+    pub code: &'static str,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (SQLSTATE {})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+pub type SqlResult<T> = std::result::Result<T, SqlError>;
+
+impl SqlError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), detail: None }
+    }
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+    pub fn unsupported(what: impl std::fmt::Display) -> Self {
+        Self::new(code::FEATURE_NOT_SUPPORTED, format!("{what} is not supported yet"))
+    }
+    pub fn syntax(message: impl Into<String>) -> Self {
+        Self::new(code::SYNTAX_ERROR, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(code::INTERNAL_ERROR, message)
+    }
+    pub fn is_retryable(&self) -> bool {
+        self.code == code::SERIALIZATION_FAILURE
+    }
+    /// Wraps this error so it can travel through DataFusion and come out unchanged.
+    pub fn into_datafusion(self) -> DataFusionError {
+        DataFusionError::External(Box::new(self))
+    }
+}
+
+impl From<KvError> for SqlError {
+    fn from(e: KvError) -> Self {
+        match &e {
+            KvError::WriteConflict { .. } => SqlError::new(
+                code::SERIALIZATION_FAILURE,
+                "restart transaction: could not serialize access due to concurrent update",
+            )
+            .with_detail("a concurrent transaction wrote a row this transaction writes; retry the transaction"),
+            KvError::DuplicateKey { .. } => {
+                SqlError::new(code::UNIQUE_VIOLATION, "duplicate key value violates unique constraint")
+            }
+            KvError::TxnTooLarge { .. } => SqlError::new(code::PROGRAM_LIMIT_EXCEEDED, e.to_string()),
+            KvError::Timeout { .. } => SqlError::new(code::SERIALIZATION_FAILURE, format!("restart transaction: {e}")),
+            KvError::Unsupported(m) => SqlError::new(code::FEATURE_NOT_SUPPORTED, m.clone()),
+            KvError::Storage(_) => SqlError::new(code::IO_ERROR, e.to_string()),
+            _ => SqlError::internal(e.to_string()),
+        }
+    }
+}
+
+/// Classifies an error DataFusion raised while planning or executing a statement.
+pub fn from_datafusion(e: DataFusionError) -> SqlError {
+    match e {
+        DataFusionError::External(inner) => match inner.downcast::<SqlError>() {
+            Ok(sql) => *sql,
+            Err(other) => match other.downcast::<KvError>() {
+                Ok(kv) => SqlError::from(*kv),
+                Err(other) => SqlError::internal(other.to_string()),
+            },
+        },
+        DataFusionError::Context(_, inner) => from_datafusion(*inner),
+        DataFusionError::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
+            Ok(e) => from_datafusion(e),
+            Err(shared) => classify_message(&shared.to_string()),
+        },
+        DataFusionError::SQL(e, _) => SqlError::syntax(e.to_string()),
+        DataFusionError::SchemaError(e, _) => match *e {
+            SchemaError::FieldNotFound { field, .. } => SqlError::new(
+                code::UNDEFINED_COLUMN,
+                format!("column \"{}\" does not exist", field.name),
+            ),
+            SchemaError::AmbiguousReference { field } => SqlError::new(
+                code::AMBIGUOUS_COLUMN,
+                format!("column reference \"{}\" is ambiguous", field.name),
+            ),
+            SchemaError::DuplicateQualifiedField { .. } | SchemaError::DuplicateUnqualifiedField { .. } => {
+                SqlError::new(code::DUPLICATE_COLUMN, e.to_string())
+            }
+            other => SqlError::new(code::SYNTAX_ERROR, other.to_string()),
+        },
+        DataFusionError::ArrowError(e, _) => from_arrow(&e),
+        DataFusionError::NotImplemented(m) => SqlError::new(code::FEATURE_NOT_SUPPORTED, m),
+        DataFusionError::Plan(m) => classify_plan(&m),
+        DataFusionError::ResourcesExhausted(m) => SqlError::new(code::PROGRAM_LIMIT_EXCEEDED, m),
+        DataFusionError::IoError(e) => SqlError::new(code::IO_ERROR, e.to_string()),
+        other => classify_message(&other.to_string()),
+    }
+}
+
+fn from_arrow(e: &ArrowError) -> SqlError {
+    match e {
+        ArrowError::DivideByZero => SqlError::new(code::DIVISION_BY_ZERO, "division by zero"),
+        ArrowError::ArithmeticOverflow(m) => SqlError::new(code::NUMERIC_VALUE_OUT_OF_RANGE, m.clone()),
+        ArrowError::CastError(m) | ArrowError::ParseError(m) | ArrowError::InvalidArgumentError(m) => classify_message(m),
+        ArrowError::ExternalError(inner) => match inner.downcast_ref::<SqlError>() {
+            Some(sql) => sql.clone(),
+            None => classify_message(&inner.to_string()),
+        },
+        other => classify_message(&other.to_string()),
+    }
+}
+
+fn classify_plan(m: &str) -> SqlError {
+    let lower = m.to_ascii_lowercase();
+    if lower.contains("table '") && lower.contains("not found") {
+        let name = m.split('\'').nth(1).unwrap_or("?");
+        let short = name.rsplit('.').next().unwrap_or(name);
+        return SqlError::new(code::UNDEFINED_TABLE, format!("relation \"{short}\" does not exist"));
+    }
+    if lower.contains("invalid function") || lower.contains("function") && lower.contains("not found") {
+        return SqlError::new(code::UNDEFINED_FUNCTION, m.to_string());
+    }
+    if lower.contains("must appear in the group by") || lower.contains("aggregate") && lower.contains("group by") {
+        return SqlError::new(code::GROUPING_ERROR, m.to_string());
+    }
+    if lower.contains("cannot be cast") || lower.contains("cannot infer common") || lower.contains("no function matches") {
+        return SqlError::new(code::DATATYPE_MISMATCH, m.to_string());
+    }
+    classify_message(m)
+}
+
+/// Last resort: DataFusion and Arrow report many user errors only as text.
+fn classify_message(m: &str) -> SqlError {
+    let lower = m.to_ascii_lowercase();
+    let c = if lower.contains("divide by zero") || lower.contains("division by zero") {
+        code::DIVISION_BY_ZERO
+    } else if lower.contains("overflow") || lower.contains("out of range") || lower.contains("too large to store") {
+        code::NUMERIC_VALUE_OUT_OF_RANGE
+    } else if lower.contains("cannot cast") || lower.contains("can't cast") || lower.contains("cast error")
+        || lower.contains("parse") || lower.contains("invalid digit")
+    {
+        code::INVALID_TEXT_REPRESENTATION
+    } else if lower.contains("not implemented") || lower.contains("unsupported") {
+        code::FEATURE_NOT_SUPPORTED
+    } else if lower.contains("sql error") || lower.contains("parsererror") {
+        code::SYNTAX_ERROR
+    } else {
+        code::INTERNAL_ERROR
+    };
+    SqlError::new(c, m.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_errors_survive_a_trip_through_datafusion() {
+        let e = SqlError::new(code::NOT_NULL_VIOLATION, "null value");
+        let back = from_datafusion(e.clone().into_datafusion());
+        assert_eq!(back, e);
+        let ctx = DataFusionError::Context("ctx".into(), Box::new(e.clone().into_datafusion()));
+        assert_eq!(from_datafusion(ctx), e);
+    }
+
+    #[test]
+    fn kv_errors_map_to_sqlstates() {
+        assert_eq!(SqlError::from(KvError::WriteConflict { key: vec![] }).code, code::SERIALIZATION_FAILURE);
+        assert_eq!(SqlError::from(KvError::DuplicateKey { key: vec![] }).code, code::UNIQUE_VIOLATION);
+        assert_eq!(SqlError::from(KvError::TxnTooLarge { bytes: 2, max: 1 }).code, code::PROGRAM_LIMIT_EXCEEDED);
+    }
+
+    #[test]
+    fn plan_errors_are_classified() {
+        assert_eq!(from_datafusion(DataFusionError::Plan("table 'defaultdb.public.nope' not found".into())).code, code::UNDEFINED_TABLE);
+        assert_eq!(from_datafusion(DataFusionError::NotImplemented("x".into())).code, code::FEATURE_NOT_SUPPORTED);
+        assert_eq!(from_datafusion(DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None)).code, code::DIVISION_BY_ZERO);
+    }
+}

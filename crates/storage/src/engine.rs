@@ -1,0 +1,378 @@
+//! The storage engine seam: one small trait, a RocksDB implementation and an in-memory one.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+
+use parking_lot::RwLock;
+
+/// A column family: a separate ordered keyspace within one engine, sharing its write-ahead log.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Cf {
+    Data,
+    Locks,
+    Txns,
+    RaftLog,
+    RaftMeta,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 5] = [Cf::Data, Cf::Locks, Cf::Txns, Cf::RaftLog, Cf::RaftMeta];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Data => "data",
+            Cf::Locks => "locks",
+            Cf::Txns => "txns",
+            Cf::RaftLog => "raftlog",
+            Cf::RaftMeta => "raftmeta",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("store directory {0} is in use by another kestrel process")]
+    Locked(String),
+}
+
+/// One write operation of a [`Batch`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Op {
+    Put {
+        cf: Cf,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: Cf,
+        key: Vec<u8>,
+    },
+    /// Deletes every key in `[start, end)` of `cf`.
+    DeleteRange {
+        cf: Cf,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
+}
+
+/// An ordered list of writes applied atomically by [`Engine::write`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Batch {
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(Op::Put { cf, key, value });
+    }
+    pub fn delete(&mut self, cf: Cf, key: Vec<u8>) {
+        self.ops.push(Op::Delete { cf, key });
+    }
+    pub fn delete_range(&mut self, cf: Cf, start: Vec<u8>, end: Vec<u8>) {
+        self.ops.push(Op::DeleteRange { cf, start, end });
+    }
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    /// Approximate payload size, for limits.
+    pub fn size_bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value, .. } => key.len() + value.len() + 8,
+                Op::Delete { key, .. } => key.len() + 8,
+                Op::DeleteRange { start, end, .. } => start.len() + end.len() + 8,
+            })
+            .sum()
+    }
+}
+
+/// The physical store. Implementations are internally synchronized.
+pub trait Engine: Send + Sync + 'static {
+    fn get(&self, cf: Cf, key: &[u8]) -> crate::Result<Option<Vec<u8>>>;
+
+    /// Visits keys of `cf` in `[start, end)` in ascending order (`end = None`: to the end of the
+    /// keyspace) until `visit` returns `false`. The visit sees one consistent snapshot.
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> crate::Result<()>;
+
+    /// Visits keys of `cf` in `(.., end)` in descending order, starting at the greatest key `< end`
+    /// (or the last key when `end` is `None`), until `visit` returns `false`.
+    fn scan_rev(
+        &self,
+        cf: Cf,
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> crate::Result<()>;
+
+    /// Applies `batch` atomically; with `sync` it is durable (fsync) before this returns.
+    fn write(&self, batch: &Batch, sync: bool) -> crate::Result<()>;
+}
+
+/// RocksDB, one DB with a column family per [`Cf`].
+pub struct RocksEngine {
+    db: rocksdb::DB,
+}
+
+fn rocks_err(e: rocksdb::Error) -> StorageError {
+    StorageError::Engine(e.into_string())
+}
+
+impl RocksEngine {
+    pub fn open(dir: &Path) -> crate::Result<Self> {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.set_max_background_jobs(2);
+        let cfs: Vec<_> = Cf::ALL
+            .iter()
+            .map(|cf| rocksdb::ColumnFamilyDescriptor::new(cf.name(), rocksdb::Options::default()))
+            .collect();
+        let db = rocksdb::DB::open_cf_descriptors(&opts, dir, cfs).map_err(rocks_err)?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        // Every column family is created at open, so a missing handle is a programming error.
+        self.db
+            .cf_handle(cf.name())
+            .expect("column family created at open")
+    }
+}
+
+impl Engine for RocksEngine {
+    fn get(&self, cf: Cf, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(cf), key).map_err(rocks_err)
+    }
+
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> crate::Result<()> {
+        let mut ro = rocksdb::ReadOptions::default();
+        if let Some(end) = end {
+            ro.set_iterate_upper_bound(end.to_vec());
+        }
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), ro);
+        it.seek(start);
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !visit(k, v) {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(rocks_err)
+    }
+
+    fn scan_rev(
+        &self,
+        cf: Cf,
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> crate::Result<()> {
+        let mut ro = rocksdb::ReadOptions::default();
+        if let Some(end) = end {
+            ro.set_iterate_upper_bound(end.to_vec());
+        }
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), ro);
+        it.seek_to_last();
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !visit(k, v) {
+                return Ok(());
+            }
+            it.prev();
+        }
+        it.status().map_err(rocks_err)
+    }
+
+    fn write(&self, batch: &Batch, sync: bool) -> crate::Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for op in &batch.ops {
+            match op {
+                Op::Put { cf, key, value } => wb.put_cf(self.cf(*cf), key, value),
+                Op::Delete { cf, key } => wb.delete_cf(self.cf(*cf), key),
+                Op::DeleteRange { cf, start, end } => wb.delete_range_cf(self.cf(*cf), start, end),
+            }
+        }
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(wb, &wo).map_err(rocks_err)
+    }
+}
+
+/// An in-memory engine with the same semantics, for unit tests of the layers above.
+#[derive(Default)]
+pub struct MemEngine {
+    cfs: RwLock<BTreeMap<(Cf, Vec<u8>), Vec<u8>>>,
+}
+
+impl MemEngine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Engine for MemEngine {
+    fn get(&self, cf: Cf, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
+        Ok(self.cfs.read().get(&(cf, key.to_vec())).cloned())
+    }
+
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> crate::Result<()> {
+        let map = self.cfs.read();
+        let lo = Bound::Included((cf, start.to_vec()));
+        let hi = match end {
+            Some(e) => Bound::Excluded((cf, e.to_vec())),
+            None => Bound::Unbounded,
+        };
+        for ((c, k), v) in map.range((lo, hi)) {
+            if *c != cf || !visit(k, v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_rev(
+        &self,
+        cf: Cf,
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> crate::Result<()> {
+        let map = self.cfs.read();
+        let lo = Bound::Included((cf, Vec::new()));
+        let hi = match end {
+            Some(e) => Bound::Excluded((cf, e.to_vec())),
+            None => Bound::Unbounded,
+        };
+        for ((c, k), v) in map.range((lo, hi)).rev() {
+            if *c != cf {
+                continue;
+            }
+            if !visit(k, v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, batch: &Batch, _sync: bool) -> crate::Result<()> {
+        let mut map = self.cfs.write();
+        for op in &batch.ops {
+            match op {
+                Op::Put { cf, key, value } => {
+                    map.insert((*cf, key.clone()), value.clone());
+                }
+                Op::Delete { cf, key } => {
+                    map.remove(&(*cf, key.clone()));
+                }
+                Op::DeleteRange { cf, start, end } => {
+                    let keys: Vec<_> = map
+                        .range((*cf, start.clone())..(*cf, end.clone()))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in keys {
+                        map.remove(&k);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(engine: &dyn Engine) {
+        let mut b = Batch::new();
+        b.put(Cf::Data, b"b".to_vec(), b"2".to_vec());
+        b.put(Cf::Data, b"a".to_vec(), b"1".to_vec());
+        b.put(Cf::Data, b"c".to_vec(), b"3".to_vec());
+        b.put(Cf::Locks, b"a".to_vec(), b"lock".to_vec());
+        engine.write(&b, true).unwrap();
+        assert_eq!(engine.get(Cf::Data, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(engine.get(Cf::Data, b"z").unwrap(), None);
+        let mut seen = vec![];
+        engine
+            .scan(Cf::Data, b"a", Some(b"c"), &mut |k, _| {
+                seen.push(k.to_vec());
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, vec![b"a".to_vec(), b"b".to_vec()]);
+        let mut rev = vec![];
+        engine
+            .scan_rev(Cf::Data, Some(b"c"), &mut |k, _| {
+                rev.push(k.to_vec());
+                true
+            })
+            .unwrap();
+        assert_eq!(rev, vec![b"b".to_vec(), b"a".to_vec()]);
+        let mut b = Batch::new();
+        b.delete_range(Cf::Data, b"a".to_vec(), b"c".to_vec());
+        engine.write(&b, false).unwrap();
+        let mut n = 0;
+        engine
+            .scan(Cf::Data, b"", None, &mut |_, _| {
+                n += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(engine.get(Cf::Locks, b"a").unwrap(), Some(b"lock".to_vec()));
+    }
+
+    #[test]
+    fn mem_engine_semantics() {
+        exercise(&MemEngine::new());
+    }
+
+    #[test]
+    fn rocks_engine_semantics_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let e = RocksEngine::open(dir.path()).unwrap();
+            exercise(&e);
+        }
+        let e = RocksEngine::open(dir.path()).unwrap();
+        assert_eq!(e.get(Cf::Data, b"c").unwrap(), Some(b"3".to_vec()));
+    }
+}

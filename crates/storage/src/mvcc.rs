@@ -1,0 +1,348 @@
+//! Multi-version storage of user keys on an [`Engine`].
+//!
+//! Layout (cf `data`): `escape(user_key) ++ be64(u64::MAX - ts)` → `tag ++ value`, where tag `1`
+//! is a value and tag `0` a tombstone (a delete at `ts`). Because the timestamp is inverted the
+//! newest version of a key sorts first, and a read at snapshot `ts` is one seek to
+//! `escape(key) ++ be64(!ts)`.
+//!
+//! Two-phase commit keeps its provisional writes apart from committed versions: a [`Lock`] in
+//! cf `locks` under the plain user key, and the transaction's outcome as a [`TxnStatus`] in cf
+//! `txns` next to its primary key. Readers never see locks; the transaction layer guarantees
+//! that every commit with a timestamp at or below a reader's snapshot is resolved into `data`
+//! before that reader scans (see kestrel-kv).
+
+use crate::engine::{Batch, Cf, Engine};
+use crate::keycode::{self, Reader};
+use crate::StorageError;
+
+/// A hybrid-logical-clock timestamp: milliseconds since the Unix epoch in the high 48 bits and a
+/// logical counter in the low 16.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct Ts(pub u64);
+
+impl Ts {
+    pub const MAX: Ts = Ts(u64::MAX);
+    pub const ZERO: Ts = Ts(0);
+    pub fn physical_ms(self) -> u64 {
+        self.0 >> 16
+    }
+}
+
+impl std::fmt::Display for Ts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0 >> 16, self.0 & 0xFFFF)
+    }
+}
+
+const TAG_TOMBSTONE: u8 = 0;
+const TAG_VALUE: u8 = 1;
+
+/// The data-cf key of `user_key` at `ts`.
+pub fn version_key(user_key: &[u8], ts: Ts) -> Vec<u8> {
+    let mut k = keycode::escape(user_key);
+    keycode::put_u64(&mut k, u64::MAX - ts.0);
+    k
+}
+
+/// Splits a data-cf key into user key and timestamp.
+pub fn decode_version_key(k: &[u8]) -> crate::Result<(Vec<u8>, Ts)> {
+    let mut r = Reader::new(k);
+    let user = r
+        .bytes()
+        .map_err(|_| StorageError::Corrupt("mvcc key".into()))?;
+    let inv = r
+        .u64()
+        .map_err(|_| StorageError::Corrupt("mvcc key ts".into()))?;
+    Ok((user, Ts(u64::MAX - inv)))
+}
+
+/// Adds the version `(key, ts)` to `batch`: `Some(value)` writes, `None` deletes.
+pub fn put_version(batch: &mut Batch, key: &[u8], ts: Ts, value: Option<&[u8]>) {
+    let v = match value {
+        Some(v) => {
+            let mut out = Vec::with_capacity(v.len() + 1);
+            out.push(TAG_VALUE);
+            out.extend_from_slice(v);
+            out
+        }
+        None => vec![TAG_TOMBSTONE],
+    };
+    batch.put(Cf::Data, version_key(key, ts), v);
+}
+
+fn decode_value(v: &[u8]) -> crate::Result<Option<Vec<u8>>> {
+    match v.first() {
+        Some(&TAG_VALUE) => Ok(Some(v[1..].to_vec())),
+        Some(&TAG_TOMBSTONE) => Ok(None),
+        _ => Err(StorageError::Corrupt("mvcc value tag".into())),
+    }
+}
+
+/// The newest version of `key` at or below `ts`: `(commit_ts, value)`, value `None` = deleted.
+pub fn get_version(
+    engine: &dyn Engine,
+    key: &[u8],
+    ts: Ts,
+) -> crate::Result<Option<(Ts, Option<Vec<u8>>)>> {
+    let start = version_key(key, ts);
+    let prefix = keycode::escape(key);
+    let end = keycode::prefix_end(&prefix);
+    let mut found = None;
+    let mut err = None;
+    engine.scan(Cf::Data, &start, end.as_deref(), &mut |k, v| {
+        if k.len() == prefix.len() + 8 && k.starts_with(&prefix) {
+            let inv = u64::from_be_bytes(k[prefix.len()..].try_into().expect("8 bytes"));
+            match decode_value(v) {
+                Ok(val) => found = Some((Ts(u64::MAX - inv), val)),
+                Err(e) => err = Some(e),
+            }
+        }
+        false
+    })?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(found),
+    }
+}
+
+/// The value of `key` visible at snapshot `ts`.
+pub fn get(engine: &dyn Engine, key: &[u8], ts: Ts) -> crate::Result<Option<Vec<u8>>> {
+    Ok(get_version(engine, key, ts)?.and_then(|(_, v)| v))
+}
+
+/// Visits the live `(key, value)` pairs visible at `ts` with `start <= key < end` in key order,
+/// until `visit` returns false. `end = None` scans to the end of the keyspace.
+pub fn scan(
+    engine: &dyn Engine,
+    start: &[u8],
+    end: Option<&[u8]>,
+    ts: Ts,
+    visit: &mut dyn FnMut(Vec<u8>, Vec<u8>) -> bool,
+) -> crate::Result<()> {
+    let lo = keycode::escape(start);
+    let hi = end.map(keycode::escape);
+    // The user key whose visible version was already decided (emitted or skipped).
+    let mut decided: Option<Vec<u8>> = None;
+    let mut err = None;
+    engine.scan(Cf::Data, &lo, hi.as_deref(), &mut |k, v| {
+        let (user, vts) = match decode_version_key(k) {
+            Ok(x) => x,
+            Err(e) => {
+                err = Some(e);
+                return false;
+            }
+        };
+        if vts > ts || decided.as_deref() == Some(&user[..]) {
+            return true;
+        }
+        match decode_value(v) {
+            Ok(Some(val)) => {
+                decided = Some(user.clone());
+                visit(user, val)
+            }
+            Ok(None) => {
+                decided = Some(user);
+                true
+            }
+            Err(e) => {
+                err = Some(e);
+                false
+            }
+        }
+    })?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// A provisional write of a two-phase commit, stored in cf `locks` under the user key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Lock {
+    pub txn_id: u128,
+    pub start_ts: Ts,
+    /// The key next to which the transaction's status record lives.
+    pub primary: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl Lock {
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serialize(self).expect("lock serializes")
+    }
+    pub fn decode(b: &[u8]) -> crate::Result<Self> {
+        bincode::deserialize(b).map_err(|e| StorageError::Corrupt(format!("lock: {e}")))
+    }
+}
+
+pub fn get_lock(engine: &dyn Engine, key: &[u8]) -> crate::Result<Option<Lock>> {
+    engine
+        .get(Cf::Locks, key)?
+        .map(|b| Lock::decode(&b))
+        .transpose()
+}
+
+/// Every lock with `start <= key < end`.
+pub fn scan_locks(
+    engine: &dyn Engine,
+    start: &[u8],
+    end: Option<&[u8]>,
+) -> crate::Result<Vec<(Vec<u8>, Lock)>> {
+    let mut out = Vec::new();
+    let mut err = None;
+    engine.scan(Cf::Locks, start, end, &mut |k, v| match Lock::decode(v) {
+        Ok(l) => {
+            out.push((k.to_vec(), l));
+            true
+        }
+        Err(e) => {
+            err = Some(e);
+            false
+        }
+    })?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The final outcome of a two-phase transaction, written at its primary key's range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TxnStatus {
+    Committed(Ts),
+    Aborted,
+}
+
+pub fn txn_record_key(primary: &[u8], txn_id: u128) -> Vec<u8> {
+    let mut k = keycode::escape(primary);
+    k.extend_from_slice(&txn_id.to_be_bytes());
+    k
+}
+
+pub fn get_txn_record(
+    engine: &dyn Engine,
+    primary: &[u8],
+    txn_id: u128,
+) -> crate::Result<Option<TxnStatus>> {
+    engine
+        .get(Cf::Txns, &txn_record_key(primary, txn_id))?
+        .map(|b| {
+            bincode::deserialize(&b).map_err(|e| StorageError::Corrupt(format!("txn record: {e}")))
+        })
+        .transpose()
+}
+
+pub fn put_txn_record(batch: &mut Batch, primary: &[u8], txn_id: u128, status: TxnStatus) {
+    batch.put(
+        Cf::Txns,
+        txn_record_key(primary, txn_id),
+        bincode::serialize(&status).expect("status serializes"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemEngine;
+
+    fn write(e: &MemEngine, key: &[u8], ts: u64, v: Option<&[u8]>) {
+        let mut b = Batch::new();
+        put_version(&mut b, key, Ts(ts), v);
+        e.write(&b, false).unwrap();
+    }
+
+    #[test]
+    fn snapshot_visibility() {
+        let e = MemEngine::new();
+        write(&e, b"k", 10, Some(b"v10"));
+        write(&e, b"k", 20, Some(b"v20"));
+        write(&e, b"k", 30, None);
+        assert_eq!(get(&e, b"k", Ts(5)).unwrap(), None);
+        assert_eq!(get(&e, b"k", Ts(10)).unwrap(), Some(b"v10".to_vec()));
+        assert_eq!(get(&e, b"k", Ts(25)).unwrap(), Some(b"v20".to_vec()));
+        assert_eq!(get(&e, b"k", Ts(30)).unwrap(), None);
+        assert_eq!(
+            get_version(&e, b"k", Ts::MAX).unwrap(),
+            Some((Ts(30), None))
+        );
+        // A key that is a prefix of another does not see the other's versions.
+        write(&e, b"k\x00", 5, Some(b"other"));
+        assert_eq!(get(&e, b"k", Ts(6)).unwrap(), None);
+        assert_eq!(get(&e, b"k\x00", Ts(6)).unwrap(), Some(b"other".to_vec()));
+    }
+
+    #[test]
+    fn scan_sees_one_version_per_key() {
+        let e = MemEngine::new();
+        write(&e, b"a", 10, Some(b"a10"));
+        write(&e, b"a", 20, Some(b"a20"));
+        write(&e, b"b", 15, Some(b"b15"));
+        write(&e, b"b", 25, None);
+        write(&e, b"c", 30, Some(b"c30"));
+        let collect = |ts: u64, end: Option<&[u8]>| {
+            let mut out = vec![];
+            scan(&e, b"a", end, Ts(ts), &mut |k, v| {
+                out.push((k, v));
+                true
+            })
+            .unwrap();
+            out
+        };
+        assert_eq!(collect(12, None), vec![(b"a".to_vec(), b"a10".to_vec())]);
+        assert_eq!(
+            collect(22, None),
+            vec![
+                (b"a".to_vec(), b"a20".to_vec()),
+                (b"b".to_vec(), b"b15".to_vec())
+            ]
+        );
+        assert_eq!(
+            collect(40, None),
+            vec![
+                (b"a".to_vec(), b"a20".to_vec()),
+                (b"c".to_vec(), b"c30".to_vec())
+            ]
+        );
+        assert_eq!(
+            collect(40, Some(b"c")),
+            vec![(b"a".to_vec(), b"a20".to_vec())]
+        );
+    }
+
+    #[test]
+    fn locks_and_txn_records_round_trip() {
+        let e = MemEngine::new();
+        let lock = Lock {
+            txn_id: 7,
+            start_ts: Ts(3),
+            primary: b"p".to_vec(),
+            value: Some(b"x".to_vec()),
+        };
+        let mut b = Batch::new();
+        b.put(Cf::Locks, b"k".to_vec(), lock.encode());
+        put_txn_record(&mut b, b"p", 7, TxnStatus::Committed(Ts(9)));
+        e.write(&b, false).unwrap();
+        assert_eq!(get_lock(&e, b"k").unwrap(), Some(lock.clone()));
+        assert_eq!(
+            scan_locks(&e, b"", None).unwrap(),
+            vec![(b"k".to_vec(), lock)]
+        );
+        assert_eq!(
+            get_txn_record(&e, b"p", 7).unwrap(),
+            Some(TxnStatus::Committed(Ts(9)))
+        );
+        assert_eq!(get_txn_record(&e, b"p", 8).unwrap(), None);
+    }
+}
