@@ -136,11 +136,14 @@ impl Txn {
     }
 
     /// Commits; returns the commit timestamp (`None` for a read-only transaction).
-    pub async fn commit(self) -> Result<Option<Ts>> {
+    /// The buffered writes are consumed: afterwards the transaction is empty.
+    pub async fn commit(&mut self) -> Result<Option<Ts>> {
         if self.writes.is_empty() {
             return Ok(None);
         }
         let res = self.commit_inner().await;
+        self.writes.clear();
+        self.write_bytes = 0;
         match &res {
             Ok(_) => METRICS.commits.inc(),
             Err(e) => {

@@ -1,1 +1,106 @@
-fn main() {}
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use kestrel_server::node::{Node, NodeConfig};
+
+/// Kestrel: a distributed, transactional, PostgreSQL-compatible SQL database.
+#[derive(Parser)]
+#[command(name = "kestrel", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node. With no flags: a durable single-node database on 127.0.0.1.
+    Start {
+        /// Directory holding this node's data (created if missing).
+        #[arg(long, default_value = "./kestrel-data", value_name = "DIR")]
+        store: PathBuf,
+        /// Address for PostgreSQL clients (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:5433", value_name = "HOST:PORT")]
+        listen_addr: String,
+        /// Address for HTTP: GET /health and GET /metrics (Prometheus).
+        #[arg(long, default_value = "127.0.0.1:8433", value_name = "HOST:PORT")]
+        http_addr: String,
+        /// Run without TLS or authentication. Today this is the only mode: any user name is
+        /// accepted without a password, so bind to loopback only.
+        #[arg(long)]
+        insecure: bool,
+        /// Most concurrent SQL connections; more are refused with SQLSTATE 53300.
+        #[arg(long, default_value_t = 500, value_name = "N")]
+        max_connections: usize,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("kestrel {}", env!("CARGO_PKG_VERSION"));
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Start { store, listen_addr, http_addr, insecure: _, max_connections } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("kestrel: cannot start the runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let config = NodeConfig { store, listen_addr, http_addr, max_connections };
+            match runtime.block_on(run(config)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kestrel: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let store = config.store.clone();
+    let node = Node::start(config).await?;
+    println!("Kestrel {} is ready.", env!("CARGO_PKG_VERSION"));
+    println!("  sql:   postgresql://root@{}/defaultdb", node.sql_addr);
+    println!("  http:  http://{}/health", node.http_addr);
+    println!("  store: {}", store.display());
+    // Machine-readable line for scripts and tests.
+    println!("KESTREL_READY sql={} http={}", node.sql_addr, node.http_addr);
+    wait_for_signal().await;
+    eprintln!("kestrel: shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

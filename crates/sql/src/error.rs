@@ -30,6 +30,7 @@ pub mod code {
     pub const DATATYPE_MISMATCH: &str = "42804";
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const INVALID_SCHEMA_NAME: &str = "3F000";
     pub const AMBIGUOUS_COLUMN: &str = "42702";
     pub const GROUPING_ERROR: &str = "42803";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
@@ -129,7 +130,6 @@ pub fn from_datafusion(e: DataFusionError) -> SqlError {
             SchemaError::DuplicateQualifiedField { .. } | SchemaError::DuplicateUnqualifiedField { .. } => {
                 SqlError::new(code::DUPLICATE_COLUMN, e.to_string())
             }
-            other => SqlError::new(code::SYNTAX_ERROR, other.to_string()),
         },
         DataFusionError::ArrowError(e, _) => from_arrow(&e),
         DataFusionError::NotImplemented(m) => SqlError::new(code::FEATURE_NOT_SUPPORTED, m),

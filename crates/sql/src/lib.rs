@@ -1,1 +1,44 @@
-//! placeholder
+//! # kestrel-sql: SQL on the transactional KV layer
+//!
+//! DataFusion plans and runs every query; Kestrel plugs in through DataFusion's traits only:
+//!
+//! * [`stmt::KCatalogList`] / `KCatalog` / `KSchema` — the catalog DataFusion resolves names
+//!   against: the session's database as of the statement's transaction snapshot
+//!   ([`catalog::CatalogSnapshot`], loaded from the system range).
+//! * [`provider::KestrelTable`] — a `TableProvider` bound to the statement's transaction. Its
+//!   scan ([`provider::KvScanExec`]) turns primary-key filters into key bounds and decodes KV
+//!   pairs straight into Arrow batches; `insert_into` writes through a `DataSink`.
+//! * UPDATE/DELETE ([`dml`]) run the input of DataFusion's DML plan as a query and write the
+//!   changed rows — so any WHERE / SET expression DataFusion can evaluate works.
+//! * DDL ([`ddl`]) is Kestrel's own: catalog rows written in the statement's transaction.
+//!
+//! ## Life of a statement
+//! `Session::execute` classifies the parsed statement, begins a KV transaction (a snapshot),
+//! loads the catalog snapshot, builds a per-statement DataFusion `SessionState` whose catalog
+//! is bound to that transaction, plans (binding `$n` parameters), executes, and commits. A
+//! serialization conflict (40001) retries the whole statement with a fresh snapshot —
+//! invisible to the client because nothing was sent yet. Writes are buffered in the
+//! transaction and reach Raft only at commit, so each statement is atomic.
+//!
+//! Errors are [`error::SqlError`]s that carry their SQLSTATE; DataFusion and KV errors are
+//! classified in [`error`], in one place.
+
+pub mod catalog;
+pub mod datum;
+pub mod ddl;
+pub mod dml;
+pub mod error;
+mod metrics;
+pub mod provider;
+pub mod rowcodec;
+pub mod session;
+pub mod stmt;
+pub mod types;
+
+pub use error::{SqlError, SqlResult};
+pub use session::{ExecResult, Prepared, Session, SqlEngine};
+pub use stmt::Limits;
+pub use types::{SqlType, PG_TYPE_META};
+
+/// The PostgreSQL version Kestrel reports to clients.
+pub const SERVER_VERSION: &str = "15.0 (Kestrel 0.1.0)";

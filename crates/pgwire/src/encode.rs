@@ -1,0 +1,357 @@
+//! Arrow results → PostgreSQL rows, in text or binary format.
+
+use std::error::Error;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array, Int16Array,
+    Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions as ArrowFormat};
+use kestrel_sql::{SqlError, PG_TYPE_META};
+use pgwire::api::portal::Format;
+use pgwire::api::results::{DataRowEncoder, FieldInfo};
+use pgwire::api::Type;
+use pgwire::messages::data::DataRow;
+use pgwire::types::format::FormatOptions;
+use pgwire::types::ToSqlText;
+use postgres_types::{to_sql_checked, IsNull, ToSql};
+
+/// The PostgreSQL type of a result column.
+pub fn pg_type(field: &Field) -> Type {
+    match field.metadata().get(PG_TYPE_META).map(|s| s.as_str()) {
+        Some("uuid") => return Type::UUID,
+        Some("varchar") => return Type::VARCHAR,
+        Some("bpchar") => return Type::BPCHAR,
+        Some("numeric") => return Type::NUMERIC,
+        _ => {}
+    }
+    match field.data_type() {
+        DataType::Boolean => Type::BOOL,
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
+        DataType::Int32 | DataType::UInt16 => Type::INT4,
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
+        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
+        DataType::Float64 => Type::FLOAT8,
+        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => Type::NUMERIC,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => Type::BYTEA,
+        DataType::Date32 | DataType::Date64 => Type::DATE,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        _ => Type::TEXT,
+    }
+}
+
+/// The canonical Arrow type each PostgreSQL type is encoded from.
+fn canonical(ty: &Type, dt: &DataType) -> Option<DataType> {
+    Some(match *ty {
+        Type::BOOL => DataType::Boolean,
+        Type::INT2 => DataType::Int16,
+        Type::INT4 => DataType::Int32,
+        Type::INT8 => DataType::Int64,
+        Type::FLOAT4 => DataType::Float32,
+        Type::FLOAT8 => DataType::Float64,
+        Type::NUMERIC => match dt {
+            DataType::Decimal128(..) => return None,
+            DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => DataType::Decimal128(*p, *s),
+            _ => return None,
+        },
+        Type::BYTEA => DataType::Binary,
+        Type::DATE => DataType::Date32,
+        Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+        Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        _ => DataType::Utf8,
+    })
+}
+
+pub fn field_infos(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FieldInfo::new(f.name().clone(), None, None, pg_type(f), format.format_for(i)))
+        .collect()
+}
+
+/// One value ready for the wire.
+#[derive(Debug)]
+pub enum PgValue {
+    Null,
+    Bool(bool),
+    I16(i16),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    /// Numeric as its decimal text.
+    Numeric(String),
+    Text(String),
+    Bytes(Vec<u8>),
+    Date(NaiveDate),
+    /// Microseconds since the epoch; `tz` prints a `+00` offset.
+    Timestamp { micros: i64, tz: bool },
+    Uuid([u8; 16]),
+}
+
+fn ts_parts(micros: i64) -> Option<chrono::NaiveDateTime> {
+    DateTime::<Utc>::from_timestamp_micros(micros).map(|d| d.naive_utc())
+}
+
+/// PostgreSQL's float output: shortest round-trip digits, exponent form outside [1e-4, 1e15).
+fn pg_float(v: f64, shortest: String) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let a = v.abs();
+    if a != 0.0 && !(1e-4..1e15).contains(&a) {
+        // Rust prints e.g. "1.5e-5"; PostgreSQL prints "1.5e-05".
+        let s = shortest;
+        let (m, e) = match s.split_once('e') {
+            Some(x) => x,
+            None => return s,
+        };
+        let (sign, digits) = match e.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', e),
+        };
+        return format!("{m}e{sign}{digits:0>2}");
+    }
+    shortest
+}
+
+impl ToSqlText for PgValue {
+    fn to_sql_text(&self, _ty: &Type, out: &mut BytesMut, _opts: &FormatOptions) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        let s = match self {
+            PgValue::Null => return Ok(IsNull::Yes),
+            PgValue::Bool(b) => if *b { "t" } else { "f" }.to_string(),
+            PgValue::I16(v) => v.to_string(),
+            PgValue::I32(v) => v.to_string(),
+            PgValue::I64(v) => v.to_string(),
+            PgValue::F32(v) => pg_float(*v as f64, if v.abs() >= 1e15 || (*v != 0.0 && v.abs() < 1e-4) { format!("{v:e}") } else { v.to_string() }),
+            PgValue::F64(v) => pg_float(*v, if v.abs() >= 1e15 || (*v != 0.0 && v.abs() < 1e-4) { format!("{v:e}") } else { v.to_string() }),
+            PgValue::Numeric(s) | PgValue::Text(s) => s.clone(),
+            PgValue::Bytes(b) => {
+                let mut s = String::with_capacity(2 + 2 * b.len());
+                s.push_str("\\x");
+                for x in b {
+                    s.push_str(&format!("{x:02x}"));
+                }
+                s
+            }
+            PgValue::Date(d) => d.format("%Y-%m-%d").to_string(),
+            PgValue::Timestamp { micros, tz } => {
+                let dt = ts_parts(*micros).ok_or("timestamp out of range")?;
+                let mut s = dt.format("%Y-%m-%d %H:%M:%S").to_string();
+                let frac = micros.rem_euclid(1_000_000);
+                if frac != 0 {
+                    let f = format!("{frac:06}");
+                    s.push('.');
+                    s.push_str(f.trim_end_matches('0'));
+                }
+                if *tz {
+                    s.push_str("+00");
+                }
+                s
+            }
+            PgValue::Uuid(u) => format_uuid(u),
+        };
+        out.put_slice(s.as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+fn format_uuid(u: &[u8; 16]) -> String {
+    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+impl ToSql for PgValue {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match self {
+            PgValue::Null => Ok(IsNull::Yes),
+            PgValue::Bool(v) => v.to_sql(ty, out),
+            PgValue::I16(v) => v.to_sql(ty, out),
+            PgValue::I32(v) => v.to_sql(ty, out),
+            PgValue::I64(v) => v.to_sql(ty, out),
+            PgValue::F32(v) => v.to_sql(ty, out),
+            PgValue::F64(v) => v.to_sql(ty, out),
+            PgValue::Numeric(s) => {
+                let d: rust_decimal::Decimal = s.parse().map_err(|e| format!("numeric {s} does not fit binary encoding: {e}"))?;
+                d.to_sql(ty, out)
+            }
+            PgValue::Text(s) => {
+                out.put_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+            PgValue::Bytes(b) => {
+                out.put_slice(b);
+                Ok(IsNull::No)
+            }
+            PgValue::Date(d) => d.to_sql(ty, out),
+            PgValue::Timestamp { micros, tz } => {
+                let dt = ts_parts(*micros).ok_or("timestamp out of range")?;
+                if *tz {
+                    DateTime::<Utc>::from_naive_utc_and_offset(dt, Utc).to_sql(ty, out)
+                } else {
+                    dt.to_sql(ty, out)
+                }
+            }
+            PgValue::Uuid(u) => {
+                out.put_slice(u);
+                Ok(IsNull::No)
+            }
+        }
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// Decimal text, without trailing fractional zeros for unconstrained `numeric`.
+fn decimal_text(a: &Decimal128Array, i: usize, trim: bool) -> String {
+    let s = a.value_as_string(i);
+    if trim && s.contains('.') {
+        let t = s.trim_end_matches('0').trim_end_matches('.');
+        return t.to_string();
+    }
+    s
+}
+
+/// One column, converted for encoding.
+struct Column {
+    ty: Type,
+    array: ArrayRef,
+    trim_numeric: bool,
+    text: Option<Vec<Option<String>>>,
+}
+
+fn prepare_column(field: &Field, array: &ArrayRef) -> Result<Column, SqlError> {
+    let ty = pg_type(field);
+    let trim_numeric = field.metadata().get(PG_TYPE_META).is_some_and(|t| t == "numeric");
+    match canonical(&ty, array.data_type()) {
+        Some(DataType::Utf8) if !matches!(array.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
+            // Types without a native encoding here (lists, intervals, times …) go out as text.
+            let fmt = ArrayFormatter::try_new(array.as_ref(), &ArrowFormat::default())
+                .map_err(|e| SqlError::internal(e.to_string()))?;
+            let text = (0..array.len()).map(|i| (!array.is_null(i)).then(|| fmt.value(i).to_string())).collect();
+            Ok(Column { ty, array: array.clone(), trim_numeric, text: Some(text) })
+        }
+        Some(dt) if &dt != array.data_type() => {
+            let array = cast(array, &dt).map_err(|e| SqlError::internal(format!("encoding a result: {e}")))?;
+            Ok(Column { ty, array, trim_numeric, text: None })
+        }
+        _ => Ok(Column { ty, array: array.clone(), trim_numeric, text: None }),
+    }
+}
+
+fn value(c: &Column, i: usize) -> PgValue {
+    if let Some(t) = &c.text {
+        return t[i].clone().map(PgValue::Text).unwrap_or(PgValue::Null);
+    }
+    let a = &c.array;
+    if a.is_null(i) {
+        return PgValue::Null;
+    }
+    macro_rules! get {
+        ($t:ty) => {
+            a.as_any().downcast_ref::<$t>().map(|x| x.value(i))
+        };
+    }
+    let v = match c.ty {
+        Type::BOOL => get!(BooleanArray).map(PgValue::Bool),
+        Type::INT2 => get!(Int16Array).map(PgValue::I16),
+        Type::INT4 => get!(Int32Array).map(PgValue::I32),
+        Type::INT8 => get!(Int64Array).map(PgValue::I64),
+        Type::FLOAT4 => get!(Float32Array).map(PgValue::F32),
+        Type::FLOAT8 => get!(Float64Array).map(PgValue::F64),
+        Type::NUMERIC => a
+            .as_any()
+            .downcast_ref::<Decimal128Array>()
+            .map(|x| PgValue::Numeric(decimal_text(x, i, c.trim_numeric))),
+        Type::BYTEA => get!(BinaryArray).map(|b| PgValue::Bytes(b.to_vec())),
+        Type::DATE => get!(Date32Array).and_then(|d| NaiveDate::from_num_days_from_ce_opt(d + 719_163)).map(PgValue::Date),
+        Type::TIMESTAMP => get!(TimestampMicrosecondArray).map(|m| PgValue::Timestamp { micros: m, tz: false }),
+        Type::TIMESTAMPTZ => get!(TimestampMicrosecondArray).map(|m| PgValue::Timestamp { micros: m, tz: true }),
+        Type::UUID => get!(StringArray).and_then(|s| parse_uuid(s)).map(PgValue::Uuid),
+        _ => get!(StringArray).map(|s| PgValue::Text(s.to_string())),
+    };
+    v.unwrap_or(PgValue::Null)
+}
+
+pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Encodes every row of `batches` for the wire.
+pub fn encode_rows(fields: &Arc<Vec<FieldInfo>>, schema: &Schema, batches: &[RecordBatch]) -> Result<Vec<DataRow>, SqlError> {
+    let mut rows = Vec::new();
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    for b in batches {
+        let cols: Vec<Column> = schema
+            .fields()
+            .iter()
+            .zip(b.columns())
+            .map(|(f, a)| prepare_column(f, a))
+            .collect::<Result<_, _>>()?;
+        for i in 0..b.num_rows() {
+            for c in &cols {
+                encoder
+                    .encode_field(&value(c, i))
+                    .map_err(|e| SqlError::new("22P03", format!("encoding a result value: {e}")))?;
+            }
+            rows.push(encoder.take_row());
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_print_like_postgres() {
+        let t = |v: f64| {
+            let mut b = BytesMut::new();
+            PgValue::F64(v).to_sql_text(&Type::FLOAT8, &mut b, &FormatOptions::default()).unwrap();
+            String::from_utf8(b.to_vec()).unwrap()
+        };
+        assert_eq!(t(1.5), "1.5");
+        assert_eq!(t(1e20), "1e+20");
+        assert_eq!(t(1.5e-5), "1.5e-05");
+        assert_eq!(t(100.0), "100");
+        assert_eq!(t(f64::NAN), "NaN");
+        assert_eq!(t(f64::NEG_INFINITY), "-Infinity");
+    }
+
+    #[test]
+    fn timestamps_trim_fractions() {
+        let t = |micros: i64, tz: bool| {
+            let mut b = BytesMut::new();
+            PgValue::Timestamp { micros, tz }.to_sql_text(&Type::TIMESTAMP, &mut b, &FormatOptions::default()).unwrap();
+            String::from_utf8(b.to_vec()).unwrap()
+        };
+        assert_eq!(t(0, false), "1970-01-01 00:00:00");
+        assert_eq!(t(500_000, true), "1970-01-01 00:00:00.5+00");
+        assert_eq!(t(-1, false), "1969-12-31 23:59:59.999999");
+    }
+}

@@ -1,0 +1,31 @@
+//! Statement counters and latency, in the process-wide Prometheus registry.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts};
+
+pub struct SqlMetrics {
+    pub statements: IntCounterVec,
+    pub latency: Histogram,
+}
+
+pub static METRICS: LazyLock<SqlMetrics> = LazyLock::new(|| {
+    let statements = IntCounterVec::new(Opts::new("kestrel_sql_statements_total", "SQL statements executed"), &["result"])
+        .expect("valid metric");
+    let latency = Histogram::with_opts(
+        HistogramOpts::new("kestrel_sql_statement_latency_seconds", "SQL statement latency")
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
+    )
+    .expect("valid metric");
+    let _ = prometheus::default_registry().register(Box::new(statements.clone()));
+    let _ = prometheus::default_registry().register(Box::new(latency.clone()));
+    SqlMetrics { statements, latency }
+});
+
+impl SqlMetrics {
+    pub fn observe(&self, elapsed: Duration, ok: bool) {
+        self.statements.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}

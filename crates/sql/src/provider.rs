@@ -1,0 +1,601 @@
+//! Kestrel tables as DataFusion tables: [`KestrelTable`] (a `TableProvider`), its scan
+//! ([`KvScanExec`], an `ExecutionPlan` that reads the table's key range at the statement's
+//! transaction snapshot and decodes rows straight into Arrow batches) and its insert sink.
+//!
+//! Filters on the primary key become key bounds: equality on every key column is a point get,
+//! an `IN` list on the last key column is several point gets, and a range on the first
+//! non-equal key column (after equal prefix columns) is a key-range scan. DataFusion still
+//! applies every filter above the scan (pushdown is `Inexact`), so bounds only ever narrow
+//! what is read. `EXPLAIN` shows the bounds.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatchOptions;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::datasource::TableType;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::StreamExt;
+use kestrel_storage::keycode;
+
+use crate::catalog::TableDesc;
+use crate::datum::{array_from_datums, datum_from_scalar, datums_from_array, scalar_from_datum, Datum};
+use crate::error::{code, SqlError, SqlResult};
+use crate::rowcodec::{append_key_datum, decode_row, encode_key, encode_value, primary_prefix};
+use crate::stmt::StmtCtx;
+use crate::types::SqlType;
+
+/// A table bound to one statement's transaction.
+pub struct KestrelTable {
+    desc: Arc<TableDesc>,
+    ctx: Arc<StmtCtx>,
+    /// Indexes (into `desc.columns`) of the columns this provider exposes, in schema order.
+    visible: Vec<usize>,
+    schema: SchemaRef,
+    defaults: HashMap<String, Expr>,
+}
+
+impl fmt::Debug for KestrelTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KestrelTable({})", self.desc.name)
+    }
+}
+
+impl KestrelTable {
+    pub fn new(desc: Arc<TableDesc>, ctx: Arc<StmtCtx>) -> SqlResult<Self> {
+        let visible = desc.visible_columns(ctx.expose_hidden);
+        let schema = desc.arrow_schema(ctx.expose_hidden);
+        let mut defaults = HashMap::new();
+        for c in &desc.columns {
+            if let Some((_, d)) = &c.default {
+                defaults.insert(c.name.clone(), Expr::Literal(scalar_from_datum(&c.ty, d)?, None));
+            }
+        }
+        Ok(Self { desc, ctx, visible, schema, defaults })
+    }
+
+    pub fn desc(&self) -> &Arc<TableDesc> {
+        &self.desc
+    }
+}
+
+#[async_trait]
+impl datafusion::catalog::TableProvider for KestrelTable {
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let projected: Vec<usize> = match projection {
+            Some(p) => p.iter().map(|&i| self.visible[i]).collect(),
+            None => self.visible.clone(),
+        };
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let bounds = key_bounds(&self.desc, filters).map_err(SqlError::into_datafusion)?;
+        Ok(Arc::new(KvScanExec::new(self.desc.clone(), self.ctx.clone(), projected, schema, bounds, limit)))
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if op != InsertOp::Append {
+            return Err(SqlError::unsupported(format!("INSERT mode {op}")).into_datafusion());
+        }
+        let sink = KvInsertSink { desc: self.desc.clone(), ctx: self.ctx.clone(), visible: self.visible.clone(), schema: self.schema.clone() };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// Which keys a scan reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bounds {
+    /// Point gets of these full keys.
+    Points(Vec<Vec<u8>>),
+    /// Every key in `[start, end)`.
+    Range { start: Vec<u8>, end: Vec<u8> },
+}
+
+#[derive(Default)]
+struct ColConstraint {
+    eq: Option<Datum>,
+    in_list: Option<Vec<Datum>>,
+    lower: Option<(Datum, bool)>,
+    upper: Option<(Datum, bool)>,
+}
+
+/// `v` as a datum of `ty`, only if the conversion is exact (so bounds never exclude a match).
+fn exact_datum(ty: &SqlType, v: &ScalarValue) -> Option<Datum> {
+    if v.is_null() {
+        return None;
+    }
+    let cast = v.cast_to(&ty.arrow()).ok()?;
+    let back = cast.cast_to(&v.data_type()).ok()?;
+    if &back != v {
+        return None;
+    }
+    match ty {
+        // Key order of these types differs from their comparison semantics in SQL.
+        SqlType::Char(_) | SqlType::Uuid => None,
+        _ => datum_from_scalar(ty, &cast).ok().filter(|d| !d.is_null()),
+    }
+}
+
+fn column_literal<'a>(left: &'a Expr, right: &'a Expr) -> Option<(&'a str, &'a ScalarValue)> {
+    match (left, right) {
+        (Expr::Column(c), Expr::Literal(v, _)) => Some((c.name.as_str(), v)),
+        _ => None,
+    }
+}
+
+fn flip(op: Operator) -> Operator {
+    match op {
+        Operator::Lt => Operator::Gt,
+        Operator::LtEq => Operator::GtEq,
+        Operator::Gt => Operator::Lt,
+        Operator::GtEq => Operator::LtEq,
+        other => other,
+    }
+}
+
+fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
+    let pk_pos = |name: &str| desc.primary_key.iter().position(|&i| desc.columns[i].name == name);
+    match pred {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (name, v, op) = match column_literal(left, right) {
+                Some((n, v)) => (n, v, *op),
+                None => match column_literal(right, left) {
+                    Some((n, v)) => (n, v, flip(*op)),
+                    None => return,
+                },
+            };
+            let Some(p) = pk_pos(name) else { return };
+            let Some(d) = exact_datum(&desc.columns[desc.primary_key[p]].ty, v) else { return };
+            let c = &mut cons[p];
+            match op {
+                Operator::Eq => c.eq = Some(d),
+                Operator::Gt => c.lower = Some((d, false)),
+                Operator::GtEq => c.lower = Some((d, true)),
+                Operator::Lt => c.upper = Some((d, false)),
+                Operator::LtEq => c.upper = Some((d, true)),
+                _ => {}
+            }
+        }
+        Expr::Between(Between { expr, negated: false, low, high }) => {
+            let (Expr::Column(col), Expr::Literal(lo, _), Expr::Literal(hi, _)) = (expr.as_ref(), low.as_ref(), high.as_ref())
+            else {
+                return;
+            };
+            let Some(p) = pk_pos(&col.name) else { return };
+            let ty = &desc.columns[desc.primary_key[p]].ty;
+            if let (Some(l), Some(h)) = (exact_datum(ty, lo), exact_datum(ty, hi)) {
+                cons[p].lower = Some((l, true));
+                cons[p].upper = Some((h, true));
+            }
+        }
+        Expr::InList(list) if !list.negated => {
+            let Expr::Column(col) = list.expr.as_ref() else { return };
+            let Some(p) = pk_pos(&col.name) else { return };
+            let ty = &desc.columns[desc.primary_key[p]].ty;
+            let mut vals = Vec::new();
+            for e in &list.list {
+                match e {
+                    Expr::Literal(v, _) => match exact_datum(ty, v) {
+                        Some(d) => vals.push(d),
+                        None if v.is_null() => {}
+                        None => return,
+                    },
+                    _ => return,
+                }
+            }
+            cons[p].in_list = Some(vals);
+        }
+        _ => {}
+    }
+}
+
+/// The narrowest key bounds the filters allow.
+pub fn key_bounds(desc: &TableDesc, filters: &[Expr]) -> SqlResult<Bounds> {
+    let mut cons: Vec<ColConstraint> = desc.primary_key.iter().map(|_| ColConstraint::default()).collect();
+    for f in filters {
+        for pred in split_conjunction(f) {
+            constrain(desc, &mut cons, pred);
+        }
+    }
+    let mut prefix = primary_prefix(desc.id);
+    let n = cons.len();
+    for (i, c) in cons.iter().enumerate() {
+        if let Some(eq) = &c.eq {
+            append_key_datum(&mut prefix, eq)?;
+            continue;
+        }
+        if let (Some(list), true) = (&c.in_list, i == n - 1) {
+            let mut keys = Vec::with_capacity(list.len());
+            for d in list {
+                let mut k = prefix.clone();
+                append_key_datum(&mut k, d)?;
+                keys.push(k);
+            }
+            keys.sort();
+            keys.dedup();
+            return Ok(Bounds::Points(keys));
+        }
+        let end_of = |k: &[u8]| keycode::prefix_end(k).unwrap_or_else(|| vec![0xFF; k.len() + 1]);
+        let start = match &c.lower {
+            Some((d, incl)) => {
+                let mut k = prefix.clone();
+                append_key_datum(&mut k, d)?;
+                if *incl { k } else { end_of(&k) }
+            }
+            None => prefix.clone(),
+        };
+        let end = match &c.upper {
+            Some((d, incl)) => {
+                let mut k = prefix.clone();
+                append_key_datum(&mut k, d)?;
+                if *incl { end_of(&k) } else { k }
+            }
+            None => end_of(&prefix),
+        };
+        return Ok(Bounds::Range { start, end });
+    }
+    Ok(Bounds::Points(vec![prefix]))
+}
+
+/// Reads a table's rows at the statement's snapshot.
+pub struct KvScanExec {
+    desc: Arc<TableDesc>,
+    ctx: Arc<StmtCtx>,
+    projected: Vec<usize>,
+    schema: SchemaRef,
+    bounds: Bounds,
+    limit: Option<usize>,
+    props: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for KvScanExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KvScanExec({})", self.desc.name)
+    }
+}
+
+impl KvScanExec {
+    fn new(
+        desc: Arc<TableDesc>,
+        ctx: Arc<StmtCtx>,
+        projected: Vec<usize>,
+        schema: SchemaRef,
+        bounds: Bounds,
+        limit: Option<usize>,
+    ) -> Self {
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self { desc, ctx, projected, schema, bounds, limit, props }
+    }
+
+    fn describe_bounds(&self) -> String {
+        let prefix = primary_prefix(self.desc.id).len();
+        let hex = |k: &[u8]| k.get(prefix..).unwrap_or_default().iter().map(|b| format!("{b:02x}")).collect::<String>();
+        match &self.bounds {
+            Bounds::Points(keys) if keys.len() == 1 && keys[0].len() == prefix => "full".into(),
+            Bounds::Points(keys) => format!("point get x{} [{}]", keys.len(), keys.iter().map(|k| hex(k)).collect::<Vec<_>>().join(", ")),
+            Bounds::Range { start, end } if start.len() == prefix && end.len() == prefix => "full".into(),
+            Bounds::Range { start, end } => format!("key range [/{} , /{})", hex(start), hex(end)),
+        }
+    }
+}
+
+impl DisplayAs for KvScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let cols: Vec<&str> = self.projected.iter().map(|&i| self.desc.columns[i].name.as_str()).collect();
+        write!(f, "KvScanExec: table={}, scan={}, projection=[{}]", self.desc.name, self.describe_bounds(), cols.join(", "))?;
+        if let Some(l) = self.limit {
+            write!(f, ", limit={l}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for KvScanExec {
+    fn name(&self) -> &'static str {
+        "KvScanExec"
+    }
+
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!("KvScanExec has one partition, not {partition}")));
+        }
+        let batch_rows = context.session_config().batch_size().clamp(1, self.ctx.limits.scan_batch_rows_max);
+        let cursor = match &self.bounds {
+            Bounds::Points(keys) => Cursor::Points(keys.clone()),
+            Bounds::Range { start, end } => Cursor::Range { next: Some(start.clone()), end: end.clone() },
+        };
+        let state = ScanState {
+            desc: self.desc.clone(),
+            ctx: self.ctx.clone(),
+            projected: self.projected.clone(),
+            schema: self.schema.clone(),
+            cursor,
+            remaining: self.limit.unwrap_or(usize::MAX),
+            batch_rows,
+        };
+        let stream = futures::stream::try_unfold(state, |mut st| async move {
+            match st.next_batch().await.map_err(SqlError::into_datafusion)? {
+                Some(b) => Ok(Some((b, st))),
+                None => Ok(None),
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
+    }
+}
+
+enum Cursor {
+    Points(Vec<Vec<u8>>),
+    Range { next: Option<Vec<u8>>, end: Vec<u8> },
+    Done,
+}
+
+struct ScanState {
+    desc: Arc<TableDesc>,
+    ctx: Arc<StmtCtx>,
+    projected: Vec<usize>,
+    schema: SchemaRef,
+    cursor: Cursor,
+    remaining: usize,
+    batch_rows: usize,
+}
+
+impl ScanState {
+    async fn next_batch(&mut self) -> SqlResult<Option<RecordBatch>> {
+        loop {
+            if self.remaining == 0 {
+                return Ok(None);
+            }
+            let pairs = match std::mem::replace(&mut self.cursor, Cursor::Done) {
+                Cursor::Done => return Ok(None),
+                Cursor::Points(keys) => {
+                    let txn = self.ctx.txn.read().await;
+                    let mut out = Vec::new();
+                    for k in keys {
+                        if let Some(v) = txn.get(&k).await? {
+                            out.push((k, v));
+                        }
+                    }
+                    out
+                }
+                Cursor::Range { next: None, .. } => return Ok(None),
+                Cursor::Range { next: Some(from), end } => {
+                    let want = self.batch_rows.min(self.remaining);
+                    let (rows, resume) = self.ctx.txn.read().await.scan(&from, Some(&end), want).await?;
+                    self.cursor = Cursor::Range { next: resume, end };
+                    rows
+                }
+            };
+            if pairs.is_empty() {
+                continue;
+            }
+            let take = pairs.len().min(self.remaining);
+            self.remaining -= take;
+            return self.decode(&pairs[..take]).map(Some);
+        }
+    }
+
+    fn decode(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> SqlResult<RecordBatch> {
+        let mut cols: Vec<Vec<Datum>> = vec![Vec::with_capacity(pairs.len()); self.projected.len()];
+        for (k, v) in pairs {
+            let mut row = decode_row(&self.desc, k, v)?;
+            for (j, &i) in self.projected.iter().enumerate() {
+                cols[j].push(std::mem::replace(&mut row[i], Datum::Null));
+            }
+        }
+        let arrays = self
+            .projected
+            .iter()
+            .zip(cols.iter())
+            .map(|(&i, vals)| array_from_datums(&self.desc.columns[i].ty, vals))
+            .collect::<SqlResult<Vec<_>>>()?;
+        let opts = RecordBatchOptions::new().with_row_count(Some(pairs.len()));
+        RecordBatch::try_new_with_options(self.schema.clone(), arrays, &opts)
+            .map_err(|e| SqlError::internal(format!("building a scan batch: {e}")))
+    }
+}
+
+/// Checks a full row against the table's constraints and normalizes it (char padding).
+pub fn validate_row(desc: &TableDesc, row: &mut [Datum]) -> SqlResult<()> {
+    for (i, col) in desc.columns.iter().enumerate() {
+        if row[i].is_null() {
+            if !col.nullable {
+                return Err(SqlError::new(
+                    code::NOT_NULL_VIOLATION,
+                    format!("null value in column \"{}\" of relation \"{}\" violates not-null constraint", col.name, desc.name),
+                ));
+            }
+            continue;
+        }
+        match (&col.ty, &mut row[i]) {
+            (SqlType::Varchar(Some(n)), Datum::Text(s)) => fit_length(s, *n as usize, "character varying", false)?,
+            (SqlType::Char(n), Datum::Text(s)) => fit_length(s, *n as usize, "character", true)?,
+            (SqlType::Numeric { precision, .. }, Datum::Decimal(v)) => {
+                if v.unsigned_abs() >= 10u128.pow(*precision as u32) {
+                    return Err(SqlError::new(code::NUMERIC_VALUE_OUT_OF_RANGE, "numeric field overflow"));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// PostgreSQL's rule: too long is an error unless only trailing spaces are cut.
+fn fit_length(s: &mut String, n: usize, type_name: &str, pad: bool) -> SqlResult<()> {
+    let len = s.chars().count();
+    if len > n {
+        let (keep, cut): (String, String) = (s.chars().take(n).collect(), s.chars().skip(n).collect());
+        if cut.chars().any(|c| c != ' ') {
+            return Err(SqlError::new(
+                code::STRING_DATA_RIGHT_TRUNCATION,
+                format!("value too long for type {type_name}({n})"),
+            ));
+        }
+        *s = keep;
+    } else if pad && len < n {
+        s.extend(std::iter::repeat_n(' ', n - len));
+    }
+    Ok(())
+}
+
+/// The error PostgreSQL reports for a primary-key collision.
+pub fn duplicate_key_error(desc: &TableDesc, row: &[Datum]) -> SqlError {
+    let cols: Vec<&str> = desc.primary_key.iter().map(|&i| desc.columns[i].name.as_str()).collect();
+    let vals: Vec<String> = desc.primary_key.iter().map(|&i| row[i].display(&desc.columns[i].ty)).collect();
+    SqlError::new(code::UNIQUE_VIOLATION, format!("duplicate key value violates unique constraint \"{}\"", desc.pkey_name()))
+        .with_detail(format!("Key ({})=({}) already exists.", cols.join(", "), vals.join(", ")))
+}
+
+/// Writes the rows of an INSERT into the statement's transaction.
+struct KvInsertSink {
+    desc: Arc<TableDesc>,
+    ctx: Arc<StmtCtx>,
+    visible: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for KvInsertSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KvInsertSink({})", self.desc.name)
+    }
+}
+
+impl DisplayAs for KvInsertSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "KvInsertSink: table={}", self.desc.name)
+    }
+}
+
+#[async_trait]
+impl DataSink for KvInsertSink {
+
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(&self, mut data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> DfResult<u64> {
+        // Rows are collected first and written when the input is exhausted, so an
+        // `INSERT INTO t SELECT … FROM t` never reads its own new rows.
+        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut seen = HashSet::new();
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            self.collect_batch(&batch, &mut rows, &mut seen).await.map_err(SqlError::into_datafusion)?;
+        }
+        let n = rows.len() as u64;
+        let mut txn = self.ctx.txn.write().await;
+        for (k, v) in rows {
+            txn.insert(k, v).map_err(|e| SqlError::from(e).into_datafusion())?;
+        }
+        Ok(n)
+    }
+}
+
+impl KvInsertSink {
+    async fn collect_batch(
+        &self,
+        batch: &RecordBatch,
+        rows: &mut Vec<(Vec<u8>, Vec<u8>)>,
+        seen: &mut HashSet<Vec<u8>>,
+    ) -> SqlResult<()> {
+        let ncols = self.desc.columns.len();
+        let mut columns: Vec<Vec<Datum>> = Vec::with_capacity(self.visible.len());
+        for (j, &i) in self.visible.iter().enumerate() {
+            columns.push(datums_from_array(&self.desc.columns[i].ty, batch.column(j))?);
+        }
+        let max = self.ctx.limits.statement_rows_max;
+        for r in 0..batch.num_rows() {
+            let mut row = vec![Datum::Null; ncols];
+            for (j, &i) in self.visible.iter().enumerate() {
+                row[i] = std::mem::replace(&mut columns[j][r], Datum::Null);
+            }
+            for (i, c) in self.desc.columns.iter().enumerate() {
+                if c.hidden && row[i].is_null() {
+                    row[i] = Datum::I64(self.ctx.kv.unique_id());
+                }
+            }
+            validate_row(&self.desc, &mut row)?;
+            let key = encode_key(&self.desc, &row)?;
+            if !seen.insert(key.clone()) || self.ctx.txn.read().await.get(&key).await?.is_some() {
+                return Err(duplicate_key_error(&self.desc, &row));
+            }
+            rows.push((key, encode_value(&self.desc, &row)));
+            if rows.len() > max {
+                return Err(SqlError::new(
+                    code::PROGRAM_LIMIT_EXCEEDED,
+                    format!("statement writes more than statement_rows_max = {max} rows"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! Per-statement context: the transaction a statement runs in, and the DataFusion catalog view
+//! of the tables as of that transaction's snapshot.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
+use datafusion::common::Result as DfResult;
+use kestrel_kv::{Kv, Txn};
+
+use crate::catalog::CatalogSnapshot;
+use crate::error::SqlError;
+use crate::provider::KestrelTable;
+
+/// Named limits of the SQL layer.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Rows one INSERT/UPDATE/DELETE may write.
+    pub statement_rows_max: usize,
+    /// Rows a scan decodes into one Arrow batch at most.
+    pub scan_batch_rows_max: usize,
+    /// Bytes of result rows one query may hold in memory.
+    pub result_bytes_max: usize,
+    /// Times an autocommit statement is retried after a serialization conflict.
+    pub autocommit_retries_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            statement_rows_max: 1_000_000,
+            scan_batch_rows_max: 8192,
+            result_bytes_max: 512 << 20,
+            autocommit_retries_max: 20,
+        }
+    }
+}
+
+pub struct StmtCtx {
+    pub kv: Arc<Kv>,
+    pub txn: tokio::sync::RwLock<Txn>,
+    /// Expose the generated `rowid` of tables without a primary key (UPDATE/DELETE need it).
+    pub expose_hidden: bool,
+    pub limits: Limits,
+}
+
+impl fmt::Debug for StmtCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StmtCtx")
+    }
+}
+
+/// The catalog list DataFusion sees: the session's database only.
+#[derive(Debug)]
+pub struct KCatalogList {
+    name: String,
+    catalog: Arc<KCatalog>,
+}
+
+impl KCatalogList {
+    pub fn new(db_name: &str, snapshot: &CatalogSnapshot, ctx: Arc<StmtCtx>) -> Self {
+        let mut schemas: HashMap<String, Arc<KSchema>> = HashMap::new();
+        for name in snapshot.schemas() {
+            schemas.insert(name.clone(), Arc::new(KSchema { tables: HashMap::new(), ctx: ctx.clone() }));
+        }
+        for ((schema, name), desc) in &snapshot.tables {
+            if let Some(s) = schemas.get_mut(schema) {
+                Arc::get_mut(s).expect("not shared yet").tables.insert(name.clone(), desc.clone());
+            }
+        }
+        Self { name: db_name.to_string(), catalog: Arc::new(KCatalog { schemas }) }
+    }
+}
+
+impl CatalogProviderList for KCatalogList {
+    fn register_catalog(&self, _name: String, _catalog: Arc<dyn CatalogProvider>) -> Option<Arc<dyn CatalogProvider>> {
+        None
+    }
+    fn catalog_names(&self) -> Vec<String> {
+        vec![self.name.clone()]
+    }
+    fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
+        (name == self.name).then(|| self.catalog.clone() as Arc<dyn CatalogProvider>)
+    }
+}
+
+#[derive(Debug)]
+pub struct KCatalog {
+    schemas: HashMap<String, Arc<KSchema>>,
+}
+
+impl CatalogProvider for KCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        self.schemas.keys().cloned().collect()
+    }
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        self.schemas.get(name).map(|s| s.clone() as Arc<dyn SchemaProvider>)
+    }
+}
+
+#[derive(Debug)]
+pub struct KSchema {
+    tables: HashMap<String, Arc<crate::catalog::TableDesc>>,
+    ctx: Arc<StmtCtx>,
+}
+
+#[async_trait]
+impl SchemaProvider for KSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.tables.keys().cloned().collect()
+    }
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        match self.tables.get(name) {
+            None => Ok(None),
+            Some(desc) => Ok(Some(Arc::new(
+                KestrelTable::new(desc.clone(), self.ctx.clone()).map_err(SqlError::into_datafusion)?,
+            ))),
+        }
+    }
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.contains_key(name)
+    }
+}
