@@ -57,11 +57,11 @@ impl QueryParser for Parser {
         let Some(prepared) = session.prepare(sql).await.map_err(|e| to_pgwire_error(&e))? else {
             return Ok(None);
         };
-        let n = prepared.param_types.len().max(types.len());
+        let n = prepared.param_fields.len().max(types.len());
         let param_types = (0..n)
             .map(|i| match types.get(i).cloned().flatten() {
                 Some(t) if t != Type::UNKNOWN => t,
-                _ => params::pg_type_of(prepared.param_types.get(i).and_then(|t| t.as_ref())),
+                _ => params::pg_type_of(prepared.param_fields.get(i).and_then(|t| t.as_deref())),
             })
             .collect();
         Ok(Some(Stmt { prepared: Some(Arc::new(prepared)), param_types }))
@@ -153,12 +153,12 @@ impl ExtendedQueryHandler for Handler {
         let mut values = Vec::with_capacity(portal.parameters.len());
         for (i, raw) in portal.parameters.iter().enumerate() {
             let ty = stmt.param_types.get(i).cloned().unwrap_or(Type::TEXT);
-            let target: Option<&DataType> = prepared.param_types.get(i).and_then(|t| t.as_ref());
+            let target: Option<&DataType> = prepared.param_fields.get(i).and_then(|f| f.as_ref()).map(|f| f.data_type());
             let v = params::decode(raw.as_deref(), portal.parameter_format.is_binary(i), &ty, target)
                 .map_err(|e| to_pgwire_error(&e))?;
             values.push(v);
         }
-        let params = (!values.is_empty() || !prepared.param_types.is_empty()).then_some(values);
+        let params = (!values.is_empty() || !prepared.param_fields.is_empty()).then_some(values);
         let mut guard = self.session.lock().await;
         let session = guard.as_mut().ok_or_else(no_session)?;
         let result = session.execute(&prepared.stmt, params).await.map_err(|e| to_pgwire_error(&e))?;

@@ -91,10 +91,10 @@ pub fn decode(bytes: Option<&[u8]>, is_binary: bool, ty: &Type, target: Option<&
 }
 
 /// The PostgreSQL type announced for a parameter the plan expects as `dt`.
-pub fn pg_type_of(dt: Option<&DataType>) -> Type {
-    match dt {
+pub fn pg_type_of(field: Option<&datafusion::arrow::datatypes::Field>) -> Type {
+    match field {
         None => Type::TEXT,
-        Some(dt) => crate::encode::pg_type(&datafusion::arrow::datatypes::Field::new("p", dt.clone(), true)),
+        Some(f) => crate::encode::pg_type(f),
     }
 }
 

@@ -112,7 +112,8 @@ pub fn from_datafusion(e: DataFusionError) -> SqlError {
                 Err(other) => SqlError::internal(other.to_string()),
             },
         },
-        DataFusionError::Context(_, inner) => from_datafusion(*inner),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => from_datafusion(*inner),
+        DataFusionError::Collection(mut errs) if !errs.is_empty() => from_datafusion(errs.swap_remove(0)),
         DataFusionError::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
             Ok(e) => from_datafusion(e),
             Err(shared) => classify_message(&shared.to_string()),
@@ -160,6 +161,9 @@ fn classify_plan(m: &str) -> SqlError {
         let short = name.rsplit('.').next().unwrap_or(name);
         return SqlError::new(code::UNDEFINED_TABLE, format!("relation \"{short}\" does not exist"));
     }
+    if lower.contains("inconsistent data length across values list") || lower.contains("column count") {
+        return SqlError::new(code::SYNTAX_ERROR, format!("INSERT has more target columns than expressions ({m})"));
+    }
     if lower.contains("invalid function") || lower.contains("function") && lower.contains("not found") {
         return SqlError::new(code::UNDEFINED_FUNCTION, m.to_string());
     }
@@ -177,7 +181,7 @@ fn classify_message(m: &str) -> SqlError {
     let lower = m.to_ascii_lowercase();
     let c = if lower.contains("divide by zero") || lower.contains("division by zero") {
         code::DIVISION_BY_ZERO
-    } else if lower.contains("overflow") || lower.contains("out of range") || lower.contains("too large to store") {
+    } else if lower.contains("can't cast value") || lower.contains("overflow") || lower.contains("out of range") || lower.contains("too large to store") {
         code::NUMERIC_VALUE_OUT_OF_RANGE
     } else if lower.contains("cannot cast") || lower.contains("can't cast") || lower.contains("cast error")
         || lower.contains("parse") || lower.contains("invalid digit")
@@ -215,6 +219,12 @@ mod tests {
 
     #[test]
     fn plan_errors_are_classified() {
+        let missing = DataFusionError::SchemaError(
+            Box::new(SchemaError::FieldNotFound { field: Box::new(datafusion::common::Column::from_name("nope")), valid_fields: vec![] }),
+            Box::new(None),
+        );
+        let wrapped = DataFusionError::Diagnostic(Box::new(datafusion::common::Diagnostic::new_error("x", None)), Box::new(missing));
+        assert_eq!(from_datafusion(wrapped).code, code::UNDEFINED_COLUMN);
         assert_eq!(from_datafusion(DataFusionError::Plan("table 'defaultdb.public.nope' not found".into())).code, code::UNDEFINED_TABLE);
         assert_eq!(from_datafusion(DataFusionError::NotImplemented("x".into())).code, code::FEATURE_NOT_SUPPORTED);
         assert_eq!(from_datafusion(DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None)).code, code::DIVISION_BY_ZERO);

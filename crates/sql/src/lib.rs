@@ -29,6 +29,7 @@ pub mod ddl;
 pub mod dml;
 pub mod error;
 mod metrics;
+pub mod pgcompat;
 pub mod provider;
 pub mod rowcodec;
 pub mod session;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -50,7 +50,11 @@ impl SqlEngine {
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(false)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
-        let base = SessionStateBuilder::new().with_config(config).with_default_features().build();
+        let base = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_analyzer_rule(Arc::new(crate::pgcompat::PgCastRule))
+            .build();
         Ok(Session { engine: self.clone(), database: database.to_string(), base, vars: default_vars() })
     }
 }
@@ -88,8 +92,9 @@ pub enum ExecResult {
 #[derive(Clone, Debug)]
 pub struct Prepared {
     pub stmt: DFStatement,
-    /// `$1, $2, …` in order; `None` where the type could not be inferred.
-    pub param_types: Vec<Option<DataType>>,
+    /// `$1, $2, …` in order; `None` where the type could not be inferred. Fields carry the
+    /// column's PostgreSQL type tag (uuid, varchar …) when a parameter stands for a column.
+    pub param_fields: Vec<Option<FieldRef>>,
     /// The result columns; `None` for statements that return no rows.
     pub schema: Option<SchemaRef>,
 }
@@ -182,8 +187,8 @@ impl Session {
                 let txn = self.engine.kv.begin();
                 let (state, _ctx) = self.state_for(txn, expose_hidden).await?;
                 let plan = state.statement_to_plan(stmt.clone()).await.map_err(from_datafusion)?;
-                let types = plan.get_parameter_types().map_err(from_datafusion)?;
-                let mut ordered: Vec<(usize, Option<DataType>)> = types
+                let types = plan.get_parameter_fields().map_err(from_datafusion)?;
+                let mut ordered: Vec<(usize, Option<FieldRef>)> = types
                     .into_iter()
                     .filter_map(|(k, v)| k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v)))
                     .collect();
@@ -205,7 +210,7 @@ impl Session {
             }
             _ => (vec![], None),
         };
-        Ok(Some(Prepared { stmt, param_types, schema }))
+        Ok(Some(Prepared { stmt, param_fields: param_types, schema }))
     }
 
     /// Executes one statement in its own transaction, retrying serialization conflicts.
