@@ -11,14 +11,19 @@ pub struct Clock {
 }
 
 fn wall() -> u64 {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     ms << 16
 }
 
 impl Clock {
     /// A clock that never issues a timestamp at or below `floor`.
     pub fn new(floor: Ts) -> Self {
-        Self { last: AtomicU64::new(floor.0) }
+        Self {
+            last: AtomicU64::new(floor.0),
+        }
     }
 
     /// A fresh timestamp, greater than every one issued or observed before.
@@ -27,7 +32,10 @@ impl Clock {
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let next = w.max(last + 1);
-            match self.last.compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed) {
+            match self
+                .last
+                .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return Ts(next),
                 Err(actual) => last = actual,
             }

@@ -28,6 +28,9 @@ pub enum KvError {
 impl KvError {
     /// Whether retrying the whole transaction may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, KvError::WriteConflict { .. } | KvError::Timeout { .. })
+        matches!(
+            self,
+            KvError::WriteConflict { .. } | KvError::Timeout { .. }
+        )
     }
 }

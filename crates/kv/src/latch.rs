@@ -23,7 +23,11 @@ pub struct LatchGuard {
 
 impl Latches {
     /// Acquires all of `keys` at once (all-or-nothing, so no deadlock between commits).
-    pub async fn acquire(self: &Arc<Self>, keys: Vec<Vec<u8>>, timeout_ms: u64) -> Result<LatchGuard> {
+    pub async fn acquire(
+        self: &Arc<Self>,
+        keys: Vec<Vec<u8>>,
+        timeout_ms: u64,
+    ) -> Result<LatchGuard> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
         loop {
             let notified = self.released.notified();
@@ -33,11 +37,17 @@ impl Latches {
                 let mut held = self.held.lock();
                 if keys.iter().all(|k| !held.contains(k)) {
                     held.extend(keys.iter().cloned());
-                    return Ok(LatchGuard { latches: self.clone(), keys });
+                    return Ok(LatchGuard {
+                        latches: self.clone(),
+                        keys,
+                    });
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(KvError::Timeout { what: "key latches", ms: timeout_ms });
+                return Err(KvError::Timeout {
+                    what: "key latches",
+                    ms: timeout_ms,
+                });
             }
         }
     }

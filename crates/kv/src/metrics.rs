@@ -18,10 +18,22 @@ fn counter(name: &str, help: &str) -> IntCounter {
 }
 
 pub static METRICS: LazyLock<KvMetrics> = LazyLock::new(|| KvMetrics {
-    commits: counter("kestrel_txn_commits_total", "Committed transactions that wrote"),
-    commits_two_phase: counter("kestrel_txn_commits_two_phase_total", "Commits that spanned several ranges"),
-    aborts: counter("kestrel_txn_aborts_total", "Transactions that failed to commit"),
-    conflicts: counter("kestrel_txn_conflicts_total", "Write-write conflicts (SQLSTATE 40001)"),
+    commits: counter(
+        "kestrel_txn_commits_total",
+        "Committed transactions that wrote",
+    ),
+    commits_two_phase: counter(
+        "kestrel_txn_commits_two_phase_total",
+        "Commits that spanned several ranges",
+    ),
+    aborts: counter(
+        "kestrel_txn_aborts_total",
+        "Transactions that failed to commit",
+    ),
+    conflicts: counter(
+        "kestrel_txn_conflicts_total",
+        "Write-write conflicts (SQLSTATE 40001)",
+    ),
 });
 
 impl KvMetrics {

@@ -40,7 +40,10 @@ impl Pending {
         let mut inflight = self.inflight.lock();
         let ts = clock.now();
         *inflight.entry(ts).or_default() += 1;
-        PendingGuard { pending: self.clone(), ts }
+        PendingGuard {
+            pending: self.clone(),
+            ts,
+        }
     }
 
     /// Waits until no commit registered at or below `ts` is in flight.
@@ -56,7 +59,10 @@ impl Pending {
                 Some(_) => {}
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(KvError::Timeout { what: "in-flight commits below the read timestamp", ms: timeout_ms });
+                return Err(KvError::Timeout {
+                    what: "in-flight commits below the read timestamp",
+                    ms: timeout_ms,
+                });
             }
         }
     }

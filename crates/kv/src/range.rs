@@ -22,7 +22,10 @@ pub struct RangeDescriptor {
 
 impl RangeDescriptor {
     pub fn span(&self) -> Span {
-        Span { start: self.start.clone(), end: self.end.clone() }
+        Span {
+            start: self.start.clone(),
+            end: self.end.clone(),
+        }
     }
     pub fn contains(&self, key: &[u8]) -> bool {
         self.span().contains(key)

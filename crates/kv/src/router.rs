@@ -27,7 +27,11 @@ impl Router {
     /// The replicas overlapping `[start, end)`, in key order.
     pub(crate) fn overlapping(&self, start: &[u8], end: Option<&[u8]>) -> Vec<Arc<Replica>> {
         let map = self.by_start.read();
-        let first = map.range(..=start.to_vec()).next_back().map(|(k, _)| k.clone()).unwrap_or_default();
+        let first = map
+            .range(..=start.to_vec())
+            .next_back()
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default();
         map.range(first..)
             .take_while(|(s, _)| end.is_none_or(|e| s.as_slice() < e))
             .filter(|(_, r)| {

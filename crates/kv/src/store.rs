@@ -54,7 +54,10 @@ pub struct Kv {
 }
 
 fn meta_span() -> Span {
-    Span { start: keys::META_START.to_vec(), end: Some(keys::SYSTEM_START.to_vec()) }
+    Span {
+        start: keys::META_START.to_vec(),
+        end: Some(keys::SYSTEM_START.to_vec()),
+    }
 }
 
 impl Kv {
@@ -107,9 +110,14 @@ impl Kv {
     }
 
     async fn open_replica(&self, desc: RangeDescriptor) -> Result<Arc<Replica>> {
-        let group =
-            RaftGroup::open(self.engine.clone(), desc.range_id, self.config.node_id, desc.span(), &self.config.raft)
-                .await?;
+        let group = RaftGroup::open(
+            self.engine.clone(),
+            desc.range_id,
+            self.config.node_id,
+            desc.span(),
+            &self.config.raft,
+        )
+        .await?;
         // An empty proposal returns after every earlier entry of the log has been applied.
         group.propose(Batch::new()).await?;
         Ok(Arc::new(Replica::new(desc, group)))
@@ -119,13 +127,19 @@ impl Kv {
         let (start, end) = keys::range_desc_prefix();
         let mut out = Vec::new();
         let mut err = None;
-        mvcc::scan(self.engine.as_ref(), &start, Some(&end), Ts::MAX, &mut |_, v| {
-            match bincode::deserialize::<RangeDescriptor>(&v) {
-                Ok(d) => out.push(d),
-                Err(e) => err = Some(KvError::Corrupt(format!("range descriptor: {e}"))),
-            }
-            err.is_none()
-        })?;
+        mvcc::scan(
+            self.engine.as_ref(),
+            &start,
+            Some(&end),
+            Ts::MAX,
+            &mut |_, v| {
+                match bincode::deserialize::<RangeDescriptor>(&v) {
+                    Ok(d) => out.push(d),
+                    Err(e) => err = Some(KvError::Corrupt(format!("range descriptor: {e}"))),
+                }
+                err.is_none()
+            },
+        )?;
         match err {
             Some(e) => Err(e),
             None => Ok(out),
@@ -153,7 +167,10 @@ impl Kv {
         for d in &descs {
             txn.put(keys::range_desc_key(d.range_id), encode_desc(d))?;
         }
-        txn.put(keys::NEXT_RANGE_ID_KEY.to_vec(), (keys::FIRST_USER_RANGE_ID + 1).to_be_bytes().to_vec())?;
+        txn.put(
+            keys::NEXT_RANGE_ID_KEY.to_vec(),
+            (keys::FIRST_USER_RANGE_ID + 1).to_be_bytes().to_vec(),
+        )?;
         // All descriptors land in one meta-range batch: a crash leaves all or none.
         txn.commit().await?;
         Ok(descs)
@@ -181,7 +198,12 @@ impl Kv {
                     None
                 }
             };
-            tracing::info!(txn_id, committed = commit_ts.is_some(), locks = locks.len(), "recovering transaction");
+            tracing::info!(
+                txn_id,
+                committed = commit_ts.is_some(),
+                locks = locks.len(),
+                "recovering transaction"
+            );
             for (replica, keys) in self.group_keys(locks.into_iter().map(|(k, l)| (k, l.value)))? {
                 let mut b = Batch::new();
                 for (k, v) in keys {
@@ -203,7 +225,11 @@ impl Kv {
         let mut groups: BTreeMap<u64, (Arc<Replica>, Vec<(Vec<u8>, V)>)> = BTreeMap::new();
         for (k, v) in items {
             let r = self.replica_for(&k)?;
-            groups.entry(r.range_id()).or_insert_with(|| (r.clone(), Vec::new())).1.push((k, v));
+            groups
+                .entry(r.range_id())
+                .or_insert_with(|| (r.clone(), Vec::new()))
+                .1
+                .push((k, v));
         }
         let mut out: Vec<_> = groups.into_values().collect();
         out.sort_by(|a, b| a.1[0].0.cmp(&b.1[0].0));
@@ -211,13 +237,19 @@ impl Kv {
     }
 
     pub(crate) fn replica_for(&self, key: &[u8]) -> Result<Arc<Replica>> {
-        self.router.lookup(key).ok_or_else(|| KvError::NoRange(key.to_vec()))
+        self.router
+            .lookup(key)
+            .ok_or_else(|| KvError::NoRange(key.to_vec()))
     }
 
     fn persist_clock_floor(&self) -> Result<()> {
         let floor = self.clock.ahead_ms(self.config.clock_floor_lead_ms);
         let mut b = Batch::new();
-        b.put(Cf::RaftMeta, CLOCK_FLOOR_KEY.to_vec(), floor.0.to_be_bytes().to_vec());
+        b.put(
+            Cf::RaftMeta,
+            CLOCK_FLOOR_KEY.to_vec(),
+            floor.0.to_be_bytes().to_vec(),
+        );
         self.engine.write(&b, true)?;
         Ok(())
     }
@@ -253,7 +285,11 @@ impl Kv {
 
     /// Every range this node serves, in key order.
     pub fn ranges(&self) -> Vec<RangeDescriptor> {
-        self.router.all().iter().map(|r| r.desc.read().clone()).collect()
+        self.router
+            .all()
+            .iter()
+            .map(|r| r.desc.read().clone())
+            .collect()
     }
 
     /// Makes `[start, end)` a range of its own, splitting the range that holds it. Splits are
@@ -267,7 +303,10 @@ impl Kv {
             return Ok(d.range_id);
         }
         if d.end.as_deref().is_some_and(|e| e < end) {
-            return Err(KvError::Unsupported(format!("span crosses range {} boundary", d.range_id)));
+            return Err(KvError::Unsupported(format!(
+                "span crosses range {} boundary",
+                d.range_id
+            )));
         }
         let mut pieces = Vec::new();
         if d.start.as_slice() < start {
@@ -286,7 +325,11 @@ impl Kv {
             .into_iter()
             .enumerate()
             .map(|(i, (s, e))| RangeDescriptor {
-                range_id: if i == 0 { d.range_id } else { next + i as u64 - 1 },
+                range_id: if i == 0 {
+                    d.range_id
+                } else {
+                    next + i as u64 - 1
+                },
                 start: s,
                 end: e,
                 replicas: d.replicas.clone(),
@@ -296,7 +339,10 @@ impl Kv {
         for nd in &descs {
             txn.put(keys::range_desc_key(nd.range_id), encode_desc(nd))?;
         }
-        txn.put(keys::NEXT_RANGE_ID_KEY.to_vec(), (next + descs.len() as u64 - 1).to_be_bytes().to_vec())?;
+        txn.put(
+            keys::NEXT_RANGE_ID_KEY.to_vec(),
+            (next + descs.len() as u64 - 1).to_be_bytes().to_vec(),
+        )?;
         txn.commit().await?;
         // Durable; now switch this node's replicas over. A crash from here on reopens the groups
         // from the descriptors just written.
@@ -350,7 +396,10 @@ where
     let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
-        out.push(h.await.map_err(|e| KvError::Corrupt(format!("range open task: {e}")))??);
+        out.push(
+            h.await
+                .map_err(|e| KvError::Corrupt(format!("range open task: {e}")))??,
+        );
     }
     Ok(out)
 }

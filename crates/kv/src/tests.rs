@@ -34,8 +34,15 @@ async fn snapshot_isolation_and_read_your_writes() {
     assert_eq!(w.get(&key(1, "a")).await.unwrap(), Some(b"1".to_vec()));
     let early = kv.begin();
     w.commit().await.unwrap();
-    assert_eq!(early.get(&key(1, "a")).await.unwrap(), None, "snapshot taken before the commit");
-    assert_eq!(kv.begin().get(&key(1, "a")).await.unwrap(), Some(b"1".to_vec()));
+    assert_eq!(
+        early.get(&key(1, "a")).await.unwrap(),
+        None,
+        "snapshot taken before the commit"
+    );
+    assert_eq!(
+        kv.begin().get(&key(1, "a")).await.unwrap(),
+        Some(b"1".to_vec())
+    );
     kv.shutdown().await;
 }
 
@@ -51,7 +58,10 @@ async fn write_write_conflict_aborts_second_committer() {
     let err = b.commit().await.unwrap_err();
     assert!(matches!(err, KvError::WriteConflict { .. }), "{err:?}");
     assert!(err.is_retryable());
-    assert_eq!(kv.begin().get(&key(1, "x")).await.unwrap(), Some(b"a".to_vec()));
+    assert_eq!(
+        kv.begin().get(&key(1, "x")).await.unwrap(),
+        Some(b"a".to_vec())
+    );
     kv.shutdown().await;
 }
 
@@ -64,7 +74,10 @@ async fn insert_over_live_row_is_duplicate_key() {
     a.commit().await.unwrap();
     let mut b = kv.begin();
     b.insert(key(1, "k"), b"2".to_vec()).unwrap();
-    assert!(matches!(b.commit().await.unwrap_err(), KvError::DuplicateKey { .. }));
+    assert!(matches!(
+        b.commit().await.unwrap_err(),
+        KvError::DuplicateKey { .. }
+    ));
     // After a delete the key is free again.
     let mut c = kv.begin();
     c.delete(key(1, "k")).unwrap();
@@ -92,7 +105,10 @@ async fn scan_merges_own_writes_and_resumes() {
     let mut from = start.clone();
     loop {
         let (rows, resume) = t.scan(&from, Some(&end), 4).await.unwrap();
-        all.extend(rows.into_iter().map(|(k, _)| String::from_utf8(k[start.len()..].to_vec()).unwrap()));
+        all.extend(
+            rows.into_iter()
+                .map(|(k, _)| String::from_utf8(k[start.len()..].to_vec()).unwrap()),
+        );
         match resume {
             Some(r) => from = r,
             None => break,
@@ -120,9 +136,16 @@ async fn split_out_gives_tables_their_own_ranges_and_survives_restart() {
     }
     let kv = open(dir.path()).await;
     let ranges = kv.ranges();
-    assert!(ranges.iter().any(|d| d.start == table_span(100).0 && d.end == Some(table_span(100).1)));
-    assert!(ranges.iter().any(|d| d.start == table_span(101).0 && d.end == Some(table_span(101).1)));
-    assert_eq!(kv.begin().get(&key(100, "a")).await.unwrap(), Some(b"x".to_vec()));
+    assert!(ranges
+        .iter()
+        .any(|d| d.start == table_span(100).0 && d.end == Some(table_span(100).1)));
+    assert!(ranges
+        .iter()
+        .any(|d| d.start == table_span(101).0 && d.end == Some(table_span(101).1)));
+    assert_eq!(
+        kv.begin().get(&key(100, "a")).await.unwrap(),
+        Some(b"x".to_vec())
+    );
     kv.shutdown().await;
 }
 
@@ -158,11 +181,21 @@ async fn two_range_transaction_commits_atomically() {
     z.put(key(8, "c"), b"z".to_vec()).unwrap();
     x.commit().await.unwrap();
     // z prewrites range 7, then conflicts with x in range 8 and must roll range 7 back.
-    assert!(matches!(z.commit().await.unwrap_err(), KvError::WriteConflict { .. }));
+    assert!(matches!(
+        z.commit().await.unwrap_err(),
+        KvError::WriteConflict { .. }
+    ));
     let r = kv.begin();
-    assert_eq!(r.get(&key(7, "q")).await.unwrap(), None, "aborted prewrite rolled back");
+    assert_eq!(
+        r.get(&key(7, "q")).await.unwrap(),
+        None,
+        "aborted prewrite rolled back"
+    );
     y.commit().await.unwrap();
-    assert_eq!(kv.begin().get(&key(8, "b")).await.unwrap(), Some(b"y".to_vec()));
+    assert_eq!(
+        kv.begin().get(&key(8, "b")).await.unwrap(),
+        Some(b"y".to_vec())
+    );
     // No lock of z is left behind: its key is writable.
     let mut w = kv.begin();
     w.put(key(7, "q"), b"w".to_vec()).unwrap();
@@ -203,7 +236,15 @@ async fn recovery_finishes_committed_and_aborts_uncommitted_two_phase() {
 async fn txn_write_limit_is_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir.path()).unwrap());
-    let kv = Kv::open(engine, KvConfig { txn_write_bytes_max: 1000, ..KvConfig::default() }).await.unwrap();
+    let kv = Kv::open(
+        engine,
+        KvConfig {
+            txn_write_bytes_max: 1000,
+            ..KvConfig::default()
+        },
+    )
+    .await
+    .unwrap();
     let mut t = kv.begin();
     let err = t.put(key(1, "big"), vec![0; 2000]).unwrap_err();
     assert!(matches!(err, KvError::TxnTooLarge { .. }));

@@ -31,7 +31,13 @@ const ROUTE_RETRIES_MAX: usize = 8;
 impl Txn {
     pub(crate) fn new(kv: Arc<Kv>, read_ts: Ts) -> Self {
         let id = ((read_ts.0 as u128) << 64) | kv.config.node_id as u128;
-        Self { kv, id, read_ts, writes: BTreeMap::new(), write_bytes: 0 }
+        Self {
+            kv,
+            id,
+            read_ts,
+            writes: BTreeMap::new(),
+            write_bytes: 0,
+        }
     }
 
     pub fn read_ts(&self) -> Ts {
@@ -52,7 +58,10 @@ impl Txn {
             return Ok(w.value.clone());
         }
         let replica = self.kv.replica_for(key)?;
-        replica.pending.wait_through(self.read_ts, self.kv.config.read_wait_timeout_ms).await?;
+        replica
+            .pending
+            .wait_through(self.read_ts, self.kv.config.read_wait_timeout_ms)
+            .await?;
         Ok(mvcc::get(self.kv.engine.as_ref(), key, self.read_ts)?)
     }
 
@@ -68,18 +77,31 @@ impl Txn {
         let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut resume = None;
         for replica in self.kv.router.overlapping(start, end) {
-            replica.pending.wait_through(self.read_ts, self.kv.config.read_wait_timeout_ms).await?;
+            replica
+                .pending
+                .wait_through(self.read_ts, self.kv.config.read_wait_timeout_ms)
+                .await?;
             let d = replica.desc.read().clone();
-            let lo = if d.start.as_slice() > start { d.start.clone() } else { start.to_vec() };
+            let lo = if d.start.as_slice() > start {
+                d.start.clone()
+            } else {
+                start.to_vec()
+            };
             let hi = match (d.end.as_deref(), end) {
                 (Some(a), Some(b)) => Some(a.min(b).to_vec()),
                 (Some(a), None) => Some(a.to_vec()),
                 (None, b) => b.map(|b| b.to_vec()),
             };
-            mvcc::scan(self.kv.engine.as_ref(), &lo, hi.as_deref(), self.read_ts, &mut |k, v| {
-                out.push((k, v));
-                out.len() < limit
-            })?;
+            mvcc::scan(
+                self.kv.engine.as_ref(),
+                &lo,
+                hi.as_deref(),
+                self.read_ts,
+                &mut |k, v| {
+                    out.push((k, v));
+                    out.len() < limit
+                },
+            )?;
             if out.len() >= limit {
                 resume = out.last().map(|(k, _)| keycode::next_key(k));
                 break;
@@ -95,7 +117,10 @@ impl Txn {
             Some(e) => std::ops::Bound::Excluded(e.to_vec()),
             None => std::ops::Bound::Unbounded,
         };
-        let mut own = self.writes.range((std::ops::Bound::Included(start.to_vec()), upper)).peekable();
+        let mut own = self
+            .writes
+            .range((std::ops::Bound::Included(start.to_vec()), upper))
+            .peekable();
         if own.peek().is_none() {
             return;
         }
@@ -113,7 +138,10 @@ impl Txn {
         self.write_bytes += key.len() + value.as_ref().map_or(0, |v| v.len()) + 16;
         let max = self.kv.config.txn_write_bytes_max;
         if self.write_bytes > max {
-            return Err(KvError::TxnTooLarge { bytes: self.write_bytes, max });
+            return Err(KvError::TxnTooLarge {
+                bytes: self.write_bytes,
+                max,
+            });
         }
         // An insert over a key this transaction deleted is a plain write (the row is gone).
         let insert = insert && !self.writes.get(&key).is_some_and(|w| w.value.is_none());
@@ -158,7 +186,9 @@ impl Txn {
 
     async fn commit_inner(&self) -> Result<Ts> {
         for _ in 0..ROUTE_RETRIES_MAX {
-            let groups = self.kv.group_keys(self.writes.iter().map(|(k, w)| (k.clone(), w.clone())))?;
+            let groups = self
+                .kv
+                .group_keys(self.writes.iter().map(|(k, w)| (k.clone(), w.clone())))?;
             let mut guards = Vec::with_capacity(groups.len());
             for (r, _) in &groups {
                 guards.push(r.split_lock.clone().read_owned().await);
@@ -181,7 +211,10 @@ impl Txn {
             drop(guards);
             return res;
         }
-        Err(KvError::Timeout { what: "stable routing during commit", ms: 0 })
+        Err(KvError::Timeout {
+            what: "stable routing during commit",
+            ms: 0,
+        })
     }
 
     /// Checks `writes` against the committed state and foreign locks.
@@ -207,7 +240,10 @@ impl Txn {
 
     async fn one_phase(&self, replica: &Arc<Replica>, writes: &[(Vec<u8>, Write)]) -> Result<Ts> {
         let keys = writes.iter().map(|(k, _)| k.clone()).collect();
-        let _latches = replica.latches.acquire(keys, self.kv.config.latch_wait_timeout_ms).await?;
+        let _latches = replica
+            .latches
+            .acquire(keys, self.kv.config.latch_wait_timeout_ms)
+            .await?;
         let pending = replica.pending.register(&self.kv.clock);
         let commit_ts = self.kv.clock.now();
         debug_assert!(commit_ts > pending.ts() && commit_ts > self.read_ts);
@@ -232,10 +268,18 @@ impl Txn {
         }
         // Register with every participant before choosing the commit timestamp, so readers at
         // or above it wait for the resolution below.
-        let pendings: Vec<_> = groups.iter().map(|(r, _)| r.pending.register(&self.kv.clock)).collect();
+        let pendings: Vec<_> = groups
+            .iter()
+            .map(|(r, _)| r.pending.register(&self.kv.clock))
+            .collect();
         let commit_ts = self.kv.clock.now();
         let mut record = Batch::new();
-        mvcc::put_txn_record(&mut record, &primary, self.id, mvcc::TxnStatus::Committed(commit_ts));
+        mvcc::put_txn_record(
+            &mut record,
+            &primary,
+            self.id,
+            mvcc::TxnStatus::Committed(commit_ts),
+        );
         // The commit point. If this fails the outcome is unknown until recovery decides it.
         groups[0].0.group.propose(record).await?;
         for (replica, writes) in groups {
@@ -250,13 +294,26 @@ impl Txn {
         Ok(commit_ts)
     }
 
-    async fn prewrite(&self, replica: &Arc<Replica>, writes: &[(Vec<u8>, Write)], primary: &[u8]) -> Result<()> {
+    async fn prewrite(
+        &self,
+        replica: &Arc<Replica>,
+        writes: &[(Vec<u8>, Write)],
+        primary: &[u8],
+    ) -> Result<()> {
         let keys = writes.iter().map(|(k, _)| k.clone()).collect();
-        let _latches = replica.latches.acquire(keys, self.kv.config.latch_wait_timeout_ms).await?;
+        let _latches = replica
+            .latches
+            .acquire(keys, self.kv.config.latch_wait_timeout_ms)
+            .await?;
         self.evaluate(writes)?;
         let mut b = Batch::new();
         for (k, w) in writes {
-            let lock = mvcc::Lock { txn_id: self.id, start_ts: self.read_ts, primary: primary.to_vec(), value: w.value.clone() };
+            let lock = mvcc::Lock {
+                txn_id: self.id,
+                start_ts: self.read_ts,
+                primary: primary.to_vec(),
+                value: w.value.clone(),
+            };
             b.put(Cf::Locks, k.clone(), lock.encode());
         }
         replica.group.propose(b).await?;
@@ -279,7 +336,9 @@ impl Txn {
     /// without resolving — what a crash right after the commit point leaves behind.
     #[doc(hidden)]
     pub async fn commit_stop_after_record(self) -> Result<Ts> {
-        let groups = self.kv.group_keys(self.writes.iter().map(|(k, w)| (k.clone(), w.clone())))?;
+        let groups = self
+            .kv
+            .group_keys(self.writes.iter().map(|(k, w)| (k.clone(), w.clone())))?;
         assert!(groups.len() > 1, "needs a multi-range transaction");
         let primary = groups[0].1[0].0.clone();
         for (replica, writes) in &groups {
@@ -287,7 +346,12 @@ impl Txn {
         }
         let commit_ts = self.kv.clock.now();
         let mut record = Batch::new();
-        mvcc::put_txn_record(&mut record, &primary, self.id, mvcc::TxnStatus::Committed(commit_ts));
+        mvcc::put_txn_record(
+            &mut record,
+            &primary,
+            self.id,
+            mvcc::TxnStatus::Committed(commit_ts),
+        );
         groups[0].0.group.propose(record).await?;
         Ok(commit_ts)
     }
@@ -295,7 +359,9 @@ impl Txn {
     /// Test hook: writes the locks of a two-phase commit and stops before the commit point.
     #[doc(hidden)]
     pub async fn commit_stop_after_prewrite(self) -> Result<()> {
-        let groups = self.kv.group_keys(self.writes.iter().map(|(k, w)| (k.clone(), w.clone())))?;
+        let groups = self
+            .kv
+            .group_keys(self.writes.iter().map(|(k, w)| (k.clone(), w.clone())))?;
         let primary = groups[0].1[0].0.clone();
         for (replica, writes) in &groups {
             self.prewrite(replica, writes, &primary).await?;

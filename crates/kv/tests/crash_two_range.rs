@@ -44,7 +44,9 @@ async fn two_range_commits_are_atomic_under_kill_9() {
                 }
             }
         });
-        ready_rx.recv_timeout(Duration::from_secs(60)).expect("writer ready");
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("writer ready");
         // Let it commit for a while, then kill it at an arbitrary point.
         std::thread::sleep(Duration::from_millis(400 + 150 * round as u64));
         child.kill().unwrap();
@@ -58,14 +60,23 @@ async fn two_range_commits_are_atomic_under_kill_9() {
         let kv = Kv::open(engine, KvConfig::default()).await.unwrap();
         let r = kv.begin();
         for &i in &acked {
-            assert!(r.get(&key(7, i)).await.unwrap().is_some(), "round {round}: acked {i} lost in range 7");
-            assert!(r.get(&key(8, i)).await.unwrap().is_some(), "round {round}: acked {i} lost in range 8");
+            assert!(
+                r.get(&key(7, i)).await.unwrap().is_some(),
+                "round {round}: acked {i} lost in range 7"
+            );
+            assert!(
+                r.get(&key(8, i)).await.unwrap().is_some(),
+                "round {round}: acked {i} lost in range 8"
+            );
         }
         // The one transaction that may have been in flight: all or nothing.
         let in_flight = last_acked + 1;
         let a = r.get(&key(7, in_flight)).await.unwrap().is_some();
         let b = r.get(&key(8, in_flight)).await.unwrap().is_some();
-        assert_eq!(a, b, "round {round}: transaction {in_flight} is half visible");
+        assert_eq!(
+            a, b,
+            "round {round}: transaction {in_flight} is half visible"
+        );
         // Nothing beyond it.
         assert!(r.get(&key(7, in_flight + 1)).await.unwrap().is_none());
         acked_total += acked.len();

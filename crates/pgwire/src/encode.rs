@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array, Int16Array,
-    Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array,
+    Float64Array, Int16Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -38,8 +38,14 @@ pub fn pg_type(field: &Field) -> Type {
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
         DataType::Float16 | DataType::Float32 => Type::FLOAT4,
         DataType::Float64 => Type::FLOAT8,
-        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => Type::NUMERIC,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => Type::BYTEA,
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => Type::NUMERIC,
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => Type::BYTEA,
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
@@ -74,7 +80,15 @@ pub fn field_infos(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
         .fields()
         .iter()
         .enumerate()
-        .map(|(i, f)| FieldInfo::new(f.name().clone(), None, None, pg_type(f), format.format_for(i)))
+        .map(|(i, f)| {
+            FieldInfo::new(
+                f.name().clone(),
+                None,
+                None,
+                pg_type(f),
+                format.format_for(i),
+            )
+        })
         .collect()
 }
 
@@ -94,7 +108,10 @@ pub enum PgValue {
     Bytes(Vec<u8>),
     Date(NaiveDate),
     /// Microseconds since the epoch; `tz` prints a `+00` offset.
-    Timestamp { micros: i64, tz: bool },
+    Timestamp {
+        micros: i64,
+        tz: bool,
+    },
     Uuid([u8; 16]),
 }
 
@@ -128,15 +145,34 @@ fn pg_float(v: f64, shortest: String) -> String {
 }
 
 impl ToSqlText for PgValue {
-    fn to_sql_text(&self, _ty: &Type, out: &mut BytesMut, _opts: &FormatOptions) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        _opts: &FormatOptions,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         let s = match self {
             PgValue::Null => return Ok(IsNull::Yes),
             PgValue::Bool(b) => if *b { "t" } else { "f" }.to_string(),
             PgValue::I16(v) => v.to_string(),
             PgValue::I32(v) => v.to_string(),
             PgValue::I64(v) => v.to_string(),
-            PgValue::F32(v) => pg_float(*v as f64, if v.abs() >= 1e15 || (*v != 0.0 && v.abs() < 1e-4) { format!("{v:e}") } else { v.to_string() }),
-            PgValue::F64(v) => pg_float(*v, if v.abs() >= 1e15 || (*v != 0.0 && v.abs() < 1e-4) { format!("{v:e}") } else { v.to_string() }),
+            PgValue::F32(v) => pg_float(
+                *v as f64,
+                if v.abs() >= 1e15 || (*v != 0.0 && v.abs() < 1e-4) {
+                    format!("{v:e}")
+                } else {
+                    v.to_string()
+                },
+            ),
+            PgValue::F64(v) => pg_float(
+                *v,
+                if v.abs() >= 1e15 || (*v != 0.0 && v.abs() < 1e-4) {
+                    format!("{v:e}")
+                } else {
+                    v.to_string()
+                },
+            ),
             PgValue::Numeric(s) | PgValue::Text(s) => s.clone(),
             PgValue::Bytes(b) => {
                 let mut s = String::with_capacity(2 + 2 * b.len());
@@ -170,11 +206,22 @@ impl ToSqlText for PgValue {
 
 fn format_uuid(u: &[u8; 16]) -> String {
     let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 impl ToSql for PgValue {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         match self {
             PgValue::Null => Ok(IsNull::Yes),
             PgValue::Bool(v) => v.to_sql(ty, out),
@@ -184,7 +231,9 @@ impl ToSql for PgValue {
             PgValue::F32(v) => v.to_sql(ty, out),
             PgValue::F64(v) => v.to_sql(ty, out),
             PgValue::Numeric(s) => {
-                let d: rust_decimal::Decimal = s.parse().map_err(|e| format!("numeric {s} does not fit binary encoding: {e}"))?;
+                let d: rust_decimal::Decimal = s
+                    .parse()
+                    .map_err(|e| format!("numeric {s} does not fit binary encoding: {e}"))?;
                 d.to_sql(ty, out)
             }
             PgValue::Text(s) => {
@@ -238,20 +287,46 @@ struct Column {
 
 fn prepare_column(field: &Field, array: &ArrayRef) -> Result<Column, SqlError> {
     let ty = pg_type(field);
-    let trim_numeric = field.metadata().get(PG_TYPE_META).is_some_and(|t| t == "numeric");
+    let trim_numeric = field
+        .metadata()
+        .get(PG_TYPE_META)
+        .is_some_and(|t| t == "numeric");
     match canonical(&ty, array.data_type()) {
-        Some(DataType::Utf8) if !matches!(array.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
+        Some(DataType::Utf8)
+            if !matches!(
+                array.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) =>
+        {
             // Types without a native encoding here (lists, intervals, times …) go out as text.
             let fmt = ArrayFormatter::try_new(array.as_ref(), &ArrowFormat::default())
                 .map_err(|e| SqlError::internal(e.to_string()))?;
-            let text = (0..array.len()).map(|i| (!array.is_null(i)).then(|| fmt.value(i).to_string())).collect();
-            Ok(Column { ty, array: array.clone(), trim_numeric, text: Some(text) })
+            let text = (0..array.len())
+                .map(|i| (!array.is_null(i)).then(|| fmt.value(i).to_string()))
+                .collect();
+            Ok(Column {
+                ty,
+                array: array.clone(),
+                trim_numeric,
+                text: Some(text),
+            })
         }
         Some(dt) if &dt != array.data_type() => {
-            let array = cast(array, &dt).map_err(|e| SqlError::internal(format!("encoding a result: {e}")))?;
-            Ok(Column { ty, array, trim_numeric, text: None })
+            let array = cast(array, &dt)
+                .map_err(|e| SqlError::internal(format!("encoding a result: {e}")))?;
+            Ok(Column {
+                ty,
+                array,
+                trim_numeric,
+                text: None,
+            })
         }
-        _ => Ok(Column { ty, array: array.clone(), trim_numeric, text: None }),
+        _ => Ok(Column {
+            ty,
+            array: array.clone(),
+            trim_numeric,
+            text: None,
+        }),
     }
 }
 
@@ -280,10 +355,20 @@ fn value(c: &Column, i: usize) -> PgValue {
             .downcast_ref::<Decimal128Array>()
             .map(|x| PgValue::Numeric(decimal_text(x, i, c.trim_numeric))),
         Type::BYTEA => get!(BinaryArray).map(|b| PgValue::Bytes(b.to_vec())),
-        Type::DATE => get!(Date32Array).and_then(|d| NaiveDate::from_num_days_from_ce_opt(d + 719_163)).map(PgValue::Date),
-        Type::TIMESTAMP => get!(TimestampMicrosecondArray).map(|m| PgValue::Timestamp { micros: m, tz: false }),
-        Type::TIMESTAMPTZ => get!(TimestampMicrosecondArray).map(|m| PgValue::Timestamp { micros: m, tz: true }),
-        Type::UUID => get!(StringArray).and_then(|s| parse_uuid(s)).map(PgValue::Uuid),
+        Type::DATE => get!(Date32Array)
+            .and_then(|d| NaiveDate::from_num_days_from_ce_opt(d + 719_163))
+            .map(PgValue::Date),
+        Type::TIMESTAMP => get!(TimestampMicrosecondArray).map(|m| PgValue::Timestamp {
+            micros: m,
+            tz: false,
+        }),
+        Type::TIMESTAMPTZ => get!(TimestampMicrosecondArray).map(|m| PgValue::Timestamp {
+            micros: m,
+            tz: true,
+        }),
+        Type::UUID => get!(StringArray)
+            .and_then(|s| parse_uuid(s))
+            .map(PgValue::Uuid),
         _ => get!(StringArray).map(|s| PgValue::Text(s.to_string())),
     };
     v.unwrap_or(PgValue::Null)
@@ -302,7 +387,11 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
 }
 
 /// Encodes every row of `batches` for the wire.
-pub fn encode_rows(fields: &Arc<Vec<FieldInfo>>, schema: &Schema, batches: &[RecordBatch]) -> Result<Vec<DataRow>, SqlError> {
+pub fn encode_rows(
+    fields: &Arc<Vec<FieldInfo>>,
+    schema: &Schema,
+    batches: &[RecordBatch],
+) -> Result<Vec<DataRow>, SqlError> {
     let mut rows = Vec::new();
     let mut encoder = DataRowEncoder::new(fields.clone());
     for b in batches {
@@ -332,7 +421,9 @@ mod tests {
     fn floats_print_like_postgres() {
         let t = |v: f64| {
             let mut b = BytesMut::new();
-            PgValue::F64(v).to_sql_text(&Type::FLOAT8, &mut b, &FormatOptions::default()).unwrap();
+            PgValue::F64(v)
+                .to_sql_text(&Type::FLOAT8, &mut b, &FormatOptions::default())
+                .unwrap();
             String::from_utf8(b.to_vec()).unwrap()
         };
         assert_eq!(t(1.5), "1.5");
@@ -347,7 +438,9 @@ mod tests {
     fn timestamps_trim_fractions() {
         let t = |micros: i64, tz: bool| {
             let mut b = BytesMut::new();
-            PgValue::Timestamp { micros, tz }.to_sql_text(&Type::TIMESTAMP, &mut b, &FormatOptions::default()).unwrap();
+            PgValue::Timestamp { micros, tz }
+                .to_sql_text(&Type::TIMESTAMP, &mut b, &FormatOptions::default())
+                .unwrap();
             String::from_utf8(b.to_vec()).unwrap()
         };
         assert_eq!(t(0, false), "1970-01-01 00:00:00");

@@ -8,16 +8,16 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use futures::{stream, Sink};
 use kestrel_sql::{ExecResult, Prepared, Session, SqlEngine, SqlError};
 use pgwire::api::auth::{
-    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, ServerParameterProvider,
-    StartupHandler,
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+    ServerParameterProvider, StartupHandler,
 };
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
-    METADATA_DATABASE, METADATA_USER,
+    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type, METADATA_DATABASE, METADATA_USER,
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -48,13 +48,22 @@ fn no_session() -> PgWireError {
 impl QueryParser for Parser {
     type Statement = Stmt;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Stmt>>
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Stmt>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
         let mut guard = self.session.lock().await;
         let session = guard.as_mut().ok_or_else(no_session)?;
-        let Some(prepared) = session.prepare(sql).await.map_err(|e| to_pgwire_error(&e))? else {
+        let Some(prepared) = session
+            .prepare(sql)
+            .await
+            .map_err(|e| to_pgwire_error(&e))?
+        else {
             return Ok(None);
         };
         let n = prepared.param_fields.len().max(types.len());
@@ -64,19 +73,28 @@ impl QueryParser for Parser {
                 _ => params::pg_type_of(prepared.param_fields.get(i).and_then(|t| t.as_deref())),
             })
             .collect();
-        Ok(Some(Stmt { prepared: Some(Arc::new(prepared)), param_types }))
+        Ok(Some(Stmt {
+            prepared: Some(Arc::new(prepared)),
+            param_types,
+        }))
     }
 
     fn get_parameter_types(&self, stmt: &Stmt) -> PgWireResult<Vec<Type>> {
         Ok(stmt.param_types.clone())
     }
 
-    fn get_result_schema(&self, stmt: &Stmt, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        stmt: &Stmt,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         let fmt = format.cloned().unwrap_or(Format::UnifiedText);
-        Ok(match stmt.prepared.as_ref().and_then(|p| p.schema.as_ref()) {
-            Some(schema) => field_infos(schema, &fmt),
-            None => vec![],
-        })
+        Ok(
+            match stmt.prepared.as_ref().and_then(|p| p.schema.as_ref()) {
+                Some(schema) => field_infos(schema, &fmt),
+                None => vec![],
+            },
+        )
     }
 }
 
@@ -100,7 +118,10 @@ fn rows_response(
 ) -> Result<Response, SqlError> {
     let fields = Arc::new(field_infos(schema, format));
     let rows = encode_rows(&fields, schema, batches)?;
-    Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok)))))
+    Ok(Response::Query(QueryResponse::new(
+        fields,
+        stream::iter(rows.into_iter().map(Ok)),
+    )))
 }
 
 #[async_trait]
@@ -141,7 +162,12 @@ impl ExtendedQueryHandler for Handler {
         self.parser.clone()
     }
 
-    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<Stmt>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Stmt>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: pgwire::api::store::PortalStore<Statement = Stmt>,
@@ -149,19 +175,33 @@ impl ExtendedQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stmt = &portal.statement.statement;
-        let Some(prepared) = stmt.prepared.as_ref() else { return Ok(Response::EmptyQuery) };
+        let Some(prepared) = stmt.prepared.as_ref() else {
+            return Ok(Response::EmptyQuery);
+        };
         let mut values = Vec::with_capacity(portal.parameters.len());
         for (i, raw) in portal.parameters.iter().enumerate() {
             let ty = stmt.param_types.get(i).cloned().unwrap_or(Type::TEXT);
-            let target: Option<&DataType> = prepared.param_fields.get(i).and_then(|f| f.as_ref()).map(|f| f.data_type());
-            let v = params::decode(raw.as_deref(), portal.parameter_format.is_binary(i), &ty, target)
-                .map_err(|e| to_pgwire_error(&e))?;
+            let target: Option<&DataType> = prepared
+                .param_fields
+                .get(i)
+                .and_then(|f| f.as_ref())
+                .map(|f| f.data_type());
+            let v = params::decode(
+                raw.as_deref(),
+                portal.parameter_format.is_binary(i),
+                &ty,
+                target,
+            )
+            .map_err(|e| to_pgwire_error(&e))?;
             values.push(v);
         }
         let params = (!values.is_empty() || !prepared.param_fields.is_empty()).then_some(values);
         let mut guard = self.session.lock().await;
         let session = guard.as_mut().ok_or_else(no_session)?;
-        let result = session.execute(&prepared.stmt, params).await.map_err(|e| to_pgwire_error(&e))?;
+        let result = session
+            .execute(&prepared.stmt, params)
+            .await
+            .map_err(|e| to_pgwire_error(&e))?;
         to_response(result, &portal.result_column_format).map_err(|e| to_pgwire_error(&e))
     }
 }
@@ -201,17 +241,31 @@ impl ServerParameterProvider for ServerParams {
 
 #[async_trait]
 impl StartupHandler for Handler {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(ref startup) = message else { return Ok(()) };
+        let PgWireFrontendMessage::Startup(ref startup) = message else {
+            return Ok(());
+        };
         protocol_negotiation(client, startup).await?;
         save_startup_parameters_to_metadata(client, startup);
-        let db = client.metadata().get(METADATA_DATABASE).cloned().unwrap_or_else(|| "defaultdb".to_string());
-        let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_else(|| "root".to_string());
+        let db = client
+            .metadata()
+            .get(METADATA_DATABASE)
+            .cloned()
+            .unwrap_or_else(|| "defaultdb".to_string());
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_else(|| "root".to_string());
         match self.engine.session(&db).await {
             Ok(s) => *self.session.lock().await = Some(s),
             Err(e) => {
@@ -222,8 +276,19 @@ impl StartupHandler for Handler {
         }
         let (pid, key) = RandomPidSecretKeyGenerator::default().generate(client);
         client.set_pid_and_secret_key(pid, key);
-        let app = client.metadata().get("application_name").cloned().unwrap_or_default();
-        finish_authentication(client, &ServerParams { user, application_name: app }).await
+        let app = client
+            .metadata()
+            .get("application_name")
+            .cloned()
+            .unwrap_or_default();
+        finish_authentication(
+            client,
+            &ServerParams {
+                user,
+                application_name: app,
+            },
+        )
+        .await
     }
 }
 
@@ -235,8 +300,16 @@ pub struct Connection {
 impl Connection {
     pub fn new(engine: Arc<SqlEngine>) -> Self {
         let session: SharedSession = Arc::new(Mutex::new(None));
-        let parser = Arc::new(Parser { session: session.clone() });
-        Self { handler: Arc::new(Handler { engine, session, parser }) }
+        let parser = Arc::new(Parser {
+            session: session.clone(),
+        });
+        Self {
+            handler: Arc::new(Handler {
+                engine,
+                session,
+                parser,
+            }),
+        }
     }
 }
 

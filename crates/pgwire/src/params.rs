@@ -8,7 +8,13 @@ use pgwire::api::Type;
 use postgres_types::FromSql;
 
 fn bad(ty: &Type, detail: impl std::fmt::Display) -> SqlError {
-    SqlError::new(code::INVALID_TEXT_REPRESENTATION, format!("invalid input for parameter of type {}: {detail}", ty.name()))
+    SqlError::new(
+        code::INVALID_TEXT_REPRESENTATION,
+        format!(
+            "invalid input for parameter of type {}: {detail}",
+            ty.name()
+        ),
+    )
 }
 
 const PG_EPOCH_DAYS: i32 = 10_957; // 2000-01-01 - 1970-01-01
@@ -24,10 +30,13 @@ fn binary(bytes: &[u8], ty: &Type) -> Result<ScalarValue, SqlError> {
         Type::FLOAT4 => ScalarValue::Float32(Some(f32::from_sql(ty, bytes).map_err(e)?)),
         Type::FLOAT8 => ScalarValue::Float64(Some(f64::from_sql(ty, bytes).map_err(e)?)),
         Type::BYTEA => ScalarValue::Binary(Some(bytes.to_vec())),
-        Type::DATE => ScalarValue::Date32(Some(i32::from_sql(&Type::INT4, bytes).map_err(e)? + PG_EPOCH_DAYS)),
-        Type::TIMESTAMP => {
-            ScalarValue::TimestampMicrosecond(Some(i64::from_sql(&Type::INT8, bytes).map_err(e)? + PG_EPOCH_MICROS), None)
-        }
+        Type::DATE => ScalarValue::Date32(Some(
+            i32::from_sql(&Type::INT4, bytes).map_err(e)? + PG_EPOCH_DAYS,
+        )),
+        Type::TIMESTAMP => ScalarValue::TimestampMicrosecond(
+            Some(i64::from_sql(&Type::INT8, bytes).map_err(e)? + PG_EPOCH_MICROS),
+            None,
+        ),
         Type::TIMESTAMPTZ => ScalarValue::TimestampMicrosecond(
             Some(i64::from_sql(&Type::INT8, bytes).map_err(e)? + PG_EPOCH_MICROS),
             Some("+00:00".into()),
@@ -41,16 +50,27 @@ fn binary(bytes: &[u8], ty: &Type) -> Result<ScalarValue, SqlError> {
                 return Err(bad(ty, "uuid must be 16 bytes"));
             }
             let h: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            ScalarValue::Utf8(Some(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])))
+            ScalarValue::Utf8(Some(format!(
+                "{}-{}-{}-{}-{}",
+                &h[0..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..32]
+            )))
         }
-        _ => ScalarValue::Utf8(Some(String::from_utf8(bytes.to_vec()).map_err(|_| bad(ty, "not UTF-8"))?)),
+        _ => ScalarValue::Utf8(Some(
+            String::from_utf8(bytes.to_vec()).map_err(|_| bad(ty, "not UTF-8"))?,
+        )),
     })
 }
 
 fn text(bytes: &[u8], ty: &Type) -> Result<ScalarValue, SqlError> {
     let s = std::str::from_utf8(bytes).map_err(|_| bad(ty, "not UTF-8"))?;
     if *ty == Type::BYTEA {
-        let hex = s.strip_prefix("\\x").ok_or_else(|| bad(ty, "bytea text must start with \\x"))?;
+        let hex = s
+            .strip_prefix("\\x")
+            .ok_or_else(|| bad(ty, "bytea text must start with \\x"))?;
         if hex.len() % 2 != 0 {
             return Err(bad(ty, "odd number of hex digits"));
         }
@@ -65,7 +85,12 @@ fn text(bytes: &[u8], ty: &Type) -> Result<ScalarValue, SqlError> {
         let b = match s.trim().to_ascii_lowercase().as_str() {
             "t" | "true" | "yes" | "on" | "1" | "y" => true,
             "f" | "false" | "no" | "off" | "0" | "n" => false,
-            _ => return Err(SqlError::new(code::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type boolean: \"{s}\""))),
+            _ => {
+                return Err(SqlError::new(
+                    code::INVALID_TEXT_REPRESENTATION,
+                    format!("invalid input syntax for type boolean: \"{s}\""),
+                ))
+            }
         };
         return Ok(ScalarValue::Boolean(Some(b)));
     }
@@ -73,7 +98,12 @@ fn text(bytes: &[u8], ty: &Type) -> Result<ScalarValue, SqlError> {
 }
 
 /// Decodes one parameter sent as `ty` and converts it to `target` (the type the plan expects).
-pub fn decode(bytes: Option<&[u8]>, is_binary: bool, ty: &Type, target: Option<&DataType>) -> Result<ScalarValue, SqlError> {
+pub fn decode(
+    bytes: Option<&[u8]>,
+    is_binary: bool,
+    ty: &Type,
+    target: Option<&DataType>,
+) -> Result<ScalarValue, SqlError> {
     let v = match bytes {
         None => ScalarValue::Null,
         Some(b) if is_binary => binary(b, ty)?,
@@ -104,10 +134,28 @@ mod tests {
 
     #[test]
     fn text_and_binary_parameters_decode() {
-        assert_eq!(decode(Some(b"42"), false, &Type::INT4, Some(&DataType::Int32)).unwrap(), ScalarValue::Int32(Some(42)));
-        assert_eq!(decode(Some(&7i64.to_be_bytes()), true, &Type::INT8, Some(&DataType::Int32)).unwrap(), ScalarValue::Int32(Some(7)));
-        assert_eq!(decode(None, false, &Type::INT4, None).unwrap(), ScalarValue::Null);
-        assert_eq!(decode(Some(b"\\x0aff"), false, &Type::BYTEA, None).unwrap(), ScalarValue::Binary(Some(vec![10, 255])));
+        assert_eq!(
+            decode(Some(b"42"), false, &Type::INT4, Some(&DataType::Int32)).unwrap(),
+            ScalarValue::Int32(Some(42))
+        );
+        assert_eq!(
+            decode(
+                Some(&7i64.to_be_bytes()),
+                true,
+                &Type::INT8,
+                Some(&DataType::Int32)
+            )
+            .unwrap(),
+            ScalarValue::Int32(Some(7))
+        );
+        assert_eq!(
+            decode(None, false, &Type::INT4, None).unwrap(),
+            ScalarValue::Null
+        );
+        assert_eq!(
+            decode(Some(b"\\x0aff"), false, &Type::BYTEA, None).unwrap(),
+            ScalarValue::Binary(Some(vec![10, 255]))
+        );
         assert!(decode(Some(b"x1"), false, &Type::INT4, Some(&DataType::Int32)).is_err());
     }
 }

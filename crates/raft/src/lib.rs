@@ -21,6 +21,8 @@
 //! On a single node every group has one voter and [`LocalNetwork`] never carries a message;
 //! the multi-node issue adds a real transport behind the same `RaftNetworkFactory` seam.
 
+#![allow(clippy::result_large_err)] // openraft's StorageError is large; its traits fix the signatures.
+
 mod log_store;
 mod metrics;
 mod network;

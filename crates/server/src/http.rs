@@ -11,7 +11,10 @@ use axum::Router;
 use prometheus::Encoder;
 
 pub fn router(ready: Arc<AtomicBool>) -> Router {
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(ready)
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(ready)
 }
 
 async fn health(State(ready): State<Arc<AtomicBool>>) -> impl IntoResponse {
@@ -26,7 +29,15 @@ async fn metrics() -> impl IntoResponse {
     let encoder = prometheus::TextEncoder::new();
     let mut buf = Vec::new();
     match encoder.encode(&prometheus::gather(), &mut buf) {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, encoder.format_type().to_string())], buf),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain".to_string())], e.to_string().into_bytes()),
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+            buf,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain".to_string())],
+            e.to_string().into_bytes(),
+        ),
     }
 }

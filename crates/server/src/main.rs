@@ -43,22 +43,37 @@ fn main() -> std::process::ExitCode {
             println!("kestrel {}", env!("CARGO_PKG_VERSION"));
             std::process::ExitCode::SUCCESS
         }
-        Command::Start { store, listen_addr, http_addr, insecure: _, max_connections } => {
+        Command::Start {
+            store,
+            listen_addr,
+            http_addr,
+            insecure: _,
+            max_connections,
+        } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                        tracing_subscriber::EnvFilter::new("info,openraft=warn")
+                    }),
                 )
                 .with_writer(std::io::stderr)
                 .init();
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("kestrel: cannot start the runtime: {e}");
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            let config = NodeConfig { store, listen_addr, http_addr, max_connections };
+            let config = NodeConfig {
+                store,
+                listen_addr,
+                http_addr,
+                max_connections,
+            };
             match runtime.block_on(run(config)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
@@ -78,7 +93,10 @@ async fn run(config: NodeConfig) -> anyhow::Result<()> {
     println!("  http:  http://{}/health", node.http_addr);
     println!("  store: {}", store.display());
     // Machine-readable line for scripts and tests.
-    println!("KESTREL_READY sql={} http={}", node.sql_addr, node.http_addr);
+    println!(
+        "KESTREL_READY sql={} http={}",
+        node.sql_addr, node.http_addr
+    );
     wait_for_signal().await;
     eprintln!("kestrel: shutting down");
     node.shutdown().await;
@@ -89,13 +107,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

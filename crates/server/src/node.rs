@@ -29,13 +29,18 @@ pub struct StoreLock {
 
 impl StoreLock {
     pub fn acquire(store: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(store).with_context(|| format!("creating store directory {}", store.display()))?;
+        std::fs::create_dir_all(store)
+            .with_context(|| format!("creating store directory {}", store.display()))?;
         let path = store.join("kestrel.lock");
         let file = File::create(&path).with_context(|| format!("opening {}", path.display()))?;
         // SAFETY: flock on a file descriptor we own; no memory is shared.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
-            bail!("store directory {} is in use by another kestrel process (lock file {})", store.display(), path.display());
+            bail!(
+                "store directory {} is in use by another kestrel process (lock file {})",
+                store.display(),
+                path.display()
+            );
         }
         Ok(Self { _file: file })
     }
@@ -52,11 +57,14 @@ impl Node {
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         let lock = StoreLock::acquire(&config.store)?;
         let engine: Arc<dyn Engine> = Arc::new(
-            RocksEngine::open(&config.store.join("rocksdb")).with_context(|| format!("opening store {}", config.store.display()))?,
+            RocksEngine::open(&config.store.join("rocksdb"))
+                .with_context(|| format!("opening store {}", config.store.display()))?,
         );
         // Listen for HTTP first so /health can report "starting" during recovery.
         let ready = Arc::new(AtomicBool::new(false));
-        let http = TcpListener::bind(&config.http_addr).await.with_context(|| format!("binding HTTP address {}", config.http_addr))?;
+        let http = TcpListener::bind(&config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP address {}", config.http_addr))?;
         let http_addr = http.local_addr()?;
         let router = crate::http::router(ready.clone());
         tokio::spawn(async move {
@@ -64,15 +72,25 @@ impl Node {
                 tracing::error!("HTTP server failed: {e}");
             }
         });
-        let kv = Kv::open(engine, KvConfig::default()).await.context("recovering the store")?;
-        let sql = SqlEngine::open(kv.clone(), Limits::default()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let listener =
-            TcpListener::bind(&config.listen_addr).await.with_context(|| format!("binding SQL address {}", config.listen_addr))?;
+        let kv = Kv::open(engine, KvConfig::default())
+            .await
+            .context("recovering the store")?;
+        let sql = SqlEngine::open(kv.clone(), Limits::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let listener = TcpListener::bind(&config.listen_addr)
+            .await
+            .with_context(|| format!("binding SQL address {}", config.listen_addr))?;
         let sql_addr = listener.local_addr()?;
         let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
         tokio::spawn(accept_loop(listener, sql, slots));
         ready.store(true, Ordering::Release);
-        Ok(Node { sql_addr, http_addr, kv, _lock: lock })
+        Ok(Node {
+            sql_addr,
+            http_addr,
+            kv,
+            _lock: lock,
+        })
     }
 
     pub async fn shutdown(self) {
@@ -80,7 +98,11 @@ impl Node {
     }
 }
 
-async fn accept_loop(listener: TcpListener, sql: Arc<SqlEngine>, slots: Arc<tokio::sync::Semaphore>) {
+async fn accept_loop(
+    listener: TcpListener,
+    sql: Arc<SqlEngine>,
+    slots: Arc<tokio::sync::Semaphore>,
+) {
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -108,14 +130,21 @@ async fn refuse(mut socket: tokio::net::TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = [0u8; 1024];
     // Read the startup packet (or SSL request) so the client is ready for a response.
-    if let Ok(n) = tokio::time::timeout(std::time::Duration::from_secs(2), socket.read(&mut buf)).await {
+    if let Ok(n) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), socket.read(&mut buf)).await
+    {
         if matches!(n, Ok(8)) && buf[4..8] == [0x04, 0xd2, 0x16, 0x2f] {
             let _ = socket.write_all(b"N").await;
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), socket.read(&mut buf)).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), socket.read(&mut buf))
+                .await;
         }
     }
     let mut body = Vec::new();
-    for (tag, val) in [(b'S', "FATAL"), (b'C', "53300"), (b'M', "sorry, too many clients already")] {
+    for (tag, val) in [
+        (b'S', "FATAL"),
+        (b'C', "53300"),
+        (b'M', "sorry, too many clients already"),
+    ] {
         body.push(tag);
         body.extend_from_slice(val.as_bytes());
         body.push(0);

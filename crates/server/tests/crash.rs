@@ -30,7 +30,9 @@ fn expect_disconnect(e: tokio_postgres::Error) {
 
 async fn writer(node_port: u16, w: i64, ids: Arc<AtomicI64>, ledger: Arc<Mutex<Ledger>>) {
     let conn = format!("host=127.0.0.1 port={node_port} user=root dbname=defaultdb");
-    let Ok((c, conn)) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await else { return };
+    let Ok((c, conn)) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await else {
+        return;
+    };
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -43,7 +45,13 @@ async fn writer(node_port: u16, w: i64, ids: Arc<AtomicI64>, ledger: Arc<Mutex<L
             0 => {
                 ledger.lock().unwrap().attempted.insert(batch, 1);
                 let id = batch * 1000;
-                if let Err(e) = c.execute("INSERT INTO c VALUES ($1, $2, 0, $3)", &[&id, &batch, &(w as i32)]).await {
+                if let Err(e) = c
+                    .execute(
+                        "INSERT INTO c VALUES ($1, $2, 0, $3)",
+                        &[&id, &batch, &(w as i32)],
+                    )
+                    .await
+                {
                     return expect_disconnect(e);
                 }
                 ledger.lock().unwrap().acked.insert(batch, 1);
@@ -51,8 +59,13 @@ async fn writer(node_port: u16, w: i64, ids: Arc<AtomicI64>, ledger: Arc<Mutex<L
             // Multi-row INSERT of MULTI_ROWS rows.
             1 => {
                 ledger.lock().unwrap().attempted.insert(batch, MULTI_ROWS);
-                let values: Vec<String> = (0..MULTI_ROWS).map(|r| format!("({}, {batch}, 0, {w})", batch * 1000 + r)).collect();
-                if let Err(e) = c.batch_execute(&format!("INSERT INTO c VALUES {}", values.join(", "))).await {
+                let values: Vec<String> = (0..MULTI_ROWS)
+                    .map(|r| format!("({}, {batch}, 0, {w})", batch * 1000 + r))
+                    .collect();
+                if let Err(e) = c
+                    .batch_execute(&format!("INSERT INTO c VALUES {}", values.join(", ")))
+                    .await
+                {
                     return expect_disconnect(e);
                 }
                 ledger.lock().unwrap().acked.insert(batch, MULTI_ROWS);
@@ -61,11 +74,18 @@ async fn writer(node_port: u16, w: i64, ids: Arc<AtomicI64>, ledger: Arc<Mutex<L
             _ => {
                 let target = {
                     let l = ledger.lock().unwrap();
-                    l.acked.iter().filter(|(_, n)| **n == MULTI_ROWS).map(|(b, _)| *b).max()
+                    l.acked
+                        .iter()
+                        .filter(|(_, n)| **n == MULTI_ROWS)
+                        .map(|(b, _)| *b)
+                        .max()
                 };
                 let Some(target) = target else { continue };
                 ledger.lock().unwrap().updates.entry(target).or_default().1 += 1;
-                match c.execute("UPDATE c SET n = n + 1 WHERE batch = $1", &[&target]).await {
+                match c
+                    .execute("UPDATE c SET n = n + 1 WHERE batch = $1", &[&target])
+                    .await
+                {
                     Ok(n) => {
                         assert_eq!(n as i64, MULTI_ROWS);
                         ledger.lock().unwrap().updates.entry(target).or_default().0 += 1;
@@ -82,15 +102,32 @@ async fn writer(node_port: u16, w: i64, ids: Arc<AtomicI64>, ledger: Arc<Mutex<L
 
 async fn verify(node: &TestNode, ledger: &Ledger, round: usize) {
     let c = node.client().await;
-    let rows = c.query("SELECT batch, count(*), min(n), max(n) FROM c GROUP BY batch", &[]).await.unwrap();
+    let rows = c
+        .query(
+            "SELECT batch, count(*), min(n), max(n) FROM c GROUP BY batch",
+            &[],
+        )
+        .await
+        .unwrap();
     let mut seen = HashMap::new();
     for r in rows {
-        let (batch, count, min_n, max_n): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let (batch, count, min_n, max_n): (i64, i64, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
         let want = ledger.attempted.get(&batch).copied();
-        assert_eq!(Some(count), want, "round {round}: batch {batch} has {count} rows (partial or never attempted)");
-        assert_eq!(min_n, max_n, "round {round}: an UPDATE of batch {batch} is partly visible");
+        assert_eq!(
+            Some(count),
+            want,
+            "round {round}: batch {batch} has {count} rows (partial or never attempted)"
+        );
+        assert_eq!(
+            min_n, max_n,
+            "round {round}: an UPDATE of batch {batch} is partly visible"
+        );
         if let Some((acked, attempted)) = ledger.updates.get(&batch) {
-            assert!(*acked <= min_n && min_n <= *attempted, "round {round}: batch {batch} n={min_n}, acked {acked}, attempted {attempted}");
+            assert!(
+                *acked <= min_n && min_n <= *attempted,
+                "round {round}: batch {batch} n={min_n}, acked {acked}, attempted {attempted}"
+            );
         } else {
             assert_eq!(min_n, 0);
         }
@@ -99,7 +136,11 @@ async fn verify(node: &TestNode, ledger: &Ledger, round: usize) {
     let updates: i64 = ledger.updates.values().map(|(a, _)| a).sum();
     eprintln!("round {round}: {} batches attempted, {} acknowledged, {updates} acknowledged updates, {} batches present", ledger.attempted.len(), ledger.acked.len(), seen.len());
     for (batch, n) in &ledger.acked {
-        assert_eq!(seen.get(batch), Some(n), "round {round}: acknowledged batch {batch} lost");
+        assert_eq!(
+            seen.get(batch),
+            Some(n),
+            "round {round}: acknowledged batch {batch} lost"
+        );
     }
 }
 
@@ -116,16 +157,28 @@ async fn acknowledged_writes_survive_kill_9() {
         .unwrap();
     for round in 0..ROUNDS {
         let port = node.port();
-        let tasks: Vec<_> = (0..WRITERS).map(|w| tokio::spawn(writer(port, w, ids.clone(), ledger.clone()))).collect();
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|w| tokio::spawn(writer(port, w, ids.clone(), ledger.clone())))
+            .collect();
         tokio::time::sleep(Duration::from_millis(1500 + 250 * round as u64)).await;
         node.kill9();
         for t in tasks {
-            tokio::time::timeout(Duration::from_secs(30), t).await.expect("writer stops").expect("writer saw only disconnects");
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("writer stops")
+                .expect("writer saw only disconnects");
         }
         node = TestNode::start(dir.path());
         let l = ledger.lock().unwrap();
-        assert!(!l.acked.is_empty(), "round {round}: nothing was acknowledged");
-        let snapshot = Ledger { attempted: l.attempted.clone(), acked: l.acked.clone(), updates: l.updates.clone() };
+        assert!(
+            !l.acked.is_empty(),
+            "round {round}: nothing was acknowledged"
+        );
+        let snapshot = Ledger {
+            attempted: l.attempted.clone(),
+            acked: l.acked.clone(),
+            updates: l.updates.clone(),
+        };
         drop(l);
         verify(&node, &snapshot, round).await;
     }

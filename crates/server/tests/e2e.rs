@@ -19,7 +19,8 @@ async fn every_type_round_trips_with_parameters_and_literals() {
     c.batch_execute(ALL_TYPES).await.unwrap();
 
     let day = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
-    let ts = NaiveDateTime::parse_from_str("2024-02-29 13:14:15.123456", "%Y-%m-%d %H:%M:%S%.f").unwrap();
+    let ts = NaiveDateTime::parse_from_str("2024-02-29 13:14:15.123456", "%Y-%m-%d %H:%M:%S%.f")
+        .unwrap();
     let tz: DateTime<Utc> = DateTime::from_naive_utc_and_offset(ts, Utc);
     let u = uuid::Uuid::parse_str("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
     let n = Decimal::from_str("12345.67").unwrap();
@@ -35,9 +36,14 @@ async fn every_type_round_trips_with_parameters_and_literals() {
     )
     .await
     .unwrap();
-    c.batch_execute("INSERT INTO all_types (id) VALUES (3)").await.unwrap();
+    c.batch_execute("INSERT INTO all_types (id) VALUES (3)")
+        .await
+        .unwrap();
 
-    let row = c.query_one("SELECT * FROM all_types WHERE id = $1", &[&1i32]).await.unwrap();
+    let row = c
+        .query_one("SELECT * FROM all_types WHERE id = $1", &[&1i32])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i16>("s"), -7);
     assert_eq!(row.get::<_, i64>("b"), 1 << 40);
     assert_eq!(row.get::<_, f32>("r"), 1.5);
@@ -45,7 +51,11 @@ async fn every_type_round_trips_with_parameters_and_literals() {
     assert_eq!(row.get::<_, Decimal>("n"), n);
     assert_eq!(row.get::<_, String>("t"), "héllo");
     assert_eq!(row.get::<_, String>("v"), "short");
-    assert_eq!(row.get::<_, String>("c"), "ab   ", "char(n) pads with blanks");
+    assert_eq!(
+        row.get::<_, String>("c"),
+        "ab   ",
+        "char(n) pads with blanks"
+    );
     assert!(row.get::<_, bool>("ok"));
     assert_eq!(row.get::<_, NaiveDate>("day"), day);
     assert_eq!(row.get::<_, NaiveDateTime>("ts"), ts);
@@ -53,20 +63,40 @@ async fn every_type_round_trips_with_parameters_and_literals() {
     assert_eq!(row.get::<_, Vec<u8>>("raw"), vec![0, 1, 255]);
     assert_eq!(row.get::<_, uuid::Uuid>("u"), u);
 
-    let row = c.query_one("SELECT n, raw, u, day FROM all_types WHERE id = 2", &[]).await.unwrap();
-    assert_eq!(row.get::<_, Decimal>(0), Decimal::from_str("99.50").unwrap());
+    let row = c
+        .query_one("SELECT n, raw, u, day FROM all_types WHERE id = 2", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Decimal>(0),
+        Decimal::from_str("99.50").unwrap()
+    );
     assert_eq!(row.get::<_, Vec<u8>>(1), vec![1, 2]);
-    assert_eq!(row.get::<_, uuid::Uuid>(2).to_string(), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12");
-    assert_eq!(row.get::<_, NaiveDate>(3), NaiveDate::from_ymd_opt(2000, 1, 1).unwrap());
+    assert_eq!(
+        row.get::<_, uuid::Uuid>(2).to_string(),
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12"
+    );
+    assert_eq!(
+        row.get::<_, NaiveDate>(3),
+        NaiveDate::from_ymd_opt(2000, 1, 1).unwrap()
+    );
 
-    let row = c.query_one("SELECT s, t, u FROM all_types WHERE id = 3", &[]).await.unwrap();
+    let row = c
+        .query_one("SELECT s, t, u FROM all_types WHERE id = 3", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, Option<i16>>(0), None);
     assert_eq!(row.get::<_, Option<String>>(1), None);
     assert_eq!(row.get::<_, Option<uuid::Uuid>>(2), None);
 
     // The text protocol prints values as PostgreSQL does.
-    let msgs = c.simple_query("SELECT ok, n, raw, ts, tz, d FROM all_types WHERE id = 1").await.unwrap();
-    let tokio_postgres::SimpleQueryMessage::Row(r) = &msgs[1] else { panic!("expected a row: {msgs:?}") };
+    let msgs = c
+        .simple_query("SELECT ok, n, raw, ts, tz, d FROM all_types WHERE id = 1")
+        .await
+        .unwrap();
+    let tokio_postgres::SimpleQueryMessage::Row(r) = &msgs[1] else {
+        panic!("expected a row: {msgs:?}")
+    };
     assert_eq!(r.get(0), Some("t"));
     assert_eq!(r.get(1), Some("12345.67"));
     assert_eq!(r.get(2), Some("\\x0001ff"));
@@ -87,45 +117,136 @@ async fn dml_with_arbitrary_expressions_and_key_queries() {
     )
     .await
     .unwrap();
-    let n = c.execute("UPDATE accounts SET balance = balance * 1.01 WHERE owner LIKE 'a%'", &[]).await.unwrap();
+    let n = c
+        .execute(
+            "UPDATE accounts SET balance = balance * 1.01 WHERE owner LIKE 'a%'",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(n, 3);
-    let total: Decimal = c.query_one("SELECT sum(balance) FROM accounts", &[]).await.unwrap().get(0);
+    let total: Decimal = c
+        .query_one("SELECT sum(balance) FROM accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(total, Decimal::from_str("250.70").unwrap());
     // Key change moves the row.
-    assert_eq!(c.execute("UPDATE accounts SET id = id + 100 WHERE owner = 'bob'", &[]).await.unwrap(), 1);
-    let ids: Vec<i64> = c.query("SELECT id FROM accounts WHERE owner = 'bob'", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        c.execute("UPDATE accounts SET id = id + 100 WHERE owner = 'bob'", &[])
+            .await
+            .unwrap(),
+        1
+    );
+    let ids: Vec<i64> = c
+        .query("SELECT id FROM accounts WHERE owner = 'bob'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(ids, vec![101]);
     // Point and range queries on the composite key, visible in EXPLAIN.
-    let plan: Vec<String> = c.query("EXPLAIN SELECT * FROM accounts WHERE owner = 'alice' AND id = 2", &[]).await.unwrap().iter().map(|r| r.get(1)).collect();
+    let plan: Vec<String> = c
+        .query(
+            "EXPLAIN SELECT * FROM accounts WHERE owner = 'alice' AND id = 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(1))
+        .collect();
     assert!(plan.join("\n").contains("point get"), "{plan:?}");
-    let plan: Vec<String> = c.query("EXPLAIN SELECT * FROM accounts WHERE owner = 'alice' AND id > 1", &[]).await.unwrap().iter().map(|r| r.get(1)).collect();
+    let plan: Vec<String> = c
+        .query(
+            "EXPLAIN SELECT * FROM accounts WHERE owner = 'alice' AND id > 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(1))
+        .collect();
     assert!(plan.join("\n").contains("key range"), "{plan:?}");
-    let rows = c.query("SELECT id FROM accounts WHERE owner = 'alice' AND id >= 2", &[]).await.unwrap();
+    let rows = c
+        .query(
+            "SELECT id FROM accounts WHERE owner = 'alice' AND id >= 2",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
-    let rows = c.query("SELECT owner FROM accounts WHERE owner BETWEEN 'alice' AND 'bob' ORDER BY owner, id", &[]).await.unwrap();
+    let rows = c
+        .query(
+            "SELECT owner FROM accounts WHERE owner BETWEEN 'alice' AND 'bob' ORDER BY owner, id",
+            &[],
+        )
+        .await
+        .unwrap();
     let owners: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(owners, vec!["alice", "alice", "amy", "bob"]);
     // DELETE with a subquery.
-    let n = c.execute("DELETE FROM accounts WHERE balance > (SELECT avg(balance) FROM accounts)", &[]).await.unwrap();
+    let n = c
+        .execute(
+            "DELETE FROM accounts WHERE balance > (SELECT avg(balance) FROM accounts)",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(n, 2, "carl (50) and dora (100) are above the average 41.78");
-    let left: i64 = c.query_one("SELECT count(*) FROM accounts", &[]).await.unwrap().get(0);
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(left, 4);
     // INSERT … SELECT from the same table does not see its own rows.
-    c.batch_execute("CREATE TABLE nums (n INT PRIMARY KEY)").await.unwrap();
-    c.batch_execute("INSERT INTO nums VALUES (1), (2), (3)").await.unwrap();
-    assert_eq!(c.execute("INSERT INTO nums SELECT n + 3 FROM nums", &[]).await.unwrap(), 3);
-    let cnt: i64 = c.query_one("SELECT count(*) FROM nums", &[]).await.unwrap().get(0);
+    c.batch_execute("CREATE TABLE nums (n INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO nums VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.execute("INSERT INTO nums SELECT n + 3 FROM nums", &[])
+            .await
+            .unwrap(),
+        3
+    );
+    let cnt: i64 = c
+        .query_one("SELECT count(*) FROM nums", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(cnt, 6);
     // A table without a key gets a hidden row id: duplicates allowed, hidden from SELECT *.
-    c.batch_execute("CREATE TABLE log (msg TEXT); INSERT INTO log VALUES ('x'), ('x'), ('y')").await.unwrap();
+    c.batch_execute("CREATE TABLE log (msg TEXT); INSERT INTO log VALUES ('x'), ('x'), ('y')")
+        .await
+        .unwrap();
     let rows = c.query("SELECT * FROM log", &[]).await.unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0].columns().len(), 1);
-    assert_eq!(c.execute("UPDATE log SET msg = 'z' WHERE msg = 'x'", &[]).await.unwrap(), 2);
-    assert_eq!(c.execute("DELETE FROM log WHERE msg = 'z'", &[]).await.unwrap(), 2);
+    assert_eq!(
+        c.execute("UPDATE log SET msg = 'z' WHERE msg = 'x'", &[])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        c.execute("DELETE FROM log WHERE msg = 'z'", &[])
+            .await
+            .unwrap(),
+        2
+    );
     c.batch_execute("DROP TABLE log").await.unwrap();
-    assert_eq!(sqlstate(&c.batch_execute("SELECT * FROM log").await.unwrap_err()), "42P01");
-    c.batch_execute("DROP TABLE IF EXISTS log; CREATE TABLE IF NOT EXISTS nums (n INT)").await.unwrap();
+    assert_eq!(
+        sqlstate(&c.batch_execute("SELECT * FROM log").await.unwrap_err()),
+        "42P01"
+    );
+    c.batch_execute("DROP TABLE IF EXISTS log; CREATE TABLE IF NOT EXISTS nums (n INT)")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -133,8 +254,14 @@ async fn errors_carry_postgres_sqlstates() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(dir.path());
     let c = node.client().await;
-    c.batch_execute("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(3) NOT NULL, small SMALLINT)").await.unwrap();
-    c.batch_execute("INSERT INTO t VALUES (1, 'a', 1)").await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(3) NOT NULL, small SMALLINT)",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("INSERT INTO t VALUES (1, 'a', 1)")
+        .await
+        .unwrap();
     let cases = [
         ("INSERT INTO t VALUES (1, 'b', 1)", "23505"),
         ("INSERT INTO t VALUES (2, 'b', 1), (2, 'c', 1)", "23505"),
@@ -151,7 +278,10 @@ async fn errors_carry_postgres_sqlstates() {
         ("CREATE TABLE u (a INT UNIQUE)", "0A000"),
         ("CREATE TABLE v (a SERIAL)", "0A000"),
         ("BEGIN", "0A000"),
-        ("CREATE TABLE w (a INT PRIMARY KEY, b INT PRIMARY KEY)", "42P16"),
+        (
+            "CREATE TABLE w (a INT PRIMARY KEY, b INT PRIMARY KEY)",
+            "42P16",
+        ),
         ("CREATE TABLE w (a INT, a INT)", "42701"),
         ("DROP TABLE missing", "42P01"),
     ];
@@ -160,11 +290,20 @@ async fn errors_carry_postgres_sqlstates() {
         assert_eq!(sqlstate(&err), want, "{sql}: {err:?}");
     }
     // The connection is still healthy, and nothing partial was written.
-    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
-    let err = node.client_db("nosuchdb").await.expect_err("missing database");
+    let err = node
+        .client_db("nosuchdb")
+        .await
+        .expect_err("missing database");
     assert_eq!(sqlstate(&err), "3D000");
-    node.client_db("postgres").await.expect("the postgres database exists");
+    node.client_db("postgres")
+        .await
+        .expect("the postgres database exists");
 }
 
 #[tokio::test]
@@ -179,23 +318,39 @@ async fn data_survives_restart_and_kill() {
     let mut node = TestNode::start(dir.path());
     {
         let c = node.client().await;
-        let v: String = c.query_one("SELECT v FROM kv WHERE k = 2", &[]).await.unwrap().get(0);
+        let v: String = c
+            .query_one("SELECT v FROM kv WHERE k = 2", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(v, "two");
-        c.batch_execute("UPDATE kv SET v = 'uno' WHERE k = 1; CREATE TABLE more (x INT PRIMARY KEY)").await.unwrap();
+        c.batch_execute(
+            "UPDATE kv SET v = 'uno' WHERE k = 1; CREATE TABLE more (x INT PRIMARY KEY)",
+        )
+        .await
+        .unwrap();
     }
     node.kill9();
     let node = TestNode::start(dir.path());
     let c = node.client().await;
-    let v: String = c.query_one("SELECT v FROM kv WHERE k = 1", &[]).await.unwrap().get(0);
+    let v: String = c
+        .query_one("SELECT v FROM kv WHERE k = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(v, "uno");
-    c.batch_execute("INSERT INTO more VALUES (1)").await.unwrap();
+    c.batch_execute("INSERT INTO more VALUES (1)")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn second_start_on_a_store_in_use_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let _node = TestNode::start(dir.path());
-    let err = TestNode::try_start(dir.path()).err().expect("second start must fail");
+    let err = TestNode::try_start(dir.path())
+        .err()
+        .expect("second start must fail");
     assert!(err.contains("in use by another kestrel process"), "{err}");
 }
 
@@ -206,7 +361,9 @@ async fn health_and_metrics_over_http() {
     let (code, body) = node.http_get("/health").await;
     assert_eq!((code, body.trim()), (200, "ok"));
     let c = node.client().await;
-    c.batch_execute("CREATE TABLE m (a INT PRIMARY KEY); INSERT INTO m VALUES (1)").await.unwrap();
+    c.batch_execute("CREATE TABLE m (a INT PRIMARY KEY); INSERT INTO m VALUES (1)")
+        .await
+        .unwrap();
     let (code, body) = node.http_get("/metrics").await;
     assert_eq!(code, 200);
     for metric in [

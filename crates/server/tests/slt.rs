@@ -32,7 +32,9 @@ struct Pg {
 
 impl Pg {
     async fn connect(conn: &str) -> Result<Pg, SltError> {
-        let (client, connection) = tokio_postgres::connect(conn, NoTls).await.map_err(|e| SltError(e.to_string()))?;
+        let (client, connection) = tokio_postgres::connect(conn, NoTls)
+            .await
+            .map_err(|e| SltError(e.to_string()))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -46,10 +48,14 @@ impl sqllogictest::AsyncDB for Pg {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
-        let msgs = self.client.simple_query(sql).await.map_err(|e| match e.code() {
-            Some(c) => SltError(format!("SQLSTATE {}", c.code())),
-            None => SltError(format!("no SQLSTATE: {e}")),
-        })?;
+        let msgs = self
+            .client
+            .simple_query(sql)
+            .await
+            .map_err(|e| match e.code() {
+                Some(c) => SltError(format!("SQLSTATE {}", c.code())),
+                None => SltError(format!("no SQLSTATE: {e}")),
+            })?;
         let mut rows = Vec::new();
         let mut is_query = false;
         let mut width = 0;
@@ -78,7 +84,10 @@ impl sqllogictest::AsyncDB for Pg {
             }
         }
         if is_query {
-            Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; width], rows })
+            Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; width],
+                rows,
+            })
         } else {
             Ok(DBOutput::StatementComplete(count))
         }
@@ -113,12 +122,25 @@ fn runner(conn: String) -> sqllogictest::Runner<Pg, impl sqllogictest::MakeConne
 
 /// Runs against PostgreSQL: each file in a fresh database.
 async fn run_against_postgres(base: &str, complete: bool) {
-    let admin = Pg::connect(&format!("{base} dbname=postgres")).await.expect("connect to PostgreSQL");
+    let admin = Pg::connect(&format!("{base} dbname=postgres"))
+        .await
+        .expect("connect to PostgreSQL");
     let mut failed = Vec::new();
     for f in slt_files() {
-        let db = format!("slt_{}", f.file_stem().unwrap().to_string_lossy().replace('-', "_"));
-        admin.client.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).await.unwrap();
-        admin.client.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+        let db = format!(
+            "slt_{}",
+            f.file_stem().unwrap().to_string_lossy().replace('-', "_")
+        );
+        admin
+            .client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+            .await
+            .unwrap();
+        admin
+            .client
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap();
         let mut r = runner(format!("{base} dbname={db}"));
         let res = if complete {
             r.update_test_file(
@@ -131,13 +153,19 @@ async fn run_against_postgres(base: &str, complete: bool) {
             .await
             .map_err(|e| e.to_string())
         } else {
-            r.run_file_async(&f).await.map_err(|e| e.display(true).to_string())
+            r.run_file_async(&f)
+                .await
+                .map_err(|e| e.display(true).to_string())
         };
         if let Err(e) = res {
             failed.push(format!("{}: {e}", f.display()));
         }
     }
-    assert!(failed.is_empty(), "against PostgreSQL:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "against PostgreSQL:\n{}",
+        failed.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,14 +180,24 @@ async fn sqllogictest_files_match_postgres_results() {
     let mut records = 0usize;
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
-        records += text.lines().filter(|l| l.starts_with("statement") || l.starts_with("query")).count();
+        records += text
+            .lines()
+            .filter(|l| l.starts_with("statement") || l.starts_with("query"))
+            .count();
         let dir = tempfile::tempdir().unwrap();
         let node = TestNode::start(dir.path());
-        let mut r = runner(format!("host=127.0.0.1 port={} user=root dbname=defaultdb", node.port()));
+        let mut r = runner(format!(
+            "host=127.0.0.1 port={} user=root dbname=defaultdb",
+            node.port()
+        ));
         if let Err(e) = r.run_file_async(f).await {
             failed.push(format!("{}: {}", f.display(), e.display(true)));
         }
     }
-    eprintln!("sqllogictest: {} files, {records} records, {} files failed", files.len(), failed.len());
+    eprintln!(
+        "sqllogictest: {} files, {records} records, {} files failed",
+        files.len(),
+        failed.len()
+    );
     assert!(failed.is_empty(), "{}", failed.join("\n\n"));
 }

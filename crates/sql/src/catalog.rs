@@ -57,12 +57,17 @@ pub struct TableDesc {
 
 impl TableDesc {
     pub fn column(&self, name: &str) -> Option<(usize, &ColumnDesc)> {
-        self.columns.iter().enumerate().find(|(_, c)| c.name == name)
+        self.columns
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == name)
     }
 
     /// Indexes of the columns a query sees (`expose_hidden` adds the generated rowid).
     pub fn visible_columns(&self, expose_hidden: bool) -> Vec<usize> {
-        (0..self.columns.len()).filter(|&i| expose_hidden || !self.columns[i].hidden).collect()
+        (0..self.columns.len())
+            .filter(|&i| expose_hidden || !self.columns[i].hidden)
+            .collect()
     }
 
     pub fn arrow_schema(&self, expose_hidden: bool) -> SchemaRef {
@@ -117,7 +122,8 @@ fn id_key() -> Vec<u8> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> SqlResult<T> {
-    bincode::deserialize(b).map_err(|e| SqlError::internal(format!("corrupt {what} descriptor: {e}")))
+    bincode::deserialize(b)
+        .map_err(|e| SqlError::internal(format!("corrupt {what} descriptor: {e}")))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -131,7 +137,13 @@ pub async fn bootstrap(kv: &Arc<Kv>) -> SqlResult<()> {
         return Ok(());
     }
     for (i, name) in DEFAULT_DATABASES.iter().enumerate() {
-        txn.put(db_key(name), encode(&DbDesc { id: i as u32 + 1, name: name.to_string() }))?;
+        txn.put(
+            db_key(name),
+            encode(&DbDesc {
+                id: i as u32 + 1,
+                name: name.to_string(),
+            }),
+        )?;
     }
     txn.put(id_key(), FIRST_TABLE_ID.to_be_bytes().to_vec())?;
     txn.commit().await?;
@@ -139,7 +151,10 @@ pub async fn bootstrap(kv: &Arc<Kv>) -> SqlResult<()> {
 }
 
 pub async fn get_database(txn: &Txn, name: &str) -> SqlResult<Option<DbDesc>> {
-    txn.get(&db_key(name)).await?.map(|b| decode(&b, "database")).transpose()
+    txn.get(&db_key(name))
+        .await?
+        .map(|b| decode(&b, "database"))
+        .transpose()
 }
 
 pub async fn list_databases(txn: &Txn) -> SqlResult<Vec<DbDesc>> {
@@ -169,7 +184,10 @@ pub struct CatalogSnapshot {
 impl CatalogSnapshot {
     pub async fn load(txn: &Txn, db_name: &str) -> SqlResult<Self> {
         let Some(db) = get_database(txn, db_name).await? else {
-            return Err(SqlError::new(code::INVALID_CATALOG_NAME, format!("database \"{db_name}\" does not exist")));
+            return Err(SqlError::new(
+                code::INVALID_CATALOG_NAME,
+                format!("database \"{db_name}\" does not exist"),
+            ));
         };
         let prefix = tables_prefix(db.id);
         let end = keycode::prefix_end(&prefix);
@@ -179,7 +197,10 @@ impl CatalogSnapshot {
             let t: TableDesc = decode(&v, "table")?;
             tables.insert((t.schema.clone(), t.name.clone()), Arc::new(t));
         }
-        Ok(Self { db: Some(db), tables })
+        Ok(Self {
+            db: Some(db),
+            tables,
+        })
     }
 
     pub fn db_id(&self) -> u32 {

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array, Date32Builder,
-    Decimal128Array, Decimal128Builder, Float32Array, Float32Builder, Float64Array, Float64Builder, Int16Array,
-    Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder, StringArray, StringBuilder,
-    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
+    Date32Builder, Decimal128Array, Decimal128Builder, Float32Array, Float32Builder, Float64Array,
+    Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    StringArray, StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::common::ScalarValue;
@@ -57,7 +57,10 @@ impl Datum {
                 ScalarValue::Decimal128(Some(*v), 38, scale).to_string()
             }
             Datum::Text(s) => s.clone(),
-            Datum::Bytes(b) => format!("\\x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+            Datum::Bytes(b) => format!(
+                "\\x{}",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            ),
             Datum::Date(d) => ScalarValue::Date32(Some(*d)).to_string(),
             Datum::Timestamp(t) => ScalarValue::TimestampMicrosecond(Some(*t), None).to_string(),
             Datum::Uuid(u) => uuid::Uuid::from_bytes(*u).hyphenated().to_string(),
@@ -66,7 +69,10 @@ impl Datum {
 }
 
 fn bad(ty: &SqlType, what: &str) -> SqlError {
-    SqlError::internal(format!("column of type {} received an Arrow {what} array", ty.pg_name()))
+    SqlError::internal(format!(
+        "column of type {} received an Arrow {what} array",
+        ty.pg_name()
+    ))
 }
 
 /// Reads row `row` of `array` as a datum of type `ty`, casting the array first if its Arrow
@@ -82,9 +88,16 @@ pub fn datums_from_array(ty: &SqlType, array: &ArrayRef) -> SqlResult<Vec<Datum>
     let mut out = Vec::with_capacity(n);
     macro_rules! collect {
         ($arr:ty, $variant:expr) => {{
-            let a = array.as_any().downcast_ref::<$arr>().ok_or_else(|| bad(ty, stringify!($arr)))?;
+            let a = array
+                .as_any()
+                .downcast_ref::<$arr>()
+                .ok_or_else(|| bad(ty, stringify!($arr)))?;
             for i in 0..n {
-                out.push(if a.is_null(i) { Datum::Null } else { $variant(a.value(i)) });
+                out.push(if a.is_null(i) {
+                    Datum::Null
+                } else {
+                    $variant(a.value(i))
+                });
             }
         }};
     }
@@ -99,23 +112,37 @@ pub fn datums_from_array(ty: &SqlType, array: &ArrayRef) -> SqlResult<Vec<Datum>
             collect!(StringArray, |s: &str| Datum::Text(s.to_string()))
         }
         SqlType::Uuid => {
-            let a = array.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad(ty, "string"))?;
+            let a = array
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| bad(ty, "string"))?;
             for i in 0..n {
-                out.push(if a.is_null(i) { Datum::Null } else { Datum::Uuid(parse_uuid(a.value(i))?) });
+                out.push(if a.is_null(i) {
+                    Datum::Null
+                } else {
+                    Datum::Uuid(parse_uuid(a.value(i))?)
+                });
             }
         }
         SqlType::Bool => collect!(BooleanArray, Datum::Bool),
         SqlType::Date => collect!(Date32Array, Datum::Date),
-        SqlType::Timestamp | SqlType::TimestampTz => collect!(TimestampMicrosecondArray, Datum::Timestamp),
+        SqlType::Timestamp | SqlType::TimestampTz => {
+            collect!(TimestampMicrosecondArray, Datum::Timestamp)
+        }
         SqlType::Bytea => collect!(BinaryArray, |b: &[u8]| Datum::Bytes(b.to_vec())),
     }
     Ok(out)
 }
 
 pub fn parse_uuid(s: &str) -> SqlResult<[u8; 16]> {
-    uuid::Uuid::parse_str(s.trim()).map(|u| *u.as_bytes()).map_err(|_| {
-        SqlError::new(code::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type uuid: \"{s}\""))
-    })
+    uuid::Uuid::parse_str(s.trim())
+        .map(|u| *u.as_bytes())
+        .map_err(|_| {
+            SqlError::new(
+                code::INVALID_TEXT_REPRESENTATION,
+                format!("invalid input syntax for type uuid: \"{s}\""),
+            )
+        })
 }
 
 /// Builds an Arrow array of type `ty` from datums (which must match `ty` or be null).
@@ -127,7 +154,12 @@ pub fn array_from_datums(ty: &SqlType, vals: &[Datum]) -> SqlResult<ArrayRef> {
                 match d {
                     Datum::Null => b.append_null(),
                     $pat => b.append_value($v),
-                    other => return Err(SqlError::internal(format!("datum {other:?} in a {} column", ty.pg_name()))),
+                    other => {
+                        return Err(SqlError::internal(format!(
+                            "datum {other:?} in a {} column",
+                            ty.pg_name()
+                        )))
+                    }
                 }
             }
             Arc::new(b.finish()) as ArrayRef
@@ -140,10 +172,19 @@ pub fn array_from_datums(ty: &SqlType, vals: &[Datum]) -> SqlResult<ArrayRef> {
         SqlType::Int8 => build!(Int64Builder::with_capacity(n), Datum::I64(v) => *v),
         SqlType::Float4 => build!(Float32Builder::with_capacity(n), Datum::F32(v) => *v),
         SqlType::Float8 => build!(Float64Builder::with_capacity(n), Datum::F64(v) => *v),
-        SqlType::Numeric { precision, scale, .. } => {
+        SqlType::Numeric {
+            precision, scale, ..
+        } => {
             let a = build!(Decimal128Builder::with_capacity(n), Datum::Decimal(v) => *v);
-            let a = a.as_any().downcast_ref::<Decimal128Array>().expect("decimal").clone();
-            Arc::new(a.with_precision_and_scale(*precision, *scale).map_err(|e| SqlError::internal(e.to_string()))?)
+            let a = a
+                .as_any()
+                .downcast_ref::<Decimal128Array>()
+                .expect("decimal")
+                .clone();
+            Arc::new(
+                a.with_precision_and_scale(*precision, *scale)
+                    .map_err(|e| SqlError::internal(e.to_string()))?,
+            )
         }
         SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => {
             build!(StringBuilder::with_capacity(n, n * 16), Datum::Text(v) => v)
@@ -152,10 +193,17 @@ pub fn array_from_datums(ty: &SqlType, vals: &[Datum]) -> SqlResult<ArrayRef> {
             Datum::Uuid(v) => uuid::Uuid::from_bytes(*v).hyphenated().to_string()),
         SqlType::Bool => build!(BooleanBuilder::with_capacity(n), Datum::Bool(v) => *v),
         SqlType::Date => build!(Date32Builder::with_capacity(n), Datum::Date(v) => *v),
-        SqlType::Timestamp => build!(TimestampMicrosecondBuilder::with_capacity(n), Datum::Timestamp(v) => *v),
+        SqlType::Timestamp => {
+            build!(TimestampMicrosecondBuilder::with_capacity(n), Datum::Timestamp(v) => *v)
+        }
         SqlType::TimestampTz => {
-            let a = build!(TimestampMicrosecondBuilder::with_capacity(n), Datum::Timestamp(v) => *v);
-            let a = a.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("ts").clone();
+            let a =
+                build!(TimestampMicrosecondBuilder::with_capacity(n), Datum::Timestamp(v) => *v);
+            let a = a
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .expect("ts")
+                .clone();
             Arc::new(a.with_timezone("+00:00"))
         }
         SqlType::Bytea => build!(BinaryBuilder::with_capacity(n, n * 16), Datum::Bytes(v) => v),
@@ -186,25 +234,42 @@ mod tests {
             (SqlType::Int8, Datum::I64(1 << 40)),
             (SqlType::Float4, Datum::F32(1.5)),
             (SqlType::Float8, Datum::F64(-2.25)),
-            (SqlType::Numeric { precision: 10, scale: 2, constrained: true }, Datum::Decimal(12345)),
+            (
+                SqlType::Numeric {
+                    precision: 10,
+                    scale: 2,
+                    constrained: true,
+                },
+                Datum::Decimal(12345),
+            ),
             (SqlType::Text, Datum::Text("héllo".into())),
             (SqlType::Varchar(Some(5)), Datum::Text("abc".into())),
             (SqlType::Bool, Datum::Bool(true)),
             (SqlType::Date, Datum::Date(19000)),
             (SqlType::Timestamp, Datum::Timestamp(1_700_000_000_000_000)),
-            (SqlType::TimestampTz, Datum::Timestamp(1_700_000_000_000_001)),
+            (
+                SqlType::TimestampTz,
+                Datum::Timestamp(1_700_000_000_000_001),
+            ),
             (SqlType::Bytea, Datum::Bytes(vec![0, 1, 255])),
             (SqlType::Uuid, Datum::Uuid([7; 16])),
         ];
         for (ty, d) in cases {
             let arr = array_from_datums(&ty, &[d.clone(), Datum::Null]).unwrap();
             assert_eq!(arr.data_type(), &ty.arrow());
-            assert_eq!(datums_from_array(&ty, &arr).unwrap(), vec![d, Datum::Null], "{ty:?}");
+            assert_eq!(
+                datums_from_array(&ty, &arr).unwrap(),
+                vec![d, Datum::Null],
+                "{ty:?}"
+            );
         }
     }
 
     #[test]
     fn bad_uuid_is_22p02() {
-        assert_eq!(parse_uuid("nope").unwrap_err().code, code::INVALID_TEXT_REPRESENTATION);
+        assert_eq!(
+            parse_uuid("nope").unwrap_err().code,
+            code::INVALID_TEXT_REPRESENTATION
+        );
     }
 }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use datafusion::sql::sqlparser::ast::{self, ColumnOption, CreateTable, Ident, ObjectName, TableConstraint};
+use datafusion::sql::sqlparser::ast::{
+    self, ColumnOption, CreateTable, Ident, ObjectName, TableConstraint,
+};
 use kestrel_kv::keys::table_span;
 use kestrel_kv::{Kv, Txn};
 
@@ -31,19 +33,28 @@ pub fn table_name(name: &ObjectName, db: &str) -> SqlResult<(String, String)> {
     let parts: Vec<String> = name
         .0
         .iter()
-        .map(|p| p.as_ident().map(ident).ok_or_else(|| SqlError::syntax(format!("invalid name {name}"))))
+        .map(|p| {
+            p.as_ident()
+                .map(ident)
+                .ok_or_else(|| SqlError::syntax(format!("invalid name {name}")))
+        })
         .collect::<SqlResult<_>>()?;
     match parts.as_slice() {
         [t] => Ok((DEFAULT_SCHEMA.to_string(), t.clone())),
         [s, t] => Ok((s.clone(), t.clone())),
         [d, s, t] if d == db => Ok((s.clone(), t.clone())),
-        [d, _, _] => Err(SqlError::unsupported(format!("cross-database reference to \"{d}\""))),
-        _ => Err(SqlError::syntax(format!("improper qualified name (too many dotted names): {name}"))),
+        [d, _, _] => Err(SqlError::unsupported(format!(
+            "cross-database reference to \"{d}\""
+        ))),
+        _ => Err(SqlError::syntax(format!(
+            "improper qualified name (too many dotted names): {name}"
+        ))),
     }
 }
 
 /// Evaluates a constant expression to a value of `ty` (DEFAULT clauses).
-pub type ConstEval<'a> = &'a (dyn Fn(&ast::Expr, &SqlType) -> futures::future::BoxFuture<'a, SqlResult<Datum>> + Sync);
+pub type ConstEval<'a> =
+    &'a (dyn Fn(&ast::Expr, &SqlType) -> futures::future::BoxFuture<'a, SqlResult<Datum>> + Sync);
 
 pub struct DdlCtx<'a> {
     pub kv: &'a Arc<Kv>,
@@ -55,14 +66,22 @@ pub struct DdlCtx<'a> {
 fn reject_volatile(e: &ast::Expr) -> SqlResult<()> {
     let mut bad = None;
     let _ = ast::visit_expressions(e, |x| {
-        if matches!(x, ast::Expr::Function(_) | ast::Expr::Subquery(_) | ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)) {
+        if matches!(
+            x,
+            ast::Expr::Function(_)
+                | ast::Expr::Subquery(_)
+                | ast::Expr::Identifier(_)
+                | ast::Expr::CompoundIdentifier(_)
+        ) {
             bad = Some(x.to_string());
             return std::ops::ControlFlow::Break(());
         }
         std::ops::ControlFlow::Continue(())
     });
     match bad {
-        Some(x) => Err(SqlError::unsupported(format!("non-constant DEFAULT expression {x}"))),
+        Some(x) => Err(SqlError::unsupported(format!(
+            "non-constant DEFAULT expression {x}"
+        ))),
         None => Ok(()),
     }
 }
@@ -76,13 +95,19 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
     }
     let (schema, name) = table_name(&ct.name, ddl.db)?;
     if schema != DEFAULT_SCHEMA {
-        return Err(SqlError::new(code::INVALID_SCHEMA_NAME, format!("schema \"{schema}\" does not exist")));
+        return Err(SqlError::new(
+            code::INVALID_SCHEMA_NAME,
+            format!("schema \"{schema}\" does not exist"),
+        ));
     }
     if ddl.snapshot.table(&schema, &name).is_some() {
         if ct.if_not_exists {
             return Ok("CREATE TABLE".into());
         }
-        return Err(SqlError::new(code::DUPLICATE_TABLE, format!("relation \"{name}\" already exists")));
+        return Err(SqlError::new(
+            code::DUPLICATE_TABLE,
+            format!("relation \"{name}\" already exists"),
+        ));
     }
     let mut columns: Vec<ColumnDesc> = Vec::new();
     let mut pk: Option<Vec<usize>> = None;
@@ -99,10 +124,20 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
     for (i, c) in ct.columns.iter().enumerate() {
         let cname = ident(&c.name);
         if columns.iter().any(|x| x.name == cname) {
-            return Err(SqlError::new(code::DUPLICATE_COLUMN, format!("column \"{cname}\" specified more than once")));
+            return Err(SqlError::new(
+                code::DUPLICATE_COLUMN,
+                format!("column \"{cname}\" specified more than once"),
+            ));
         }
         let ty = SqlType::from_ast(&c.data_type)?;
-        let mut col = ColumnDesc { id: i as u16 + 1, name: cname, ty, nullable: true, default: None, hidden: false };
+        let mut col = ColumnDesc {
+            id: i as u16 + 1,
+            name: cname,
+            ty,
+            nullable: true,
+            default: None,
+            hidden: false,
+        };
         for opt in &c.options {
             match &opt.option {
                 ColumnOption::Null => {}
@@ -124,14 +159,23 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
                 let mut idx = Vec::new();
                 for ic in &p.columns {
                     let ast::Expr::Identifier(id) = &ic.column.expr else {
-                        return Err(SqlError::unsupported(format!("primary key expression {}", ic.column.expr)));
+                        return Err(SqlError::unsupported(format!(
+                            "primary key expression {}",
+                            ic.column.expr
+                        )));
                     };
                     let n = ident(id);
                     let pos = columns.iter().position(|c| c.name == n).ok_or_else(|| {
-                        SqlError::new(code::UNDEFINED_COLUMN, format!("column \"{n}\" named in key does not exist"))
+                        SqlError::new(
+                            code::UNDEFINED_COLUMN,
+                            format!("column \"{n}\" named in key does not exist"),
+                        )
                     })?;
                     if idx.contains(&pos) {
-                        return Err(SqlError::new(code::DUPLICATE_COLUMN, format!("column \"{n}\" appears twice in primary key constraint")));
+                        return Err(SqlError::new(
+                            code::DUPLICATE_COLUMN,
+                            format!("column \"{n}\" appears twice in primary key constraint"),
+                        ));
                     }
                     idx.push(pos);
                 }
@@ -166,7 +210,15 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
     }
     let id = catalog::allocate_id(txn).await?;
     let next_column_id = columns.len() as u16 + 1;
-    let desc = TableDesc { id, db_id: ddl.snapshot.db_id(), schema, name, columns, primary_key, next_column_id };
+    let desc = TableDesc {
+        id,
+        db_id: ddl.snapshot.db_id(),
+        schema,
+        name,
+        columns,
+        primary_key,
+        next_column_id,
+    };
     // The table's own range exists before the catalog names it; if this transaction aborts the
     // empty range stays behind unused (table ids are never reused).
     let (start, end) = table_span(id);
@@ -186,7 +238,12 @@ pub fn drop_table(
         let (schema, name) = table_name(n, ddl.db)?;
         match ddl.snapshot.table(&schema, &name) {
             None if if_exists => continue,
-            None => return Err(SqlError::new(code::UNDEFINED_TABLE, format!("table \"{name}\" does not exist"))),
+            None => {
+                return Err(SqlError::new(
+                    code::UNDEFINED_TABLE,
+                    format!("table \"{name}\" does not exist"),
+                ))
+            }
             Some(desc) => {
                 catalog::delete_table(txn, desc)?;
                 let (s, e) = table_span(desc.id);

@@ -23,7 +23,11 @@ use crate::provider::{duplicate_key_error, validate_row, KestrelTable};
 use crate::rowcodec::{encode_key, encode_value};
 use crate::stmt::StmtCtx;
 
-pub async fn execute(state: &SessionState, dml: &DmlStatement, ctx: &Arc<StmtCtx>) -> SqlResult<u64> {
+pub async fn execute(
+    state: &SessionState,
+    dml: &DmlStatement,
+    ctx: &Arc<StmtCtx>,
+) -> SqlResult<u64> {
     let provider = source_as_provider(&dml.target).map_err(from_datafusion)?;
     let table = provider
         .as_ref()
@@ -55,16 +59,30 @@ fn target_qualifiers(plan: &LogicalPlan, target: &TableReference) -> Vec<TableRe
 }
 
 fn column_index(schema: &DFSchema, quals: &[TableReference], name: &str) -> Option<usize> {
-    schema.iter().position(|(q, f)| f.name() == name && q.is_none_or(|q| quals.iter().any(|a| a.resolved_eq(q))))
+    schema.iter().position(|(q, f)| {
+        f.name() == name && q.is_none_or(|q| quals.iter().any(|a| a.resolved_eq(q)))
+    })
 }
 
-async fn collect(state: &SessionState, plan: &LogicalPlan, ctx: &StmtCtx) -> SqlResult<Vec<RecordBatch>> {
-    let phys = state.create_physical_plan(plan).await.map_err(from_datafusion)?;
-    let batches = datafusion::physical_plan::collect(phys, state.task_ctx()).await.map_err(from_datafusion)?;
+async fn collect(
+    state: &SessionState,
+    plan: &LogicalPlan,
+    ctx: &StmtCtx,
+) -> SqlResult<Vec<RecordBatch>> {
+    let phys = state
+        .create_physical_plan(plan)
+        .await
+        .map_err(from_datafusion)?;
+    let batches = datafusion::physical_plan::collect(phys, state.task_ctx())
+        .await
+        .map_err(from_datafusion)?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let max = ctx.limits.statement_rows_max;
     if rows > max {
-        return Err(SqlError::new(code::PROGRAM_LIMIT_EXCEEDED, format!("statement writes more than statement_rows_max = {max} rows")));
+        return Err(SqlError::new(
+            code::PROGRAM_LIMIT_EXCEEDED,
+            format!("statement writes more than statement_rows_max = {max} rows"),
+        ));
     }
     Ok(batches)
 }
@@ -125,7 +143,9 @@ async fn update(
         let idx = column_index(schema, quals, name)
             .ok_or_else(|| SqlError::internal(format!("UPDATE plan lacks key column {name}")))?;
         let (q, f) = schema.qualified_field(idx);
-        exprs.push(Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("__kestrel_old_key_{j}")));
+        exprs.push(
+            Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("__kestrel_old_key_{j}")),
+        );
     }
     exprs.extend(proj.expr.iter().cloned());
     let plan = LogicalPlanBuilder::from(proj.input.as_ref().clone())
@@ -133,7 +153,9 @@ async fn update(
         .and_then(|b| b.build())
         .map_err(from_datafusion)?;
     if proj.expr.len() != desc.columns.len() {
-        return Err(SqlError::internal("UPDATE projection does not cover every column"));
+        return Err(SqlError::internal(
+            "UPDATE projection does not cover every column",
+        ));
     }
     let batches = collect(state, &plan, ctx).await?;
     let mut writes: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
@@ -183,7 +205,13 @@ async fn update(
             txn.put(new, value)?;
         } else {
             if txn.get(&new).await?.is_some() {
-                return Err(SqlError::new(code::UNIQUE_VIOLATION, format!("duplicate key value violates unique constraint \"{}\"", desc.pkey_name())));
+                return Err(SqlError::new(
+                    code::UNIQUE_VIOLATION,
+                    format!(
+                        "duplicate key value violates unique constraint \"{}\"",
+                        desc.pkey_name()
+                    ),
+                ));
             }
             txn.insert(new, value)?;
         }

@@ -58,14 +58,21 @@ pub type SqlResult<T> = std::result::Result<T, SqlError>;
 
 impl SqlError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), detail: None }
+        Self {
+            code,
+            message: message.into(),
+            detail: None,
+        }
     }
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
     }
     pub fn unsupported(what: impl std::fmt::Display) -> Self {
-        Self::new(code::FEATURE_NOT_SUPPORTED, format!("{what} is not supported yet"))
+        Self::new(
+            code::FEATURE_NOT_SUPPORTED,
+            format!("{what} is not supported yet"),
+        )
     }
     pub fn syntax(message: impl Into<String>) -> Self {
         Self::new(code::SYNTAX_ERROR, message)
@@ -112,8 +119,12 @@ pub fn from_datafusion(e: DataFusionError) -> SqlError {
                 Err(other) => SqlError::internal(other.to_string()),
             },
         },
-        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => from_datafusion(*inner),
-        DataFusionError::Collection(mut errs) if !errs.is_empty() => from_datafusion(errs.swap_remove(0)),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            from_datafusion(*inner)
+        }
+        DataFusionError::Collection(mut errs) if !errs.is_empty() => {
+            from_datafusion(errs.swap_remove(0))
+        }
         DataFusionError::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
             Ok(e) => from_datafusion(e),
             Err(shared) => classify_message(&shared.to_string()),
@@ -128,7 +139,8 @@ pub fn from_datafusion(e: DataFusionError) -> SqlError {
                 code::AMBIGUOUS_COLUMN,
                 format!("column reference \"{}\" is ambiguous", field.name),
             ),
-            SchemaError::DuplicateQualifiedField { .. } | SchemaError::DuplicateUnqualifiedField { .. } => {
+            SchemaError::DuplicateQualifiedField { .. }
+            | SchemaError::DuplicateUnqualifiedField { .. } => {
                 SqlError::new(code::DUPLICATE_COLUMN, e.to_string())
             }
         },
@@ -144,8 +156,12 @@ pub fn from_datafusion(e: DataFusionError) -> SqlError {
 fn from_arrow(e: &ArrowError) -> SqlError {
     match e {
         ArrowError::DivideByZero => SqlError::new(code::DIVISION_BY_ZERO, "division by zero"),
-        ArrowError::ArithmeticOverflow(m) => SqlError::new(code::NUMERIC_VALUE_OUT_OF_RANGE, m.clone()),
-        ArrowError::CastError(m) | ArrowError::ParseError(m) | ArrowError::InvalidArgumentError(m) => classify_message(m),
+        ArrowError::ArithmeticOverflow(m) => {
+            SqlError::new(code::NUMERIC_VALUE_OUT_OF_RANGE, m.clone())
+        }
+        ArrowError::CastError(m)
+        | ArrowError::ParseError(m)
+        | ArrowError::InvalidArgumentError(m) => classify_message(m),
         ArrowError::ExternalError(inner) => match inner.downcast_ref::<SqlError>() {
             Some(sql) => sql.clone(),
             None => classify_message(&inner.to_string()),
@@ -159,18 +175,33 @@ fn classify_plan(m: &str) -> SqlError {
     if lower.contains("table '") && lower.contains("not found") {
         let name = m.split('\'').nth(1).unwrap_or("?");
         let short = name.rsplit('.').next().unwrap_or(name);
-        return SqlError::new(code::UNDEFINED_TABLE, format!("relation \"{short}\" does not exist"));
+        return SqlError::new(
+            code::UNDEFINED_TABLE,
+            format!("relation \"{short}\" does not exist"),
+        );
     }
-    if lower.contains("inconsistent data length across values list") || lower.contains("column count") {
-        return SqlError::new(code::SYNTAX_ERROR, format!("INSERT has more target columns than expressions ({m})"));
+    if lower.contains("inconsistent data length across values list")
+        || lower.contains("column count")
+    {
+        return SqlError::new(
+            code::SYNTAX_ERROR,
+            format!("INSERT has more target columns than expressions ({m})"),
+        );
     }
-    if lower.contains("invalid function") || lower.contains("function") && lower.contains("not found") {
+    if lower.contains("invalid function")
+        || lower.contains("function") && lower.contains("not found")
+    {
         return SqlError::new(code::UNDEFINED_FUNCTION, m.to_string());
     }
-    if lower.contains("must appear in the group by") || lower.contains("aggregate") && lower.contains("group by") {
+    if lower.contains("must appear in the group by")
+        || lower.contains("aggregate") && lower.contains("group by")
+    {
         return SqlError::new(code::GROUPING_ERROR, m.to_string());
     }
-    if lower.contains("cannot be cast") || lower.contains("cannot infer common") || lower.contains("no function matches") {
+    if lower.contains("cannot be cast")
+        || lower.contains("cannot infer common")
+        || lower.contains("no function matches")
+    {
         return SqlError::new(code::DATATYPE_MISMATCH, m.to_string());
     }
     classify_message(m)
@@ -181,10 +212,17 @@ fn classify_message(m: &str) -> SqlError {
     let lower = m.to_ascii_lowercase();
     let c = if lower.contains("divide by zero") || lower.contains("division by zero") {
         code::DIVISION_BY_ZERO
-    } else if lower.contains("can't cast value") || lower.contains("overflow") || lower.contains("out of range") || lower.contains("too large to store") {
+    } else if lower.contains("can't cast value")
+        || lower.contains("overflow")
+        || lower.contains("out of range")
+        || lower.contains("too large to store")
+    {
         code::NUMERIC_VALUE_OUT_OF_RANGE
-    } else if lower.contains("cannot cast") || lower.contains("can't cast") || lower.contains("cast error")
-        || lower.contains("parse") || lower.contains("invalid digit")
+    } else if lower.contains("cannot cast")
+        || lower.contains("can't cast")
+        || lower.contains("cast error")
+        || lower.contains("parse")
+        || lower.contains("invalid digit")
     {
         code::INVALID_TEXT_REPRESENTATION
     } else if lower.contains("not implemented") || lower.contains("unsupported") {
@@ -212,21 +250,52 @@ mod tests {
 
     #[test]
     fn kv_errors_map_to_sqlstates() {
-        assert_eq!(SqlError::from(KvError::WriteConflict { key: vec![] }).code, code::SERIALIZATION_FAILURE);
-        assert_eq!(SqlError::from(KvError::DuplicateKey { key: vec![] }).code, code::UNIQUE_VIOLATION);
-        assert_eq!(SqlError::from(KvError::TxnTooLarge { bytes: 2, max: 1 }).code, code::PROGRAM_LIMIT_EXCEEDED);
+        assert_eq!(
+            SqlError::from(KvError::WriteConflict { key: vec![] }).code,
+            code::SERIALIZATION_FAILURE
+        );
+        assert_eq!(
+            SqlError::from(KvError::DuplicateKey { key: vec![] }).code,
+            code::UNIQUE_VIOLATION
+        );
+        assert_eq!(
+            SqlError::from(KvError::TxnTooLarge { bytes: 2, max: 1 }).code,
+            code::PROGRAM_LIMIT_EXCEEDED
+        );
     }
 
     #[test]
     fn plan_errors_are_classified() {
         let missing = DataFusionError::SchemaError(
-            Box::new(SchemaError::FieldNotFound { field: Box::new(datafusion::common::Column::from_name("nope")), valid_fields: vec![] }),
+            Box::new(SchemaError::FieldNotFound {
+                field: Box::new(datafusion::common::Column::from_name("nope")),
+                valid_fields: vec![],
+            }),
             Box::new(None),
         );
-        let wrapped = DataFusionError::Diagnostic(Box::new(datafusion::common::Diagnostic::new_error("x", None)), Box::new(missing));
+        let wrapped = DataFusionError::Diagnostic(
+            Box::new(datafusion::common::Diagnostic::new_error("x", None)),
+            Box::new(missing),
+        );
         assert_eq!(from_datafusion(wrapped).code, code::UNDEFINED_COLUMN);
-        assert_eq!(from_datafusion(DataFusionError::Plan("table 'defaultdb.public.nope' not found".into())).code, code::UNDEFINED_TABLE);
-        assert_eq!(from_datafusion(DataFusionError::NotImplemented("x".into())).code, code::FEATURE_NOT_SUPPORTED);
-        assert_eq!(from_datafusion(DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None)).code, code::DIVISION_BY_ZERO);
+        assert_eq!(
+            from_datafusion(DataFusionError::Plan(
+                "table 'defaultdb.public.nope' not found".into()
+            ))
+            .code,
+            code::UNDEFINED_TABLE
+        );
+        assert_eq!(
+            from_datafusion(DataFusionError::NotImplemented("x".into())).code,
+            code::FEATURE_NOT_SUPPORTED
+        );
+        assert_eq!(
+            from_datafusion(DataFusionError::ArrowError(
+                Box::new(ArrowError::DivideByZero),
+                None
+            ))
+            .code,
+            code::DIVISION_BY_ZERO
+        );
     }
 }

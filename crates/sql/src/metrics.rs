@@ -11,21 +11,32 @@ pub struct SqlMetrics {
 }
 
 pub static METRICS: LazyLock<SqlMetrics> = LazyLock::new(|| {
-    let statements = IntCounterVec::new(Opts::new("kestrel_sql_statements_total", "SQL statements executed"), &["result"])
-        .expect("valid metric");
+    let statements = IntCounterVec::new(
+        Opts::new("kestrel_sql_statements_total", "SQL statements executed"),
+        &["result"],
+    )
+    .expect("valid metric");
     let latency = Histogram::with_opts(
-        HistogramOpts::new("kestrel_sql_statement_latency_seconds", "SQL statement latency")
-            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
+        HistogramOpts::new(
+            "kestrel_sql_statement_latency_seconds",
+            "SQL statement latency",
+        )
+        .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
     )
     .expect("valid metric");
     let _ = prometheus::default_registry().register(Box::new(statements.clone()));
     let _ = prometheus::default_registry().register(Box::new(latency.clone()));
-    SqlMetrics { statements, latency }
+    SqlMetrics {
+        statements,
+        latency,
+    }
 });
 
 impl SqlMetrics {
     pub fn observe(&self, elapsed: Duration, ok: bool) {
-        self.statements.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+        self.statements
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
         self.latency.observe(elapsed.as_secs_f64());
     }
 }

@@ -15,7 +15,8 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::logical_expr::expr::{Cast, TryCast};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
 
@@ -23,18 +24,29 @@ use crate::error::{code, SqlError};
 
 /// Decodes PostgreSQL bytea text input (hex or escape format).
 pub fn parse_bytea(s: &str) -> Result<Vec<u8>, SqlError> {
-    let bad = || SqlError::new(code::INVALID_TEXT_REPRESENTATION, "invalid input syntax for type bytea");
+    let bad = || {
+        SqlError::new(
+            code::INVALID_TEXT_REPRESENTATION,
+            "invalid input syntax for type bytea",
+        )
+    };
     if let Some(hex) = s.strip_prefix("\\x") {
         let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
         if digits.len() % 2 != 0 {
-            return Err(SqlError::new(code::INVALID_PARAMETER_VALUE, "invalid hexadecimal data: odd number of digits"));
+            return Err(SqlError::new(
+                code::INVALID_PARAMETER_VALUE,
+                "invalid hexadecimal data: odd number of digits",
+            ));
         }
         return digits
             .chunks(2)
             .map(|p| {
                 let h = std::str::from_utf8(p).map_err(|_| bad())?;
                 u8::from_str_radix(h, 16).map_err(|_| {
-                    SqlError::new(code::INVALID_PARAMETER_VALUE, format!("invalid hexadecimal digit: \"{}\"", h))
+                    SqlError::new(
+                        code::INVALID_PARAMETER_VALUE,
+                        format!("invalid hexadecimal digit: \"{}\"", h),
+                    )
                 })
             })
             .collect();
@@ -49,7 +61,10 @@ pub fn parse_bytea(s: &str) -> Result<Vec<u8>, SqlError> {
         } else if b.get(i + 1) == Some(&b'\\') {
             out.push(b'\\');
             i += 2;
-        } else if i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) && b[i + 1] <= b'3' {
+        } else if i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            && b[i + 1] <= b'3'
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -95,7 +110,9 @@ impl ScalarUDFImpl for ByteaIn {
 }
 
 static BYTEA_IN: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-    Arc::new(ScalarUDF::from(ByteaIn { signature: Signature::any(1, Volatility::Immutable) }))
+    Arc::new(ScalarUDF::from(ByteaIn {
+        signature: Signature::any(1, Volatility::Immutable),
+    }))
 });
 
 #[derive(Debug, Default)]
@@ -107,13 +124,17 @@ fn is_text(t: &DataType) -> bool {
 
 fn rewrite(e: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
     let inner = match &e {
-        Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) if field.data_type() == &DataType::Binary => {
+        Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field })
+            if field.data_type() == &DataType::Binary =>
+        {
             expr
         }
         _ => return Ok(Transformed::no(e)),
     };
     match inner.get_type(schema) {
-        Ok(t) if is_text(&t) => Ok(Transformed::yes(BYTEA_IN.call(vec![inner.as_ref().clone()]))),
+        Ok(t) if is_text(&t) => Ok(Transformed::yes(
+            BYTEA_IN.call(vec![inner.as_ref().clone()]),
+        )),
         _ => Ok(Transformed::no(e)),
     }
 }
@@ -142,7 +163,10 @@ mod tests {
     #[test]
     fn bytea_input_formats() {
         assert_eq!(parse_bytea("\\x0102ff").unwrap(), vec![1, 2, 255]);
-        assert_eq!(parse_bytea("ab\\000\\\\").unwrap(), vec![b'a', b'b', 0, b'\\']);
+        assert_eq!(
+            parse_bytea("ab\\000\\\\").unwrap(),
+            vec![b'a', b'b', 0, b'\\']
+        );
         assert!(parse_bytea("\\x0").is_err());
         assert!(parse_bytea("\\q").is_err());
     }

@@ -28,12 +28,16 @@ use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProvide
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
 use futures::StreamExt;
 use kestrel_storage::keycode;
 
 use crate::catalog::TableDesc;
-use crate::datum::{array_from_datums, datum_from_scalar, datums_from_array, scalar_from_datum, Datum};
+use crate::datum::{
+    array_from_datums, datum_from_scalar, datums_from_array, scalar_from_datum, Datum,
+};
 use crate::error::{code, SqlError, SqlResult};
 use crate::rowcodec::{append_key_datum, decode_row, encode_key, encode_value, primary_prefix};
 use crate::stmt::StmtCtx;
@@ -62,10 +66,19 @@ impl KestrelTable {
         let mut defaults = HashMap::new();
         for c in &desc.columns {
             if let Some((_, d)) = &c.default {
-                defaults.insert(c.name.clone(), Expr::Literal(scalar_from_datum(&c.ty, d)?, None));
+                defaults.insert(
+                    c.name.clone(),
+                    Expr::Literal(scalar_from_datum(&c.ty, d)?, None),
+                );
             }
         }
-        Ok(Self { desc, ctx, visible, schema, defaults })
+        Ok(Self {
+            desc,
+            ctx,
+            visible,
+            schema,
+            defaults,
+        })
     }
 
     pub fn desc(&self) -> &Arc<TableDesc> {
@@ -75,7 +88,6 @@ impl KestrelTable {
 
 #[async_trait]
 impl datafusion::catalog::TableProvider for KestrelTable {
-
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -88,7 +100,10 @@ impl datafusion::catalog::TableProvider for KestrelTable {
         self.defaults.get(column)
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
@@ -108,7 +123,14 @@ impl datafusion::catalog::TableProvider for KestrelTable {
             None => self.schema.clone(),
         };
         let bounds = key_bounds(&self.desc, filters).map_err(SqlError::into_datafusion)?;
-        Ok(Arc::new(KvScanExec::new(self.desc.clone(), self.ctx.clone(), projected, schema, bounds, limit)))
+        Ok(Arc::new(KvScanExec::new(
+            self.desc.clone(),
+            self.ctx.clone(),
+            projected,
+            schema,
+            bounds,
+            limit,
+        )))
     }
 
     async fn insert_into(
@@ -120,7 +142,12 @@ impl datafusion::catalog::TableProvider for KestrelTable {
         if op != InsertOp::Append {
             return Err(SqlError::unsupported(format!("INSERT mode {op}")).into_datafusion());
         }
-        let sink = KvInsertSink { desc: self.desc.clone(), ctx: self.ctx.clone(), visible: self.visible.clone(), schema: self.schema.clone() };
+        let sink = KvInsertSink {
+            desc: self.desc.clone(),
+            ctx: self.ctx.clone(),
+            visible: self.visible.clone(),
+            schema: self.schema.clone(),
+        };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 }
@@ -177,7 +204,11 @@ fn flip(op: Operator) -> Operator {
 }
 
 fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
-    let pk_pos = |name: &str| desc.primary_key.iter().position(|&i| desc.columns[i].name == name);
+    let pk_pos = |name: &str| {
+        desc.primary_key
+            .iter()
+            .position(|&i| desc.columns[i].name == name)
+    };
     match pred {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             let (name, v, op) = match column_literal(left, right) {
@@ -188,7 +219,9 @@ fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
                 },
             };
             let Some(p) = pk_pos(name) else { return };
-            let Some(d) = exact_datum(&desc.columns[desc.primary_key[p]].ty, v) else { return };
+            let Some(d) = exact_datum(&desc.columns[desc.primary_key[p]].ty, v) else {
+                return;
+            };
             let c = &mut cons[p];
             match op {
                 Operator::Eq => c.eq = Some(d),
@@ -199,8 +232,14 @@ fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
                 _ => {}
             }
         }
-        Expr::Between(Between { expr, negated: false, low, high }) => {
-            let (Expr::Column(col), Expr::Literal(lo, _), Expr::Literal(hi, _)) = (expr.as_ref(), low.as_ref(), high.as_ref())
+        Expr::Between(Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        }) => {
+            let (Expr::Column(col), Expr::Literal(lo, _), Expr::Literal(hi, _)) =
+                (expr.as_ref(), low.as_ref(), high.as_ref())
             else {
                 return;
             };
@@ -212,7 +251,9 @@ fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
             }
         }
         Expr::InList(list) if !list.negated => {
-            let Expr::Column(col) = list.expr.as_ref() else { return };
+            let Expr::Column(col) = list.expr.as_ref() else {
+                return;
+            };
             let Some(p) = pk_pos(&col.name) else { return };
             let ty = &desc.columns[desc.primary_key[p]].ty;
             let mut vals = Vec::new();
@@ -234,7 +275,11 @@ fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
 
 /// The narrowest key bounds the filters allow.
 pub fn key_bounds(desc: &TableDesc, filters: &[Expr]) -> SqlResult<Bounds> {
-    let mut cons: Vec<ColConstraint> = desc.primary_key.iter().map(|_| ColConstraint::default()).collect();
+    let mut cons: Vec<ColConstraint> = desc
+        .primary_key
+        .iter()
+        .map(|_| ColConstraint::default())
+        .collect();
     for f in filters {
         for pred in split_conjunction(f) {
             constrain(desc, &mut cons, pred);
@@ -263,7 +308,11 @@ pub fn key_bounds(desc: &TableDesc, filters: &[Expr]) -> SqlResult<Bounds> {
             Some((d, incl)) => {
                 let mut k = prefix.clone();
                 append_key_datum(&mut k, d)?;
-                if *incl { k } else { end_of(&k) }
+                if *incl {
+                    k
+                } else {
+                    end_of(&k)
+                }
             }
             None => prefix.clone(),
         };
@@ -271,7 +320,11 @@ pub fn key_bounds(desc: &TableDesc, filters: &[Expr]) -> SqlResult<Bounds> {
             Some((d, incl)) => {
                 let mut k = prefix.clone();
                 append_key_datum(&mut k, d)?;
-                if *incl { end_of(&k) } else { k }
+                if *incl {
+                    end_of(&k)
+                } else {
+                    k
+                }
             }
             None => end_of(&prefix),
         };
@@ -312,16 +365,36 @@ impl KvScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Self { desc, ctx, projected, schema, bounds, limit, props }
+        Self {
+            desc,
+            ctx,
+            projected,
+            schema,
+            bounds,
+            limit,
+            props,
+        }
     }
 
     fn describe_bounds(&self) -> String {
         let prefix = primary_prefix(self.desc.id).len();
-        let hex = |k: &[u8]| k.get(prefix..).unwrap_or_default().iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let hex = |k: &[u8]| {
+            k.get(prefix..)
+                .unwrap_or_default()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
         match &self.bounds {
             Bounds::Points(keys) if keys.len() == 1 && keys[0].len() == prefix => "full".into(),
-            Bounds::Points(keys) => format!("point get x{} [{}]", keys.len(), keys.iter().map(|k| hex(k)).collect::<Vec<_>>().join(", ")),
-            Bounds::Range { start, end } if start.len() == prefix && end.len() == prefix => "full".into(),
+            Bounds::Points(keys) => format!(
+                "point get x{} [{}]",
+                keys.len(),
+                keys.iter().map(|k| hex(k)).collect::<Vec<_>>().join(", ")
+            ),
+            Bounds::Range { start, end } if start.len() == prefix && end.len() == prefix => {
+                "full".into()
+            }
             Bounds::Range { start, end } => format!("key range [/{} , /{})", hex(start), hex(end)),
         }
     }
@@ -329,8 +402,18 @@ impl KvScanExec {
 
 impl DisplayAs for KvScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let cols: Vec<&str> = self.projected.iter().map(|&i| self.desc.columns[i].name.as_str()).collect();
-        write!(f, "KvScanExec: table={}, scan={}, projection=[{}]", self.desc.name, self.describe_bounds(), cols.join(", "))?;
+        let cols: Vec<&str> = self
+            .projected
+            .iter()
+            .map(|&i| self.desc.columns[i].name.as_str())
+            .collect();
+        write!(
+            f,
+            "KvScanExec: table={}, scan={}, projection=[{}]",
+            self.desc.name,
+            self.describe_bounds(),
+            cols.join(", ")
+        )?;
         if let Some(l) = self.limit {
             write!(f, ", limit={l}")?;
         }
@@ -342,7 +425,6 @@ impl ExecutionPlan for KvScanExec {
     fn name(&self) -> &'static str {
         "KvScanExec"
     }
-
 
     fn properties(&self) -> &Arc<PlanProperties> {
         &self.props
@@ -360,18 +442,33 @@ impl ExecutionPlan for KvScanExec {
     }
 
     #[allow(deprecated)]
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
         if partition != 0 {
-            return Err(DataFusionError::Internal(format!("KvScanExec has one partition, not {partition}")));
+            return Err(DataFusionError::Internal(format!(
+                "KvScanExec has one partition, not {partition}"
+            )));
         }
-        let batch_rows = context.session_config().batch_size().clamp(1, self.ctx.limits.scan_batch_rows_max);
+        let batch_rows = context
+            .session_config()
+            .batch_size()
+            .clamp(1, self.ctx.limits.scan_batch_rows_max);
         let cursor = match &self.bounds {
             Bounds::Points(keys) => Cursor::Points(keys.clone()),
-            Bounds::Range { start, end } => Cursor::Range { next: Some(start.clone()), end: end.clone() },
+            Bounds::Range { start, end } => Cursor::Range {
+                next: Some(start.clone()),
+                end: end.clone(),
+            },
         };
         let state = ScanState {
             desc: self.desc.clone(),
@@ -388,7 +485,10 @@ impl ExecutionPlan for KvScanExec {
                 None => Ok(None),
             }
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
     }
 }
 
@@ -427,9 +527,18 @@ impl ScanState {
                     out
                 }
                 Cursor::Range { next: None, .. } => return Ok(None),
-                Cursor::Range { next: Some(from), end } => {
+                Cursor::Range {
+                    next: Some(from),
+                    end,
+                } => {
                     let want = self.batch_rows.min(self.remaining);
-                    let (rows, resume) = self.ctx.txn.read().await.scan(&from, Some(&end), want).await?;
+                    let (rows, resume) = self
+                        .ctx
+                        .txn
+                        .read()
+                        .await
+                        .scan(&from, Some(&end), want)
+                        .await?;
                     self.cursor = Cursor::Range { next: resume, end };
                     rows
                 }
@@ -476,11 +585,16 @@ pub fn validate_row(desc: &TableDesc, row: &mut [Datum]) -> SqlResult<()> {
             continue;
         }
         match (&col.ty, &mut row[i]) {
-            (SqlType::Varchar(Some(n)), Datum::Text(s)) => fit_length(s, *n as usize, "character varying", false)?,
+            (SqlType::Varchar(Some(n)), Datum::Text(s)) => {
+                fit_length(s, *n as usize, "character varying", false)?
+            }
             (SqlType::Char(n), Datum::Text(s)) => fit_length(s, *n as usize, "character", true)?,
             (SqlType::Numeric { precision, .. }, Datum::Decimal(v)) => {
                 if v.unsigned_abs() >= 10u128.pow(*precision as u32) {
-                    return Err(SqlError::new(code::NUMERIC_VALUE_OUT_OF_RANGE, "numeric field overflow"));
+                    return Err(SqlError::new(
+                        code::NUMERIC_VALUE_OUT_OF_RANGE,
+                        "numeric field overflow",
+                    ));
                 }
             }
             _ => {}
@@ -493,7 +607,8 @@ pub fn validate_row(desc: &TableDesc, row: &mut [Datum]) -> SqlResult<()> {
 fn fit_length(s: &mut String, n: usize, type_name: &str, pad: bool) -> SqlResult<()> {
     let len = s.chars().count();
     if len > n {
-        let (keep, cut): (String, String) = (s.chars().take(n).collect(), s.chars().skip(n).collect());
+        let (keep, cut): (String, String) =
+            (s.chars().take(n).collect(), s.chars().skip(n).collect());
         if cut.chars().any(|c| c != ' ') {
             return Err(SqlError::new(
                 code::STRING_DATA_RIGHT_TRUNCATION,
@@ -509,10 +624,28 @@ fn fit_length(s: &mut String, n: usize, type_name: &str, pad: bool) -> SqlResult
 
 /// The error PostgreSQL reports for a primary-key collision.
 pub fn duplicate_key_error(desc: &TableDesc, row: &[Datum]) -> SqlError {
-    let cols: Vec<&str> = desc.primary_key.iter().map(|&i| desc.columns[i].name.as_str()).collect();
-    let vals: Vec<String> = desc.primary_key.iter().map(|&i| row[i].display(&desc.columns[i].ty)).collect();
-    SqlError::new(code::UNIQUE_VIOLATION, format!("duplicate key value violates unique constraint \"{}\"", desc.pkey_name()))
-        .with_detail(format!("Key ({})=({}) already exists.", cols.join(", "), vals.join(", ")))
+    let cols: Vec<&str> = desc
+        .primary_key
+        .iter()
+        .map(|&i| desc.columns[i].name.as_str())
+        .collect();
+    let vals: Vec<String> = desc
+        .primary_key
+        .iter()
+        .map(|&i| row[i].display(&desc.columns[i].ty))
+        .collect();
+    SqlError::new(
+        code::UNIQUE_VIOLATION,
+        format!(
+            "duplicate key value violates unique constraint \"{}\"",
+            desc.pkey_name()
+        ),
+    )
+    .with_detail(format!(
+        "Key ({})=({}) already exists.",
+        cols.join(", "),
+        vals.join(", ")
+    ))
 }
 
 /// Writes the rows of an INSERT into the statement's transaction.
@@ -537,24 +670,30 @@ impl DisplayAs for KvInsertSink {
 
 #[async_trait]
 impl DataSink for KvInsertSink {
-
     fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
-    async fn write_all(&self, mut data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> DfResult<u64> {
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
         // Rows are collected first and written when the input is exhausted, so an
         // `INSERT INTO t SELECT … FROM t` never reads its own new rows.
         let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut seen = HashSet::new();
         while let Some(batch) = data.next().await {
             let batch = batch?;
-            self.collect_batch(&batch, &mut rows, &mut seen).await.map_err(SqlError::into_datafusion)?;
+            self.collect_batch(&batch, &mut rows, &mut seen)
+                .await
+                .map_err(SqlError::into_datafusion)?;
         }
         let n = rows.len() as u64;
         let mut txn = self.ctx.txn.write().await;
         for (k, v) in rows {
-            txn.insert(k, v).map_err(|e| SqlError::from(e).into_datafusion())?;
+            txn.insert(k, v)
+                .map_err(|e| SqlError::from(e).into_datafusion())?;
         }
         Ok(n)
     }
@@ -570,7 +709,10 @@ impl KvInsertSink {
         let ncols = self.desc.columns.len();
         let mut columns: Vec<Vec<Datum>> = Vec::with_capacity(self.visible.len());
         for (j, &i) in self.visible.iter().enumerate() {
-            columns.push(datums_from_array(&self.desc.columns[i].ty, batch.column(j))?);
+            columns.push(datums_from_array(
+                &self.desc.columns[i].ty,
+                batch.column(j),
+            )?);
         }
         let max = self.ctx.limits.statement_rows_max;
         for r in 0..batch.num_rows() {

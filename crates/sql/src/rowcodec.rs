@@ -234,7 +234,14 @@ mod tests {
     use crate::catalog::ColumnDesc;
 
     fn col(id: u16, name: &str, ty: SqlType) -> ColumnDesc {
-        ColumnDesc { id, name: name.into(), ty, nullable: true, default: None, hidden: false }
+        ColumnDesc {
+            id,
+            name: name.into(),
+            ty,
+            nullable: true,
+            default: None,
+            hidden: false,
+        }
     }
 
     fn table() -> TableDesc {
@@ -257,7 +264,12 @@ mod tests {
     #[test]
     fn worked_example_from_the_module_doc() {
         let t = table();
-        let row = vec![Datum::I32(7), Datum::Text("ab".into()), Datum::Null, Datum::Null];
+        let row = vec![
+            Datum::I32(7),
+            Datum::Text("ab".into()),
+            Datum::Null,
+            Datum::Null,
+        ];
         let key = encode_key(&t, &row).unwrap();
         assert_eq!(key, vec![0x10, 0, 0, 0, 100, 0, 0, 0, 1, 0x80, 0, 0, 7]);
         let value = encode_value(&t, &row);
@@ -268,9 +280,16 @@ mod tests {
     #[test]
     fn keys_sort_by_primary_key_and_unknown_columns_are_skipped() {
         let t = table();
-        let k = |v: i32| encode_key(&t, &[Datum::I32(v), Datum::Null, Datum::Null, Datum::Null]).unwrap();
+        let k = |v: i32| {
+            encode_key(&t, &[Datum::I32(v), Datum::Null, Datum::Null, Datum::Null]).unwrap()
+        };
         assert!(k(-5) < k(3) && k(3) < k(300));
-        let row = vec![Datum::I32(1), Datum::Null, Datum::F64(2.5), Datum::Uuid([9; 16])];
+        let row = vec![
+            Datum::I32(1),
+            Datum::Null,
+            Datum::F64(2.5),
+            Datum::Uuid([9; 16]),
+        ];
         let value = encode_value(&t, &row);
         let mut dropped = t.clone();
         dropped.columns.remove(2);

@@ -43,7 +43,10 @@ impl SqlEngine {
     pub async fn session(self: &Arc<Self>, database: &str) -> SqlResult<Session> {
         let txn = self.kv.begin();
         if catalog::get_database(&txn, database).await?.is_none() {
-            return Err(SqlError::new(code::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist")));
+            return Err(SqlError::new(
+                code::INVALID_CATALOG_NAME,
+                format!("database \"{database}\" does not exist"),
+            ));
         }
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(database, DEFAULT_SCHEMA)
@@ -55,7 +58,12 @@ impl SqlEngine {
             .with_default_features()
             .with_analyzer_rule(Arc::new(crate::pgcompat::PgCastRule))
             .build();
-        Ok(Session { engine: self.clone(), database: database.to_string(), base, vars: default_vars() })
+        Ok(Session {
+            engine: self.clone(),
+            database: database.to_string(),
+            base,
+            vars: default_vars(),
+        })
     }
 }
 
@@ -83,7 +91,10 @@ fn default_vars() -> BTreeMap<String, String> {
 /// The outcome of one statement.
 #[derive(Debug)]
 pub enum ExecResult {
-    Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
+    Rows {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
     /// A command tag such as `INSERT 0 3` or `CREATE TABLE`.
     Command(String),
 }
@@ -108,7 +119,9 @@ pub struct Session {
 
 enum Kind {
     /// Planned and run by DataFusion (SELECT, INSERT, UPDATE, DELETE, EXPLAIN …).
-    DataFusion { expose_hidden: bool },
+    DataFusion {
+        expose_hidden: bool,
+    },
     CreateTable,
     DropTable,
     Set,
@@ -119,26 +132,44 @@ enum Kind {
 fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
     let s = match stmt {
         DFStatement::Statement(s) => s.as_ref(),
-        DFStatement::Explain(_) => return Ok(Kind::DataFusion { expose_hidden: false }),
-        DFStatement::CreateExternalTable(_) => return Err(SqlError::unsupported("CREATE EXTERNAL TABLE")),
+        DFStatement::Explain(_) => {
+            return Ok(Kind::DataFusion {
+                expose_hidden: false,
+            })
+        }
+        DFStatement::CreateExternalTable(_) => {
+            return Err(SqlError::unsupported("CREATE EXTERNAL TABLE"))
+        }
         DFStatement::CopyTo(_) => return Err(SqlError::unsupported("COPY")),
         DFStatement::Reset(_) => return Ok(Kind::Set),
     };
     Ok(match s {
-        SqlStatement::Query(_) | SqlStatement::Insert(_) => Kind::DataFusion { expose_hidden: false },
-        SqlStatement::Explain { .. } => Kind::DataFusion { expose_hidden: false },
-        SqlStatement::Update(_) | SqlStatement::Delete(_) => Kind::DataFusion { expose_hidden: true },
+        SqlStatement::Query(_) | SqlStatement::Insert(_) => Kind::DataFusion {
+            expose_hidden: false,
+        },
+        SqlStatement::Explain { .. } => Kind::DataFusion {
+            expose_hidden: false,
+        },
+        SqlStatement::Update(_) | SqlStatement::Delete(_) => Kind::DataFusion {
+            expose_hidden: true,
+        },
         SqlStatement::CreateTable(_) => Kind::CreateTable,
-        SqlStatement::Drop { object_type: ObjectType::Table, .. } => Kind::DropTable,
+        SqlStatement::Drop {
+            object_type: ObjectType::Table,
+            ..
+        } => Kind::DropTable,
         SqlStatement::Set(_) => Kind::Set,
         SqlStatement::ShowVariable { .. } => Kind::Show,
-        SqlStatement::StartTransaction { .. } | SqlStatement::Commit { .. } | SqlStatement::Rollback { .. } => {
-            Kind::Transaction
-        }
+        SqlStatement::StartTransaction { .. }
+        | SqlStatement::Commit { .. }
+        | SqlStatement::Rollback { .. } => Kind::Transaction,
         other => {
             let text = other.to_string();
             let head: Vec<&str> = text.split_whitespace().take(2).collect();
-            return Err(SqlError::unsupported(format!("statement {}", head.join(" "))));
+            return Err(SqlError::unsupported(format!(
+                "statement {}",
+                head.join(" ")
+            )));
         }
     })
 }
@@ -179,18 +210,30 @@ impl Session {
     pub async fn prepare(&mut self, sql: &str) -> SqlResult<Option<Prepared>> {
         let mut stmts = parse(sql)?;
         if stmts.len() > 1 {
-            return Err(SqlError::syntax("cannot insert multiple commands into a prepared statement"));
+            return Err(SqlError::syntax(
+                "cannot insert multiple commands into a prepared statement",
+            ));
         }
-        let Some(stmt) = stmts.pop() else { return Ok(None) };
+        let Some(stmt) = stmts.pop() else {
+            return Ok(None);
+        };
         let (param_types, schema) = match classify(&stmt)? {
             Kind::DataFusion { expose_hidden } => {
                 let txn = self.engine.kv.begin();
                 let (state, _ctx) = self.state_for(txn, expose_hidden).await?;
-                let plan = state.statement_to_plan(stmt.clone()).await.map_err(from_datafusion)?;
+                let plan = state
+                    .statement_to_plan(stmt.clone())
+                    .await
+                    .map_err(from_datafusion)?;
                 let types = plan.get_parameter_fields().map_err(from_datafusion)?;
                 let mut ordered: Vec<(usize, Option<FieldRef>)> = types
                     .into_iter()
-                    .filter_map(|(k, v)| k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v)))
+                    .filter_map(|(k, v)| {
+                        k.trim_start_matches('$')
+                            .parse::<usize>()
+                            .ok()
+                            .map(|i| (i, v))
+                    })
                     .collect();
                 ordered.sort_by_key(|(i, _)| *i);
                 let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
@@ -210,17 +253,27 @@ impl Session {
             }
             _ => (vec![], None),
         };
-        Ok(Some(Prepared { stmt, param_fields: param_types, schema }))
+        Ok(Some(Prepared {
+            stmt,
+            param_fields: param_types,
+            schema,
+        }))
     }
 
     /// Executes one statement in its own transaction, retrying serialization conflicts.
-    pub async fn execute(&mut self, stmt: &DFStatement, params: Option<Vec<ScalarValue>>) -> SqlResult<ExecResult> {
+    pub async fn execute(
+        &mut self,
+        stmt: &DFStatement,
+        params: Option<Vec<ScalarValue>>,
+    ) -> SqlResult<ExecResult> {
         let started = Instant::now();
         let kind = classify(stmt)?;
         let res = match kind {
             Kind::Set => self.set(stmt),
             Kind::Show => self.show(stmt),
-            Kind::Transaction => Err(SqlError::unsupported("explicit transactions (BEGIN/COMMIT/ROLLBACK)")),
+            Kind::Transaction => Err(SqlError::unsupported(
+                "explicit transactions (BEGIN/COMMIT/ROLLBACK)",
+            )),
             _ => self.execute_autocommit(stmt, &kind, params).await,
         };
         METRICS.observe(started.elapsed(), res.is_ok());
@@ -238,7 +291,9 @@ impl Session {
         loop {
             attempt += 1;
             let mut after = Vec::new();
-            let res = self.execute_once(stmt, kind, params.clone(), &mut after).await;
+            let res = self
+                .execute_once(stmt, kind, params.clone(), &mut after)
+                .await;
             match res {
                 Err(e) if e.is_retryable() && attempt <= retries => {
                     tokio::time::sleep(std::time::Duration::from_millis(attempt as u64)).await;
@@ -291,7 +346,11 @@ impl Session {
         Ok(result)
     }
 
-    async fn state_for(&self, txn: Txn, expose_hidden: bool) -> SqlResult<(SessionState, Arc<StmtCtx>)> {
+    async fn state_for(
+        &self,
+        txn: Txn,
+        expose_hidden: bool,
+    ) -> SqlResult<(SessionState, Arc<StmtCtx>)> {
         let snapshot = CatalogSnapshot::load(&txn, &self.database).await?;
         let ctx = Arc::new(StmtCtx {
             kv: self.engine.kv.clone(),
@@ -300,7 +359,9 @@ impl Session {
             limits: self.engine.limits.clone(),
         });
         let list = Arc::new(KCatalogList::new(&self.database, &snapshot, ctx.clone()));
-        let state = SessionStateBuilder::new_from_existing(self.base.clone()).with_catalog_list(list).build();
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(list)
+            .build();
         Ok((state, ctx))
     }
 
@@ -311,38 +372,61 @@ impl Session {
         stmt: &DFStatement,
         params: Option<Vec<ScalarValue>>,
     ) -> SqlResult<ExecResult> {
-        let mut plan = state.statement_to_plan(stmt.clone()).await.map_err(from_datafusion)?;
+        let mut plan = state
+            .statement_to_plan(stmt.clone())
+            .await
+            .map_err(from_datafusion)?;
         if let Some(p) = params {
             plan = plan.with_param_values(p).map_err(from_datafusion)?;
         }
         match &plan {
             LogicalPlan::Dml(d) if matches!(d.op, WriteOp::Update | WriteOp::Delete) => {
                 let n = crate::dml::execute(state, d, ctx).await?;
-                let verb = if d.op == WriteOp::Update { "UPDATE" } else { "DELETE" };
+                let verb = if d.op == WriteOp::Update {
+                    "UPDATE"
+                } else {
+                    "DELETE"
+                };
                 Ok(ExecResult::Command(format!("{verb} {n}")))
             }
             LogicalPlan::Dml(d) if matches!(d.op, WriteOp::Insert(_)) => {
                 let batches = self.collect(state, &plan).await?;
                 let n = batches
                     .first()
-                    .and_then(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().map(|a| a.value(0)))
+                    .and_then(|b| {
+                        b.column(0)
+                            .as_any()
+                            .downcast_ref::<UInt64Array>()
+                            .map(|a| a.value(0))
+                    })
                     .unwrap_or(0);
                 Ok(ExecResult::Command(format!("INSERT 0 {n}")))
             }
             LogicalPlan::Dml(d) => Err(SqlError::unsupported(format!("{} statements", d.op))),
-            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_) => {
-                Err(SqlError::unsupported(format!("statement {}", plan.display())))
-            }
+            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_) => Err(
+                SqlError::unsupported(format!("statement {}", plan.display())),
+            ),
             _ => {
                 let batches = self.collect(state, &plan).await?;
-                Ok(ExecResult::Rows { schema: Arc::new(plan.schema().as_arrow().clone()), batches })
+                Ok(ExecResult::Rows {
+                    schema: Arc::new(plan.schema().as_arrow().clone()),
+                    batches,
+                })
             }
         }
     }
 
-    async fn collect(&self, state: &SessionState, plan: &LogicalPlan) -> SqlResult<Vec<RecordBatch>> {
-        let phys = state.create_physical_plan(plan).await.map_err(from_datafusion)?;
-        let mut stream = datafusion::physical_plan::execute_stream(phys, state.task_ctx()).map_err(from_datafusion)?;
+    async fn collect(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+    ) -> SqlResult<Vec<RecordBatch>> {
+        let phys = state
+            .create_physical_plan(plan)
+            .await
+            .map_err(from_datafusion)?;
+        let mut stream = datafusion::physical_plan::execute_stream(phys, state.task_ctx())
+            .map_err(from_datafusion)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let max = self.engine.limits.result_bytes_max;
@@ -351,23 +435,44 @@ impl Session {
             let b = b.map_err(from_datafusion)?;
             bytes += b.get_array_memory_size();
             if bytes > max {
-                return Err(SqlError::new(code::PROGRAM_LIMIT_EXCEEDED, format!("query result exceeds result_bytes_max = {max} bytes")));
+                return Err(SqlError::new(
+                    code::PROGRAM_LIMIT_EXCEEDED,
+                    format!("query result exceeds result_bytes_max = {max} bytes"),
+                ));
             }
             out.push(b);
         }
         Ok(out)
     }
 
-    async fn run_ddl(&self, txn: &mut Txn, stmt: &DFStatement, kind: &Kind, after: &mut Vec<AfterCommit>) -> SqlResult<String> {
+    async fn run_ddl(
+        &self,
+        txn: &mut Txn,
+        stmt: &DFStatement,
+        kind: &Kind,
+        after: &mut Vec<AfterCommit>,
+    ) -> SqlResult<String> {
         let snapshot = CatalogSnapshot::load(txn, &self.database).await?;
         let eval = |e: &ast::Expr, ty: &SqlType| self.eval_constant(e.clone(), ty.clone()).boxed();
-        let ddl = DdlCtx { kv: &self.engine.kv, db: &self.database, snapshot: &snapshot, eval: &eval };
-        let DFStatement::Statement(s) = stmt else { return Err(SqlError::internal("not a DDL statement")) };
+        let ddl = DdlCtx {
+            kv: &self.engine.kv,
+            db: &self.database,
+            snapshot: &snapshot,
+            eval: &eval,
+        };
+        let DFStatement::Statement(s) = stmt else {
+            return Err(SqlError::internal("not a DDL statement"));
+        };
         match (kind, s.as_ref()) {
-            (Kind::CreateTable, SqlStatement::CreateTable(ct)) => ddl::create_table(&ddl, txn, ct).await,
-            (Kind::DropTable, SqlStatement::Drop { names, if_exists, .. }) => {
-                ddl::drop_table(&ddl, txn, names, *if_exists, after)
+            (Kind::CreateTable, SqlStatement::CreateTable(ct)) => {
+                ddl::create_table(&ddl, txn, ct).await
             }
+            (
+                Kind::DropTable,
+                SqlStatement::Drop {
+                    names, if_exists, ..
+                },
+            ) => ddl::drop_table(&ddl, txn, names, *if_exists, after),
             _ => Err(SqlError::internal("DDL statement mismatch")),
         }
     }
@@ -375,18 +480,31 @@ impl Session {
     /// Evaluates a constant expression (no tables) to a value of `ty`.
     async fn eval_constant(&self, e: ast::Expr, ty: SqlType) -> SqlResult<Datum> {
         let sql = format!("SELECT CAST({e} AS {})", cast_name(&ty));
-        let stmt = parse(&sql)?.pop().ok_or_else(|| SqlError::internal("empty constant"))?;
-        let plan = self.base.statement_to_plan(stmt).await.map_err(from_datafusion)?;
+        let stmt = parse(&sql)?
+            .pop()
+            .ok_or_else(|| SqlError::internal("empty constant"))?;
+        let plan = self
+            .base
+            .statement_to_plan(stmt)
+            .await
+            .map_err(from_datafusion)?;
         let batches = self.collect(&self.base, &plan).await?;
-        let col = batches.first().map(|b| b.column(0).clone()).ok_or_else(|| SqlError::internal("no constant"))?;
+        let col = batches
+            .first()
+            .map(|b| b.column(0).clone())
+            .ok_or_else(|| SqlError::internal("no constant"))?;
         let mut d = datums_from_array(&ty, &col)?;
         Ok(d.pop().unwrap_or(Datum::Null))
     }
 
     fn set(&mut self, stmt: &DFStatement) -> SqlResult<ExecResult> {
-        let DFStatement::Statement(s) = stmt else { return Ok(ExecResult::Command("RESET".into())) };
+        let DFStatement::Statement(s) = stmt else {
+            return Ok(ExecResult::Command("RESET".into()));
+        };
         match s.as_ref() {
-            SqlStatement::Set(ast::Set::SingleAssignment { variable, values, .. }) => {
+            SqlStatement::Set(ast::Set::SingleAssignment {
+                variable, values, ..
+            }) => {
                 let name = variable.to_string().to_lowercase();
                 let value = values
                     .iter()
@@ -402,7 +520,10 @@ impl Session {
                 self.vars.insert(name, value);
             }
             SqlStatement::Set(ast::Set::SetTimeZone { value, .. }) => {
-                self.vars.insert("timezone".into(), value.to_string().trim_matches('\'').to_string());
+                self.vars.insert(
+                    "timezone".into(),
+                    value.to_string().trim_matches('\'').to_string(),
+                );
             }
             SqlStatement::Set(_) => {}
             _ => return Err(SqlError::internal("not a SET statement")),
@@ -413,12 +534,19 @@ impl Session {
     fn show(&self, stmt: &DFStatement) -> SqlResult<ExecResult> {
         let name = show_name(stmt);
         let Some(v) = self.vars.get(&name) else {
-            return Err(SqlError::new(code::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\"")));
+            return Err(SqlError::new(
+                code::UNDEFINED_OBJECT,
+                format!("unrecognized configuration parameter \"{name}\""),
+            ));
         };
         let schema = show_schema(&name);
         let arr = Arc::new(datafusion::arrow::array::StringArray::from(vec![v.clone()]));
-        let batch = RecordBatch::try_new(schema.clone(), vec![arr]).map_err(|e| SqlError::internal(e.to_string()))?;
-        Ok(ExecResult::Rows { schema, batches: vec![batch] })
+        let batch = RecordBatch::try_new(schema.clone(), vec![arr])
+            .map_err(|e| SqlError::internal(e.to_string()))?;
+        Ok(ExecResult::Rows {
+            schema,
+            batches: vec![batch],
+        })
     }
 
     pub fn var(&self, name: &str) -> Option<&str> {
@@ -429,9 +557,11 @@ impl Session {
 fn show_name(stmt: &DFStatement) -> String {
     match stmt {
         DFStatement::Statement(s) => match s.as_ref() {
-            SqlStatement::ShowVariable { variable } => {
-                variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ")
-            }
+            SqlStatement::ShowVariable { variable } => variable
+                .iter()
+                .map(|i| i.value.to_lowercase())
+                .collect::<Vec<_>>()
+                .join(" "),
             _ => String::new(),
         },
         _ => String::new(),
@@ -449,7 +579,8 @@ fn cast_name(ty: &SqlType) -> String {
 }
 
 async fn commit_ctx(ctx: Arc<StmtCtx>) -> SqlResult<()> {
-    let ctx = Arc::try_unwrap(ctx).map_err(|_| SqlError::internal("statement context still in use at commit"))?;
+    let ctx = Arc::try_unwrap(ctx)
+        .map_err(|_| SqlError::internal("statement context still in use at commit"))?;
     let mut txn = ctx.txn.into_inner();
     txn.commit().await?;
     Ok(())

@@ -63,19 +63,35 @@ impl KCatalogList {
     pub fn new(db_name: &str, snapshot: &CatalogSnapshot, ctx: Arc<StmtCtx>) -> Self {
         let mut schemas: HashMap<String, Arc<KSchema>> = HashMap::new();
         for name in snapshot.schemas() {
-            schemas.insert(name.clone(), Arc::new(KSchema { tables: HashMap::new(), ctx: ctx.clone() }));
+            schemas.insert(
+                name.clone(),
+                Arc::new(KSchema {
+                    tables: HashMap::new(),
+                    ctx: ctx.clone(),
+                }),
+            );
         }
         for ((schema, name), desc) in &snapshot.tables {
             if let Some(s) = schemas.get_mut(schema) {
-                Arc::get_mut(s).expect("not shared yet").tables.insert(name.clone(), desc.clone());
+                Arc::get_mut(s)
+                    .expect("not shared yet")
+                    .tables
+                    .insert(name.clone(), desc.clone());
             }
         }
-        Self { name: db_name.to_string(), catalog: Arc::new(KCatalog { schemas }) }
+        Self {
+            name: db_name.to_string(),
+            catalog: Arc::new(KCatalog { schemas }),
+        }
     }
 }
 
 impl CatalogProviderList for KCatalogList {
-    fn register_catalog(&self, _name: String, _catalog: Arc<dyn CatalogProvider>) -> Option<Arc<dyn CatalogProvider>> {
+    fn register_catalog(
+        &self,
+        _name: String,
+        _catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
         None
     }
     fn catalog_names(&self) -> Vec<String> {
@@ -96,7 +112,9 @@ impl CatalogProvider for KCatalog {
         self.schemas.keys().cloned().collect()
     }
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        self.schemas.get(name).map(|s| s.clone() as Arc<dyn SchemaProvider>)
+        self.schemas
+            .get(name)
+            .map(|s| s.clone() as Arc<dyn SchemaProvider>)
     }
 }
 
@@ -115,7 +133,8 @@ impl SchemaProvider for KSchema {
         match self.tables.get(name) {
             None => Ok(None),
             Some(desc) => Ok(Some(Arc::new(
-                KestrelTable::new(desc.clone(), self.ctx.clone()).map_err(SqlError::into_datafusion)?,
+                KestrelTable::new(desc.clone(), self.ctx.clone())
+                    .map_err(SqlError::into_datafusion)?,
             ))),
         }
     }

@@ -20,7 +20,11 @@ pub enum SqlType {
     Float8,
     /// `numeric(p, s)`; `numeric` without a typmod is stored as `numeric(38, 10)` and printed
     /// without trailing zeros.
-    Numeric { precision: u8, scale: i8, constrained: bool },
+    Numeric {
+        precision: u8,
+        scale: i8,
+        constrained: bool,
+    },
     Text,
     Varchar(Option<u32>),
     Char(u32),
@@ -43,12 +47,18 @@ impl SqlType {
             SqlType::Int8 => DataType::Int64,
             SqlType::Float4 => DataType::Float32,
             SqlType::Float8 => DataType::Float64,
-            SqlType::Numeric { precision, scale, .. } => DataType::Decimal128(*precision, *scale),
-            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Uuid => DataType::Utf8,
+            SqlType::Numeric {
+                precision, scale, ..
+            } => DataType::Decimal128(*precision, *scale),
+            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Uuid => {
+                DataType::Utf8
+            }
             SqlType::Bool => DataType::Boolean,
             SqlType::Date => DataType::Date32,
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
-            SqlType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            SqlType::TimestampTz => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+            }
             SqlType::Bytea => DataType::Binary,
         }
     }
@@ -60,7 +70,9 @@ impl SqlType {
             SqlType::Uuid => Some("uuid"),
             SqlType::Varchar(_) => Some("varchar"),
             SqlType::Char(_) => Some("bpchar"),
-            SqlType::Numeric { constrained: false, .. } => Some("numeric"),
+            SqlType::Numeric {
+                constrained: false, ..
+            } => Some("numeric"),
             _ => None,
         };
         match tag {
@@ -77,8 +89,12 @@ impl SqlType {
             SqlType::Int8 => "bigint".into(),
             SqlType::Float4 => "real".into(),
             SqlType::Float8 => "double precision".into(),
-            SqlType::Numeric { constrained: false, .. } => "numeric".into(),
-            SqlType::Numeric { precision, scale, .. } => format!("numeric({precision},{scale})"),
+            SqlType::Numeric {
+                constrained: false, ..
+            } => "numeric".into(),
+            SqlType::Numeric {
+                precision, scale, ..
+            } => format!("numeric({precision},{scale})"),
             SqlType::Text => "text".into(),
             SqlType::Varchar(None) => "character varying".into(),
             SqlType::Varchar(Some(n)) => format!("character varying({n})"),
@@ -107,11 +123,15 @@ impl SqlType {
             },
             D::Numeric(info) | D::Decimal(info) | D::Dec(info) => numeric(info)?,
             D::Text => SqlType::Text,
-            D::Varchar(len) | D::CharacterVarying(len) | D::CharVarying(len) => SqlType::Varchar(char_len(len)?),
+            D::Varchar(len) | D::CharacterVarying(len) | D::CharVarying(len) => {
+                SqlType::Varchar(char_len(len)?)
+            }
             D::Char(len) | D::Character(len) => SqlType::Char(char_len(len)?.unwrap_or(1)),
             D::Bool | D::Boolean => SqlType::Bool,
             D::Date => SqlType::Date,
-            D::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => SqlType::Timestamp,
+            D::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
+                SqlType::Timestamp
+            }
             D::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => SqlType::TimestampTz,
             D::Bytea => SqlType::Bytea,
             D::Uuid => SqlType::Uuid,
@@ -158,7 +178,11 @@ fn numeric(info: &ExactNumberInfo) -> SqlResult<SqlType> {
             format!("NUMERIC scale {s} must be between 0 and precision {p}"),
         ));
     }
-    Ok(SqlType::Numeric { precision: p as u8, scale: s as i8, constrained: true })
+    Ok(SqlType::Numeric {
+        precision: p as u8,
+        scale: s as i8,
+        constrained: true,
+    })
 }
 
 fn char_len(len: &Option<CharacterLength>) -> SqlResult<Option<u32>> {

@@ -56,9 +56,17 @@ impl TestNode {
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(line) => {
                 let field = |k: &str| {
-                    line.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string).unwrap_or_default()
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(k))
+                        .map(str::to_string)
+                        .unwrap_or_default()
                 };
-                Ok(TestNode { sql_addr: field("sql="), http_addr: field("http="), child: Some(child), store: store.to_path_buf() })
+                Ok(TestNode {
+                    sql_addr: field("sql="),
+                    http_addr: field("http="),
+                    child: Some(child),
+                    store: store.to_path_buf(),
+                })
             }
             Err(_) => {
                 let _ = child.kill();
@@ -70,7 +78,11 @@ impl TestNode {
     }
 
     pub fn port(&self) -> u16 {
-        self.sql_addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+        self.sql_addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
     }
 
     pub fn url(&self, db: &str) -> String {
@@ -81,8 +93,15 @@ impl TestNode {
         self.client_db("defaultdb").await.expect("connect")
     }
 
-    pub async fn client_db(&self, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, conn) = tokio_postgres::connect(&format!("host=127.0.0.1 port={} user=root dbname={db}", self.port()), tokio_postgres::NoTls).await?;
+    pub async fn client_db(
+        &self,
+        db: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={} user=root dbname={db}", self.port()),
+            tokio_postgres::NoTls,
+        )
+        .await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -103,7 +122,9 @@ impl TestNode {
 
     /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return false };
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
         // SAFETY: sending a signal to our own child process.
         unsafe {
             libc::kill(c.id() as i32, libc::SIGTERM);
@@ -121,13 +142,26 @@ impl TestNode {
 
     pub async fn http_get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(&self.http_addr).await.expect("http connect");
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.expect("write");
+        let mut s = tokio::net::TcpStream::connect(&self.http_addr)
+            .await
+            .expect("http connect");
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.expect("read");
         let text = String::from_utf8_lossy(&buf).to_string();
-        let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (code, body)
     }
 }
@@ -140,5 +174,7 @@ impl Drop for TestNode {
 
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
