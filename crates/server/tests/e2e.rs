@@ -384,3 +384,81 @@ async fn health_and_metrics_over_http() {
         .unwrap();
     assert!(commits >= 2.0, "{commits}");
 }
+
+#[test]
+fn version_and_help() {
+    let out = std::process::Command::new(common::kestrel_bin())
+        .arg("version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("kestrel {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = std::process::Command::new(common::kestrel_bin())
+        .args(["start", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--store",
+        "--listen-addr",
+        "--http-addr",
+        "--insecure",
+        "--max-connections",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+    let out = std::process::Command::new(common::kestrel_bin())
+        .arg("frobnicate")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_with_53300() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::kestrel_bin())
+        .args(["start", "--store"])
+        .arg(dir.path())
+        .args([
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--max-connections",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let ready = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.starts_with("KESTREL_READY")))
+        .unwrap()
+        .unwrap();
+    let port = ready
+        .split("sql=127.0.0.1:")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let conn = format!("host=127.0.0.1 port={port} user=root dbname=defaultdb");
+    let (first, c1) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(c1);
+    first.simple_query("SELECT 1").await.unwrap();
+    let err = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("second connection refused");
+    assert_eq!(sqlstate(&err), "53300");
+    let _ = child.kill();
+    let _ = child.wait();
+}
