@@ -49,15 +49,9 @@ fn binary(bytes: &[u8], ty: &Type) -> Result<ScalarValue, SqlError> {
             if bytes.len() != 16 {
                 return Err(bad(ty, "uuid must be 16 bytes"));
             }
-            let h: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            ScalarValue::Utf8(Some(format!(
-                "{}-{}-{}-{}-{}",
-                &h[0..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            )))
+            let mut u = [0u8; 16];
+            u.copy_from_slice(bytes);
+            ScalarValue::Utf8(Some(crate::encode::format_uuid(&u)))
         }
         _ => ScalarValue::Utf8(Some(
             String::from_utf8(bytes.to_vec()).map_err(|_| bad(ty, "not UTF-8"))?,
