@@ -112,7 +112,11 @@ impl Txn {
     }
 
     /// Merges this transaction's buffered writes in `[start, end)` into sorted `rows`.
+    #[allow(clippy::ptr_arg)]
     fn overlay_writes(&self, start: &[u8], end: Option<&[u8]>, rows: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        if end.is_some_and(|e| e <= start) {
+            return;
+        }
         let upper = match end {
             Some(e) => std::ops::Bound::Excluded(e.to_vec()),
             None => std::ops::Bound::Unbounded,
@@ -288,7 +292,14 @@ impl Txn {
                 mvcc::put_version(&mut b, k, commit_ts, w.value.as_deref());
                 b.delete(Cf::Locks, k.clone());
             }
-            replica.group.propose(b).await?;
+            if let Err(e) = replica.group.propose(b).await {
+                // Committed but not fully resolved: keep every participant's registration, so
+                // readers at or above commit_ts wait (and time out with 40001) instead of seeing
+                // part of the commit. Recovery at the next start finishes the resolution.
+                std::mem::forget(pendings);
+                tracing::error!("resolving committed transaction {:x} failed: {e}", self.id);
+                return Err(e.into());
+            }
         }
         drop(pendings);
         Ok(commit_ts)

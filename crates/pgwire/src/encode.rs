@@ -375,13 +375,13 @@ fn value(c: &Column, i: usize) -> PgValue {
 }
 
 pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
-    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    let hex: Vec<u8> = s.bytes().filter(|c| *c != b'-').collect();
     if hex.len() != 32 {
         return None;
     }
     let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    for (b, pair) in out.iter_mut().zip(hex.chunks(2)) {
+        *b = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
     }
     Some(out)
 }

@@ -17,6 +17,13 @@ fn bad(ty: &Type, detail: impl std::fmt::Display) -> SqlError {
     )
 }
 
+fn out_of_range() -> SqlError {
+    SqlError::new(
+        code::DATETIME_FIELD_OVERFLOW,
+        "date/time value out of range",
+    )
+}
+
 const PG_EPOCH_DAYS: i32 = 10_957; // 2000-01-01 - 1970-01-01
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
@@ -30,17 +37,20 @@ fn binary(bytes: &[u8], ty: &Type) -> Result<ScalarValue, SqlError> {
         Type::FLOAT4 => ScalarValue::Float32(Some(f32::from_sql(ty, bytes).map_err(e)?)),
         Type::FLOAT8 => ScalarValue::Float64(Some(f64::from_sql(ty, bytes).map_err(e)?)),
         Type::BYTEA => ScalarValue::Binary(Some(bytes.to_vec())),
-        Type::DATE => ScalarValue::Date32(Some(
-            i32::from_sql(&Type::INT4, bytes).map_err(e)? + PG_EPOCH_DAYS,
-        )),
-        Type::TIMESTAMP => ScalarValue::TimestampMicrosecond(
-            Some(i64::from_sql(&Type::INT8, bytes).map_err(e)? + PG_EPOCH_MICROS),
-            None,
-        ),
-        Type::TIMESTAMPTZ => ScalarValue::TimestampMicrosecond(
-            Some(i64::from_sql(&Type::INT8, bytes).map_err(e)? + PG_EPOCH_MICROS),
-            Some("+00:00".into()),
-        ),
+        Type::DATE => {
+            let days = i32::from_sql(&Type::INT4, bytes).map_err(e)?;
+            ScalarValue::Date32(Some(
+                days.checked_add(PG_EPOCH_DAYS).ok_or_else(out_of_range)?,
+            ))
+        }
+        Type::TIMESTAMP | Type::TIMESTAMPTZ => {
+            let micros = i64::from_sql(&Type::INT8, bytes).map_err(e)?;
+            let micros = micros
+                .checked_add(PG_EPOCH_MICROS)
+                .ok_or_else(out_of_range)?;
+            let tz = (*ty == Type::TIMESTAMPTZ).then(|| "+00:00".into());
+            ScalarValue::TimestampMicrosecond(Some(micros), tz)
+        }
         Type::NUMERIC => {
             let d = rust_decimal::Decimal::from_sql(ty, bytes).map_err(e)?;
             ScalarValue::Utf8(Some(d.to_string()))
@@ -62,18 +72,9 @@ fn binary(bytes: &[u8], ty: &Type) -> Result<ScalarValue, SqlError> {
 fn text(bytes: &[u8], ty: &Type) -> Result<ScalarValue, SqlError> {
     let s = std::str::from_utf8(bytes).map_err(|_| bad(ty, "not UTF-8"))?;
     if *ty == Type::BYTEA {
-        let hex = s
-            .strip_prefix("\\x")
-            .ok_or_else(|| bad(ty, "bytea text must start with \\x"))?;
-        if hex.len() % 2 != 0 {
-            return Err(bad(ty, "odd number of hex digits"));
-        }
-        let out = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| bad(ty, "invalid hex digit"))?;
-        return Ok(ScalarValue::Binary(Some(out)));
+        return Ok(ScalarValue::Binary(Some(
+            kestrel_sql::pgcompat::parse_bytea(s)?,
+        )));
     }
     if *ty == Type::BOOL {
         let b = match s.trim().to_ascii_lowercase().as_str() {

@@ -3,7 +3,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use kestrel_storage::{keycode, Batch, Cf, Engine};
+use kestrel_storage::{Batch, Cf, Engine};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, OptionalSend, StorageError, StoredMembership,
@@ -31,14 +31,19 @@ type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)
 pub struct StateMachine {
     engine: Arc<dyn Engine>,
     range_id: RangeId,
+    /// The span this replica owns; snapshot shipping (cluster issue) streams it.
+    #[allow(dead_code)]
     span: Arc<parking_lot::RwLock<Span>>,
     applied: AppliedState,
 }
 
-/// A snapshot's payload: every engine entry of the range's span, per column family.
+/// A snapshot's payload. The state a snapshot stands for is already in the engine the log
+/// lives in, so for log compaction on this node a snapshot names the range and its applied
+/// point and copies nothing (building one never stalls applies or doubles memory). Shipping a
+/// range's data to another node — a streamed scan of the span — comes with the cluster issue.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotPayload {
-    entries: Vec<(Cf, Vec<u8>, Vec<u8>)>,
+    range_id: RangeId,
 }
 
 impl StateMachine {
@@ -62,31 +67,11 @@ impl StateMachine {
         })
     }
 
-    /// The engine key bounds of the span in each column family.
-    fn cf_bounds(&self) -> Vec<(Cf, Vec<u8>, Option<Vec<u8>>)> {
-        let span = self.span.read().clone();
-        let esc_start = keycode::escape(&span.start);
-        let esc_end = span.end.as_deref().map(keycode::escape);
-        vec![
-            (Cf::Data, esc_start.clone(), esc_end.clone()),
-            (Cf::Locks, span.start.clone(), span.end.clone()),
-            (Cf::Txns, esc_start, esc_end),
-        ]
-    }
-
     fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let mut payload = SnapshotPayload {
-            entries: Vec::new(),
-        };
-        for (cf, start, end) in self.cf_bounds() {
-            self.engine
-                .scan(cf, &start, end.as_deref(), &mut |k, v| {
-                    payload.entries.push((cf, k.to_vec(), v.to_vec()));
-                    true
-                })
-                .map_err(read_err)?;
-        }
-        let data = bincode::serialize(&payload).map_err(write_err)?;
+        let data = bincode::serialize(&SnapshotPayload {
+            range_id: self.range_id,
+        })
+        .map_err(write_err)?;
         let (last_log_id, membership) = self.applied.clone();
         let snapshot_id = format!(
             "{}-{}",
@@ -170,17 +155,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let payload: SnapshotPayload =
             bincode::deserialize(snapshot.get_ref()).map_err(read_err)?;
-        let mut batch = Batch::new();
-        for (cf, start, end) in self.cf_bounds() {
-            match end {
-                Some(end) => batch.delete_range(cf, start, end),
-                None => batch.delete_range(cf, start, vec![0xFF; 64]),
-            }
-        }
-        for (cf, k, v) in payload.entries {
-            batch.put(cf, k, v);
+        // Only a snapshot of this very replica can be installed: its data is already here.
+        if payload.range_id != self.range_id || meta.last_log_id < self.applied.0 {
+            return Err(write_err(std::io::Error::other(
+                "installing another replica's snapshot needs a snapshot transport (cluster issue)",
+            )));
         }
         self.applied = (meta.last_log_id, meta.last_membership.clone());
+        let mut batch = Batch::new();
         batch.put(
             Cf::RaftMeta,
             meta_key(self.range_id, "applied"),

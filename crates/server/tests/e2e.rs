@@ -462,3 +462,45 @@ async fn connections_over_the_limit_are_refused_with_53300() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn early_stopping_queries_and_hostile_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute("CREATE TABLE big (id BIGINT PRIMARY KEY, v BIGINT)")
+        .await
+        .unwrap();
+    let n = c
+        .execute(
+            "INSERT INTO big SELECT value, value % 7 FROM generate_series(1, 20000)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 20000);
+    // LIMIT stops the scan after the first batches; the statement still commits cleanly.
+    for _ in 0..20 {
+        let rows = c
+            .query("SELECT * FROM big WHERE v > 0 LIMIT 1", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+    }
+    let rows = c
+        .query("SELECT id FROM big WHERE id BETWEEN 10 AND 5", &[])
+        .await
+        .unwrap();
+    assert!(rows.is_empty());
+    let err = c.prepare("SELECT $2000000000").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42601");
+    // A text-format bytea parameter with a non-ASCII byte is an error, not a crash.
+    let err = c.simple_query("SELECT '\\x0é0'::bytea").await;
+    assert!(err.is_err());
+    let ok: i64 = c
+        .query_one("SELECT count(*) FROM big", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ok, 20000);
+}

@@ -13,6 +13,9 @@ use crate::datum::Datum;
 use crate::error::{code, SqlError, SqlResult};
 use crate::types::SqlType;
 
+/// The most columns a table may have (as in PostgreSQL); column ids are `u16`.
+pub const COLUMNS_MAX: usize = 1600;
+
 /// Work that may only run once the statement's transaction has committed.
 #[derive(Debug)]
 pub enum AfterCommit {
@@ -107,6 +110,12 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
         return Err(SqlError::new(
             code::DUPLICATE_TABLE,
             format!("relation \"{name}\" already exists"),
+        ));
+    }
+    if ct.columns.len() > COLUMNS_MAX {
+        return Err(SqlError::new(
+            code::PROGRAM_LIMIT_EXCEEDED,
+            format!("tables can have at most {COLUMNS_MAX} columns"),
         ));
     }
     let mut columns: Vec<ColumnDesc> = Vec::new();

@@ -328,6 +328,9 @@ pub fn key_bounds(desc: &TableDesc, filters: &[Expr]) -> SqlResult<Bounds> {
             }
             None => end_of(&prefix),
         };
+        if start >= end {
+            return Ok(Bounds::Points(vec![]));
+        }
         return Ok(Bounds::Range { start, end });
     }
     Ok(Bounds::Points(vec![prefix]))

@@ -26,6 +26,9 @@ use crate::metrics::METRICS;
 use crate::stmt::{KCatalogList, Limits, StmtCtx};
 use crate::types::SqlType;
 
+/// The most `$n` parameters one statement may have (PostgreSQL's protocol limit).
+pub const PARAMS_MAX: usize = 65_535;
+
 /// The node's SQL engine, shared by every session.
 pub struct SqlEngine {
     pub kv: Arc<Kv>,
@@ -72,7 +75,7 @@ fn default_vars() -> BTreeMap<String, String> {
         ("application_name", ""),
         ("client_encoding", "UTF8"),
         ("datestyle", "ISO, MDY"),
-        ("default_transaction_isolation", "serializable"),
+        ("default_transaction_isolation", "repeatable read"),
         ("extra_float_digits", "1"),
         ("integer_datetimes", "on"),
         ("search_path", "public"),
@@ -81,7 +84,7 @@ fn default_vars() -> BTreeMap<String, String> {
         ("standard_conforming_strings", "on"),
         ("statement_timeout", "0"),
         ("timezone", "UTC"),
-        ("transaction_isolation", "serializable"),
+        ("transaction_isolation", "repeatable read"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -237,6 +240,11 @@ impl Session {
                     .collect();
                 ordered.sort_by_key(|(i, _)| *i);
                 let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
+                if n > PARAMS_MAX || ordered.first().is_some_and(|(i, _)| *i == 0) {
+                    return Err(SqlError::syntax(format!(
+                        "parameter numbers must be between $1 and ${PARAMS_MAX}"
+                    )));
+                }
                 let mut params = vec![None; n];
                 for (i, t) in ordered {
                     params[i - 1] = t;
@@ -578,10 +586,9 @@ fn cast_name(ty: &SqlType) -> String {
     }
 }
 
+/// Commits the statement's transaction. Plan pieces aborted early (e.g. by a LIMIT) may still
+/// hold the context for a moment; they only read, and the commit empties the write buffer.
 async fn commit_ctx(ctx: Arc<StmtCtx>) -> SqlResult<()> {
-    let ctx = Arc::try_unwrap(ctx)
-        .map_err(|_| SqlError::internal("statement context still in use at commit"))?;
-    let mut txn = ctx.txn.into_inner();
-    txn.commit().await?;
+    ctx.txn.write().await.commit().await?;
     Ok(())
 }
