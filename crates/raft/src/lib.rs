@@ -15,8 +15,9 @@
 //! 4. `client_write` returns after apply; the proposer then sees its writes in the engine.
 //!
 //! Because the batch is evaluated before replication (as in CockroachDB's proposer-evaluated
-//! KV), applying it is deterministic and replicas stay identical. Snapshots are a range's
-//! span scanned out of the engine; installing one replaces the span.
+//! KV), applying it is deterministic and replicas stay identical. A snapshot (for log
+//! compaction) names the range and its applied point and copies nothing: the state it stands
+//! for is already in the engine. Shipping a span to another replica comes with the cluster.
 //!
 //! On a single node every group has one voter and [`LocalNetwork`] never carries a message;
 //! the multi-node issue adds a real transport behind the same `RaftNetworkFactory` seam.
