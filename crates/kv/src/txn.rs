@@ -112,7 +112,6 @@ impl Txn {
     }
 
     /// Merges this transaction's buffered writes in `[start, end)` into sorted `rows`.
-    #[allow(clippy::ptr_arg)]
     fn overlay_writes(&self, start: &[u8], end: Option<&[u8]>, rows: &mut Vec<(Vec<u8>, Vec<u8>)>) {
         if end.is_some_and(|e| e <= start) {
             return;

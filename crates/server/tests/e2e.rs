@@ -105,6 +105,15 @@ async fn every_type_round_trips_with_parameters_and_literals() {
     assert_eq!(r.get(5), Some("-2.25"));
 }
 
+/// The physical plan lines of `EXPLAIN sql`.
+async fn explain(c: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = c.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
+    rows.iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[tokio::test]
 async fn dml_with_arbitrary_expressions_and_key_queries() {
     let dir = tempfile::tempdir().unwrap();
@@ -147,28 +156,32 @@ async fn dml_with_arbitrary_expressions_and_key_queries() {
         .collect();
     assert_eq!(ids, vec![101]);
     // Point and range queries on the composite key, visible in EXPLAIN.
-    let plan: Vec<String> = c
-        .query(
-            "EXPLAIN SELECT * FROM accounts WHERE owner = 'alice' AND id = 2",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(1))
-        .collect();
-    assert!(plan.join("\n").contains("point get"), "{plan:?}");
-    let plan: Vec<String> = c
-        .query(
-            "EXPLAIN SELECT * FROM accounts WHERE owner = 'alice' AND id > 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(1))
-        .collect();
-    assert!(plan.join("\n").contains("key range"), "{plan:?}");
+    let plan = explain(
+        &c,
+        "SELECT * FROM accounts WHERE owner = 'alice' AND id = 2",
+    )
+    .await;
+    assert!(plan.contains("point get x1"), "{plan}");
+    let plan = explain(
+        &c,
+        "SELECT * FROM accounts WHERE owner = 'alice' AND id > 1",
+    )
+    .await;
+    assert!(plan.contains("key range"), "{plan}");
+    let plan = explain(
+        &c,
+        "SELECT * FROM accounts WHERE owner = 'alice' AND id IN (1, 2)",
+    )
+    .await;
+    assert!(plan.contains("point get x2"), "{plan}");
+    let plan = explain(
+        &c,
+        "SELECT * FROM accounts WHERE owner = 'alice' AND id IN (1, 2, 3, 4, 5)",
+    )
+    .await;
+    assert!(plan.contains("point get x5"), "{plan}");
+    let plan = explain(&c, "SELECT * FROM accounts WHERE balance > 1").await;
+    assert!(plan.contains("scan=full"), "{plan}");
     let rows = c
         .query(
             "SELECT id FROM accounts WHERE owner = 'alice' AND id >= 2",

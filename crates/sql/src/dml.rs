@@ -9,7 +9,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, TableReference};
 use datafusion::datasource::source_as_provider;
@@ -64,29 +63,6 @@ fn column_index(schema: &DFSchema, quals: &[TableReference], name: &str) -> Opti
     })
 }
 
-async fn collect(
-    state: &SessionState,
-    plan: &LogicalPlan,
-    ctx: &StmtCtx,
-) -> SqlResult<Vec<RecordBatch>> {
-    let phys = state
-        .create_physical_plan(plan)
-        .await
-        .map_err(from_datafusion)?;
-    let batches = datafusion::physical_plan::collect(phys, state.task_ctx())
-        .await
-        .map_err(from_datafusion)?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let max = ctx.limits.statement_rows_max;
-    if rows > max {
-        return Err(SqlError::new(
-            code::PROGRAM_LIMIT_EXCEEDED,
-            format!("statement writes more than statement_rows_max = {max} rows"),
-        ));
-    }
-    Ok(batches)
-}
-
 async fn delete(
     state: &SessionState,
     dml: &DmlStatement,
@@ -102,7 +78,13 @@ async fn delete(
             .ok_or_else(|| SqlError::internal(format!("DELETE plan lacks key column {name}")))?;
         key_cols.push((i, idx));
     }
-    let batches = collect(state, &dml.input, ctx).await?;
+    let batches = crate::exec::collect(
+        state,
+        &dml.input,
+        &ctx.limits,
+        Some((ctx.limits.statement_rows_max, "statement_rows_max")),
+    )
+    .await?;
     let mut keys = HashSet::new();
     for b in &batches {
         let cols: Vec<(usize, Vec<Datum>)> = key_cols
@@ -157,7 +139,13 @@ async fn update(
             "UPDATE projection does not cover every column",
         ));
     }
-    let batches = collect(state, &plan, ctx).await?;
+    let batches = crate::exec::collect(
+        state,
+        &plan,
+        &ctx.limits,
+        Some((ctx.limits.statement_rows_max, "statement_rows_max")),
+    )
+    .await?;
     let mut writes: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut new_keys = HashSet::new();
     let mut old_keys = HashSet::new();

@@ -28,6 +28,7 @@ pub mod datum;
 pub mod ddl;
 pub mod dml;
 pub mod error;
+pub mod exec;
 mod metrics;
 pub mod pgcompat;
 pub mod provider;

@@ -203,6 +203,21 @@ fn flip(op: Operator) -> Operator {
     }
 }
 
+/// The terms of `a OR b OR …`.
+fn disjuncts<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
+            disjuncts(left, out);
+            disjuncts(right, out);
+        }
+        other => out.push(other),
+    }
+}
+
 fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
     let pk_pos = |name: &str| {
         desc.primary_key
@@ -210,6 +225,42 @@ fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
             .position(|&i| desc.columns[i].name == name)
     };
     match pred {
+        // DataFusion turns short IN lists into `k = a OR k = b …`: the same points.
+        Expr::BinaryExpr(BinaryExpr {
+            op: Operator::Or, ..
+        }) => {
+            let mut target = None;
+            let mut vals = Vec::new();
+            let mut terms = Vec::new();
+            disjuncts(pred, &mut terms);
+            for d in terms {
+                let Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op: Operator::Eq,
+                    right,
+                }) = d
+                else {
+                    return;
+                };
+                let Some((name, v)) = column_literal(left.as_ref(), right.as_ref())
+                    .or_else(|| column_literal(right.as_ref(), left.as_ref()))
+                else {
+                    return;
+                };
+                let Some(p) = pk_pos(name) else { return };
+                if target.is_some_and(|t| t != p) {
+                    return;
+                }
+                target = Some(p);
+                let Some(d) = exact_datum(&desc.columns[desc.primary_key[p]].ty, v) else {
+                    return;
+                };
+                vals.push(d);
+            }
+            if let Some(p) = target {
+                cons[p].in_list = Some(vals);
+            }
+        }
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             let (name, v, op) = match column_literal(left, right) {
                 Some((n, v)) => (n, v, *op),

@@ -429,28 +429,7 @@ impl Session {
         state: &SessionState,
         plan: &LogicalPlan,
     ) -> SqlResult<Vec<RecordBatch>> {
-        let phys = state
-            .create_physical_plan(plan)
-            .await
-            .map_err(from_datafusion)?;
-        let mut stream = datafusion::physical_plan::execute_stream(phys, state.task_ctx())
-            .map_err(from_datafusion)?;
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        let max = self.engine.limits.result_bytes_max;
-        use futures::StreamExt;
-        while let Some(b) = stream.next().await {
-            let b = b.map_err(from_datafusion)?;
-            bytes += b.get_array_memory_size();
-            if bytes > max {
-                return Err(SqlError::new(
-                    code::PROGRAM_LIMIT_EXCEEDED,
-                    format!("query result exceeds result_bytes_max = {max} bytes"),
-                ));
-            }
-            out.push(b);
-        }
-        Ok(out)
+        crate::exec::collect(state, plan, &self.engine.limits, None).await
     }
 
     async fn run_ddl(
