@@ -169,17 +169,18 @@ async fn acknowledged_writes_survive_kill_9() {
                 .expect("writer saw only disconnects");
         }
         node = TestNode::start(dir.path());
-        let l = ledger.lock().unwrap();
-        assert!(
-            !l.acked.is_empty(),
-            "round {round}: nothing was acknowledged"
-        );
-        let snapshot = Ledger {
-            attempted: l.attempted.clone(),
-            acked: l.acked.clone(),
-            updates: l.updates.clone(),
+        let snapshot = {
+            let l = ledger.lock().unwrap();
+            assert!(
+                !l.acked.is_empty(),
+                "round {round}: nothing was acknowledged"
+            );
+            Ledger {
+                attempted: l.attempted.clone(),
+                acked: l.acked.clone(),
+                updates: l.updates.clone(),
+            }
         };
-        drop(l);
         verify(&node, &snapshot, round).await;
     }
 }

@@ -32,7 +32,7 @@ pub fn parse_bytea(s: &str) -> Result<Vec<u8>, SqlError> {
     };
     if let Some(hex) = s.strip_prefix("\\x") {
         let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(SqlError::new(
                 code::INVALID_PARAMETER_VALUE,
                 "invalid hexadecimal data: odd number of digits",
