@@ -6,7 +6,13 @@ pub enum KvError {
     /// Another transaction wrote one of our keys after our snapshot; retrying succeeds.
     #[error("could not serialize access due to concurrent update")]
     WriteConflict { key: Vec<u8> },
+    /// A span this serializable transaction read was written after its snapshot.
+    #[error("could not serialize access due to read/write dependencies among transactions")]
+    ReadConflict { key: Vec<u8> },
     /// An insert found a live row under its key.
+    /// Waiting for a row lock would close a cycle of waiting transactions.
+    #[error("deadlock detected")]
+    Deadlock,
     #[error("duplicate key")]
     DuplicateKey { key: Vec<u8> },
     #[error("transaction writes {bytes} bytes, more than the limit txn_write_bytes_max = {max}")]
@@ -30,7 +36,10 @@ impl KvError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            KvError::WriteConflict { .. } | KvError::Timeout { .. }
+            KvError::WriteConflict { .. }
+                | KvError::ReadConflict { .. }
+                | KvError::Deadlock
+                | KvError::Timeout { .. }
         )
     }
 }

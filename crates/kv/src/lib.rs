@@ -45,6 +45,7 @@ pub mod clock;
 pub mod error;
 pub mod keys;
 mod latch;
+mod locks;
 mod metrics;
 pub mod pending;
 mod range;
@@ -58,7 +59,7 @@ pub use kestrel_storage::Ts;
 pub use metrics::KvMetrics;
 pub use range::RangeDescriptor;
 pub use store::{Kv, KvConfig};
-pub use txn::Txn;
+pub use txn::{Isolation, Savepoint, StatementMark, Txn};
 
 pub type Result<T> = std::result::Result<T, KvError>;
 

@@ -9,6 +9,7 @@ pub struct KvMetrics {
     pub commits_two_phase: IntCounter,
     pub aborts: IntCounter,
     pub conflicts: IntCounter,
+    pub refreshes: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -32,7 +33,11 @@ pub static METRICS: LazyLock<KvMetrics> = LazyLock::new(|| KvMetrics {
     ),
     conflicts: counter(
         "kestrel_txn_conflicts_total",
-        "Write-write conflicts (SQLSTATE 40001)",
+        "Serialization conflicts at commit (SQLSTATE 40001)",
+    ),
+    refreshes: counter(
+        "kestrel_txn_refreshes_total",
+        "Snapshots moved forward so a statement could re-run after a row-lock wait",
     ),
 });
 

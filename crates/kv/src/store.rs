@@ -21,6 +21,10 @@ pub struct KvConfig {
     pub raft: RaftConfig,
     /// The most bytes one transaction may buffer (keys + values).
     pub txn_write_bytes_max: usize,
+    /// The most read spans a serializable transaction tracks before merging them.
+    pub txn_read_spans_max: usize,
+    /// How long an UPDATE/DELETE waits for another transaction's row lock.
+    pub lock_wait_timeout_ms: u64,
     /// How long a commit waits for the latches of its keys.
     pub latch_wait_timeout_ms: u64,
     /// How long a read waits for in-flight commits below its snapshot.
@@ -34,7 +38,9 @@ impl Default for KvConfig {
         Self {
             node_id: 1,
             raft: RaftConfig::default(),
-            txn_write_bytes_max: 64 << 20,
+            txn_write_bytes_max: 256 << 20,
+            txn_read_spans_max: 4096,
+            lock_wait_timeout_ms: 10_000,
             latch_wait_timeout_ms: 10_000,
             read_wait_timeout_ms: 10_000,
             clock_floor_lead_ms: 5_000,
@@ -49,6 +55,7 @@ pub struct Kv {
     pub(crate) clock: Clock,
     pub(crate) router: Router,
     pub(crate) config: KvConfig,
+    pub(crate) locks: crate::locks::LockTable,
     split_mutex: tokio::sync::Mutex<()>,
     floor_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -74,6 +81,7 @@ impl Kv {
             clock: Clock::new(floor),
             router: Router::default(),
             config,
+            locks: crate::locks::LockTable::default(),
             split_mutex: tokio::sync::Mutex::new(()),
             floor_task: parking_lot::Mutex::new(None),
         });

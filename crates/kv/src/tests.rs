@@ -250,3 +250,94 @@ async fn txn_write_limit_is_enforced() {
     assert!(matches!(err, KvError::TxnTooLarge { .. }));
     kv.shutdown().await;
 }
+
+/// Two doctors on call; each transaction checks that the other is on call and takes itself
+/// off. Under snapshot isolation both commit (write skew); serializable aborts the second.
+async fn doctors(kv: &Arc<Kv>, isolation: crate::Isolation) -> (bool, bool) {
+    let mut setup = kv.begin();
+    setup.put(key(1, "alice"), b"on".to_vec()).unwrap();
+    setup.put(key(1, "bob"), b"on".to_vec()).unwrap();
+    setup.commit().await.unwrap();
+    let mut a = kv.begin();
+    let mut b = kv.begin();
+    a.set_isolation(isolation);
+    b.set_isolation(isolation);
+    let (start, end) = table_span(1);
+    let on_call = |rows: &Vec<(Vec<u8>, Vec<u8>)>| rows.iter().filter(|(_, v)| v == b"on").count();
+    let (ra, _) = a.scan(&start, Some(&end), 100).await.unwrap();
+    let (rb, _) = b.scan(&start, Some(&end), 100).await.unwrap();
+    assert_eq!((on_call(&ra), on_call(&rb)), (2, 2));
+    a.put(key(1, "alice"), b"off".to_vec()).unwrap();
+    b.put(key(1, "bob"), b"off".to_vec()).unwrap();
+    let ok_a = a.commit().await.is_ok();
+    let res_b = b.commit().await;
+    if let Err(e) = &res_b {
+        assert!(matches!(e, KvError::ReadConflict { .. }), "{e:?}");
+        assert!(e.is_retryable());
+    }
+    (ok_a, res_b.is_ok())
+}
+
+#[tokio::test]
+async fn serializable_prevents_write_skew() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(dir.path()).await;
+    assert_eq!(
+        doctors(&kv, crate::Isolation::Serializable).await,
+        (true, false)
+    );
+    kv.shutdown().await;
+}
+
+#[tokio::test]
+async fn snapshot_isolation_allows_write_skew() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(dir.path()).await;
+    assert_eq!(doctors(&kv, crate::Isolation::Snapshot).await, (true, true));
+    kv.shutdown().await;
+}
+
+#[tokio::test]
+async fn serializable_read_conflict_across_ranges_uses_two_phase_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(dir.path()).await;
+    let (s1, e1) = table_span(1);
+    kv.split_out(&s1, &e1).await.unwrap();
+    // t reads table 2 and writes tables 1 and 2 (two ranges); w writes the key t read.
+    let mut t = kv.begin();
+    assert_eq!(t.get(&key(2, "r")).await.unwrap(), None);
+    let mut w = kv.begin();
+    w.put(key(2, "r"), b"w".to_vec()).unwrap();
+    w.commit().await.unwrap();
+    t.put(key(1, "x"), b"t".to_vec()).unwrap();
+    t.put(key(2, "y"), b"t".to_vec()).unwrap();
+    let err = t.commit().await.unwrap_err();
+    assert!(matches!(err, KvError::ReadConflict { .. }), "{err:?}");
+    // Nothing of t is visible and no lock is left behind: a later writer succeeds.
+    let r = kv.begin();
+    assert_eq!(r.get(&key(1, "x")).await.unwrap(), None);
+    let mut again = kv.begin();
+    again.put(key(1, "x"), b"2".to_vec()).unwrap();
+    again.commit().await.unwrap();
+    kv.shutdown().await;
+}
+
+#[tokio::test]
+async fn savepoint_rolls_back_buffered_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(dir.path()).await;
+    let mut t = kv.begin();
+    t.put(key(1, "a"), b"1".to_vec()).unwrap();
+    let sp = t.savepoint();
+    t.put(key(1, "b"), b"2".to_vec()).unwrap();
+    t.delete(key(1, "a")).unwrap();
+    assert_eq!(t.get(&key(1, "a")).await.unwrap(), None);
+    t.rollback_to(&sp);
+    assert_eq!(t.get(&key(1, "a")).await.unwrap(), Some(b"1".to_vec()));
+    assert_eq!(t.get(&key(1, "b")).await.unwrap(), None);
+    t.commit().await.unwrap();
+    let r = kv.begin();
+    assert_eq!(r.get(&key(1, "a")).await.unwrap(), Some(b"1".to_vec()));
+    assert_eq!(r.get(&key(1, "b")).await.unwrap(), None);
+    kv.shutdown().await;
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use kestrel_storage::{keycode, mvcc, Batch, Cf, Ts};
 
+use crate::latch::{LatchGuard, Span};
 use crate::metrics::METRICS;
 use crate::range::Replica;
 use crate::store::Kv;
@@ -17,12 +18,88 @@ struct Write {
     insert: bool,
 }
 
+/// How a transaction's reads are protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Snapshot isolation: reads at the snapshot, first committer wins on write-write
+    /// conflicts. Write skew is possible.
+    Snapshot,
+    /// Serializable: additionally, at commit every span the transaction read is checked for
+    /// writes newer than its snapshot (under read latches); any such write aborts it (40001).
+    /// Committed transactions are then equivalent to running one by one in commit-ts order.
+    Serializable,
+}
+
+/// The write buffer as of a `SAVEPOINT`, to return to on `ROLLBACK TO`.
+#[derive(Clone)]
+pub struct Savepoint {
+    writes: BTreeMap<Vec<u8>, Write>,
+    write_bytes: usize,
+}
+
+/// The spans a serializable transaction has read, bounded by `txn_read_spans_max`: past
+/// the bound, spans are merged (coarser spans only cause more conservative aborts).
+#[derive(Default)]
+struct ReadSet {
+    spans: Vec<Span>,
+}
+
+impl ReadSet {
+    fn add(&mut self, span: Span, max: usize) {
+        self.spans.push(span);
+        if self.spans.len() > max.max(2) {
+            self.coalesce();
+            if self.spans.len() > max.max(2) / 2 {
+                let start = self.spans[0].start.clone();
+                let end = self.spans.iter().try_fold(Vec::new(), |acc, s| {
+                    s.end.as_ref().map(|e| acc.max(e.clone()))
+                });
+                self.spans = vec![Span { start, end }];
+            }
+        }
+    }
+
+    /// Sorts and merges overlapping or touching spans.
+    fn coalesce(&mut self) {
+        self.spans.sort_by(|a, b| a.start.cmp(&b.start));
+        let mut out: Vec<Span> = Vec::with_capacity(self.spans.len());
+        for s in self.spans.drain(..) {
+            if let Some(last) = out.last_mut() {
+                let touches = last.end.as_ref().is_none_or(|e| s.start <= *e);
+                if touches {
+                    last.end = match (&last.end, &s.end) {
+                        (Some(a), Some(b)) => Some(a.max(b).clone()),
+                        _ => None,
+                    };
+                    continue;
+                }
+            }
+            out.push(s);
+        }
+        self.spans = out;
+    }
+}
+
 pub struct Txn {
     kv: Arc<Kv>,
     id: u128,
     read_ts: Ts,
+    isolation: Isolation,
     writes: BTreeMap<Vec<u8>, Write>,
     write_bytes: usize,
+    reads: parking_lot::Mutex<ReadSet>,
+    /// Row locks held (see [`crate::locks`]); released when the transaction ends.
+    locked: Vec<Vec<u8>>,
+    /// Bumped by every buffered write.
+    write_seq: u64,
+}
+
+/// The transaction as a statement began, to return to when the statement is re-run after a
+/// refresh. Statements that may ask for a refresh lock before they buffer any write, so only
+/// the read spans need remembering.
+pub struct StatementMark {
+    reads: Vec<Span>,
+    write_seq: u64,
 }
 
 /// How many times a commit re-routes its keys when a split moved them meanwhile.
@@ -35,8 +112,132 @@ impl Txn {
             kv,
             id,
             read_ts,
+            isolation: Isolation::Serializable,
             writes: BTreeMap::new(),
             write_bytes: 0,
+            reads: parking_lot::Mutex::new(ReadSet::default()),
+            locked: Vec::new(),
+            write_seq: 0,
+        }
+    }
+
+    /// Locks `keys` for writing (waiting for other transactions' locks on them). Returns
+    /// `true` if the statement's view of those rows may be stale: it waited, or a row holds a
+    /// version newer than this transaction's snapshot.
+    pub async fn lock_for_write(&mut self, keys: &[Vec<u8>]) -> Result<bool> {
+        let fresh: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| !self.locked.contains(k))
+            .cloned()
+            .collect();
+        let timeout = self.kv.config.lock_wait_timeout_ms;
+        let waited = self.kv.locks.lock(self.id, &fresh, timeout).await?;
+        self.locked.extend(fresh);
+        if waited {
+            return Ok(true);
+        }
+        let engine = self.kv.engine.as_ref();
+        for k in keys {
+            if let Some((ts, _)) = mvcc::get_version(engine, k, Ts::MAX)? {
+                if ts > self.read_ts {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn release_locks(&mut self) {
+        let keys = std::mem::take(&mut self.locked);
+        self.kv.locks.release(self.id, &keys);
+    }
+
+    /// Where the current statement began.
+    pub fn statement_mark(&self) -> StatementMark {
+        let mut reads = self.reads.lock();
+        reads.coalesce();
+        StatementMark {
+            reads: reads.spans.clone(),
+            write_seq: self.write_seq,
+        }
+    }
+
+    /// Moves the snapshot forward to now, keeping serializability: every span read before
+    /// the statement at `mark` must hold no newer write (else [`KvError::ReadConflict`]).
+    /// The statement's own reads are forgotten (it wrote nothing yet), so it can run again at
+    /// the new snapshot. Snapshot-isolation transactions cannot refresh (their snapshot is
+    /// fixed).
+    pub async fn refresh(&mut self, mark: &StatementMark) -> Result<()> {
+        assert_eq!(
+            self.write_seq, mark.write_seq,
+            "a statement buffered writes before asking for a refresh"
+        );
+        if self.isolation != Isolation::Serializable {
+            return Err(KvError::WriteConflict { key: Vec::new() });
+        }
+        let new_ts = self.kv.clock.now();
+        let engine = self.kv.engine.as_ref();
+        for s in &mark.reads {
+            for r in self.kv.router.overlapping(&s.start, s.end.as_deref()) {
+                r.pending
+                    .wait_through(new_ts, self.kv.config.read_wait_timeout_ms)
+                    .await?;
+            }
+            if let Some(key) = mvcc::first_newer(engine, &s.start, s.end.as_deref(), self.read_ts)?
+            {
+                return Err(KvError::ReadConflict { key });
+            }
+            let locks = mvcc::scan_locks(engine, &s.start, s.end.as_deref())?;
+            if let Some((key, _)) = locks.into_iter().find(|(_, l)| l.txn_id != self.id) {
+                return Err(KvError::ReadConflict { key });
+            }
+        }
+        METRICS.refreshes.inc();
+        self.read_ts = new_ts;
+        self.reads.lock().spans = mark.reads.clone();
+        Ok(())
+    }
+
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// Sets the isolation level; only before the first read.
+    pub fn set_isolation(&mut self, isolation: Isolation) {
+        self.isolation = isolation;
+    }
+
+    /// The write buffer as it is now.
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            writes: self.writes.clone(),
+            write_bytes: self.write_bytes,
+        }
+    }
+
+    /// Forgets every write buffered since `sp` was taken. Reads stay tracked.
+    pub fn rollback_to(&mut self, sp: &Savepoint) {
+        self.writes = sp.writes.clone();
+        self.write_bytes = sp.write_bytes;
+    }
+
+    /// Drops every buffered write and read; the transaction can no longer commit anything.
+    pub fn discard(&mut self) {
+        self.writes.clear();
+        self.write_bytes = 0;
+        self.reads.lock().spans.clear();
+        self.release_locks();
+    }
+
+    fn record_read(&self, start: &[u8], end: Option<&[u8]>) {
+        if self.isolation == Isolation::Serializable {
+            let span = Span {
+                start: start.to_vec(),
+                end: end.map(|e| e.to_vec()),
+            };
+            self.reads
+                .lock()
+                .add(span, self.kv.config.txn_read_spans_max);
         }
     }
 
@@ -57,6 +258,7 @@ impl Txn {
         if let Some(w) = self.writes.get(key) {
             return Ok(w.value.clone());
         }
+        self.record_read(key, Some(&keycode::next_key(key)));
         let replica = self.kv.replica_for(key)?;
         replica
             .pending
@@ -107,6 +309,7 @@ impl Txn {
                 break;
             }
         }
+        self.record_read(start, resume.as_deref().or(end));
         self.overlay_writes(start, resume.as_deref().or(end), &mut out);
         Ok((out, resume))
     }
@@ -138,6 +341,7 @@ impl Txn {
     }
 
     fn buffer(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, insert: bool) -> Result<()> {
+        self.write_seq += 1;
         self.write_bytes += key.len() + value.as_ref().map_or(0, |v| v.len()) + 16;
         let max = self.kv.config.txn_write_bytes_max;
         if self.write_bytes > max {
@@ -146,8 +350,12 @@ impl Txn {
                 max,
             });
         }
+        let prior = self.writes.get(&key);
+        if insert && prior.is_some_and(|w| w.value.is_some()) {
+            return Err(KvError::DuplicateKey { key });
+        }
         // An insert over a key this transaction deleted is a plain write (the row is gone).
-        let insert = insert && !self.writes.get(&key).is_some_and(|w| w.value.is_none());
+        let insert = insert && !prior.is_some_and(|w| w.value.is_none());
         self.writes.insert(key, Write { value, insert });
         Ok(())
     }
@@ -170,16 +378,19 @@ impl Txn {
     /// The buffered writes are consumed: afterwards the transaction is empty.
     pub async fn commit(&mut self) -> Result<Option<Ts>> {
         if self.writes.is_empty() {
+            self.discard();
             return Ok(None);
         }
         let res = self.commit_inner().await;
-        self.writes.clear();
-        self.write_bytes = 0;
+        self.discard();
         match &res {
             Ok(_) => METRICS.commits.inc(),
             Err(e) => {
                 METRICS.aborts.inc();
-                if matches!(e, KvError::WriteConflict { .. }) {
+                if matches!(
+                    e,
+                    KvError::WriteConflict { .. } | KvError::ReadConflict { .. }
+                ) {
                     METRICS.conflicts.inc();
                 }
             }
@@ -242,21 +453,92 @@ impl Txn {
     }
 
     async fn one_phase(&self, replica: &Arc<Replica>, writes: &[(Vec<u8>, Write)]) -> Result<Ts> {
-        let keys = writes.iter().map(|(k, _)| k.clone()).collect();
-        let _latches = replica
-            .latches
-            .acquire(keys, self.kv.config.latch_wait_timeout_ms)
-            .await?;
+        let keys: Vec<Vec<u8>> = writes.iter().map(|(k, _)| k.clone()).collect();
+        let _latches = self.latch_reads(Some((replica, keys))).await?;
         let pending = replica.pending.register(&self.kv.clock);
         let commit_ts = self.kv.clock.now();
         debug_assert!(commit_ts > pending.ts() && commit_ts > self.read_ts);
         self.evaluate(writes)?;
+        self.validate_reads()?;
         let mut b = Batch::new();
         for (k, w) in writes {
             mvcc::put_version(&mut b, k, commit_ts, w.value.as_deref());
         }
         replica.group.propose(b).await?;
         Ok(commit_ts)
+    }
+
+    /// The read spans, clipped to the replicas holding them, in key order.
+    fn read_groups(&self) -> Vec<(Arc<Replica>, Vec<Span>)> {
+        if self.isolation != Isolation::Serializable {
+            return vec![];
+        }
+        let mut reads = self.reads.lock();
+        reads.coalesce();
+        let mut groups: BTreeMap<Vec<u8>, (Arc<Replica>, Vec<Span>)> = BTreeMap::new();
+        for s in &reads.spans {
+            for r in self.kv.router.overlapping(&s.start, s.end.as_deref()) {
+                let d = r.desc.read().clone();
+                let start = s.start.clone().max(d.start.clone());
+                let end = match (&s.end, &d.end) {
+                    (Some(a), Some(b)) => Some(a.min(b).clone()),
+                    (Some(a), None) => Some(a.clone()),
+                    (None, b) => b.clone(),
+                };
+                groups
+                    .entry(d.start.clone())
+                    .or_insert_with(|| (r.clone(), Vec::new()))
+                    .1
+                    .push(Span { start, end });
+            }
+        }
+        groups.into_values().collect()
+    }
+
+    /// Takes read latches on every span read (and, for a one-phase commit, the write latches
+    /// of its range), range by range in key order so that commits cannot deadlock.
+    async fn latch_reads(
+        &self,
+        mut write: Option<(&Arc<Replica>, Vec<Vec<u8>>)>,
+    ) -> Result<Vec<LatchGuard>> {
+        let timeout_ms = self.kv.config.latch_wait_timeout_ms;
+        let mut groups = self.read_groups();
+        if let Some((w, _)) = &write {
+            if !groups.iter().any(|(r, _)| Arc::ptr_eq(r, w)) {
+                groups.push(((*w).clone(), Vec::new()));
+                groups.sort_by(|a, b| a.0.desc.read().start.cmp(&b.0.desc.read().start));
+            }
+        }
+        let mut guards = Vec::with_capacity(groups.len());
+        for (r, spans) in groups {
+            let keys = match &mut write {
+                Some((w, keys)) if Arc::ptr_eq(w, &r) => std::mem::take(keys),
+                _ => Vec::new(),
+            };
+            guards.push(r.latches.acquire(keys, spans, timeout_ms).await?);
+        }
+        Ok(guards)
+    }
+
+    /// Fails with [`KvError::ReadConflict`] if any span this transaction read holds a write
+    /// newer than its snapshot, or another transaction's provisional write. Callers hold the
+    /// read latches, so no such write can appear until they release them.
+    fn validate_reads(&self) -> Result<()> {
+        let engine = self.kv.engine.as_ref();
+        for (_, spans) in self.read_groups() {
+            for s in spans {
+                if let Some(key) =
+                    mvcc::first_newer(engine, &s.start, s.end.as_deref(), self.read_ts)?
+                {
+                    return Err(KvError::ReadConflict { key });
+                }
+                let locks = mvcc::scan_locks(engine, &s.start, s.end.as_deref())?;
+                if let Some((key, _)) = locks.into_iter().find(|(_, l)| l.txn_id != self.id) {
+                    return Err(KvError::ReadConflict { key });
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn two_phase(&self, groups: &[(Arc<Replica>, Vec<(Vec<u8>, Write)>)]) -> Result<Ts> {
@@ -269,6 +551,16 @@ impl Txn {
             }
             locked.push((replica, writes.iter().map(|(k, _)| k.clone()).collect()));
         }
+        // Serializable: hold read latches while choosing the commit timestamp and validating,
+        // so every write to a span we read lands either before validation (and aborts us) or
+        // after, at a higher timestamp.
+        let read_latches = match self.latch_reads(None).await {
+            Ok(g) => g,
+            Err(e) => {
+                self.rollback_locks(&locked).await;
+                return Err(e);
+            }
+        };
         // Register with every participant before choosing the commit timestamp, so readers at
         // or above it wait for the resolution below.
         let pendings: Vec<_> = groups
@@ -276,6 +568,11 @@ impl Txn {
             .map(|(r, _)| r.pending.register(&self.kv.clock))
             .collect();
         let commit_ts = self.kv.clock.now();
+        if let Err(e) = self.validate_reads() {
+            drop(pendings);
+            self.rollback_locks(&locked).await;
+            return Err(e);
+        }
         let mut record = Batch::new();
         mvcc::put_txn_record(
             &mut record,
@@ -301,6 +598,7 @@ impl Txn {
             }
         }
         drop(pendings);
+        drop(read_latches);
         Ok(commit_ts)
     }
 
@@ -313,7 +611,7 @@ impl Txn {
         let keys = writes.iter().map(|(k, _)| k.clone()).collect();
         let _latches = replica
             .latches
-            .acquire(keys, self.kv.config.latch_wait_timeout_ms)
+            .acquire(keys, Vec::new(), self.kv.config.latch_wait_timeout_ms)
             .await?;
         self.evaluate(writes)?;
         let mut b = Batch::new();
@@ -340,6 +638,11 @@ impl Txn {
                 tracing::warn!("rolling back locks failed (recovery will finish it): {e}");
             }
         }
+    }
+
+    #[doc(hidden)]
+    pub fn locked_keys(&self) -> usize {
+        self.locked.len()
     }
 
     /// Test hook: runs the two-phase commit up to and including the commit record, then stops
@@ -377,5 +680,11 @@ impl Txn {
             self.prewrite(replica, writes, &primary).await?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Txn {
+    fn drop(&mut self) {
+        self.release_locks();
     }
 }

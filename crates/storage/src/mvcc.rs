@@ -168,6 +168,40 @@ pub fn scan(
     }
 }
 
+/// The first user key in `[start, end)` holding any version newer than `ts` (a write a
+/// snapshot at `ts` did not see), or `None`. Visits every version in the span.
+pub fn first_newer(
+    engine: &dyn Engine,
+    start: &[u8],
+    end: Option<&[u8]>,
+    ts: Ts,
+) -> crate::Result<Option<Vec<u8>>> {
+    let lo = keycode::escape(start);
+    let hi = end.map(keycode::escape);
+    let mut found = None;
+    let mut err = None;
+    engine.scan(
+        Cf::Data,
+        &lo,
+        hi.as_deref(),
+        &mut |k, _| match decode_version_key(k) {
+            Ok((user, vts)) if vts > ts => {
+                found = Some(user);
+                false
+            }
+            Ok(_) => true,
+            Err(e) => {
+                err = Some(e);
+                false
+            }
+        },
+    )?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(found),
+    }
+}
+
 /// A provisional write of a two-phase commit, stored in cf `locks` under the user key.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lock {
@@ -281,6 +315,29 @@ mod tests {
         write(&e, b"k\x00", 5, Some(b"other"));
         assert_eq!(get(&e, b"k", Ts(6)).unwrap(), None);
         assert_eq!(get(&e, b"k\x00", Ts(6)).unwrap(), Some(b"other".to_vec()));
+    }
+
+    #[test]
+    fn first_newer_finds_writes_after_a_snapshot() {
+        let e = MemEngine::new();
+        write(&e, b"a", 10, Some(b"a10"));
+        write(&e, b"b", 15, Some(b"b15"));
+        write(&e, b"b", 25, None);
+        write(&e, b"c", 30, Some(b"c30"));
+        assert_eq!(first_newer(&e, b"a", None, Ts(30)).unwrap(), None);
+        assert_eq!(
+            first_newer(&e, b"a", None, Ts(20)).unwrap(),
+            Some(b"b".to_vec())
+        );
+        assert_eq!(
+            first_newer(&e, b"a", Some(b"b"), Ts(5)).unwrap(),
+            Some(b"a".to_vec())
+        );
+        assert_eq!(first_newer(&e, b"a", Some(b"b"), Ts(10)).unwrap(), None);
+        assert_eq!(
+            first_newer(&e, b"c", None, Ts(29)).unwrap(),
+            Some(b"c".to_vec())
+        );
     }
 
     #[test]
