@@ -413,6 +413,38 @@ pub fn encode_rows(
     Ok(rows)
 }
 
+/// Every cell of `batches` in PostgreSQL's text format (`None` = NULL), row by row.
+pub fn text_cells(
+    schema: &Schema,
+    batches: &[RecordBatch],
+) -> Result<Vec<Vec<Option<String>>>, SqlError> {
+    let mut rows = Vec::new();
+    let opts = FormatOptions::default();
+    for b in batches {
+        let cols: Vec<Column> = schema
+            .fields()
+            .iter()
+            .zip(b.columns())
+            .map(|(f, a)| prepare_column(f, a))
+            .collect::<Result<_, _>>()?;
+        for i in 0..b.num_rows() {
+            let mut row = Vec::with_capacity(cols.len());
+            for c in &cols {
+                let mut out = BytesMut::new();
+                let null = value(c, i)
+                    .to_sql_text(&c.ty, &mut out, &opts)
+                    .map_err(|e| SqlError::new("22P03", format!("encoding a value: {e}")))?;
+                row.push(match null {
+                    IsNull::Yes => None,
+                    IsNull::No => Some(String::from_utf8_lossy(&out).into_owned()),
+                });
+            }
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

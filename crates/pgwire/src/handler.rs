@@ -5,26 +5,37 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use futures::{stream, Sink};
-use kestrel_sql::{ExecResult, Prepared, Session, SqlEngine, SqlError};
+use futures::{stream, Sink, SinkExt};
+use kestrel_sql::{ExecResult, Prepared, Session, SqlEngine, SqlError, TxnStatus};
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     ServerParameterProvider, StartupHandler,
 };
+use pgwire::api::copy::{send_copy_in_response, send_copy_out_response, CopyHandler};
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::query::{
+    send_execution_response, send_query_response, send_ready_for_query, ExtendedQueryHandler,
+    SimpleQueryHandler,
+};
+use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator, Type, METADATA_DATABASE, METADATA_USER,
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, DEFAULT_NAME, METADATA_DATABASE,
+    METADATA_USER,
 };
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::extendedquery::Sync as PgSync;
+use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use crate::encode::{encode_rows, field_infos};
+use crate::copy::copy_line;
+use crate::encode::{encode_rows, field_infos, text_cells};
 use crate::{params, to_pgwire_error, to_wire};
 
 type SharedSession = Arc<Mutex<Option<Session>>>;
@@ -108,6 +119,26 @@ fn to_response(result: ExecResult, format: &Format) -> Result<Response, SqlError
     match result {
         ExecResult::Command(tag) => Ok(Response::Execution(Tag::new(&tag))),
         ExecResult::Rows { schema, batches } => rows_response(&schema, &batches, format),
+        ExecResult::CopyIn { columns } => Ok(Response::CopyIn(CopyResponse::new(
+            0,
+            columns,
+            stream::empty(),
+        ))),
+        ExecResult::CopyOut {
+            schema,
+            batches,
+            options,
+        } => {
+            let lines: Vec<PgWireResult<CopyData>> = text_cells(&schema, &batches)?
+                .iter()
+                .map(|row| Ok(CopyData::new(copy_line(row, &options).into())))
+                .collect();
+            Ok(Response::CopyOut(CopyResponse::new(
+                0,
+                schema.fields().len(),
+                stream::iter(lines),
+            )))
+        }
     }
 }
 
@@ -124,15 +155,18 @@ fn rows_response(
     )))
 }
 
-#[async_trait]
-impl SimpleQueryHandler for Handler {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: pgwire::api::store::PortalStore,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
+/// The ReadyForQuery status of a session.
+fn wire_status(s: TxnStatus) -> TransactionStatus {
+    match s {
+        TxnStatus::Idle => TransactionStatus::Idle,
+        TxnStatus::InBlock => TransactionStatus::Transaction,
+        TxnStatus::Failed => TransactionStatus::Error,
+    }
+}
+
+impl Handler {
+    /// Runs a simple-protocol query string; returns the responses and the session's status.
+    async fn simple_query(&self, query: &str) -> PgWireResult<(Vec<Response>, TransactionStatus)> {
         let mut guard = self.session.lock().await;
         let session = guard.as_mut().ok_or_else(no_session)?;
         let (results, err) = session.execute_sql(query).await;
@@ -142,14 +176,88 @@ impl SimpleQueryHandler for Handler {
                 Ok(resp) => out.push(resp),
                 Err(e) => {
                     out.push(Response::Error(Box::new(to_wire(&e))));
-                    return Ok(out);
+                    return Ok((out, wire_status(session.txn_status())));
                 }
             }
         }
         if let Some(e) = err {
             out.push(Response::Error(Box::new(to_wire(&e))));
         }
-        Ok(out)
+        Ok((out, wire_status(session.txn_status())))
+    }
+
+    async fn session_status(&self) -> TransactionStatus {
+        match self.session.lock().await.as_ref() {
+            Some(s) => wire_status(s.txn_status()),
+            None => TransactionStatus::Idle,
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Handler {
+    /// Runs the query and reports the session's own transaction status in ReadyForQuery
+    /// (pgwire's default derives it from response kinds, which cannot express e.g. a failed
+    /// COMMIT ending the block or ROLLBACK TO reviving a failed one).
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let (responses, status) = self.simple_query(&query.query).await?;
+        if responses.is_empty() {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        }
+        for r in responses {
+            match r {
+                Response::CopyIn(c) => {
+                    // The rest arrives as CopyData; CopyDone ends it and sends ReadyForQuery.
+                    send_copy_in_response(client, c).await?;
+                    client.set_state(PgWireConnectionState::CopyInProgress(false));
+                    return Ok(());
+                }
+                Response::CopyOut(c) => send_copy_out_response(client, c).await?,
+                Response::Query(q) => send_query_response(client, q, true).await?,
+                Response::Execution(tag)
+                | Response::TransactionStart(tag)
+                | Response::TransactionEnd(tag) => send_execution_response(client, tag).await?,
+                Response::Error(e) => {
+                    client
+                        .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                        .await?
+                }
+                _ => {
+                    client
+                        .feed(PgWireBackendMessage::EmptyQueryResponse(
+                            EmptyQueryResponse::new(),
+                        ))
+                        .await?
+                }
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Ok(self.simple_query(query).await?.0)
     }
 }
 
@@ -162,6 +270,26 @@ impl ExtendedQueryHandler for Handler {
         self.parser.clone()
     }
 
+    /// Sync: ReadyForQuery carries the session's own transaction status (see `on_query`).
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        let status = self.session_status().await;
+        client.set_transaction_status(status);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        client.flush().await?;
+        Ok(())
+    }
+
     async fn do_query<C>(
         &self,
         _client: &mut C,
@@ -170,7 +298,7 @@ impl ExtendedQueryHandler for Handler {
     ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: pgwire::api::store::PortalStore<Statement = Stmt>,
+        C::PortalStore: PortalStore<Statement = Stmt>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
@@ -186,14 +314,20 @@ impl ExtendedQueryHandler for Handler {
                 .get(i)
                 .and_then(|f| f.as_ref())
                 .map(|f| f.data_type());
-            let v = params::decode(
+            match params::decode(
                 raw.as_deref(),
                 portal.parameter_format.is_binary(i),
                 &ty,
                 target,
-            )
-            .map_err(|e| to_pgwire_error(&e))?;
-            values.push(v);
+            ) {
+                Ok(v) => values.push(v),
+                Err(e) => {
+                    if let Some(s) = self.session.lock().await.as_mut() {
+                        s.fail_block();
+                    }
+                    return Err(to_pgwire_error(&e));
+                }
+            }
         }
         let params = (!values.is_empty() || !prepared.param_fields.is_empty()).then_some(values);
         let mut guard = self.session.lock().await;
@@ -203,6 +337,55 @@ impl ExtendedQueryHandler for Handler {
             .await
             .map_err(|e| to_pgwire_error(&e))?;
         to_response(result, &portal.result_column_format).map_err(|e| to_pgwire_error(&e))
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Handler {
+    async fn on_copy_data<C>(&self, _client: &mut C, data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = self.session.lock().await;
+        let session = guard.as_mut().ok_or_else(no_session)?;
+        session.copy_data(&data.data).await;
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = self.session.lock().await;
+        let session = guard.as_mut().ok_or_else(no_session)?;
+        let res = session.copy_done().await;
+        client.set_transaction_status(wire_status(session.txn_status()));
+        let n = res.map_err(|e| to_pgwire_error(&e))?;
+        let tag = Tag::new("COPY").with_rows(n as usize);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(s) = self.session.lock().await.as_mut() {
+            s.copy_fail().await;
+            client.set_transaction_status(wire_status(s.txn_status()));
+        }
+        to_pgwire_error(&SqlError::new(
+            "57014",
+            format!("COPY from stdin failed: {}", fail.message),
+        ))
     }
 }
 
@@ -321,6 +504,9 @@ impl PgWireServerHandlers for Connection {
         self.handler.clone()
     }
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.handler.clone()
+    }
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.handler.clone()
     }
 }

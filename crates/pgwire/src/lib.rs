@@ -14,6 +14,7 @@
 //! Errors: [`to_wire`] is the one place a [`kestrel_sql::SqlError`] becomes a wire
 //! `ErrorResponse`, with its SQLSTATE.
 
+mod copy;
 mod encode;
 mod handler;
 mod params;

@@ -168,6 +168,68 @@ async fn run_against_postgres(base: &str, complete: bool) {
     );
 }
 
+/// Records that do not pass on Kestrel yet: `file:line reason`, one per line. The list may
+/// only shrink: a listed record that passes fails the test (remove it), and so does a failing
+/// record that is not listed. `KESTREL_SLT_WRITE_KNOWN=1` rewrites the list from this run.
+const KNOWN_FAILURES: &str = "known_failures.txt";
+/// The longest one record may run before it counts as failed.
+const RECORD_TIMEOUT_SECS: u64 = 30;
+
+fn slt_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/slt")
+}
+
+fn read_known() -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(slt_dir().join(KNOWN_FAILURES)).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (id, reason) = l.split_once(' ').unwrap_or((l, ""));
+            (id.to_string(), reason.trim().to_string())
+        })
+        .collect()
+}
+
+/// Runs every record of `file` against a fresh node; returns (records, failures by id).
+async fn run_file_records(file: &Path) -> (usize, Vec<(String, String)>) {
+    let name = file.file_name().unwrap().to_string_lossy().to_string();
+    let records = sqllogictest::parse_file::<DefaultColumnType>(file)
+        .unwrap_or_else(|e| panic!("parsing {}: {e}", file.display()));
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let mut r = runner(format!(
+        "host=127.0.0.1 port={} user=root dbname=defaultdb",
+        node.port()
+    ));
+    let (mut total, mut failed) = (0, Vec::new());
+    for rec in records {
+        let line = match &rec {
+            sqllogictest::Record::Statement { loc, .. }
+            | sqllogictest::Record::Query { loc, .. } => Some(loc.line()),
+            _ => None,
+        };
+        let limit = std::time::Duration::from_secs(RECORD_TIMEOUT_SECS);
+        let res = tokio::time::timeout(limit, r.run_async(rec)).await;
+        let Some(line) = line else { continue };
+        total += 1;
+        let reason = match res {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => e.display(false).to_string(),
+            Err(_) => format!("timed out after {RECORD_TIMEOUT_SECS} s"),
+        };
+        let reason: String = reason
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("failed")
+            .chars()
+            .take(160)
+            .collect();
+        failed.push((format!("{name}:{line}"), reason));
+    }
+    (total, failed)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest_files_match_postgres_results() {
     if let Ok(base) = std::env::var("KESTREL_SLT_TARGET") {
@@ -176,28 +238,45 @@ async fn sqllogictest_files_match_postgres_results() {
     }
     let files = slt_files();
     assert!(!files.is_empty(), "no .slt files found");
-    let mut failed = Vec::new();
-    let mut records = 0usize;
+    let known = read_known();
+    let (mut total, mut failures) = (0usize, Vec::new());
     for f in &files {
-        let text = std::fs::read_to_string(f).unwrap();
-        records += text
-            .lines()
-            .filter(|l| l.starts_with("statement") || l.starts_with("query"))
-            .count();
-        let dir = tempfile::tempdir().unwrap();
-        let node = TestNode::start(dir.path());
-        let mut r = runner(format!(
-            "host=127.0.0.1 port={} user=root dbname=defaultdb",
-            node.port()
-        ));
-        if let Err(e) = r.run_file_async(f).await {
-            failed.push(format!("{}: {}", f.display(), e.display(true)));
-        }
+        let (n, failed) = run_file_records(f).await;
+        total += n;
+        failures.extend(failed);
     }
+    let passed = total - failures.len();
     eprintln!(
-        "sqllogictest: {} files, {records} records, {} files failed",
+        "sqllogictest: {} files, {total} records, {passed} pass ({:.1} %), {} known failures",
         files.len(),
-        failed.len()
+        100.0 * passed as f64 / total.max(1) as f64,
+        failures.len()
     );
-    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+    if std::env::var("KESTREL_SLT_WRITE_KNOWN").is_ok_and(|v| v == "1") {
+        let mut out = String::from(
+            "# sqllogictest records that do not pass on Kestrel yet (file:line reason).\n\
+             # This list may only shrink; see crates/server/tests/slt.rs.\n",
+        );
+        for (id, reason) in &failures {
+            out.push_str(&format!("{id} {reason}\n"));
+        }
+        std::fs::write(slt_dir().join(KNOWN_FAILURES), out).unwrap();
+        return;
+    }
+    let failing: std::collections::BTreeSet<&String> = failures.iter().map(|(id, _)| id).collect();
+    let new: Vec<String> = failures
+        .iter()
+        .filter(|(id, _)| !known.contains_key(id))
+        .map(|(id, reason)| format!("{id}: {reason}"))
+        .collect();
+    let fixed: Vec<&String> = known.keys().filter(|id| !failing.contains(id)).collect();
+    assert!(
+        new.is_empty(),
+        "records that fail and are not in tests/slt/{KNOWN_FAILURES}:\n{}",
+        new.join("\n")
+    );
+    assert!(
+        fixed.is_empty(),
+        "records that pass now: remove them from tests/slt/{KNOWN_FAILURES}:\n{fixed:?}"
+    );
 }

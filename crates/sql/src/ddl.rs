@@ -89,6 +89,69 @@ fn reject_volatile(e: &ast::Expr) -> SqlResult<()> {
     }
 }
 
+/// The descriptor of a column definition, and whether it declares itself the primary key.
+pub async fn column_desc(
+    ddl: &DdlCtx<'_>,
+    c: &ast::ColumnDef,
+    id: u16,
+) -> SqlResult<(ColumnDesc, bool)> {
+    let ty = SqlType::from_ast(&c.data_type)?;
+    let mut col = ColumnDesc {
+        id,
+        name: ident(&c.name),
+        ty,
+        nullable: true,
+        default: None,
+        hidden: false,
+    };
+    let mut is_pk = false;
+    for opt in &c.options {
+        match &opt.option {
+            ColumnOption::Null => {}
+            ColumnOption::NotNull => col.nullable = false,
+            ColumnOption::Default(e) => {
+                reject_volatile(e)?;
+                let v = (ddl.eval)(e, &col.ty).await?;
+                col.default = Some((e.to_string(), v));
+            }
+            ColumnOption::PrimaryKey(_) => is_pk = true,
+            other => return Err(SqlError::unsupported(format!("column constraint {other}"))),
+        }
+    }
+    Ok((col, is_pk))
+}
+
+/// The column positions a PRIMARY KEY constraint names, in key order.
+pub fn pk_indexes(p: &ast::PrimaryKeyConstraint, columns: &[ColumnDesc]) -> SqlResult<Vec<usize>> {
+    let mut idx = Vec::new();
+    for ic in &p.columns {
+        let ast::Expr::Identifier(id) = &ic.column.expr else {
+            return Err(SqlError::unsupported(format!(
+                "primary key expression {}",
+                ic.column.expr
+            )));
+        };
+        let n = ident(id);
+        let pos = columns
+            .iter()
+            .position(|c| c.name == n && !c.hidden)
+            .ok_or_else(|| {
+                SqlError::new(
+                    code::UNDEFINED_COLUMN,
+                    format!("column \"{n}\" named in key does not exist"),
+                )
+            })?;
+        if idx.contains(&pos) {
+            return Err(SqlError::new(
+                code::DUPLICATE_COLUMN,
+                format!("column \"{n}\" appears twice in primary key constraint"),
+            ));
+        }
+        idx.push(pos);
+    }
+    Ok(idx)
+}
+
 pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> SqlResult<String> {
     if ct.query.is_some() || ct.like.is_some() || ct.clone.is_some() {
         return Err(SqlError::unsupported("CREATE TABLE … AS / LIKE / CLONE"));
@@ -131,65 +194,21 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
         Ok(())
     };
     for (i, c) in ct.columns.iter().enumerate() {
-        let cname = ident(&c.name);
-        if columns.iter().any(|x| x.name == cname) {
+        let (col, is_pk) = column_desc(ddl, c, i as u16 + 1).await?;
+        if columns.iter().any(|x| x.name == col.name) {
             return Err(SqlError::new(
                 code::DUPLICATE_COLUMN,
-                format!("column \"{cname}\" specified more than once"),
+                format!("column \"{}\" specified more than once", col.name),
             ));
         }
-        let ty = SqlType::from_ast(&c.data_type)?;
-        let mut col = ColumnDesc {
-            id: i as u16 + 1,
-            name: cname,
-            ty,
-            nullable: true,
-            default: None,
-            hidden: false,
-        };
-        for opt in &c.options {
-            match &opt.option {
-                ColumnOption::Null => {}
-                ColumnOption::NotNull => col.nullable = false,
-                ColumnOption::Default(e) => {
-                    reject_volatile(e)?;
-                    let v = (ddl.eval)(e, &col.ty).await?;
-                    col.default = Some((e.to_string(), v));
-                }
-                ColumnOption::PrimaryKey(_) => set_pk(vec![i])?,
-                other => return Err(SqlError::unsupported(format!("column constraint {other}"))),
-            }
+        if is_pk {
+            set_pk(vec![i])?;
         }
         columns.push(col);
     }
     for tc in &ct.constraints {
         match tc {
-            TableConstraint::PrimaryKey(p) => {
-                let mut idx = Vec::new();
-                for ic in &p.columns {
-                    let ast::Expr::Identifier(id) = &ic.column.expr else {
-                        return Err(SqlError::unsupported(format!(
-                            "primary key expression {}",
-                            ic.column.expr
-                        )));
-                    };
-                    let n = ident(id);
-                    let pos = columns.iter().position(|c| c.name == n).ok_or_else(|| {
-                        SqlError::new(
-                            code::UNDEFINED_COLUMN,
-                            format!("column \"{n}\" named in key does not exist"),
-                        )
-                    })?;
-                    if idx.contains(&pos) {
-                        return Err(SqlError::new(
-                            code::DUPLICATE_COLUMN,
-                            format!("column \"{n}\" appears twice in primary key constraint"),
-                        ));
-                    }
-                    idx.push(pos);
-                }
-                set_pk(idx)?;
-            }
+            TableConstraint::PrimaryKey(p) => set_pk(pk_indexes(p, &columns)?)?,
             other => return Err(SqlError::unsupported(format!("table constraint {other}"))),
         }
     }

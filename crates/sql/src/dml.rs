@@ -100,7 +100,11 @@ async fn delete(
         }
     }
     let n = keys.len() as u64;
+    let keys: Vec<Vec<u8>> = keys.into_iter().collect();
     let mut txn = ctx.txn.write().await;
+    if txn.lock_for_write(&keys).await? {
+        return Err(SqlError::restart_statement());
+    }
     for k in keys {
         txn.delete(k)?;
     }
@@ -182,6 +186,16 @@ async fn update(
     }
     let n = writes.len() as u64;
     let mut txn = ctx.txn.write().await;
+    let mut locked: Vec<Vec<u8>> = writes.iter().map(|(old, _, _)| old.clone()).collect();
+    locked.extend(
+        writes
+            .iter()
+            .filter(|(o, n, _)| o != n)
+            .map(|(_, n, _)| n.clone()),
+    );
+    if txn.lock_for_write(&locked).await? {
+        return Err(SqlError::restart_statement());
+    }
     // Moved rows: their old keys go first, so a key taken over from another updated row is free.
     for (old, new, _) in &writes {
         if old != new {

@@ -16,10 +16,18 @@ pub mod code {
     pub const DIVISION_BY_ZERO: &str = "22012";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
+    pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const UNIQUE_VIOLATION: &str = "23505";
     pub const INVALID_TRANSACTION_STATE: &str = "25000";
+    pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+    pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+    pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const INVALID_SAVEPOINT_SPECIFICATION: &str = "3B001";
     pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const DEADLOCK_DETECTED: &str = "40P01";
     pub const SYNTAX_ERROR: &str = "42601";
     pub const UNDEFINED_COLUMN: &str = "42703";
     pub const UNDEFINED_FUNCTION: &str = "42883";
@@ -36,6 +44,7 @@ pub mod code {
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const QUERY_CANCELED: &str = "57014";
     pub const IO_ERROR: &str = "58030";
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const INTERNAL_ERROR: &str = "XX000";
 }
 
@@ -44,6 +53,10 @@ pub struct SqlError {
     pub code: &'static str,
     pub message: String,
     pub detail: Option<String>,
+    /// The statement read a row that another transaction changed and has since committed
+    /// (it waited for that transaction's row lock): the session may refresh its snapshot and
+    /// run the statement again instead of failing (see `Txn::refresh`).
+    pub restart_statement: bool,
 }
 
 impl std::fmt::Display for SqlError {
@@ -62,7 +75,18 @@ impl SqlError {
             code,
             message: message.into(),
             detail: None,
+            restart_statement: false,
         }
+    }
+    /// A 40001 that the session may resolve by refreshing and re-running the statement.
+    pub fn restart_statement() -> Self {
+        let mut e = Self::new(
+            code::SERIALIZATION_FAILURE,
+            "restart transaction: could not serialize access due to concurrent update",
+        )
+        .with_detail("a row this statement writes was changed by a concurrent transaction");
+        e.restart_statement = true;
+        e
     }
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
@@ -81,7 +105,7 @@ impl SqlError {
         Self::new(code::INTERNAL_ERROR, message)
     }
     pub fn is_retryable(&self) -> bool {
-        self.code == code::SERIALIZATION_FAILURE
+        self.code == code::SERIALIZATION_FAILURE || self.code == code::DEADLOCK_DETECTED
     }
     /// Wraps this error so it can travel through DataFusion and come out unchanged.
     pub fn into_datafusion(self) -> DataFusionError {
@@ -97,6 +121,12 @@ impl From<KvError> for SqlError {
                 "restart transaction: could not serialize access due to concurrent update",
             )
             .with_detail("a concurrent transaction wrote a row this transaction writes; retry the transaction"),
+            KvError::ReadConflict { .. } => SqlError::new(
+                code::SERIALIZATION_FAILURE,
+                "restart transaction: could not serialize access due to read/write dependencies among transactions",
+            )
+            .with_detail("a concurrent transaction wrote rows this transaction read; retry the transaction"),
+            KvError::Deadlock => SqlError::new(code::DEADLOCK_DETECTED, "deadlock detected"),
             KvError::DuplicateKey { .. } => {
                 SqlError::new(code::UNIQUE_VIOLATION, "duplicate key value violates unique constraint")
             }

@@ -23,7 +23,9 @@
 //! Errors are [`error::SqlError`]s that carry their SQLSTATE; DataFusion and KV errors are
 //! classified in [`error`], in one place.
 
+pub mod alter;
 pub mod catalog;
+pub mod copy;
 pub mod datum;
 pub mod ddl;
 pub mod dml;
@@ -35,11 +37,13 @@ pub mod provider;
 pub mod rowcodec;
 pub mod session;
 pub mod stmt;
+pub mod txn_block;
 pub mod types;
 
 pub use error::{SqlError, SqlResult};
 pub use session::{ExecResult, Prepared, Session, SqlEngine};
 pub use stmt::Limits;
+pub use txn_block::TxnStatus;
 pub use types::{SqlType, PG_TYPE_META};
 
 /// The PostgreSQL version Kestrel reports to clients.

@@ -1,4 +1,5 @@
-//! Sessions: parse, plan and execute statements, each in its own (autocommit) transaction.
+//! Sessions: parse, plan and execute statements, in autocommit transactions or in explicit
+//! transaction blocks ([`crate::txn_block`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,14 +17,17 @@ use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{self, ObjectType, Statement as SqlStatement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use futures::FutureExt;
-use kestrel_kv::{Kv, Txn};
+use kestrel_kv::{Isolation, Kv, Txn};
+use tokio::sync::RwLock;
 
 use crate::catalog::{self, CatalogSnapshot, DEFAULT_SCHEMA};
+use crate::copy::{CopyIn, CopyOptions};
 use crate::datum::{datums_from_array, Datum};
 use crate::ddl::{self, AfterCommit, DdlCtx};
 use crate::error::{code, from_datafusion, SqlError, SqlResult};
 use crate::metrics::METRICS;
 use crate::stmt::{KCatalogList, Limits, StmtCtx};
+use crate::txn_block::{self, TxnBlock, TxnOp, TxnStatus};
 use crate::types::SqlType;
 
 /// The most `$n` parameters one statement may have (PostgreSQL's protocol limit).
@@ -66,6 +70,10 @@ impl SqlEngine {
             database: database.to_string(),
             base,
             vars: default_vars(),
+            block: None,
+            default_isolation: Isolation::Serializable,
+            copy_in: None,
+            copy_error: None,
         })
     }
 }
@@ -75,7 +83,8 @@ fn default_vars() -> BTreeMap<String, String> {
         ("application_name", ""),
         ("client_encoding", "UTF8"),
         ("datestyle", "ISO, MDY"),
-        ("default_transaction_isolation", "repeatable read"),
+        ("default_transaction_isolation", "serializable"),
+        ("default_transaction_read_only", "off"),
         ("extra_float_digits", "1"),
         ("integer_datetimes", "on"),
         ("search_path", "public"),
@@ -84,7 +93,6 @@ fn default_vars() -> BTreeMap<String, String> {
         ("standard_conforming_strings", "on"),
         ("statement_timeout", "0"),
         ("timezone", "UTC"),
-        ("transaction_isolation", "repeatable read"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -100,6 +108,14 @@ pub enum ExecResult {
     },
     /// A command tag such as `INSERT 0 3` or `CREATE TABLE`.
     Command(String),
+    /// COPY FROM STDIN started: the client now sends `columns`-wide data.
+    CopyIn { columns: usize },
+    /// COPY TO STDOUT: the rows to send, formatted as `options` say.
+    CopyOut {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        options: CopyOptions,
+    },
 }
 
 /// A parsed statement with what the extended protocol's Describe needs.
@@ -118,54 +134,81 @@ pub struct Session {
     database: String,
     base: SessionState,
     vars: BTreeMap<String, String>,
+    /// The open transaction block, if any.
+    block: Option<TxnBlock>,
+    default_isolation: Isolation,
+    /// The COPY FROM STDIN in progress, and the first error it hit (reported at its end).
+    copy_in: Option<CopyIn>,
+    copy_error: Option<SqlError>,
 }
 
 enum Kind {
     /// Planned and run by DataFusion (SELECT, INSERT, UPDATE, DELETE, EXPLAIN …).
     DataFusion {
         expose_hidden: bool,
+        /// The statement writes (not allowed in a READ ONLY transaction).
+        writes: bool,
     },
-    CreateTable,
-    DropTable,
+    /// Catalog changes (CREATE/DROP/ALTER TABLE, TRUNCATE), run in the transaction.
+    Ddl,
+    /// Accepted and ignored (VACUUM, ANALYZE): storage maintenance is automatic.
+    NoOp(&'static str),
+    Copy,
     Set,
     Show,
-    Transaction,
+    Transaction(TxnOp),
 }
+
+impl Kind {
+    fn writes(&self) -> bool {
+        match self {
+            Kind::DataFusion { writes, .. } => *writes,
+            Kind::Ddl => true,
+            _ => false,
+        }
+    }
+}
+
+const READ: Kind = Kind::DataFusion {
+    expose_hidden: false,
+    writes: false,
+};
 
 fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
     let s = match stmt {
         DFStatement::Statement(s) => s.as_ref(),
-        DFStatement::Explain(_) => {
-            return Ok(Kind::DataFusion {
-                expose_hidden: false,
-            })
-        }
+        DFStatement::Explain(_) => return Ok(READ),
         DFStatement::CreateExternalTable(_) => {
             return Err(SqlError::unsupported("CREATE EXTERNAL TABLE"))
         }
         DFStatement::CopyTo(_) => return Err(SqlError::unsupported("COPY")),
         DFStatement::Reset(_) => return Ok(Kind::Set),
     };
+    if let Some(op) = TxnOp::from_statement(s) {
+        return Ok(Kind::Transaction(op));
+    }
     Ok(match s {
-        SqlStatement::Query(_) | SqlStatement::Insert(_) => Kind::DataFusion {
+        SqlStatement::Query(_) | SqlStatement::Explain { .. } => READ,
+        SqlStatement::Insert(_) => Kind::DataFusion {
             expose_hidden: false,
-        },
-        SqlStatement::Explain { .. } => Kind::DataFusion {
-            expose_hidden: false,
+            writes: true,
         },
         SqlStatement::Update(_) | SqlStatement::Delete(_) => Kind::DataFusion {
             expose_hidden: true,
+            writes: true,
         },
-        SqlStatement::CreateTable(_) => Kind::CreateTable,
-        SqlStatement::Drop {
+        SqlStatement::CreateTable(_)
+        | SqlStatement::AlterTable(_)
+        | SqlStatement::Truncate(_)
+        | SqlStatement::Drop {
             object_type: ObjectType::Table,
             ..
-        } => Kind::DropTable,
+        } => Kind::Ddl,
+        SqlStatement::Copy { .. } => Kind::Copy,
+        SqlStatement::Vacuum(_) => Kind::NoOp("VACUUM"),
+        SqlStatement::Analyze(_) => Kind::NoOp("ANALYZE"),
         SqlStatement::Set(_) => Kind::Set,
         SqlStatement::ShowVariable { .. } => Kind::Show,
-        SqlStatement::StartTransaction { .. }
-        | SqlStatement::Commit { .. }
-        | SqlStatement::Rollback { .. } => Kind::Transaction,
         other => {
             let text = other.to_string();
             let head: Vec<&str> = text.split_whitespace().take(2).collect();
@@ -178,10 +221,92 @@ fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
 }
 
 /// Splits SQL text into statements.
+/// Splits SQL text into statements. DataFusion's parser reads only its own `COPY … TO 'file'`
+/// and sqlparser's VACUUM is Redshift's; when the text does not parse as a whole it is split
+/// at top-level semicolons and PostgreSQL's COPY (by sqlparser) and VACUUM (ignored, any
+/// options) are read piece by piece. Other syntax errors are reported as DataFusion saw them.
 pub fn parse(sql: &str) -> SqlResult<Vec<DFStatement>> {
-    DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
-        .map(|v| v.into_iter().collect())
-        .map_err(from_datafusion)
+    match DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}) {
+        Ok(v) => Ok(v.into_iter().collect()),
+        Err(e) => parse_piecewise(sql).ok_or_else(|| from_datafusion(e)),
+    }
+}
+
+/// COPY options take PostgreSQL booleans (`on`, `off`, `1`, `0`); sqlparser reads only
+/// TRUE/FALSE, so those values are rewritten at the token level.
+fn copy_booleans(tokens: &[datafusion::sql::sqlparser::tokenizer::Token]) -> String {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let mut out = String::new();
+    let mut prev: Option<Keyword> = None;
+    for t in tokens {
+        let boolean_option = matches!(prev, Some(Keyword::FREEZE | Keyword::HEADER));
+        let replaced = match t {
+            Token::Word(w) if boolean_option && w.value.eq_ignore_ascii_case("on") => Some("TRUE"),
+            Token::Word(w) if boolean_option && w.value.eq_ignore_ascii_case("off") => {
+                Some("FALSE")
+            }
+            Token::Number(n, _) if boolean_option && n == "1" => Some("TRUE"),
+            Token::Number(n, _) if boolean_option && n == "0" => Some("FALSE"),
+            _ => None,
+        };
+        match replaced {
+            Some(r) => out.push_str(r),
+            None => out.push_str(&t.to_string()),
+        }
+        match t {
+            Token::Whitespace(_) => {}
+            Token::Word(w) => prev = Some(w.keyword),
+            _ => prev = None,
+        }
+    }
+    out
+}
+
+fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql).tokenize().ok()?;
+    let mut out = Vec::new();
+    for piece in tokens.split(|t| *t == Token::SemiColon) {
+        let first = piece.iter().find(|t| !matches!(t, Token::Whitespace(_)));
+        let Some(first) = first else { continue };
+        let text: String = piece.iter().map(|t| t.to_string()).collect();
+        let stmt = match first {
+            Token::Word(w) if w.keyword == Keyword::VACUUM => {
+                SqlStatement::Vacuum(ast::VacuumStatement {
+                    full: false,
+                    sort_only: false,
+                    delete_only: false,
+                    reindex: false,
+                    recluster: false,
+                    table_name: None,
+                    threshold: None,
+                    boost: false,
+                })
+            }
+            Token::Word(w) if w.keyword == Keyword::COPY => {
+                let text = copy_booleans(piece);
+                let mut v = Parser::parse_sql(&dialect, &text).ok()?;
+                if v.len() != 1 {
+                    return None;
+                }
+                v.pop()?
+            }
+            _ => {
+                let mut v = DFParser::parse_sql_with_dialect(&text, &dialect).ok()?;
+                if v.len() != 1 {
+                    return None;
+                }
+                out.push(v.pop_front()?);
+                continue;
+            }
+        };
+        out.push(DFStatement::Statement(Box::new(stmt)));
+    }
+    Some(out)
 }
 
 fn show_schema(name: &str) -> SchemaRef {
@@ -194,23 +319,65 @@ impl Session {
     }
 
     /// Runs every statement of `sql` (simple query protocol). Stops at the first error.
+    /// Several statements outside a block run in one implicit transaction, as in PostgreSQL.
     pub async fn execute_sql(&mut self, sql: &str) -> (Vec<ExecResult>, Option<SqlError>) {
         let stmts = match parse(sql) {
             Ok(s) => s,
-            Err(e) => return (vec![], Some(e)),
+            Err(e) => {
+                self.fail_block();
+                return (vec![], Some(e));
+            }
         };
+        if stmts.len() > 1 && self.block.is_none() {
+            let mut txn = self.engine.kv.begin();
+            txn.set_isolation(self.default_isolation);
+            let mut block = TxnBlock::new(txn, false);
+            block.implicit = true;
+            self.block = Some(block);
+        }
         let mut out = Vec::new();
         for stmt in stmts {
             match self.execute(&stmt, None).await {
+                // The client sends the COPY data next; the rest of the string is not run and an
+                // implicit block commits when the COPY ends.
+                Ok(r @ ExecResult::CopyIn { .. }) => {
+                    out.push(r);
+                    return (out, None);
+                }
                 Ok(r) => out.push(r),
-                Err(e) => return (out, Some(e)),
+                Err(e) => {
+                    if self.block.as_ref().is_some_and(|b| b.implicit) {
+                        self.block = None;
+                    }
+                    return (out, Some(e));
+                }
+            }
+        }
+        if self.block.as_ref().is_some_and(|b| b.implicit) {
+            if let Err(e) = self.transaction(TxnOp::Commit).await {
+                return (out, Some(e));
             }
         }
         (out, None)
     }
 
+    /// Marks the open block failed (an error outside statement execution, e.g. in Bind).
+    pub fn fail_block(&mut self) {
+        if let Some(b) = self.block.as_mut() {
+            b.failed = true;
+        }
+    }
+
     /// Parses and describes one statement (extended protocol Parse/Describe).
     pub async fn prepare(&mut self, sql: &str) -> SqlResult<Option<Prepared>> {
+        let res = self.prepare_inner(sql).await;
+        if res.is_err() {
+            self.fail_block();
+        }
+        res
+    }
+
+    async fn prepare_inner(&mut self, sql: &str) -> SqlResult<Option<Prepared>> {
         let mut stmts = parse(sql)?;
         if stmts.len() > 1 {
             return Err(SqlError::syntax(
@@ -221,8 +388,11 @@ impl Session {
             return Ok(None);
         };
         let (param_types, schema) = match classify(&stmt)? {
-            Kind::DataFusion { expose_hidden } => {
-                let txn = self.engine.kv.begin();
+            Kind::DataFusion { expose_hidden, .. } => {
+                let txn = match &self.block {
+                    Some(b) => b.txn.clone(),
+                    None => Arc::new(RwLock::new(self.engine.kv.begin())),
+                };
                 let (state, _ctx) = self.state_for(txn, expose_hidden).await?;
                 let plan = state
                     .statement_to_plan(stmt.clone())
@@ -268,24 +438,386 @@ impl Session {
         }))
     }
 
-    /// Executes one statement in its own transaction, retrying serialization conflicts.
+    /// What ReadyForQuery reports after the statements run so far.
+    pub fn txn_status(&self) -> TxnStatus {
+        match &self.block {
+            None => TxnStatus::Idle,
+            Some(b) if b.failed => TxnStatus::Failed,
+            Some(_) => TxnStatus::InBlock,
+        }
+    }
+
+    /// Executes one statement: in the open transaction block, or else in its own transaction
+    /// (retrying serialization conflicts). An error inside a block fails the block.
     pub async fn execute(
         &mut self,
         stmt: &DFStatement,
         params: Option<Vec<ScalarValue>>,
     ) -> SqlResult<ExecResult> {
         let started = Instant::now();
-        let kind = classify(stmt)?;
-        let res = match kind {
-            Kind::Set => self.set(stmt),
-            Kind::Show => self.show(stmt),
-            Kind::Transaction => Err(SqlError::unsupported(
-                "explicit transactions (BEGIN/COMMIT/ROLLBACK)",
-            )),
-            _ => self.execute_autocommit(stmt, &kind, params).await,
-        };
+        let res = self.execute_inner(stmt, params).await;
+        if res.is_err() {
+            if let Some(b) = self.block.as_mut() {
+                b.failed = true;
+            }
+        }
         METRICS.observe(started.elapsed(), res.is_ok());
         res
+    }
+
+    async fn execute_inner(
+        &mut self,
+        stmt: &DFStatement,
+        params: Option<Vec<ScalarValue>>,
+    ) -> SqlResult<ExecResult> {
+        let kind = classify(stmt)?;
+        if let Some(b) = &self.block {
+            let allowed = matches!(&kind, Kind::Transaction(op) if op.allowed_when_failed());
+            if b.failed && !allowed {
+                return Err(SqlError::new(
+                    code::IN_FAILED_SQL_TRANSACTION,
+                    "current transaction is aborted, commands ignored until end of transaction block",
+                ));
+            }
+        }
+        match kind {
+            Kind::Set => self.set(stmt).await,
+            Kind::Show => self.show(stmt).await,
+            Kind::Transaction(op) => self.transaction(op).await,
+            Kind::NoOp(tag) => Ok(ExecResult::Command(tag.to_string())),
+            Kind::Copy => self.copy(stmt).await,
+            _ if self.block.is_some() => self.execute_in_block(stmt, &kind, params).await,
+            _ => self.execute_autocommit(stmt, &kind, params).await,
+        }
+    }
+
+    /// Runs a statement in the open block's transaction; nothing is committed.
+    async fn execute_in_block(
+        &mut self,
+        stmt: &DFStatement,
+        kind: &Kind,
+        params: Option<Vec<ScalarValue>>,
+    ) -> SqlResult<ExecResult> {
+        let Some(block) = self.block.as_mut() else {
+            return Err(SqlError::internal("no transaction block"));
+        };
+        block.statements += 1;
+        if block.read_only && kind.writes() {
+            return Err(SqlError::new(
+                code::READ_ONLY_SQL_TRANSACTION,
+                format!(
+                    "cannot execute {} in a read-only transaction",
+                    statement_verb(stmt)
+                ),
+            ));
+        }
+        let txn = block.txn.clone();
+        let mut after = Vec::new();
+        let res = self
+            .run_statement(txn, stmt, kind, params, &mut after)
+            .await;
+        if let Some(b) = self.block.as_mut() {
+            b.after.extend(after);
+        }
+        res
+    }
+
+    async fn transaction(&mut self, op: TxnOp) -> SqlResult<ExecResult> {
+        let tag = |t: &str| Ok(ExecResult::Command(t.to_string()));
+        match op {
+            TxnOp::Begin(modes) => {
+                if let Some(b) = self.block.as_mut() {
+                    b.implicit = false;
+                } else {
+                    let (iso, ro) = txn_block::apply_modes(&modes, self.default_isolation, false);
+                    let mut txn = self.engine.kv.begin();
+                    txn.set_isolation(iso);
+                    self.block = Some(TxnBlock::new(txn, ro));
+                }
+                tag("BEGIN")
+            }
+            TxnOp::Commit => {
+                let Some(block) = self.block.take() else {
+                    return tag("COMMIT");
+                };
+                if block.failed {
+                    return tag("ROLLBACK");
+                }
+                block.txn.write().await.commit().await?;
+                self.run_after(block.after).await;
+                tag("COMMIT")
+            }
+            TxnOp::Rollback => {
+                if let Some(b) = self.block.take() {
+                    b.txn.write().await.discard();
+                }
+                tag("ROLLBACK")
+            }
+            TxnOp::Savepoint(name) => {
+                let Some(b) = self.block.as_mut() else {
+                    return Err(no_block("SAVEPOINT"));
+                };
+                b.savepoint(name).await;
+                tag("SAVEPOINT")
+            }
+            TxnOp::Release(name) => {
+                let Some(b) = self.block.as_mut() else {
+                    return Err(no_block("RELEASE SAVEPOINT"));
+                };
+                b.release(&name)?;
+                tag("RELEASE")
+            }
+            TxnOp::RollbackTo(name) => {
+                let Some(b) = self.block.as_mut() else {
+                    return Err(no_block("ROLLBACK TO SAVEPOINT"));
+                };
+                b.rollback_to(&name).await?;
+                tag("ROLLBACK")
+            }
+            TxnOp::SetTransaction { modes, session } => self.set_transaction(&modes, session).await,
+        }
+    }
+
+    async fn set_transaction(
+        &mut self,
+        modes: &[ast::TransactionMode],
+        session: bool,
+    ) -> SqlResult<ExecResult> {
+        if session {
+            let (iso, _) = txn_block::apply_modes(modes, self.default_isolation, false);
+            self.default_isolation = iso;
+            self.vars.insert(
+                "default_transaction_isolation".into(),
+                txn_block::isolation_name(iso).into(),
+            );
+            return Ok(ExecResult::Command("SET".into()));
+        }
+        // Outside a block PostgreSQL only warns; the setting has no effect.
+        if let Some(b) = self.block.as_mut() {
+            let mut txn = b.txn.write().await;
+            let (iso, ro) = txn_block::apply_modes(modes, txn.isolation(), b.read_only);
+            if iso != txn.isolation() && b.statements > 0 {
+                return Err(SqlError::new(
+                    code::ACTIVE_SQL_TRANSACTION,
+                    "SET TRANSACTION ISOLATION LEVEL must be called before any query",
+                ));
+            }
+            txn.set_isolation(iso);
+            b.read_only = ro;
+        }
+        Ok(ExecResult::Command("SET".into()))
+    }
+
+    async fn copy(&mut self, stmt: &DFStatement) -> SqlResult<ExecResult> {
+        let DFStatement::Statement(s) = stmt else {
+            return Err(SqlError::internal("not a COPY statement"));
+        };
+        let SqlStatement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            values,
+        } = s.as_ref()
+        else {
+            return Err(SqlError::internal("not a COPY statement"));
+        };
+        let opts = CopyOptions::parse(options, legacy_options)?;
+        match (to, target) {
+            (false, ast::CopyTarget::Stdin) if values.is_empty() => {
+                self.copy_from(source, opts).await
+            }
+            (true, ast::CopyTarget::Stdout) => self.copy_to(source, opts).await,
+            _ => Err(SqlError::unsupported(
+                "COPY to or from a file or program (use STDIN / STDOUT)",
+            )),
+        }
+    }
+
+    async fn copy_from(
+        &mut self,
+        source: &ast::CopySource,
+        opts: CopyOptions,
+    ) -> SqlResult<ExecResult> {
+        let ast::CopySource::Table {
+            table_name,
+            columns,
+        } = source
+        else {
+            return Err(SqlError::syntax("COPY FROM needs a table"));
+        };
+        let (txn, autocommit) = match &self.block {
+            Some(b) if b.read_only => {
+                return Err(SqlError::new(
+                    code::READ_ONLY_SQL_TRANSACTION,
+                    "cannot execute COPY FROM in a read-only transaction",
+                ))
+            }
+            Some(b) => (b.txn.clone(), false),
+            None => {
+                let mut t = self.engine.kv.begin();
+                t.set_isolation(self.default_isolation);
+                (Arc::new(RwLock::new(t)), true)
+            }
+        };
+        let snapshot = CatalogSnapshot::load(&*txn.read().await, &self.database).await?;
+        let (schema, name) = ddl::table_name(table_name, &self.database)?;
+        let desc = snapshot.table(&schema, &name).cloned().ok_or_else(|| {
+            SqlError::new(
+                code::UNDEFINED_TABLE,
+                format!("relation \"{table_name}\" does not exist"),
+            )
+        })?;
+        let targets = if columns.is_empty() {
+            desc.visible_columns(false)
+        } else {
+            columns
+                .iter()
+                .map(|c| {
+                    let n = ddl::ident(c);
+                    desc.columns
+                        .iter()
+                        .position(|x| x.name == n && !x.hidden)
+                        .ok_or_else(|| {
+                            SqlError::new(
+                                code::UNDEFINED_COLUMN,
+                                format!("column \"{n}\" of relation \"{name}\" does not exist"),
+                            )
+                        })
+                })
+                .collect::<SqlResult<Vec<_>>>()?
+        };
+        let kv = self.engine.kv.clone();
+        let copy = CopyIn::new(
+            desc,
+            targets,
+            opts,
+            txn,
+            autocommit,
+            Box::new(move || kv.unique_id()),
+        );
+        let columns = copy.columns();
+        self.copy_in = Some(copy);
+        self.copy_error = None;
+        Ok(ExecResult::CopyIn { columns })
+    }
+
+    async fn copy_to(
+        &mut self,
+        source: &ast::CopySource,
+        options: CopyOptions,
+    ) -> SqlResult<ExecResult> {
+        let sql = match source {
+            ast::CopySource::Query(q) => q.to_string(),
+            ast::CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                let cols = if columns.is_empty() {
+                    "*".to_string()
+                } else {
+                    columns
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!("SELECT {cols} FROM {table_name}")
+            }
+        };
+        let stmt = parse(&sql)?
+            .pop()
+            .ok_or_else(|| SqlError::internal("empty COPY query"))?;
+        let res = if self.block.is_some() {
+            self.execute_in_block(&stmt, &READ, None).await?
+        } else {
+            self.execute_autocommit(&stmt, &READ, None).await?
+        };
+        match res {
+            ExecResult::Rows { schema, batches } => Ok(ExecResult::CopyOut {
+                schema,
+                batches,
+                options,
+            }),
+            _ => Err(SqlError::internal("COPY query returned no rows")),
+        }
+    }
+
+    /// COPY FROM STDIN: one chunk of the client's data. Errors are kept and reported when the
+    /// client ends the copy (as PostgreSQL does, the rest of the data is then ignored).
+    pub async fn copy_data(&mut self, data: &[u8]) {
+        if self.copy_error.is_some() {
+            return;
+        }
+        let Some(copy) = self.copy_in.as_mut() else {
+            return;
+        };
+        if let Err(e) = copy.data(data).await {
+            self.copy_error = Some(e);
+        }
+    }
+
+    /// COPY FROM STDIN ended (CopyDone): buffers the rest, commits unless in a block, and
+    /// returns the number of rows copied.
+    pub async fn copy_done(&mut self) -> SqlResult<u64> {
+        let res = self.copy_finish().await;
+        if res.is_err() {
+            self.abort_statement();
+        }
+        res
+    }
+
+    async fn copy_finish(&mut self) -> SqlResult<u64> {
+        let Some(mut copy) = self.copy_in.take() else {
+            return Err(SqlError::new(
+                code::PROTOCOL_VIOLATION,
+                "no COPY in progress",
+            ));
+        };
+        if let Some(e) = self.copy_error.take() {
+            copy.txn.write().await.discard();
+            return Err(e);
+        }
+        let n = copy.finish().await?;
+        if copy.autocommit {
+            copy.txn.write().await.commit().await?;
+        } else if self.block.as_ref().is_some_and(|b| b.implicit) {
+            self.transaction(TxnOp::Commit).await?;
+        }
+        Ok(n)
+    }
+
+    /// The client aborted the COPY (CopyFail).
+    pub async fn copy_fail(&mut self) {
+        if let Some(copy) = self.copy_in.take() {
+            if copy.autocommit {
+                copy.txn.write().await.discard();
+            }
+        }
+        self.copy_error = None;
+        self.abort_statement();
+    }
+
+    /// After a failed statement: an implicit block is rolled back, an explicit one fails.
+    fn abort_statement(&mut self) {
+        if self.block.as_ref().is_some_and(|b| b.implicit) {
+            self.block = None;
+        } else {
+            self.fail_block();
+        }
+    }
+
+    async fn run_after(&self, after: Vec<AfterCommit>) {
+        for a in after {
+            match a {
+                AfterCommit::ClearSpan(s, e) => {
+                    if let Err(err) = self.engine.kv.clear_span(&s, &e).await {
+                        tracing::warn!("clearing a dropped table's data failed: {err}");
+                    }
+                }
+            }
+        }
     }
 
     async fn execute_autocommit(
@@ -309,15 +841,7 @@ impl Session {
                 }
                 Err(e) => return Err(e),
                 Ok(r) => {
-                    for a in after {
-                        match a {
-                            AfterCommit::ClearSpan(s, e) => {
-                                if let Err(err) = self.engine.kv.clear_span(&s, &e).await {
-                                    tracing::warn!("clearing a dropped table's data failed: {err}");
-                                }
-                            }
-                        }
-                    }
+                    self.run_after(after).await;
                     return Ok(r);
                 }
             }
@@ -331,45 +855,92 @@ impl Session {
         params: Option<Vec<ScalarValue>>,
         after: &mut Vec<AfterCommit>,
     ) -> SqlResult<ExecResult> {
-        let txn = self.engine.kv.begin();
-        let result = match kind {
-            Kind::DataFusion { expose_hidden } => {
-                let (state, ctx) = self.state_for(txn, *expose_hidden).await?;
-                let r = self.run_datafusion(&state, &ctx, stmt, params).await?;
-                drop(state);
-                commit_ctx(ctx).await?;
-                r
+        let mut txn = self.engine.kv.begin();
+        txn.set_isolation(self.default_isolation);
+        let txn = Arc::new(RwLock::new(txn));
+        let r = self
+            .run_statement(txn.clone(), stmt, kind, params, after)
+            .await?;
+        txn.write().await.commit().await?;
+        Ok(r)
+    }
+
+    /// Runs one statement in `txn` without committing. A statement that waited for another
+    /// transaction's row lock is re-run on a refreshed snapshot (if nothing read before it
+    /// changed), up to `statement_restarts_max` times.
+    async fn run_statement(
+        &self,
+        txn: Arc<RwLock<Txn>>,
+        stmt: &DFStatement,
+        kind: &Kind,
+        params: Option<Vec<ScalarValue>>,
+        after: &mut Vec<AfterCommit>,
+    ) -> SqlResult<ExecResult> {
+        let mut restarts = 0;
+        loop {
+            let mark = txn.read().await.statement_mark();
+            let res = self
+                .run_statement_once(txn.clone(), stmt, kind, params.clone(), after)
+                .await;
+            match res {
+                Err(e)
+                    if e.restart_statement
+                        && restarts < self.engine.limits.statement_restarts_max =>
+                {
+                    restarts += 1;
+                    txn.write().await.refresh(&mark).await?;
+                }
+                other => return other,
             }
-            Kind::CreateTable | Kind::DropTable => {
+        }
+    }
+
+    async fn run_statement_once(
+        &self,
+        txn: Arc<RwLock<Txn>>,
+        stmt: &DFStatement,
+        kind: &Kind,
+        params: Option<Vec<ScalarValue>>,
+        after: &mut Vec<AfterCommit>,
+    ) -> SqlResult<ExecResult> {
+        match kind {
+            Kind::DataFusion { expose_hidden, .. } => {
+                let (state, ctx) = self.state_for(txn, *expose_hidden).await?;
+                self.run_datafusion(&state, &ctx, stmt, params).await
+            }
+            Kind::Ddl => {
                 if params.as_ref().is_some_and(|p| !p.is_empty()) {
                     return Err(SqlError::syntax("DDL statements take no parameters"));
                 }
-                let mut txn = txn;
-                let tag = self.run_ddl(&mut txn, stmt, kind, after).await?;
-                txn.commit().await?;
-                ExecResult::Command(tag)
+                let mut txn = txn.write().await;
+                let tag = self.run_ddl(&mut txn, stmt, after).await?;
+                Ok(ExecResult::Command(tag))
             }
-            _ => return Err(SqlError::internal("statement kind has no autocommit path")),
-        };
-        Ok(result)
+            _ => Err(SqlError::internal("statement kind has no execution path")),
+        }
     }
 
     async fn state_for(
         &self,
-        txn: Txn,
+        txn: Arc<RwLock<Txn>>,
         expose_hidden: bool,
     ) -> SqlResult<(SessionState, Arc<StmtCtx>)> {
-        let snapshot = CatalogSnapshot::load(&txn, &self.database).await?;
+        let snapshot = CatalogSnapshot::load(&*txn.read().await, &self.database).await?;
         let ctx = Arc::new(StmtCtx {
             kv: self.engine.kv.clone(),
-            txn: tokio::sync::RwLock::new(txn),
+            txn,
             expose_hidden,
             limits: self.engine.limits.clone(),
         });
         let list = Arc::new(KCatalogList::new(&self.database, &snapshot, ctx.clone()));
-        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(list)
             .build();
+        // now() / CURRENT_TIMESTAMP: the start of the transaction, as in PostgreSQL.
+        state.mark_start_execution();
+        if let Some(b) = &self.block {
+            state.execution_props_mut().query_execution_start_time = Some(b.started_at);
+        }
         Ok((state, ctx))
     }
 
@@ -436,7 +1007,6 @@ impl Session {
         &self,
         txn: &mut Txn,
         stmt: &DFStatement,
-        kind: &Kind,
         after: &mut Vec<AfterCommit>,
     ) -> SqlResult<String> {
         let snapshot = CatalogSnapshot::load(txn, &self.database).await?;
@@ -450,16 +1020,13 @@ impl Session {
         let DFStatement::Statement(s) = stmt else {
             return Err(SqlError::internal("not a DDL statement"));
         };
-        match (kind, s.as_ref()) {
-            (Kind::CreateTable, SqlStatement::CreateTable(ct)) => {
-                ddl::create_table(&ddl, txn, ct).await
-            }
-            (
-                Kind::DropTable,
-                SqlStatement::Drop {
-                    names, if_exists, ..
-                },
-            ) => ddl::drop_table(&ddl, txn, names, *if_exists, after),
+        match s.as_ref() {
+            SqlStatement::CreateTable(ct) => ddl::create_table(&ddl, txn, ct).await,
+            SqlStatement::Drop {
+                names, if_exists, ..
+            } => ddl::drop_table(&ddl, txn, names, *if_exists, after),
+            SqlStatement::Truncate(t) => crate::alter::truncate(&ddl, txn, t, after).await,
+            SqlStatement::AlterTable(at) => crate::alter::alter_table(&ddl, txn, at, after).await,
             _ => Err(SqlError::internal("DDL statement mismatch")),
         }
     }
@@ -484,7 +1051,7 @@ impl Session {
         Ok(d.pop().unwrap_or(Datum::Null))
     }
 
-    fn set(&mut self, stmt: &DFStatement) -> SqlResult<ExecResult> {
+    async fn set(&mut self, stmt: &DFStatement) -> SqlResult<ExecResult> {
         let DFStatement::Statement(s) = stmt else {
             return Ok(ExecResult::Command("RESET".into()));
         };
@@ -504,7 +1071,7 @@ impl Session {
                     })
                     .collect::<Vec<_>>()
                     .join(", ");
-                self.vars.insert(name, value);
+                return self.set_var(name, value).await;
             }
             SqlStatement::Set(ast::Set::SetTimeZone { value, .. }) => {
                 self.vars.insert(
@@ -518,16 +1085,58 @@ impl Session {
         Ok(ExecResult::Command("SET".into()))
     }
 
-    fn show(&self, stmt: &DFStatement) -> SqlResult<ExecResult> {
+    async fn set_var(&mut self, name: String, value: String) -> SqlResult<ExecResult> {
+        match name.as_str() {
+            "default_transaction_isolation" => {
+                let iso = txn_block::parse_isolation(&value)?;
+                self.default_isolation = iso;
+                self.vars
+                    .insert(name, txn_block::isolation_name(iso).into());
+            }
+            "transaction_isolation" => {
+                let iso = txn_block::parse_isolation(&value)?;
+                let level = match iso {
+                    Isolation::Serializable => ast::TransactionIsolationLevel::Serializable,
+                    Isolation::Snapshot => ast::TransactionIsolationLevel::RepeatableRead,
+                };
+                let modes = [ast::TransactionMode::IsolationLevel(level)];
+                return self.set_transaction(&modes, false).await;
+            }
+            _ => {
+                self.vars.insert(name, value);
+            }
+        }
+        Ok(ExecResult::Command("SET".into()))
+    }
+
+    /// The value `SHOW name` reports.
+    async fn var_value(&self, name: &str) -> Option<String> {
+        match name {
+            "transaction_isolation" => {
+                let iso = match &self.block {
+                    Some(b) => b.txn.read().await.isolation(),
+                    None => self.default_isolation,
+                };
+                Some(txn_block::isolation_name(iso).into())
+            }
+            "transaction_read_only" => {
+                let ro = self.block.as_ref().is_some_and(|b| b.read_only);
+                Some(if ro { "on" } else { "off" }.into())
+            }
+            _ => self.vars.get(name).cloned(),
+        }
+    }
+
+    async fn show(&self, stmt: &DFStatement) -> SqlResult<ExecResult> {
         let name = show_name(stmt);
-        let Some(v) = self.vars.get(&name) else {
+        let Some(v) = self.var_value(&name).await else {
             return Err(SqlError::new(
                 code::UNDEFINED_OBJECT,
                 format!("unrecognized configuration parameter \"{name}\""),
             ));
         };
         let schema = show_schema(&name);
-        let arr = Arc::new(datafusion::arrow::array::StringArray::from(vec![v.clone()]));
+        let arr = Arc::new(datafusion::arrow::array::StringArray::from(vec![v]));
         let batch = RecordBatch::try_new(schema.clone(), vec![arr])
             .map_err(|e| SqlError::internal(e.to_string()))?;
         Ok(ExecResult::Rows {
@@ -542,6 +1151,14 @@ impl Session {
 }
 
 fn show_name(stmt: &DFStatement) -> String {
+    let name = show_words(stmt);
+    match name.as_str() {
+        "transaction isolation level" => "transaction_isolation".into(),
+        _ => name,
+    }
+}
+
+fn show_words(stmt: &DFStatement) -> String {
     match stmt {
         DFStatement::Statement(s) => match s.as_ref() {
             SqlStatement::ShowVariable { variable } => variable
@@ -565,9 +1182,43 @@ fn cast_name(ty: &SqlType) -> String {
     }
 }
 
-/// Commits the statement's transaction. Plan pieces aborted early (e.g. by a LIMIT) may still
-/// hold the context for a moment; they only read, and the commit empties the write buffer.
-async fn commit_ctx(ctx: Arc<StmtCtx>) -> SqlResult<()> {
-    ctx.txn.write().await.commit().await?;
-    Ok(())
+fn no_block(what: &str) -> SqlError {
+    SqlError::new(
+        code::NO_ACTIVE_SQL_TRANSACTION,
+        format!("{what} can only be used in transaction blocks"),
+    )
+}
+
+/// The verb PostgreSQL names in "cannot execute … in a read-only transaction".
+fn statement_verb(stmt: &DFStatement) -> String {
+    let text = stmt.to_string();
+    let mut words = text.split_whitespace();
+    match words.next().map(|w| w.to_uppercase()) {
+        Some(w) if w == "CREATE" || w == "DROP" => {
+            format!("{w} {}", words.next().unwrap_or("").to_uppercase())
+        }
+        Some(w) => w,
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn postgres_copy_and_vacuum_parse() {
+        for sql in [
+            "copy pgbench_accounts from stdin with (freeze on)",
+            "COPY t (a, b) FROM STDIN WITH (FORMAT csv, HEADER true)",
+            "COPY (SELECT 1) TO STDOUT",
+            "vacuum analyze pgbench_tellers",
+            "VACUUM",
+            "BEGIN; COPY t FROM STDIN",
+        ] {
+            let stmts = parse(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            assert!(!stmts.is_empty(), "{sql}");
+        }
+        assert!(parse("SELEC 1").is_err());
+    }
 }

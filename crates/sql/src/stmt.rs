@@ -25,6 +25,8 @@ pub struct Limits {
     pub result_bytes_max: usize,
     /// Times an autocommit statement is retried after a serialization conflict.
     pub autocommit_retries_max: usize,
+    /// Times a statement re-runs on a refreshed snapshot after waiting for a row lock.
+    pub statement_restarts_max: usize,
 }
 
 impl Default for Limits {
@@ -34,13 +36,15 @@ impl Default for Limits {
             scan_batch_rows_max: 8192,
             result_bytes_max: 512 << 20,
             autocommit_retries_max: 20,
+            statement_restarts_max: 100,
         }
     }
 }
 
 pub struct StmtCtx {
     pub kv: Arc<Kv>,
-    pub txn: tokio::sync::RwLock<Txn>,
+    /// Shared with the session while a transaction block is open.
+    pub txn: Arc<tokio::sync::RwLock<Txn>>,
     /// Expose the generated `rowid` of tables without a primary key (UPDATE/DELETE need it).
     pub expose_hidden: bool,
     pub limits: Limits,

@@ -1,0 +1,239 @@
+//! End-to-end COPY, TRUNCATE and ALTER TABLE through the real binary.
+
+mod common;
+
+use bytes::Bytes;
+use common::{sqlstate, TestNode};
+use futures::{SinkExt, StreamExt};
+use tokio_postgres::Client;
+
+async fn count(c: &Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn copy_in(c: &Client, sql: &str, data: &str) -> Result<u64, tokio_postgres::Error> {
+    let sink = c.copy_in(sql).await?;
+    futures::pin_mut!(sink);
+    // Split the data at awkward places to exercise lines spanning CopyData messages.
+    for chunk in data.as_bytes().chunks(7) {
+        sink.send(Bytes::copy_from_slice(chunk)).await?;
+    }
+    sink.finish().await
+}
+
+async fn copy_out(c: &Client, sql: &str) -> String {
+    let stream = c.copy_out(sql).await.unwrap();
+    futures::pin_mut!(stream);
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn copy_text_and_csv_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, name TEXT, amount NUMERIC(8,2), day DATE, raw BYTEA)",
+    )
+    .await
+    .unwrap();
+    let n = copy_in(
+        &c,
+        "COPY t FROM STDIN",
+        "1\tann\t1.50\t2024-01-02\t\\\\x0102\n2\t\\N\t\\N\t\\N\t\\N\n3\ttab\\there\t-3\t2000-02-29\t\\\\x\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 3);
+    let n = copy_in(
+        &c,
+        "COPY t (id, name) FROM STDIN WITH (FORMAT csv, HEADER true)",
+        "id,name\n4,\"quoted, \"\"comma\"\"\"\n5,\n6,\"\"\n7,\"multi\nline\"\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 4);
+    assert_eq!(count(&c, "SELECT count(*) FROM t").await, 7);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM t WHERE name IS NULL").await,
+        2
+    );
+    let name: String = c
+        .query_one("SELECT name FROM t WHERE id = 4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "quoted, \"comma\"");
+    let name: String = c
+        .query_one("SELECT name FROM t WHERE id = 7", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "multi\nline");
+
+    let text = copy_out(&c, "COPY t TO STDOUT").await;
+    let first: Vec<&str> = text.lines().take(3).collect();
+    assert_eq!(
+        first,
+        vec![
+            "1\tann\t1.50\t2024-01-02\t\\\\x0102",
+            "2\t\\N\t\\N\t\\N\t\\N",
+            "3\ttab\\there\t-3.00\t2000-02-29\t\\\\x"
+        ]
+    );
+    let csv = copy_out(
+        &c,
+        "COPY (SELECT id, name FROM t WHERE id >= 4 ORDER BY id) TO STDOUT WITH (FORMAT csv)",
+    )
+    .await;
+    assert_eq!(
+        csv,
+        "4,\"quoted, \"\"comma\"\"\"\n5,\n6,\"\"\n7,\"multi\nline\"\n"
+    );
+}
+
+#[tokio::test]
+async fn copy_errors_are_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO t VALUES (100, 1)")
+        .await
+        .unwrap();
+    let e = copy_in(&c, "COPY t FROM STDIN", "1\t1\n2\tnot-a-number\n")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22P02");
+    let e = copy_in(&c, "COPY t FROM STDIN", "1\t1\n2\n")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22P04");
+    let e = copy_in(&c, "COPY t FROM STDIN", "1\t1\n2\t\\N\n")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23502");
+    let e = copy_in(&c, "COPY t FROM STDIN", "1\t1\n1\t2\n")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23505");
+    let e = copy_in(&c, "COPY t FROM STDIN", "5\t1\n100\t2\n")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23505", "a committed row under the same key");
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM t").await,
+        1,
+        "nothing of a failed COPY stays"
+    );
+    let e = c
+        .batch_execute("COPY t FROM '/etc/passwd'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000");
+
+    // Inside a block, COPY is part of the transaction.
+    c.batch_execute("BEGIN").await.unwrap();
+    copy_in(&c, "COPY t FROM STDIN", "7\t7\n8\t8\n")
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM t").await, 3);
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM t").await, 1);
+}
+
+#[tokio::test]
+async fn truncate_and_alter_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE TABLE acc (aid INT NOT NULL, bid INT, bal INT, filler CHAR(20)) WITH (fillfactor=100);
+         INSERT INTO acc (aid, bid, bal) VALUES (3, 1, 30), (1, 1, 10), (2, 2, 20)",
+    )
+    .await
+    .unwrap();
+    // pgbench's step: a primary key on a table created without one, after loading it.
+    c.batch_execute("ALTER TABLE acc ADD PRIMARY KEY (aid)")
+        .await
+        .unwrap();
+    let rows = c
+        .query("SELECT aid, bal FROM acc WHERE aid >= 2 ORDER BY aid", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let e = c
+        .batch_execute("INSERT INTO acc (aid) VALUES (1)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23505");
+    let e = c
+        .batch_execute("ALTER TABLE acc ADD PRIMARY KEY (bid)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42P16");
+
+    c.batch_execute("CREATE TABLE dup (a INT, b INT); INSERT INTO dup VALUES (1, 1), (1, 2)")
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute("ALTER TABLE dup ADD PRIMARY KEY (a)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23505");
+    c.batch_execute("ALTER TABLE dup ADD PRIMARY KEY (a, b)")
+        .await
+        .unwrap();
+
+    // Columns: add (with a default filled into old rows), rename, drop; rename the table.
+    c.batch_execute("ALTER TABLE acc ADD COLUMN note TEXT DEFAULT 'n/a'")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM acc WHERE note = 'n/a'").await,
+        3
+    );
+    let e = c
+        .batch_execute("ALTER TABLE acc ADD COLUMN must INT NOT NULL")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23502");
+    c.batch_execute("ALTER TABLE acc RENAME COLUMN bal TO balance")
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "SELECT sum(balance)::BIGINT FROM acc").await, 60);
+    c.batch_execute("ALTER TABLE acc DROP COLUMN filler")
+        .await
+        .unwrap();
+    let e = c.batch_execute("SELECT filler FROM acc").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42703");
+    c.batch_execute("ALTER TABLE acc RENAME TO accounts")
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM accounts").await, 3);
+    let e = c.batch_execute("SELECT * FROM acc").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01");
+
+    // TRUNCATE empties several tables at once, atomically, and rolls back cleanly.
+    c.batch_execute("BEGIN; TRUNCATE accounts, dup; ROLLBACK")
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM accounts").await, 3);
+    c.batch_execute("TRUNCATE TABLE accounts, dup")
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM accounts").await, 0);
+    assert_eq!(count(&c, "SELECT count(*) FROM dup").await, 0);
+    c.batch_execute("INSERT INTO accounts (aid) VALUES (1)")
+        .await
+        .unwrap();
+    for s in ["VACUUM ANALYZE accounts", "VACUUM", "ANALYZE accounts"] {
+        c.batch_execute(s).await.unwrap();
+    }
+}

@@ -1,0 +1,395 @@
+//! ALTER TABLE and TRUNCATE: catalog changes (and, where the key changes, row rewrites) inside
+//! the statement's transaction.
+//!
+//! A table's rows live under its id. Operations that change the key of every row (`TRUNCATE`,
+//! `ADD PRIMARY KEY`) give the table a fresh id and span: TRUNCATE leaves the new span empty,
+//! ADD PRIMARY KEY copies every row under its new key. Either way the old span is cleared only
+//! after the transaction commits, so a rollback loses nothing. Column changes need no rewrite
+//! (rows are tagged by column id), except ADD COLUMN with a non-NULL default, which writes the
+//! default into every existing row as PostgreSQL does.
+
+use std::collections::HashSet;
+
+use datafusion::sql::sqlparser::ast::{
+    self, AlterTableOperation, ObjectName, RenameTableNameKind, TableConstraint,
+};
+use kestrel_kv::keys::table_span;
+use kestrel_kv::Txn;
+use kestrel_storage::keycode;
+
+use crate::catalog::{self, TableDesc};
+use crate::datum::Datum;
+use crate::ddl::{column_desc, ident, pk_indexes, table_name, AfterCommit, DdlCtx};
+use crate::error::{code, SqlError, SqlResult};
+use crate::rowcodec;
+
+/// Rows read per scan batch while rewriting a table.
+const REWRITE_BATCH_ROWS: usize = 4096;
+
+fn lookup<'a>(ddl: &'a DdlCtx<'_>, name: &ObjectName) -> SqlResult<Option<&'a TableDesc>> {
+    let (schema, table) = table_name(name, ddl.db)?;
+    Ok(ddl.snapshot.table(&schema, &table).map(|t| t.as_ref()))
+}
+
+fn undefined_table(name: &ObjectName) -> SqlError {
+    SqlError::new(
+        code::UNDEFINED_TABLE,
+        format!("relation \"{name}\" does not exist"),
+    )
+}
+
+/// Gives `desc` a fresh, empty span; the old one is cleared after commit.
+async fn renumber(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    desc: &mut TableDesc,
+    after: &mut Vec<AfterCommit>,
+) -> SqlResult<u32> {
+    let old = desc.id;
+    let id = catalog::allocate_id(txn).await?;
+    let (start, end) = table_span(id);
+    ddl.kv.split_out(&start, &end).await?;
+    desc.id = id;
+    let (s, e) = table_span(old);
+    after.push(AfterCommit::ClearSpan(s, e));
+    Ok(old)
+}
+
+pub async fn truncate(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    t: &ast::Truncate,
+    after: &mut Vec<AfterCommit>,
+) -> SqlResult<String> {
+    for target in &t.table_names {
+        let Some(desc) = lookup(ddl, &target.name)? else {
+            if t.if_exists {
+                continue;
+            }
+            return Err(undefined_table(&target.name));
+        };
+        let mut desc = desc.clone();
+        renumber(ddl, txn, &mut desc, after).await?;
+        catalog::put_table(txn, &desc)?;
+    }
+    Ok("TRUNCATE TABLE".into())
+}
+
+/// A cursor over every row of a table as of a transaction (own writes included), read in
+/// batches so a rewrite can write between reads.
+struct RowCursor {
+    start: Option<Vec<u8>>,
+    end: Option<Vec<u8>>,
+}
+
+impl RowCursor {
+    fn new(desc: &TableDesc) -> Self {
+        let prefix = rowcodec::primary_prefix(desc.id);
+        let end = keycode::prefix_end(&prefix);
+        Self {
+            start: Some(prefix),
+            end,
+        }
+    }
+
+    /// The next batch of decoded rows; `None` when the table is exhausted.
+    async fn next(&mut self, txn: &Txn, desc: &TableDesc) -> SqlResult<Option<Vec<Vec<Datum>>>> {
+        let Some(start) = self.start.take() else {
+            return Ok(None);
+        };
+        let (rows, resume) = txn
+            .scan(&start, self.end.as_deref(), REWRITE_BATCH_ROWS)
+            .await?;
+        self.start = resume;
+        rows.iter()
+            .map(|(k, v)| rowcodec::decode_row(desc, k, v))
+            .collect::<SqlResult<Vec<_>>>()
+            .map(Some)
+    }
+}
+
+/// Writes every row of `old` under `new` (new id and key), mapping each row with `map`.
+/// Fails with 23505 on a duplicate new key and 23502 on a NULL key column.
+async fn rewrite(
+    txn: &mut Txn,
+    old: &TableDesc,
+    new: &TableDesc,
+    map: &(dyn Fn(Vec<Datum>) -> Vec<Datum> + Sync),
+) -> SqlResult<()> {
+    let mut seen = HashSet::new();
+    let mut cursor = RowCursor::new(old);
+    while let Some(batch) = cursor.next(txn, old).await? {
+        for row in batch.into_iter().map(map) {
+            for &i in &new.primary_key {
+                if row[i].is_null() {
+                    return Err(SqlError::new(
+                        code::NOT_NULL_VIOLATION,
+                        format!(
+                            "column \"{}\" of relation \"{}\" contains null values",
+                            new.columns[i].name, new.name
+                        ),
+                    ));
+                }
+            }
+            let key = rowcodec::encode_key(new, &row)?;
+            if !seen.insert(key.clone()) {
+                return Err(SqlError::new(
+                    code::UNIQUE_VIOLATION,
+                    format!("could not create unique index \"{}\"", new.pkey_name()),
+                ));
+            }
+            txn.put(key, rowcodec::encode_value(new, &row))?;
+        }
+    }
+    Ok(())
+}
+
+async fn has_rows(txn: &Txn, desc: &TableDesc) -> SqlResult<bool> {
+    let prefix = rowcodec::primary_prefix(desc.id);
+    let end = keycode::prefix_end(&prefix);
+    let (rows, _) = txn.scan(&prefix, end.as_deref(), 1).await?;
+    Ok(!rows.is_empty())
+}
+
+pub async fn alter_table(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    at: &ast::AlterTable,
+    after: &mut Vec<AfterCommit>,
+) -> SqlResult<String> {
+    let Some(desc) = lookup(ddl, &at.name)? else {
+        if at.if_exists {
+            return Ok("ALTER TABLE".into());
+        }
+        return Err(undefined_table(&at.name));
+    };
+    let mut desc = desc.clone();
+    for op in &at.operations {
+        alter_one(ddl, txn, &mut desc, op, after).await?;
+    }
+    Ok("ALTER TABLE".into())
+}
+
+async fn alter_one(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    desc: &mut TableDesc,
+    op: &AlterTableOperation,
+    after: &mut Vec<AfterCommit>,
+) -> SqlResult<()> {
+    match op {
+        AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::PrimaryKey(p),
+            ..
+        } => add_primary_key(ddl, txn, desc, p, after).await,
+        AlterTableOperation::AddColumn {
+            if_not_exists,
+            column_def,
+            ..
+        } => add_column(ddl, txn, desc, column_def, *if_not_exists).await,
+        AlterTableOperation::DropColumn {
+            column_names,
+            if_exists,
+            ..
+        } => {
+            for n in column_names {
+                drop_column(desc, &ident(n), *if_exists)?;
+            }
+            catalog::put_table(txn, desc)
+        }
+        AlterTableOperation::RenameColumn {
+            old_column_name,
+            new_column_name,
+        } => {
+            let (old, new) = (ident(old_column_name), ident(new_column_name));
+            if visible_column(desc, &new).is_some() {
+                return Err(SqlError::new(
+                    code::DUPLICATE_COLUMN,
+                    format!(
+                        "column \"{new}\" of relation \"{}\" already exists",
+                        desc.name
+                    ),
+                ));
+            }
+            let i = visible_column(desc, &old).ok_or_else(|| no_column(desc, &old))?;
+            desc.columns[i].name = new;
+            catalog::put_table(txn, desc)
+        }
+        AlterTableOperation::RenameTable { table_name } => {
+            let (RenameTableNameKind::To(n) | RenameTableNameKind::As(n)) = table_name;
+            let (schema, name) = table_name_in(ddl, n)?;
+            if schema != desc.schema {
+                return Err(SqlError::unsupported("moving a table to another schema"));
+            }
+            if ddl.snapshot.table(&schema, &name).is_some() {
+                return Err(SqlError::new(
+                    code::DUPLICATE_TABLE,
+                    format!("relation \"{name}\" already exists"),
+                ));
+            }
+            catalog::delete_table(txn, desc)?;
+            desc.name = name;
+            catalog::put_table(txn, desc)
+        }
+        other => Err(SqlError::unsupported(format!("ALTER TABLE … {other}"))),
+    }
+}
+
+fn table_name_in(ddl: &DdlCtx<'_>, n: &ObjectName) -> SqlResult<(String, String)> {
+    table_name(n, ddl.db)
+}
+
+fn visible_column(desc: &TableDesc, name: &str) -> Option<usize> {
+    desc.columns
+        .iter()
+        .position(|c| c.name == name && !c.hidden)
+}
+
+fn no_column(desc: &TableDesc, name: &str) -> SqlError {
+    SqlError::new(
+        code::UNDEFINED_COLUMN,
+        format!(
+            "column \"{name}\" of relation \"{}\" does not exist",
+            desc.name
+        ),
+    )
+}
+
+async fn add_primary_key(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    desc: &mut TableDesc,
+    p: &ast::PrimaryKeyConstraint,
+    after: &mut Vec<AfterCommit>,
+) -> SqlResult<()> {
+    if !desc.has_hidden_key() {
+        return Err(SqlError::new(
+            code::INVALID_TABLE_DEFINITION,
+            format!(
+                "multiple primary keys for table \"{}\" are not allowed",
+                desc.name
+            ),
+        ));
+    }
+    let old = desc.clone();
+    let hidden = old.primary_key[0];
+    let mut new = old.clone();
+    new.columns.remove(hidden);
+    new.primary_key = pk_indexes(p, &new.columns)?;
+    for &i in &new.primary_key.clone() {
+        new.columns[i].nullable = false;
+    }
+    renumber(ddl, txn, &mut new, after).await?;
+    let drop_hidden = move |mut row: Vec<Datum>| {
+        row.remove(hidden);
+        row
+    };
+    rewrite(txn, &old, &new, &drop_hidden).await?;
+    catalog::put_table(txn, &new)?;
+    *desc = new;
+    Ok(())
+}
+
+async fn add_column(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    desc: &mut TableDesc,
+    def: &ast::ColumnDef,
+    if_not_exists: bool,
+) -> SqlResult<()> {
+    let (col, is_pk) = column_desc(ddl, def, desc.next_column_id).await?;
+    if visible_column(desc, &col.name).is_some() {
+        if if_not_exists {
+            return Ok(());
+        }
+        return Err(SqlError::new(
+            code::DUPLICATE_COLUMN,
+            format!(
+                "column \"{}\" of relation \"{}\" already exists",
+                col.name, desc.name
+            ),
+        ));
+    }
+    if is_pk {
+        return Err(SqlError::unsupported(
+            "ADD COLUMN … PRIMARY KEY (add the column, then ADD PRIMARY KEY)",
+        ));
+    }
+    if desc.columns.len() >= crate::ddl::COLUMNS_MAX {
+        return Err(SqlError::new(
+            code::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "tables can have at most {} columns",
+                crate::ddl::COLUMNS_MAX
+            ),
+        ));
+    }
+    let fill = col
+        .default
+        .as_ref()
+        .map(|(_, d)| d.clone())
+        .unwrap_or(Datum::Null);
+    if has_rows(txn, desc).await? {
+        if fill.is_null() && !col.nullable {
+            return Err(SqlError::new(
+                code::NOT_NULL_VIOLATION,
+                format!(
+                    "column \"{}\" of relation \"{}\" contains null values",
+                    col.name, desc.name
+                ),
+            ));
+        }
+    }
+    let old = desc.clone();
+    desc.columns.push(col);
+    desc.next_column_id += 1;
+    if !fill.is_null() {
+        let add = move |mut row: Vec<Datum>| {
+            row.push(fill.clone());
+            row
+        };
+        rewrite_in_place(txn, &old, desc, &add).await?;
+    }
+    catalog::put_table(txn, desc)
+}
+
+/// Rewrites every row of a table under the same keys (new column values only).
+async fn rewrite_in_place(
+    txn: &mut Txn,
+    old: &TableDesc,
+    new: &TableDesc,
+    map: &(dyn Fn(Vec<Datum>) -> Vec<Datum> + Sync),
+) -> SqlResult<()> {
+    let mut cursor = RowCursor::new(old);
+    while let Some(batch) = cursor.next(txn, old).await? {
+        for row in batch.into_iter().map(map) {
+            txn.put(
+                rowcodec::encode_key(new, &row)?,
+                rowcodec::encode_value(new, &row),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn drop_column(desc: &mut TableDesc, name: &str, if_exists: bool) -> SqlResult<()> {
+    let Some(i) = visible_column(desc, name) else {
+        if if_exists {
+            return Ok(());
+        }
+        return Err(no_column(desc, name));
+    };
+    if desc.primary_key.contains(&i) {
+        return Err(SqlError::unsupported("dropping a primary key column"));
+    }
+    if desc.columns.iter().filter(|c| !c.hidden).count() == 1 {
+        return Err(SqlError::unsupported("tables without columns"));
+    }
+    desc.columns.remove(i);
+    for k in desc.primary_key.iter_mut() {
+        if *k > i {
+            *k -= 1;
+        }
+    }
+    Ok(())
+}
