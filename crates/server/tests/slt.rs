@@ -38,6 +38,11 @@ impl Pg {
         tokio::spawn(async move {
             let _ = connection.await;
         });
+        // A record that runs away must not stall the rest of the corpus.
+        client
+            .batch_execute("SET statement_timeout = 10000")
+            .await
+            .map_err(|e| SltError(e.to_string()))?;
         Ok(Pg { client })
     }
 }
@@ -209,7 +214,14 @@ async fn run_file_records(file: &Path) -> (usize, Vec<(String, String)>) {
             _ => None,
         };
         let limit = std::time::Duration::from_secs(RECORD_TIMEOUT_SECS);
+        let started = std::time::Instant::now();
         let res = tokio::time::timeout(limit, r.run_async(rec)).await;
+        if started.elapsed().as_secs() >= 2 {
+            eprintln!(
+                "slow record {name}:{line:?}: {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         let Some(line) = line else { continue };
         total += 1;
         let reason = match res {
@@ -241,7 +253,14 @@ async fn sqllogictest_files_match_postgres_results() {
     let known = read_known();
     let (mut total, mut failures) = (0usize, Vec::new());
     for f in &files {
+        let started = std::time::Instant::now();
         let (n, failed) = run_file_records(f).await;
+        eprintln!(
+            "{}: {n} records, {} failing, {:.1} s",
+            f.display(),
+            failed.len(),
+            started.elapsed().as_secs_f64()
+        );
         total += n;
         failures.extend(failed);
     }

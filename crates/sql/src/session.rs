@@ -877,11 +877,21 @@ impl Session {
         after: &mut Vec<AfterCommit>,
     ) -> SqlResult<ExecResult> {
         let mut restarts = 0;
+        let timeout_ms = self.statement_timeout_ms();
         loop {
             let mark = txn.read().await.statement_mark();
-            let res = self
-                .run_statement_once(txn.clone(), stmt, kind, params.clone(), after)
-                .await;
+            let run = self.run_statement_once(txn.clone(), stmt, kind, params.clone(), after);
+            let res = match timeout_ms {
+                0 => run.await,
+                ms => tokio::time::timeout(std::time::Duration::from_millis(ms), run)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(SqlError::new(
+                            code::QUERY_CANCELED,
+                            "canceling statement due to statement timeout",
+                        ))
+                    }),
+            };
             match res {
                 Err(e)
                     if e.restart_statement
@@ -1145,6 +1155,14 @@ impl Session {
         })
     }
 
+    /// `statement_timeout` in milliseconds (0 = none); PostgreSQL's units are accepted.
+    fn statement_timeout_ms(&self) -> u64 {
+        self.vars
+            .get("statement_timeout")
+            .and_then(|v| parse_duration_ms(v))
+            .unwrap_or(0)
+    }
+
     pub fn var(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(|s| s.as_str())
     }
@@ -1180,6 +1198,23 @@ fn cast_name(ty: &SqlType) -> String {
         SqlType::TimestampTz => "TIMESTAMPTZ".into(),
         other => other.pg_name(),
     }
+}
+
+/// Parses a PostgreSQL duration setting (`500`, `'10s'`, `'2min'`, `'1h'`) into milliseconds.
+fn parse_duration_ms(v: &str) -> Option<u64> {
+    let v = v.trim().trim_matches('\'').trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }
 
 fn no_block(what: &str) -> SqlError {
@@ -1220,5 +1255,14 @@ mod parse_tests {
             assert!(!stmts.is_empty(), "{sql}");
         }
         assert!(parse("SELEC 1").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("0"), Some(0));
+        assert_eq!(parse_duration_ms("250"), Some(250));
+        assert_eq!(parse_duration_ms("'10s'"), Some(10_000));
+        assert_eq!(parse_duration_ms("2min"), Some(120_000));
+        assert_eq!(parse_duration_ms("soon"), None);
     }
 }
