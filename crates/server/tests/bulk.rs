@@ -237,3 +237,53 @@ async fn truncate_and_alter_table() {
         c.batch_execute(s).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn check_constraints_guard_every_write_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE TABLE acct (id INT PRIMARY KEY, bal INT CHECK (bal >= 0), lim INT,
+                            CONSTRAINT within CHECK (bal <= lim))",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("INSERT INTO acct VALUES (1, 5, 10), (2, NULL, 1)")
+        .await
+        .unwrap();
+    for (sql, state) in [
+        ("INSERT INTO acct VALUES (3, -1, 10)", "23514"),
+        ("INSERT INTO acct VALUES (3, 11, 10)", "23514"),
+        ("UPDATE acct SET bal = bal - 6 WHERE id = 1", "23514"),
+        ("CREATE TABLE bad (a INT CHECK (nope > 0))", "42703"),
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), state, "{sql}");
+    }
+    let e = copy_in(&c, "COPY acct FROM STDIN", "4\t1\t2\n5\t3\t2\n")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23514");
+    c.batch_execute("UPDATE acct SET bal = bal - 5 WHERE id = 1")
+        .await
+        .unwrap();
+    // Added to existing rows: checked against them; renames follow the column.
+    let e = c
+        .batch_execute("ALTER TABLE acct ADD CONSTRAINT pos CHECK (lim > 5)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23514");
+    c.batch_execute("ALTER TABLE acct ADD CHECK (lim > 0)")
+        .await
+        .unwrap();
+    c.batch_execute("ALTER TABLE acct RENAME COLUMN lim TO credit")
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute("INSERT INTO acct VALUES (6, 1, 0)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23514");
+    assert_eq!(count(&c, "SELECT count(*) FROM acct").await, 2);
+}

@@ -374,7 +374,8 @@ async fn concurrent_bank_transfers_keep_the_total() {
                     .await;
                     match res {
                         Ok(()) => break,
-                        Err(e) if sqlstate(&e) == "40001" => continue,
+                        // Serialization failures and deadlocks are both retried, as pgbench does.
+                        Err(e) if ["40001", "40P01"].contains(&sqlstate(&e).as_str()) => continue,
                         Err(e) => panic!("transfer failed: {e:?}"),
                     }
                 }

@@ -182,6 +182,33 @@ async fn alter_one(
             constraint: TableConstraint::PrimaryKey(p),
             ..
         } => add_primary_key(ddl, txn, desc, p, after).await,
+        AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::Check(ck),
+            ..
+        } => add_check(ddl, txn, desc, ck).await,
+        AlterTableOperation::DropConstraint {
+            if_exists, name, ..
+        } => {
+            let n = ident(name);
+            let before = desc.checks.len();
+            desc.checks.retain(|c| c.name != n);
+            if desc.checks.len() == before {
+                if n == desc.pkey_name() {
+                    return Err(SqlError::unsupported("dropping a primary key"));
+                }
+                if *if_exists {
+                    return Ok(());
+                }
+                return Err(SqlError::new(
+                    code::UNDEFINED_OBJECT,
+                    format!(
+                        "constraint \"{n}\" of relation \"{}\" does not exist",
+                        desc.name
+                    ),
+                ));
+            }
+            catalog::put_table(txn, desc)
+        }
         AlterTableOperation::AddColumn {
             if_not_exists,
             column_def,
@@ -195,6 +222,7 @@ async fn alter_one(
             for n in column_names {
                 drop_column(desc, &ident(n), *if_exists)?;
             }
+            prune_checks(ddl, desc);
             catalog::put_table(txn, desc)
         }
         AlterTableOperation::RenameColumn {
@@ -212,7 +240,10 @@ async fn alter_one(
                 ));
             }
             let i = visible_column(desc, &old).ok_or_else(|| no_column(desc, &old))?;
-            desc.columns[i].name = new;
+            desc.columns[i].name = new.clone();
+            for c in desc.checks.iter_mut() {
+                c.expr = rename_in_expr(&c.expr, &old, &new)?;
+            }
             catalog::put_table(txn, desc)
         }
         AlterTableOperation::RenameTable { table_name } => {
@@ -233,6 +264,25 @@ async fn alter_one(
         }
         other => Err(SqlError::unsupported(format!("ALTER TABLE … {other}"))),
     }
+}
+
+/// `expr` (SQL text) with column `old` renamed to `new`.
+fn rename_in_expr(expr: &str, old: &str, new: &str) -> SqlResult<String> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let mut e = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(expr)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| SqlError::internal(format!("stored check expression: {e}")))?;
+    let _ = ast::visit_expressions_mut(&mut e, |x| {
+        if let ast::Expr::Identifier(i) = x {
+            if ident(i) == old {
+                *i = ast::Ident::with_quote('"', new);
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    Ok(e.to_string())
 }
 
 fn table_name_in(ddl: &DdlCtx<'_>, n: &ObjectName) -> SqlResult<(String, String)> {
@@ -297,7 +347,8 @@ async fn add_column(
     def: &ast::ColumnDef,
     if_not_exists: bool,
 ) -> SqlResult<()> {
-    let (col, is_pk) = column_desc(ddl, def, desc.next_column_id).await?;
+    let mut checks = desc.checks.clone();
+    let (col, is_pk) = column_desc(ddl, &desc.name, def, desc.next_column_id, &mut checks).await?;
     if visible_column(desc, &col.name).is_some() {
         if if_not_exists {
             return Ok(());
@@ -343,12 +394,16 @@ async fn add_column(
     let old = desc.clone();
     desc.columns.push(col);
     desc.next_column_id += 1;
+    desc.checks = checks;
+    let added_checks = crate::check::Checks::compile(ddl.state, desc)?;
     if !fill.is_null() {
         let add = move |mut row: Vec<Datum>| {
             row.push(fill.clone());
             row
         };
-        rewrite_in_place(txn, &old, desc, &add).await?;
+        rewrite_in_place(txn, &old, desc, &add, &added_checks).await?;
+    } else if !added_checks.is_empty() {
+        verify_all(txn, desc, &added_checks).await?;
     }
     catalog::put_table(txn, desc)
 }
@@ -359,10 +414,13 @@ async fn rewrite_in_place(
     old: &TableDesc,
     new: &TableDesc,
     map: &(dyn Fn(Vec<Datum>) -> Vec<Datum> + Sync),
+    checks: &crate::check::Checks,
 ) -> SqlResult<()> {
     let mut cursor = RowCursor::new(old);
     while let Some(batch) = cursor.next(txn, old).await? {
-        for row in batch.into_iter().map(map) {
+        let batch: Vec<Vec<Datum>> = batch.into_iter().map(map).collect();
+        checks.verify(new, &batch)?;
+        for row in batch {
             txn.put(
                 rowcodec::encode_key(new, &row)?,
                 rowcodec::encode_value(new, &row),
@@ -370,6 +428,58 @@ async fn rewrite_in_place(
         }
     }
     Ok(())
+}
+
+/// Checks every row of the table against `checks` (a constraint added to existing rows).
+async fn verify_all(txn: &Txn, desc: &TableDesc, checks: &crate::check::Checks) -> SqlResult<()> {
+    let mut cursor = RowCursor::new(desc);
+    while let Some(batch) = cursor.next(txn, desc).await? {
+        checks.verify(desc, &batch).map_err(|mut e| {
+            if e.code == code::CHECK_VIOLATION {
+                e.message = format!(
+                    "check constraint of relation \"{}\" is violated by some row",
+                    desc.name
+                );
+            }
+            e
+        })?;
+    }
+    Ok(())
+}
+
+async fn add_check(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    desc: &mut TableDesc,
+    ck: &ast::CheckConstraint,
+) -> SqlResult<()> {
+    let name = match &ck.name {
+        Some(n) => ident(n),
+        None => crate::ddl::unique_check_name(&desc.checks, &format!("{}_check", desc.name)),
+    };
+    let mut only = desc.clone();
+    only.checks = vec![crate::catalog::CheckDesc {
+        name,
+        expr: ck.expr.to_string(),
+    }];
+    let checks = crate::check::Checks::compile(ddl.state, &only)?;
+    verify_all(txn, desc, &checks).await?;
+    desc.checks.extend(only.checks);
+    catalog::put_table(txn, desc)
+}
+
+/// Drops the checks that no longer compile once a column is gone (PostgreSQL drops the
+/// constraints that depend on a dropped column).
+fn prune_checks(ddl: &DdlCtx<'_>, desc: &mut TableDesc) {
+    let mut keep = Vec::new();
+    for c in std::mem::take(&mut desc.checks) {
+        let mut one = desc.clone();
+        one.checks = vec![c.clone()];
+        if crate::check::Checks::compile(ddl.state, &one).is_ok() {
+            keep.push(c);
+        }
+    }
+    desc.checks = keep;
 }
 
 fn drop_column(desc: &mut TableDesc, name: &str, if_exists: bool) -> SqlResult<()> {

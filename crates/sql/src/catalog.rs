@@ -53,6 +53,15 @@ pub struct TableDesc {
     /// Indexes into `columns`, in key order.
     pub primary_key: Vec<usize>,
     pub next_column_id: u16,
+    /// CHECK constraints, evaluated on every row written ([`crate::check`]).
+    pub checks: Vec<CheckDesc>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CheckDesc {
+    pub name: String,
+    /// The boolean expression, as SQL over the table's column names.
+    pub expr: String,
 }
 
 impl TableDesc {

@@ -323,6 +323,7 @@ fn convert_column(ty: &SqlType, values: Vec<Option<String>>) -> SqlResult<Vec<Da
 /// An in-progress COPY FROM STDIN.
 pub struct CopyIn {
     desc: Arc<TableDesc>,
+    checks: crate::check::Checks,
     /// The table column each input field fills, in input order.
     targets: Vec<usize>,
     opts: CopyOptions,
@@ -346,6 +347,7 @@ pub struct CopyIn {
 impl CopyIn {
     pub fn new(
         desc: Arc<TableDesc>,
+        checks: crate::check::Checks,
         targets: Vec<usize>,
         opts: CopyOptions,
         txn: Arc<RwLock<Txn>>,
@@ -355,6 +357,7 @@ impl CopyIn {
         let header_pending = opts.header;
         Self {
             desc,
+            checks,
             targets,
             opts,
             txn,
@@ -462,7 +465,7 @@ impl CopyIn {
                 row[col] = d;
             }
         }
-        let mut txn = self.txn.write().await;
+        let mut full = Vec::with_capacity(rows.len());
         for mut row in rows {
             for (i, c) in self.desc.columns.iter().enumerate() {
                 if self.targets.contains(&i) {
@@ -475,6 +478,11 @@ impl CopyIn {
                 }
             }
             validate_row(&self.desc, &mut row)?;
+            full.push(row);
+        }
+        self.checks.verify(&self.desc, &full)?;
+        let mut txn = self.txn.write().await;
+        for row in full {
             let key = encode_key(&self.desc, &row)?;
             txn.insert(key, encode_value(&self.desc, &row))
                 .map_err(|e| match e {

@@ -8,7 +8,7 @@ use datafusion::sql::sqlparser::ast::{
 use kestrel_kv::keys::table_span;
 use kestrel_kv::{Kv, Txn};
 
-use crate::catalog::{self, CatalogSnapshot, ColumnDesc, TableDesc, DEFAULT_SCHEMA};
+use crate::catalog::{self, CatalogSnapshot, CheckDesc, ColumnDesc, TableDesc, DEFAULT_SCHEMA};
 use crate::datum::Datum;
 use crate::error::{code, SqlError, SqlResult};
 use crate::types::SqlType;
@@ -61,6 +61,8 @@ pub type ConstEval<'a> =
 
 pub struct DdlCtx<'a> {
     pub kv: &'a Arc<Kv>,
+    /// For compiling expressions (CHECK constraints) against a table.
+    pub state: &'a datafusion::execution::SessionState,
     pub db: &'a str,
     pub snapshot: &'a CatalogSnapshot,
     pub eval: ConstEval<'a>,
@@ -90,10 +92,13 @@ fn reject_volatile(e: &ast::Expr) -> SqlResult<()> {
 }
 
 /// The descriptor of a column definition, and whether it declares itself the primary key.
+/// Column CHECK constraints are appended to `checks` (named `{table}_{column}_check`).
 pub async fn column_desc(
     ddl: &DdlCtx<'_>,
+    table: &str,
     c: &ast::ColumnDef,
     id: u16,
+    checks: &mut Vec<CheckDesc>,
 ) -> SqlResult<(ColumnDesc, bool)> {
     let ty = SqlType::from_ast(&c.data_type)?;
     let mut col = ColumnDesc {
@@ -115,6 +120,16 @@ pub async fn column_desc(
                 col.default = Some((e.to_string(), v));
             }
             ColumnOption::PrimaryKey(_) => is_pk = true,
+            ColumnOption::Check(ck) => {
+                let name = match opt.name.as_ref().or(ck.name.as_ref()) {
+                    Some(n) => ident(n),
+                    None => unique_check_name(checks, &format!("{table}_{}_check", col.name)),
+                };
+                checks.push(CheckDesc {
+                    name,
+                    expr: ck.expr.to_string(),
+                });
+            }
             other => return Err(SqlError::unsupported(format!("column constraint {other}"))),
         }
     }
@@ -150,6 +165,17 @@ pub fn pk_indexes(p: &ast::PrimaryKeyConstraint, columns: &[ColumnDesc]) -> SqlR
         idx.push(pos);
     }
     Ok(idx)
+}
+
+/// `base`, or `base1`, `base2` … if taken (PostgreSQL's naming of constraints).
+pub fn unique_check_name(checks: &[CheckDesc], base: &str) -> String {
+    let mut name = base.to_string();
+    let mut n = 0;
+    while checks.iter().any(|c| c.name == name) {
+        n += 1;
+        name = format!("{base}{n}");
+    }
+    name
 }
 
 pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> SqlResult<String> {
@@ -193,8 +219,9 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
         pk = Some(cols);
         Ok(())
     };
+    let mut checks = Vec::new();
     for (i, c) in ct.columns.iter().enumerate() {
-        let (col, is_pk) = column_desc(ddl, c, i as u16 + 1).await?;
+        let (col, is_pk) = column_desc(ddl, &name, c, i as u16 + 1, &mut checks).await?;
         if columns.iter().any(|x| x.name == col.name) {
             return Err(SqlError::new(
                 code::DUPLICATE_COLUMN,
@@ -209,6 +236,16 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
     for tc in &ct.constraints {
         match tc {
             TableConstraint::PrimaryKey(p) => set_pk(pk_indexes(p, &columns)?)?,
+            TableConstraint::Check(ck) => {
+                let cname = match &ck.name {
+                    Some(n) => ident(n),
+                    None => unique_check_name(&checks, &format!("{name}_check")),
+                };
+                checks.push(CheckDesc {
+                    name: cname,
+                    expr: ck.expr.to_string(),
+                });
+            }
             other => return Err(SqlError::unsupported(format!("table constraint {other}"))),
         }
     }
@@ -246,7 +283,10 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
         columns,
         primary_key,
         next_column_id,
+        checks,
     };
+    // Compiling the checks now reports unknown columns or non-boolean expressions at once.
+    crate::check::Checks::compile(ddl.state, &desc)?;
     // The table's own range exists before the catalog names it; if this transaction aborts the
     // empty range stays behind unused (table ids are never reused).
     let (start, end) = table_span(id);

@@ -150,6 +150,8 @@ async fn update(
         Some((ctx.limits.statement_rows_max, "statement_rows_max")),
     )
     .await?;
+    let checks = crate::check::Checks::compile(state, desc)?;
+    let mut checked: Vec<Vec<Datum>> = Vec::new();
     let mut writes: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut new_keys = HashSet::new();
     let mut old_keys = HashSet::new();
@@ -177,6 +179,9 @@ async fn update(
             }
             let mut row: Vec<Datum> = new.iter().map(|col| col[r].clone()).collect();
             validate_row(desc, &mut row)?;
+            if !checks.is_empty() {
+                checked.push(row.clone());
+            }
             let new_key = encode_key(desc, &row)?;
             if !new_keys.insert(new_key.clone()) {
                 return Err(duplicate_key_error(desc, &row));
@@ -184,6 +189,7 @@ async fn update(
             writes.push((old_key, new_key, encode_value(desc, &row)));
         }
     }
+    checks.verify(desc, &checked)?;
     let n = writes.len() as u64;
     let mut txn = ctx.txn.write().await;
     let mut locked: Vec<Vec<u8>> = writes.iter().map(|(old, _, _)| old.clone()).collect();

@@ -25,6 +25,7 @@
 
 pub mod alter;
 pub mod catalog;
+pub mod check;
 pub mod copy;
 pub mod datum;
 pub mod ddl;

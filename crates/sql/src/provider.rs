@@ -21,7 +21,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::TableType;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
@@ -35,6 +35,7 @@ use futures::StreamExt;
 use kestrel_storage::keycode;
 
 use crate::catalog::TableDesc;
+use crate::check::Checks;
 use crate::datum::{
     array_from_datums, datum_from_scalar, datums_from_array, scalar_from_datum, Datum,
 };
@@ -135,14 +136,25 @@ impl datafusion::catalog::TableProvider for KestrelTable {
 
     async fn insert_into(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         input: Arc<dyn ExecutionPlan>,
         op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         if op != InsertOp::Append {
             return Err(SqlError::unsupported(format!("INSERT mode {op}")).into_datafusion());
         }
+        let checks = match state.as_any().downcast_ref::<SessionState>() {
+            Some(s) => Checks::compile(s, &self.desc).map_err(SqlError::into_datafusion)?,
+            None if self.desc.checks.is_empty() => Checks::compile_none(),
+            None => {
+                return Err(
+                    SqlError::internal("no session state to compile CHECK constraints")
+                        .into_datafusion(),
+                )
+            }
+        };
         let sink = KvInsertSink {
+            checks,
             desc: self.desc.clone(),
             ctx: self.ctx.clone(),
             visible: self.visible.clone(),
@@ -704,6 +716,7 @@ pub fn duplicate_key_error(desc: &TableDesc, row: &[Datum]) -> SqlError {
 
 /// Writes the rows of an INSERT into the statement's transaction.
 struct KvInsertSink {
+    checks: Checks,
     desc: Arc<TableDesc>,
     ctx: Arc<StmtCtx>,
     visible: Vec<usize>,
@@ -769,6 +782,7 @@ impl KvInsertSink {
             )?);
         }
         let max = self.ctx.limits.statement_rows_max;
+        let mut checked = Vec::new();
         for r in 0..batch.num_rows() {
             let mut row = vec![Datum::Null; ncols];
             for (j, &i) in self.visible.iter().enumerate() {
@@ -780,6 +794,9 @@ impl KvInsertSink {
                 }
             }
             validate_row(&self.desc, &mut row)?;
+            if !self.checks.is_empty() {
+                checked.push(row.clone());
+            }
             let key = encode_key(&self.desc, &row)?;
             if !seen.insert(key.clone()) || self.ctx.txn.read().await.get(&key).await?.is_some() {
                 return Err(duplicate_key_error(&self.desc, &row));
@@ -792,6 +809,7 @@ impl KvInsertSink {
                 ));
             }
         }
+        self.checks.verify(&self.desc, &checked)?;
         Ok(())
     }
 }

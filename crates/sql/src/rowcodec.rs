@@ -258,6 +258,7 @@ mod tests {
             ],
             primary_key: vec![0],
             next_column_id: 5,
+            checks: vec![],
         }
     }
 

@@ -287,6 +287,29 @@ fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
                     boost: false,
                 })
             }
+            // PostgreSQL's ABORT [WORK | TRANSACTION] is ROLLBACK.
+            Token::Word(w) if w.value.eq_ignore_ascii_case("abort") => {
+                let rest: Vec<&Token> = piece
+                    .iter()
+                    .skip_while(|t| !matches!(t, Token::Word(_)))
+                    .skip(1)
+                    .filter(|t| !matches!(t, Token::Whitespace(_)))
+                    .collect();
+                let ok = match rest.as_slice() {
+                    [] => true,
+                    [Token::Word(w)] => {
+                        matches!(w.keyword, Keyword::WORK | Keyword::TRANSACTION)
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return None;
+                }
+                SqlStatement::Rollback {
+                    chain: false,
+                    savepoint: None,
+                }
+            }
             Token::Word(w) if w.keyword == Keyword::COPY => {
                 let text = copy_booleans(piece);
                 let mut v = Parser::parse_sql(&dialect, &text).ok()?;
@@ -689,8 +712,10 @@ impl Session {
                 .collect::<SqlResult<Vec<_>>>()?
         };
         let kv = self.engine.kv.clone();
+        let checks = crate::check::Checks::compile(&self.base, &desc)?;
         let copy = CopyIn::new(
             desc,
+            checks,
             targets,
             opts,
             txn,
@@ -1023,6 +1048,7 @@ impl Session {
         let eval = |e: &ast::Expr, ty: &SqlType| self.eval_constant(e.clone(), ty.clone()).boxed();
         let ddl = DdlCtx {
             kv: &self.engine.kv,
+            state: &self.base,
             db: &self.database,
             snapshot: &snapshot,
             eval: &eval,
@@ -1250,6 +1276,8 @@ mod parse_tests {
             "vacuum analyze pgbench_tellers",
             "VACUUM",
             "BEGIN; COPY t FROM STDIN",
+            "ABORT",
+            "abort work",
         ] {
             let stmts = parse(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
             assert!(!stmts.is_empty(), "{sql}");
