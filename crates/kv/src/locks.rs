@@ -48,13 +48,41 @@ impl State {
     }
 }
 
+/// Undoes a `lock` call that did not finish (error or cancellation): releases the keys it
+/// took and its waits-for edge.
+struct Unwind<'a> {
+    table: &'a LockTable,
+    txn: u128,
+    taken: Vec<Vec<u8>>,
+    done: bool,
+}
+
+impl Drop for Unwind<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.table.release(self.txn, &self.taken);
+            self.table.state.lock().waits_for.remove(&self.txn);
+        }
+    }
+}
+
 impl LockTable {
-    /// Locks `keys` for transaction `txn`, waiting for other owners. Returns whether it had to
-    /// wait for anyone (the caller's reads of those keys may then be stale).
+    /// Locks `keys` (which the caller does not hold yet) for transaction `txn`, in key order,
+    /// waiting for other owners. Returns whether it had to wait for anyone (the caller's reads
+    /// of those keys may then be stale). On error or cancellation nothing stays locked.
     pub async fn lock(&self, txn: u128, keys: &[Vec<u8>], timeout_ms: u64) -> Result<bool> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
         let mut waited = false;
-        for key in keys {
+        let mut sorted: Vec<&Vec<u8>> = keys.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        let mut unwind = Unwind {
+            table: self,
+            txn,
+            taken: Vec::new(),
+            done: false,
+        };
+        for key in sorted {
             loop {
                 let notified = self.released.notified();
                 tokio::pin!(notified);
@@ -65,12 +93,12 @@ impl LockTable {
                         None => {
                             st.owner.insert(key.clone(), txn);
                             st.waits_for.remove(&txn);
+                            unwind.taken.push(key.clone());
                             break;
                         }
                         Some(o) if o == txn => break,
                         Some(o) => {
                             if st.would_deadlock(txn, o) {
-                                st.waits_for.remove(&txn);
                                 return Err(KvError::Deadlock);
                             }
                             st.waits_for.insert(txn, o);
@@ -79,7 +107,6 @@ impl LockTable {
                 }
                 waited = true;
                 if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                    self.state.lock().waits_for.remove(&txn);
                     return Err(KvError::Timeout {
                         what: "row locks",
                         ms: timeout_ms,
@@ -87,6 +114,7 @@ impl LockTable {
                 }
             }
         }
+        unwind.done = true;
         Ok(waited)
     }
 
@@ -116,22 +144,38 @@ mod tests {
     async fn second_locker_waits_and_cycles_are_deadlocks() {
         let t = Arc::new(LockTable::default());
         let (a, b) = (b"a".to_vec(), b"b".to_vec());
-        assert!(!t.lock(1, &[a.clone()], 100).await.unwrap());
-        assert!(!t.lock(2, &[b.clone()], 100).await.unwrap());
+        assert!(!t.lock(1, std::slice::from_ref(&a), 100).await.unwrap());
+        assert!(!t.lock(2, std::slice::from_ref(&b), 100).await.unwrap());
         // 2 waits for a (held by 1) in the background; 1 then asking for b is a cycle.
         let t2 = t.clone();
         let a2 = a.clone();
         let waiter = tokio::spawn(async move { t2.lock(2, &[a2], 5_000).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(matches!(
-            t.lock(1, &[b.clone()], 100).await,
+            t.lock(1, std::slice::from_ref(&b), 100).await,
             Err(KvError::Deadlock)
         ));
-        t.release(1, &[a.clone()]);
+        t.release(1, std::slice::from_ref(&a));
         assert!(waiter.await.unwrap().unwrap(), "2 waited for a");
         assert!(matches!(
-            t.lock(3, &[a.clone()], 20).await,
+            t.lock(3, std::slice::from_ref(&a), 20).await,
             Err(KvError::Timeout { .. })
         ));
+        // A call that fails part-way keeps nothing: 3 took c before timing out on a.
+        let c = b"0".to_vec();
+        assert!(t.lock(3, &[a.clone(), c.clone()], 20).await.is_err());
+        assert!(
+            !t.lock(4, std::slice::from_ref(&c), 20).await.unwrap(),
+            "0 was released"
+        );
+        // So does a cancelled one.
+        let t3 = t.clone();
+        let (a3, d) = (a.clone(), b"1".to_vec());
+        let d2 = d.clone();
+        let h = tokio::spawn(async move { t3.lock(5, &[d2, a3], 5_000).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        h.abort();
+        let _ = h.await;
+        assert!(!t.lock(6, &[d], 20).await.unwrap(), "1 was released");
     }
 }

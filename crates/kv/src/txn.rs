@@ -89,7 +89,7 @@ pub struct Txn {
     write_bytes: usize,
     reads: parking_lot::Mutex<ReadSet>,
     /// Row locks held (see [`crate::locks`]); released when the transaction ends.
-    locked: Vec<Vec<u8>>,
+    locked: std::collections::HashSet<Vec<u8>>,
     /// Bumped by every buffered write.
     write_seq: u64,
 }
@@ -116,7 +116,7 @@ impl Txn {
             writes: BTreeMap::new(),
             write_bytes: 0,
             reads: parking_lot::Mutex::new(ReadSet::default()),
-            locked: Vec::new(),
+            locked: std::collections::HashSet::new(),
             write_seq: 0,
         }
     }
@@ -127,7 +127,7 @@ impl Txn {
     pub async fn lock_for_write(&mut self, keys: &[Vec<u8>]) -> Result<bool> {
         let fresh: Vec<Vec<u8>> = keys
             .iter()
-            .filter(|k| !self.locked.contains(k))
+            .filter(|k| !self.locked.contains(*k))
             .cloned()
             .collect();
         let timeout = self.kv.config.lock_wait_timeout_ms;
@@ -148,7 +148,10 @@ impl Txn {
     }
 
     fn release_locks(&mut self) {
-        let keys = std::mem::take(&mut self.locked);
+        if self.locked.is_empty() {
+            return;
+        }
+        let keys: Vec<Vec<u8>> = std::mem::take(&mut self.locked).into_iter().collect();
         self.kv.locks.release(self.id, &keys);
     }
 
@@ -229,8 +232,11 @@ impl Txn {
         self.release_locks();
     }
 
+    /// Records a read span: every span under SERIALIZABLE; under snapshot isolation only
+    /// catalog reads (the system range), so DDL that commits after our snapshot (TRUNCATE,
+    /// ADD PRIMARY KEY moving a table's rows) conflicts with our writes at every level.
     fn record_read(&self, start: &[u8], end: Option<&[u8]>) {
-        if self.isolation == Isolation::Serializable {
+        if self.isolation == Isolation::Serializable || start < crate::keys::TABLES_START {
             let span = Span {
                 start: start.to_vec(),
                 end: end.map(|e| e.to_vec()),
@@ -355,7 +361,7 @@ impl Txn {
             return Err(KvError::DuplicateKey { key });
         }
         // An insert over a key this transaction deleted is a plain write (the row is gone).
-        let insert = insert && !prior.is_some_and(|w| w.value.is_none());
+        let insert = insert && prior.is_none_or(|w| w.value.is_some());
         self.writes.insert(key, Write { value, insert });
         Ok(())
     }
@@ -470,9 +476,6 @@ impl Txn {
 
     /// The read spans, clipped to the replicas holding them, in key order.
     fn read_groups(&self) -> Vec<(Arc<Replica>, Vec<Span>)> {
-        if self.isolation != Isolation::Serializable {
-            return vec![];
-        }
         let mut reads = self.reads.lock();
         reads.coalesce();
         let mut groups: BTreeMap<Vec<u8>, (Arc<Replica>, Vec<Span>)> = BTreeMap::new();

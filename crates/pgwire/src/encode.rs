@@ -366,9 +366,7 @@ fn value(c: &Column, i: usize) -> PgValue {
             micros: m,
             tz: true,
         }),
-        Type::UUID => get!(StringArray)
-            .and_then(|s| parse_uuid(s))
-            .map(PgValue::Uuid),
+        Type::UUID => get!(StringArray).and_then(parse_uuid).map(PgValue::Uuid),
         _ => get!(StringArray).map(|s| PgValue::Text(s.to_string())),
     };
     v.unwrap_or(PgValue::Null)

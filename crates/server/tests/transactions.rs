@@ -412,3 +412,49 @@ async fn concurrent_bank_transfers_keep_the_total() {
         assert_eq!(bal, expected, "account {a}");
     }
 }
+
+/// Review findings: a cancelled lock wait leaves no lock behind; BEGIN's modes apply inside a
+/// multi-statement query; a snapshot-isolation writer conflicts with a concurrent TRUNCATE.
+#[tokio::test]
+async fn lock_waits_cancel_cleanly_and_ddl_conflicts_with_snapshot_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let a = node.client().await;
+    let b = node.client().await;
+    a.batch_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 0), (2, 0)",
+    )
+    .await
+    .unwrap();
+    a.batch_execute("BEGIN; UPDATE t SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    // b waits for row 1 (a holds it) until its statement times out; nothing stays locked.
+    b.batch_execute("SET statement_timeout = 300")
+        .await
+        .unwrap();
+    let e = b
+        .batch_execute("UPDATE t SET v = 2 WHERE id IN (1, 2)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "57014");
+    b.batch_execute("SET statement_timeout = 0").await.unwrap();
+    // Row 2 is free: this does not wait.
+    let c = node.client().await;
+    c.batch_execute("SET statement_timeout = 2000; UPDATE t SET v = 3 WHERE id = 2")
+        .await
+        .unwrap();
+    a.batch_execute("COMMIT").await.unwrap();
+
+    b.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+        .await
+        .unwrap();
+    assert_eq!(show(&b, "transaction_isolation").await, "repeatable read");
+    b.batch_execute("INSERT INTO t VALUES (3, 0)")
+        .await
+        .unwrap();
+    a.batch_execute("TRUNCATE t").await.unwrap();
+    let e = b.batch_execute("COMMIT").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "40001");
+    assert_eq!(count(&a, "SELECT count(*) FROM t").await, 0);
+}

@@ -380,16 +380,14 @@ async fn add_column(
         .as_ref()
         .map(|(_, d)| d.clone())
         .unwrap_or(Datum::Null);
-    if has_rows(txn, desc).await? {
-        if fill.is_null() && !col.nullable {
-            return Err(SqlError::new(
-                code::NOT_NULL_VIOLATION,
-                format!(
-                    "column \"{}\" of relation \"{}\" contains null values",
-                    col.name, desc.name
-                ),
-            ));
-        }
+    if has_rows(txn, desc).await? && fill.is_null() && !col.nullable {
+        return Err(SqlError::new(
+            code::NOT_NULL_VIOLATION,
+            format!(
+                "column \"{}\" of relation \"{}\" contains null values",
+                col.name, desc.name
+            ),
+        ));
     }
     let old = desc.clone();
     desc.columns.push(col);

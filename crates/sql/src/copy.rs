@@ -230,8 +230,11 @@ fn split_csv(rec: &[u8], o: &CopyOptions) -> SqlResult<Vec<Option<String>>> {
                 loop {
                     match rec.get(i) {
                         None => return Err(bad_copy("unterminated CSV quoted field")),
-                        Some(&c) if c == o.escape && rec.get(i + 1) == Some(&o.quote) => {
-                            buf.push(o.quote);
+                        Some(&c)
+                            if c == o.escape
+                                && matches!(rec.get(i + 1), Some(&n) if n == o.quote || n == o.escape) =>
+                        {
+                            buf.push(rec[i + 1]);
                             i += 2;
                         }
                         Some(&c) if c == o.quote => {
@@ -267,15 +270,28 @@ fn split_csv(rec: &[u8], o: &CopyOptions) -> SqlResult<Vec<Option<String>>> {
     }
 }
 
-/// Where a CSV record ends in `buf` (index of its terminating newline), honouring quotes.
-fn csv_record_end(buf: &[u8], from: usize, o: &CopyOptions, in_quotes: &mut bool) -> Option<usize> {
+/// Where a CSV record ends in `buf` (index of its terminating newline), honouring quotes:
+/// `Ok(end)`, or `Err(resume)` — where to continue scanning once more data has arrived (an
+/// escape byte at the very end of `buf` is decided only by the byte after it).
+fn csv_record_end(
+    buf: &[u8],
+    from: usize,
+    o: &CopyOptions,
+    in_quotes: &mut bool,
+) -> Result<usize, usize> {
     let mut i = from;
     while i < buf.len() {
         let c = buf[i];
         if *in_quotes {
-            if c == o.escape && o.escape != o.quote && buf.get(i + 1) == Some(&o.quote) {
-                i += 2;
-                continue;
+            if c == o.escape && o.escape != o.quote {
+                match buf.get(i + 1) {
+                    None => return Err(i),
+                    Some(&q) if q == o.quote || q == o.escape => {
+                        i += 2;
+                        continue;
+                    }
+                    Some(_) => {}
+                }
             }
             if c == o.quote {
                 *in_quotes = false;
@@ -283,11 +299,11 @@ fn csv_record_end(buf: &[u8], from: usize, o: &CopyOptions, in_quotes: &mut bool
         } else if c == o.quote {
             *in_quotes = true;
         } else if c == b'\n' {
-            return Some(i);
+            return Ok(i);
         }
         i += 1;
     }
-    None
+    Err(buf.len())
 }
 
 /// Converts text fields of one column to datums of `ty`.
@@ -390,15 +406,19 @@ impl CopyIn {
                 CopyFormat::Text => self.pending[consumed..]
                     .iter()
                     .position(|b| *b == b'\n')
-                    .map(|p| p + consumed),
+                    .map(|p| p + consumed)
+                    .ok_or(self.pending.len()),
                 CopyFormat::Csv => {
                     let from = self.scan_from.max(consumed);
                     csv_record_end(&self.pending, from, &self.opts, &mut self.in_quotes)
                 }
             };
-            let Some(end) = end else {
-                self.scan_from = self.pending.len();
-                break;
+            let end = match end {
+                Ok(end) => end,
+                Err(resume) => {
+                    self.scan_from = resume;
+                    break;
+                }
             };
             let line = self.pending[consumed..end].to_vec();
             consumed = end + 1;
@@ -560,6 +580,12 @@ mod tests {
         let mut q = false;
         let buf = b"1,\"line\nbreak\"\n2,x\n";
         let end = csv_record_end(buf, 0, &o, &mut q).unwrap();
+        // A custom escape at the end of a chunk waits for the next byte.
+        let mut esc = o.clone();
+        esc.escape = b'\\';
+        let mut q = true;
+        assert_eq!(csv_record_end(b"a\\", 0, &esc, &mut q), Err(1));
+        assert_eq!(csv_record_end(b"a\\\"b\"\n", 1, &esc, &mut q), Ok(5));
         assert_eq!(&buf[..end], b"1,\"line\nbreak\"");
         assert!(split_csv(b"\"open", &o).is_err());
     }

@@ -655,13 +655,13 @@ pub fn validate_row(desc: &TableDesc, row: &mut [Datum]) -> SqlResult<()> {
                 fit_length(s, *n as usize, "character varying", false)?
             }
             (SqlType::Char(n), Datum::Text(s)) => fit_length(s, *n as usize, "character", true)?,
-            (SqlType::Numeric { precision, .. }, Datum::Decimal(v)) => {
-                if v.unsigned_abs() >= 10u128.pow(*precision as u32) {
-                    return Err(SqlError::new(
-                        code::NUMERIC_VALUE_OUT_OF_RANGE,
-                        "numeric field overflow",
-                    ));
-                }
+            (SqlType::Numeric { precision, .. }, Datum::Decimal(v))
+                if v.unsigned_abs() >= 10u128.pow(*precision as u32) =>
+            {
+                return Err(SqlError::new(
+                    code::NUMERIC_VALUE_OUT_OF_RANGE,
+                    "numeric field overflow",
+                ));
             }
             _ => {}
         }

@@ -550,7 +550,18 @@ impl Session {
         match op {
             TxnOp::Begin(modes) => {
                 if let Some(b) = self.block.as_mut() {
-                    b.implicit = false;
+                    // BEGIN inside an implicit block (a multi-statement query) makes it explicit
+                    // and applies its modes; the isolation level only if nothing ran yet.
+                    if b.implicit {
+                        b.implicit = false;
+                        let mut txn = b.txn.write().await;
+                        let (iso, ro) =
+                            txn_block::apply_modes(&modes, txn.isolation(), b.read_only);
+                        if b.statements == 0 {
+                            txn.set_isolation(iso);
+                        }
+                        b.read_only = ro;
+                    }
                 } else {
                     let (iso, ro) = txn_block::apply_modes(&modes, self.default_isolation, false);
                     let mut txn = self.engine.kv.begin();
@@ -801,7 +812,11 @@ impl Session {
             ));
         };
         if let Some(e) = self.copy_error.take() {
-            copy.txn.write().await.discard();
+            // In a block the block fails (the caller marks it); its writes, reads and row
+            // locks stay until ROLLBACK, so ROLLBACK TO a savepoint keeps them protected.
+            if copy.autocommit {
+                copy.txn.write().await.discard();
+            }
             return Err(e);
         }
         let n = copy.finish().await?;
@@ -906,8 +921,11 @@ impl Session {
         loop {
             let mark = txn.read().await.statement_mark();
             let run = self.run_statement_once(txn.clone(), stmt, kind, params.clone(), after);
+            // Only queries and DML are cancelled: DDL may be splitting ranges, which must not
+            // stop half-way.
+            let cancellable = matches!(kind, Kind::DataFusion { .. });
             let res = match timeout_ms {
-                0 => run.await,
+                ms if ms == 0 || !cancellable => run.await,
                 ms => tokio::time::timeout(std::time::Duration::from_millis(ms), run)
                     .await
                     .unwrap_or_else(|_| {
