@@ -384,6 +384,15 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+fn prepare_columns(schema: &Schema, b: &RecordBatch) -> Result<Vec<Column>, SqlError> {
+    schema
+        .fields()
+        .iter()
+        .zip(b.columns())
+        .map(|(f, a)| prepare_column(f, a))
+        .collect()
+}
+
 /// Encodes every row of `batches` for the wire.
 pub fn encode_rows(
     fields: &Arc<Vec<FieldInfo>>,
@@ -393,12 +402,7 @@ pub fn encode_rows(
     let mut rows = Vec::new();
     let mut encoder = DataRowEncoder::new(fields.clone());
     for b in batches {
-        let cols: Vec<Column> = schema
-            .fields()
-            .iter()
-            .zip(b.columns())
-            .map(|(f, a)| prepare_column(f, a))
-            .collect::<Result<_, _>>()?;
+        let cols = prepare_columns(schema, b)?;
         for i in 0..b.num_rows() {
             for c in &cols {
                 encoder
@@ -419,12 +423,7 @@ pub fn text_cells(
     let mut rows = Vec::new();
     let opts = FormatOptions::default();
     for b in batches {
-        let cols: Vec<Column> = schema
-            .fields()
-            .iter()
-            .zip(b.columns())
-            .map(|(f, a)| prepare_column(f, a))
-            .collect::<Result<_, _>>()?;
+        let cols = prepare_columns(schema, b)?;
         for i in 0..b.num_rows() {
             let mut row = Vec::with_capacity(cols.len());
             for c in &cols {
