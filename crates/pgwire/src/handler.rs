@@ -119,6 +119,17 @@ fn to_response(result: ExecResult, format: &Format) -> Result<Response, SqlError
     match result {
         ExecResult::Command(tag) => Ok(Response::Execution(Tag::new(&tag))),
         ExecResult::Rows { schema, batches } => rows_response(&schema, &batches, format),
+        ExecResult::Returned {
+            schema,
+            batches,
+            verb,
+        } => {
+            let mut resp = rows_response(&schema, &batches, format)?;
+            if let Response::Query(q) = &mut resp {
+                q.set_command_tag(verb);
+            }
+            Ok(resp)
+        }
         ExecResult::CopyIn { columns } => Ok(Response::CopyIn(CopyResponse::new(
             0,
             columns,

@@ -287,3 +287,56 @@ async fn check_constraints_guard_every_write_path() {
     assert_eq!(sqlstate(&e), "23514");
     assert_eq!(count(&c, "SELECT count(*) FROM acct").await, 2);
 }
+
+#[tokio::test]
+async fn returning_on_insert_update_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute("CREATE TABLE r (id INT PRIMARY KEY, name TEXT, n INT DEFAULT 7)")
+        .await
+        .unwrap();
+    // Extended protocol: typed result columns, defaults filled in.
+    let rows = c
+        .query(
+            "INSERT INTO r (id, name) VALUES ($1, $2), (2, 'b') RETURNING id, n + n AS twice, upper(name)",
+            &[&1i32, &"a"],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, i32, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got, vec![(1, 14, "A".into()), (2, 14, "B".into())]);
+    assert_eq!(rows[0].columns()[1].name(), "twice");
+    let rows = c
+        .query("UPDATE r SET n = n + id WHERE id = 2 RETURNING *", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].get::<_, i32>(0), rows[0].get::<_, i32>(2)), (2, 9));
+    // Simple protocol: the command tag counts the rows.
+    let msgs = c
+        .simple_query("DELETE FROM r WHERE r.id = 1 RETURNING r.name")
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    let mut tag = None;
+    for m in msgs {
+        match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => names.push(r.get(0).unwrap().to_string()),
+            tokio_postgres::SimpleQueryMessage::CommandComplete(n) => tag = Some(n),
+            _ => {}
+        }
+    }
+    assert_eq!((names, tag), (vec!["a".to_string()], Some(1)));
+    assert_eq!(count(&c, "SELECT count(*) FROM r").await, 1);
+    // A failing RETURNING writes nothing.
+    let e = c
+        .batch_execute("INSERT INTO r VALUES (5, 'e') RETURNING nope")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42703");
+    assert_eq!(count(&c, "SELECT count(*) FROM r").await, 1);
+}

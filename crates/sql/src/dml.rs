@@ -63,6 +63,36 @@ fn column_index(schema: &DFSchema, quals: &[TableReference], name: &str) -> Opti
     })
 }
 
+/// The full rows of `desc` in `batches` (a plan over the table with every column visible).
+fn full_rows(
+    desc: &TableDesc,
+    schema: &DFSchema,
+    quals: &[TableReference],
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+) -> SqlResult<Vec<Vec<Datum>>> {
+    let mut idx = Vec::with_capacity(desc.columns.len());
+    for c in &desc.columns {
+        idx.push(
+            column_index(schema, quals, &c.name).ok_or_else(|| {
+                SqlError::internal(format!("DELETE plan lacks column {}", c.name))
+            })?,
+        );
+    }
+    let mut out = Vec::new();
+    for b in batches {
+        let cols: Vec<Vec<Datum>> = desc
+            .columns
+            .iter()
+            .zip(&idx)
+            .map(|(c, &i)| datums_from_array(&c.ty, b.column(i)))
+            .collect::<SqlResult<_>>()?;
+        for r in 0..b.num_rows() {
+            out.push(cols.iter().map(|c| c[r].clone()).collect());
+        }
+    }
+    Ok(out)
+}
+
 async fn delete(
     state: &SessionState,
     dml: &DmlStatement,
@@ -85,6 +115,9 @@ async fn delete(
         Some((ctx.limits.statement_rows_max, "statement_rows_max")),
     )
     .await?;
+    if ctx.returning.is_some() {
+        ctx.capture(full_rows(desc, schema, quals, &batches)?);
+    }
     let mut keys = HashSet::new();
     for b in &batches {
         let cols: Vec<(usize, Vec<Datum>)> = key_cols
@@ -179,7 +212,7 @@ async fn update(
             }
             let mut row: Vec<Datum> = new.iter().map(|col| col[r].clone()).collect();
             validate_row(desc, &mut row)?;
-            if !checks.is_empty() {
+            if !checks.is_empty() || ctx.returning.is_some() {
                 checked.push(row.clone());
             }
             let new_key = encode_key(desc, &row)?;
@@ -190,6 +223,7 @@ async fn update(
         }
     }
     checks.verify(desc, &checked)?;
+    ctx.capture(checked);
     let n = writes.len() as u64;
     let mut txn = ctx.txn.write().await;
     let mut locked: Vec<Vec<u8>> = writes.iter().map(|(old, _, _)| old.clone()).collect();

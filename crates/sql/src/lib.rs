@@ -35,6 +35,7 @@ pub mod exec;
 mod metrics;
 pub mod pgcompat;
 pub mod provider;
+pub mod returning;
 pub mod rowcodec;
 pub mod session;
 pub mod stmt;

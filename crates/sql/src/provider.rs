@@ -794,7 +794,7 @@ impl KvInsertSink {
                 }
             }
             validate_row(&self.desc, &mut row)?;
-            if !self.checks.is_empty() {
+            if !self.checks.is_empty() || self.ctx.returning.is_some() {
                 checked.push(row.clone());
             }
             let key = encode_key(&self.desc, &row)?;
@@ -810,6 +810,7 @@ impl KvInsertSink {
             }
         }
         self.checks.verify(&self.desc, &checked)?;
+        self.ctx.capture(checked);
         Ok(())
     }
 }

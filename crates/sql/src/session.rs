@@ -108,6 +108,12 @@ pub enum ExecResult {
     },
     /// A command tag such as `INSERT 0 3` or `CREATE TABLE`.
     Command(String),
+    /// Rows of `… RETURNING`; the command tag is `verb` and the row count (`INSERT 0 3`).
+    Returned {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        verb: &'static str,
+    },
     /// COPY FROM STDIN started: the client now sends `columns`-wide data.
     CopyIn { columns: usize },
     /// COPY TO STDOUT: the rows to send, formatted as `options` say.
@@ -416,9 +422,10 @@ impl Session {
                     Some(b) => b.txn.clone(),
                     None => Arc::new(RwLock::new(self.engine.kv.begin())),
                 };
-                let (state, _ctx) = self.state_for(txn, expose_hidden).await?;
+                let (state, _ctx) = self.state_for(txn, expose_hidden, false).await?;
+                let (planned, returning) = crate::returning::split(&stmt)?;
                 let plan = state
-                    .statement_to_plan(stmt.clone())
+                    .statement_to_plan(planned)
                     .await
                     .map_err(from_datafusion)?;
                 let types = plan.get_parameter_fields().map_err(from_datafusion)?;
@@ -442,9 +449,12 @@ impl Session {
                 for (i, t) in ordered {
                     params[i - 1] = t;
                 }
-                let schema = match &plan {
-                    LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
-                    p => Some(Arc::new(p.schema().as_arrow().clone())),
+                let schema = match (&plan, returning) {
+                    (_, Some(r)) => Some(returning_schema(&state, &r).await?),
+                    (LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_), _) => {
+                        None
+                    }
+                    (p, None) => Some(Arc::new(p.schema().as_arrow().clone())),
                 };
                 (params, schema)
             }
@@ -948,6 +958,33 @@ impl Session {
         }
     }
 
+    /// The rows of a `… RETURNING` statement, from what its write path captured.
+    async fn returned(
+        &self,
+        state: &SessionState,
+        ctx: &StmtCtx,
+        txn: &Arc<RwLock<Txn>>,
+        r: crate::returning::Returning,
+    ) -> SqlResult<ExecResult> {
+        let snapshot = CatalogSnapshot::load(&*txn.read().await, &self.database).await?;
+        let (schema, name) = ddl::table_name(&r.table, &self.database)?;
+        let desc = snapshot
+            .table(&schema, &name)
+            .cloned()
+            .ok_or_else(|| SqlError::internal("RETURNING target vanished"))?;
+        let rows = ctx
+            .returning
+            .as_ref()
+            .and_then(|m| m.lock().ok().map(|mut v| std::mem::take(&mut *v)))
+            .unwrap_or_default();
+        let (schema, batches) = r.evaluate(state, &desc, &rows).await?;
+        Ok(ExecResult::Returned {
+            schema,
+            batches,
+            verb: r.verb,
+        })
+    }
+
     async fn run_statement_once(
         &self,
         txn: Arc<RwLock<Txn>>,
@@ -958,8 +995,19 @@ impl Session {
     ) -> SqlResult<ExecResult> {
         match kind {
             Kind::DataFusion { expose_hidden, .. } => {
-                let (state, ctx) = self.state_for(txn, *expose_hidden).await?;
-                self.run_datafusion(&state, &ctx, stmt, params).await
+                let (stmt, returning) = crate::returning::split(stmt)?;
+                let (state, ctx) = self
+                    .state_for(txn.clone(), *expose_hidden, returning.is_some())
+                    .await?;
+                if let Some(r) = &returning {
+                    // Plans the RETURNING list first: a bad column fails before any write.
+                    returning_schema(&state, r).await?;
+                }
+                let res = self.run_datafusion(&state, &ctx, &stmt, params).await?;
+                match returning {
+                    None => Ok(res),
+                    Some(r) => self.returned(&state, &ctx, &txn, r).await,
+                }
             }
             Kind::Ddl => {
                 if params.as_ref().is_some_and(|p| !p.is_empty()) {
@@ -977,6 +1025,7 @@ impl Session {
         &self,
         txn: Arc<RwLock<Txn>>,
         expose_hidden: bool,
+        capture: bool,
     ) -> SqlResult<(SessionState, Arc<StmtCtx>)> {
         let snapshot = CatalogSnapshot::load(&*txn.read().await, &self.database).await?;
         let ctx = Arc::new(StmtCtx {
@@ -984,6 +1033,7 @@ impl Session {
             txn,
             expose_hidden,
             limits: self.engine.limits.clone(),
+            returning: capture.then(|| std::sync::Mutex::new(Vec::new())),
         });
         let list = Arc::new(KCatalogList::new(&self.database, &snapshot, ctx.clone()));
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
@@ -1259,6 +1309,28 @@ fn parse_duration_ms(v: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(factor)
+}
+
+/// The columns `… RETURNING items` produces: those of `SELECT items FROM target`.
+async fn returning_schema(
+    state: &SessionState,
+    r: &crate::returning::Returning,
+) -> SqlResult<SchemaRef> {
+    let items: Vec<String> = r.items.iter().map(|i| i.to_string()).collect();
+    let alias = r
+        .alias
+        .as_ref()
+        .map(|a| format!(" AS \"{a}\""))
+        .unwrap_or_default();
+    let sql = format!("SELECT {} FROM {}{alias}", items.join(", "), r.table);
+    let stmt = parse(&sql)?
+        .pop()
+        .ok_or_else(|| SqlError::internal("empty RETURNING query"))?;
+    let plan = state
+        .statement_to_plan(stmt)
+        .await
+        .map_err(from_datafusion)?;
+    Ok(Arc::new(plan.schema().as_arrow().clone()))
 }
 
 fn no_block(what: &str) -> SqlError {

@@ -48,6 +48,20 @@ pub struct StmtCtx {
     /// Expose the generated `rowid` of tables without a primary key (UPDATE/DELETE need it).
     pub expose_hidden: bool,
     pub limits: Limits,
+    /// For `… RETURNING`: the written rows (full rows of the target table; deleted rows for
+    /// DELETE), collected by the write paths when set.
+    pub returning: Option<std::sync::Mutex<Vec<Vec<crate::datum::Datum>>>>,
+}
+
+impl StmtCtx {
+    /// Keeps `rows` for RETURNING, if the statement has one.
+    pub fn capture(&self, rows: impl IntoIterator<Item = Vec<crate::datum::Datum>>) {
+        if let Some(r) = &self.returning {
+            if let Ok(mut v) = r.lock() {
+                v.extend(rows);
+            }
+        }
+    }
 }
 
 impl fmt::Debug for StmtCtx {
