@@ -5,6 +5,9 @@
 //! INSERT and UPDATE, the deleted rows for DELETE), and the RETURNING list is then evaluated
 //! by DataFusion over those rows, as a projection of a one-table relation named like the
 //! target (or its alias), so `t.col`, `*` and any expression work.
+//!
+//! Every DML statement passes through [`split`] before planning, which also works around
+//! DataFusion ignoring a DELETE's table alias.
 
 use std::sync::Arc;
 
@@ -15,8 +18,11 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::{col, Expr};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
+use std::ops::ControlFlow;
+
 use datafusion::sql::sqlparser::ast::{
-    FromTable, ObjectName, SelectItem, Statement as SqlStatement, TableFactor, TableObject,
+    visit_expressions_mut, Expr as SqlExpr, FromTable, ObjectName, SelectItem,
+    Statement as SqlStatement, TableFactor, TableObject,
 };
 
 use crate::catalog::TableDesc;
@@ -42,12 +48,46 @@ fn table_factor(f: &TableFactor) -> Option<(ObjectName, Option<String>)> {
     }
 }
 
+/// DataFusion's DELETE planner ignores a table alias (`DELETE FROM t AS x WHERE x.id = 1`
+/// fails to resolve `x.id`), so the alias is removed and `x.col` rewritten to `t.col`.
+fn unalias_delete(s: &mut SqlStatement) {
+    let SqlStatement::Delete(d) = s else { return };
+    let tables = match &mut d.from {
+        FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+    };
+    let [only] = tables.as_mut_slice() else {
+        return;
+    };
+    let TableFactor::Table { name, alias, .. } = &mut only.relation else {
+        return;
+    };
+    let Some(a) = alias.take() else { return };
+    if !a.columns.is_empty() {
+        *alias = Some(a);
+        return;
+    }
+    let Some(table) = name.0.last().and_then(|p| p.as_ident()).cloned() else {
+        *alias = Some(a);
+        return;
+    };
+    let alias_name = ident(&a.name);
+    let _ = visit_expressions_mut(s, |e| {
+        if let SqlExpr::CompoundIdentifier(parts) = e {
+            if parts.len() == 2 && ident(&parts[0]) == alias_name {
+                parts[0] = table.clone();
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// Splits RETURNING off `stmt`: the statement to plan, and the clause (if any).
 pub fn split(stmt: &DFStatement) -> SqlResult<(DFStatement, Option<Returning>)> {
     let DFStatement::Statement(s) = stmt else {
         return Ok((stmt.clone(), None));
     };
     let mut s = s.as_ref().clone();
+    unalias_delete(&mut s);
     let found = match &mut s {
         SqlStatement::Insert(i) => i.returning.take().map(|items| {
             let table = match &i.table {
