@@ -19,7 +19,7 @@
 //! descriptors and a transport to the groups; nothing here assumes one node except that the
 //! timestamp oracle and the pending-commit registry below are local.
 //!
-//! ## Transactions (snapshot isolation today, SERIALIZABLE next)
+//! ## Transactions (SERIALIZABLE by default, snapshot isolation on request)
 //! A [`Txn`] reads at a snapshot `read_ts` taken from the node's hybrid logical [`clock`] and
 //! buffers its writes. Commit:
 //! * **one range → one-phase commit**: under key latches the leaseholder picks
@@ -38,8 +38,22 @@
 //! `read_ts` first waits until no registered commit at or below `read_ts` is still in flight
 //! in the range it scans. A commit registered later gets a timestamp above `read_ts` (the clock
 //! is monotonic), so a snapshot, once read, never changes. First-committer-wins on
-//! write-write conflicts gives snapshot isolation; the read-set validation that upgrades this
-//! to SERIALIZABLE is the compatibility issue's work (the buffer already knows every key read).
+//! write-write conflicts gives snapshot isolation ([`Isolation::Snapshot`]).
+//!
+//! **SERIALIZABLE** ([`Isolation::Serializable`], the default) adds *read refresh*: the `Txn`
+//! records every span it reads (merged past `txn_read_spans_max`), and a commit takes read
+//! latches on those spans (`latch.rs`: write latches exclude read latches covering their key)
+//! while it picks `commit_ts` and checks that no read span holds a version newer than
+//! `read_ts` or a foreign lock. A write into a validated span therefore lands either before the
+//! check (and aborts us with 40001) or after it, at a larger timestamp: committed read-write
+//! transactions are equivalent to running alone at their `commit_ts`. Catalog (system-range)
+//! reads are validated at every level, so DDL conflicts with concurrent writers.
+//!
+//! **Row locks** (`locks.rs`): UPDATE/DELETE lock the rows they write until the transaction
+//! ends, so a second writer waits instead of computing from a stale row (waits-for cycles are
+//! deadlocks, 40P01). A statement that waited calls [`Txn::refresh`]: if nothing it read before
+//! the statement changed, its snapshot moves to now and the statement runs again.
+//! [`Txn::savepoint`] copies the write buffer for `ROLLBACK TO`.
 
 pub mod clock;
 pub mod error;

@@ -3,13 +3,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::{sqlstate, TestNode};
+use common::{count, sqlstate, TestNode};
 use futures::{SinkExt, StreamExt};
 use tokio_postgres::Client;
-
-async fn count(c: &Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.unwrap().get(0)
-}
 
 async fn copy_in(c: &Client, sql: &str, data: &str) -> Result<u64, tokio_postgres::Error> {
     let sink = c.copy_in(sql).await?;

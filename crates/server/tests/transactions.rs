@@ -5,12 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{sqlstate, TestNode};
+use common::{count, sqlstate, TestNode};
 use tokio_postgres::{Client, IsolationLevel};
-
-async fn count(c: &Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.unwrap().get(0)
-}
 
 async fn show(c: &Client, var: &str) -> String {
     let msgs = c.simple_query(&format!("SHOW {var}")).await.unwrap();

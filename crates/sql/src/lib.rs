@@ -13,12 +13,17 @@
 //! * DDL ([`ddl`]) is Kestrel's own: catalog rows written in the statement's transaction.
 //!
 //! ## Life of a statement
-//! `Session::execute` classifies the parsed statement, begins a KV transaction (a snapshot),
-//! loads the catalog snapshot, builds a per-statement DataFusion `SessionState` whose catalog
-//! is bound to that transaction, plans (binding `$n` parameters), executes, and commits. A
-//! serialization conflict (40001) retries the whole statement with a fresh snapshot —
-//! invisible to the client because nothing was sent yet. Writes are buffered in the
-//! transaction and reach Raft only at commit, so each statement is atomic.
+//! `Session::execute` classifies the parsed statement and takes its KV transaction: the open
+//! block's ([`txn_block`]: BEGIN … COMMIT, savepoints, failed blocks) or a fresh autocommit
+//! one. It loads the catalog snapshot through that transaction, builds a per-statement
+//! DataFusion `SessionState` whose catalog is bound to it, plans (binding `$n` parameters;
+//! RETURNING is split off first, [`returning`]) and executes. Autocommit statements then
+//! commit, and a serialization conflict (40001) retries the whole statement with a fresh
+//! snapshot — invisible to the client because nothing was sent yet. An UPDATE/DELETE that
+//! waited for another transaction's row lock re-runs on a refreshed snapshot instead. Writes
+//! are buffered in the transaction and reach Raft only at commit, so each statement (and
+//! each block) is atomic. COPY ([`copy`]) streams rows into the same kind of transaction;
+//! CHECK constraints ([`check`]) are evaluated on every write path.
 //!
 //! Errors are [`error::SqlError`]s that carry their SQLSTATE; DataFusion and KV errors are
 //! classified in [`error`], in one place.

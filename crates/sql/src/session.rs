@@ -928,8 +928,13 @@ impl Session {
     ) -> SqlResult<ExecResult> {
         let mut restarts = 0;
         let timeout_ms = self.statement_timeout_ms();
+        // Only UPDATE/DELETE can ask for a restart; reads skip the mark (a copy of the read set).
+        let restartable = kind.writes();
         loop {
-            let mark = txn.read().await.statement_mark();
+            let mark = match restartable {
+                true => Some(txn.read().await.statement_mark()),
+                false => None,
+            };
             let run = self.run_statement_once(txn.clone(), stmt, kind, params.clone(), after);
             // Only queries and DML are cancelled: DDL may be splitting ranges, which must not
             // stop half-way.
@@ -950,8 +955,9 @@ impl Session {
                     if e.restart_statement
                         && restarts < self.engine.limits.statement_restarts_max =>
                 {
+                    let Some(mark) = &mark else { return Err(e) };
                     restarts += 1;
-                    txn.write().await.refresh(&mark).await?;
+                    txn.write().await.refresh(mark).await?;
                 }
                 other => return other,
             }
