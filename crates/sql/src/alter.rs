@@ -19,7 +19,7 @@ use kestrel_storage::keycode;
 
 use crate::catalog::{self, TableDesc};
 use crate::datum::Datum;
-use crate::ddl::{column_desc, ident, pk_indexes, table_name, AfterCommit, DdlCtx};
+use crate::ddl::{column_desc, ident, pk_indexes, table_name, AfterCommit, DdlCtx, UniqueSpec};
 use crate::error::{code, SqlError, SqlResult};
 use crate::rowcodec;
 
@@ -186,13 +186,25 @@ async fn alter_one(
             constraint: TableConstraint::Check(ck),
             ..
         } => add_check(ddl, txn, desc, ck).await,
+        AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::Unique(u),
+            ..
+        } => {
+            let ix =
+                crate::ddl::unique_index(ddl.snapshot, desc, &UniqueSpec::from_constraint(u)?)?;
+            crate::ddl::add_index(txn, desc, ix, true).await?;
+            catalog::put_table(txn, desc)
+        }
         AlterTableOperation::DropConstraint {
             if_exists, name, ..
         } => {
             let n = ident(name);
             let before = desc.checks.len();
             desc.checks.retain(|c| c.name != n);
-            if desc.checks.len() == before {
+            let is_unique = desc.indexes.iter().any(|ix| ix.name == n && ix.constraint);
+            if is_unique {
+                crate::ddl::remove_index(desc, &n, after);
+            } else if desc.checks.len() == before {
                 if n == desc.pkey_name() {
                     return Err(SqlError::unsupported("dropping a primary key"));
                 }
@@ -220,6 +232,7 @@ async fn alter_one(
             ..
         } => {
             for n in column_names {
+                drop_column_indexes(desc, &ident(n), after);
                 drop_column(desc, &ident(n), *if_exists)?;
             }
             prune_checks(ddl, desc);
@@ -335,6 +348,10 @@ async fn add_primary_key(
         row
     };
     rewrite(txn, &old, &new, &drop_hidden).await?;
+    // Entries point at primary keys, which all changed: rebuild every index under the new id.
+    for r in crate::index::TableWriter::new(&new).indexes {
+        crate::index::backfill(txn, &new, &r).await?;
+    }
     catalog::put_table(txn, &new)?;
     *desc = new;
     Ok(())
@@ -348,7 +365,16 @@ async fn add_column(
     if_not_exists: bool,
 ) -> SqlResult<()> {
     let mut checks = desc.checks.clone();
-    let (col, is_pk) = column_desc(ddl, &desc.name, def, desc.next_column_id, &mut checks).await?;
+    let mut uniques = Vec::new();
+    let (col, is_pk) = column_desc(
+        ddl,
+        &desc.name,
+        def,
+        desc.next_column_id,
+        &mut checks,
+        &mut uniques,
+    )
+    .await?;
     if visible_column(desc, &col.name).is_some() {
         if if_not_exists {
             return Ok(());
@@ -402,6 +428,10 @@ async fn add_column(
         rewrite_in_place(txn, &old, desc, &add, &added_checks).await?;
     } else if !added_checks.is_empty() {
         verify_all(txn, desc, &added_checks).await?;
+    }
+    for spec in &uniques {
+        let ix = crate::ddl::unique_index(ddl.snapshot, desc, spec)?;
+        crate::ddl::add_index(txn, desc, ix, true).await?;
     }
     catalog::put_table(txn, desc)
 }
@@ -478,6 +508,23 @@ fn prune_checks(ddl: &DdlCtx<'_>, desc: &mut TableDesc) {
         }
     }
     desc.checks = keep;
+}
+
+/// PostgreSQL drops the indexes (and UNIQUE constraints) that use a dropped column.
+fn drop_column_indexes(desc: &mut TableDesc, name: &str, after: &mut Vec<AfterCommit>) {
+    let Some(i) = visible_column(desc, name) else {
+        return;
+    };
+    let id = desc.columns[i].id;
+    let doomed: Vec<String> = desc
+        .indexes
+        .iter()
+        .filter(|ix| ix.columns.contains(&id))
+        .map(|ix| ix.name.clone())
+        .collect();
+    for n in doomed {
+        crate::ddl::remove_index(desc, &n, after);
+    }
 }
 
 fn drop_column(desc: &mut TableDesc, name: &str, if_exists: bool) -> SqlResult<()> {

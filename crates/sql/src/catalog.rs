@@ -55,6 +55,24 @@ pub struct TableDesc {
     pub next_column_id: u16,
     /// CHECK constraints, evaluated on every row written ([`crate::check`]).
     pub checks: Vec<CheckDesc>,
+    /// Secondary indexes, maintained with every row write ([`crate::index`]).
+    pub indexes: Vec<IndexDesc>,
+    /// The id the next index gets (the primary index is 1; ids are never reused).
+    pub next_index_id: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IndexDesc {
+    /// Unique within the table; part of every entry's key.
+    pub id: u32,
+    pub name: String,
+    /// The indexed columns by column id, in key order.
+    pub columns: Vec<u16>,
+    pub unique: bool,
+    /// `UNIQUE NULLS NOT DISTINCT`: NULLs collide like values.
+    pub nulls_not_distinct: bool,
+    /// Created by a UNIQUE constraint (dropped with ALTER TABLE … DROP CONSTRAINT).
+    pub constraint: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -90,6 +108,18 @@ impl TableDesc {
 
     pub fn pkey_name(&self) -> String {
         format!("{}_pkey", self.name)
+    }
+
+    /// The positions (into `columns`) of an index's columns.
+    pub fn index_positions(&self, ix: &IndexDesc) -> Vec<usize> {
+        ix.columns
+            .iter()
+            .map(|id| {
+                let pos = self.columns.iter().position(|c| c.id == *id);
+                assert!(pos.is_some(), "index {} names a dropped column", ix.name);
+                pos.unwrap_or(0)
+            })
+            .collect()
     }
 
     pub fn has_hidden_key(&self) -> bool {

@@ -21,7 +21,6 @@ use crate::catalog::TableDesc;
 use crate::datum::{datums_from_array, Datum};
 use crate::error::{code, SqlError, SqlResult};
 use crate::provider::validate_row;
-use crate::rowcodec::{encode_key, encode_value};
 use crate::types::SqlType;
 
 /// Rows converted and buffered per batch.
@@ -358,6 +357,7 @@ pub struct CopyIn {
     pub rows: u64,
     line: u64,
     unique_id: Box<dyn Fn() -> i64 + Send + Sync>,
+    writer: crate::index::TableWriter,
 }
 
 impl CopyIn {
@@ -371,6 +371,7 @@ impl CopyIn {
         unique_id: Box<dyn Fn() -> i64 + Send + Sync>,
     ) -> Self {
         let header_pending = opts.header;
+        let writer = crate::index::TableWriter::new(&desc);
         Self {
             desc,
             checks,
@@ -387,6 +388,7 @@ impl CopyIn {
             rows: 0,
             line: 0,
             unique_id,
+            writer,
         }
     }
 
@@ -503,14 +505,7 @@ impl CopyIn {
         self.checks.verify(&self.desc, &full)?;
         let mut txn = self.txn.write().await;
         for row in full {
-            let key = encode_key(&self.desc, &row)?;
-            txn.insert(key, encode_value(&self.desc, &row))
-                .map_err(|e| match e {
-                    kestrel_kv::KvError::DuplicateKey { .. } => {
-                        crate::provider::duplicate_key_error(&self.desc, &row)
-                    }
-                    other => SqlError::from(other),
-                })?;
+            self.writer.insert_row(&mut txn, &self.desc, &row).await?;
         }
         self.rows += n as u64;
         Ok(())

@@ -8,9 +8,12 @@ use datafusion::sql::sqlparser::ast::{
 use kestrel_kv::keys::table_span;
 use kestrel_kv::{Kv, Txn};
 
-use crate::catalog::{self, CatalogSnapshot, CheckDesc, ColumnDesc, TableDesc, DEFAULT_SCHEMA};
+use crate::catalog::{
+    self, CatalogSnapshot, CheckDesc, ColumnDesc, IndexDesc, TableDesc, DEFAULT_SCHEMA,
+};
 use crate::datum::Datum;
 use crate::error::{code, SqlError, SqlResult};
+use crate::index::{index_span, Resolved, INDEXES_MAX};
 use crate::types::SqlType;
 
 /// The most columns a table may have (as in PostgreSQL); column ids are `u16`.
@@ -91,14 +94,49 @@ fn reject_volatile(e: &ast::Expr) -> SqlResult<()> {
     }
 }
 
+/// A UNIQUE constraint before it becomes an index.
+#[derive(Debug, Clone)]
+pub struct UniqueSpec {
+    pub name: Option<String>,
+    pub columns: Vec<String>,
+    pub nulls_not_distinct: bool,
+}
+
+impl UniqueSpec {
+    pub fn from_constraint(u: &ast::UniqueConstraint) -> SqlResult<Self> {
+        if u.characteristics
+            .is_some_and(|c| c.deferrable == Some(true))
+        {
+            return Err(SqlError::unsupported("deferrable unique constraints"));
+        }
+        Ok(Self {
+            name: u.name.as_ref().map(ident),
+            columns: index_column_names(&u.columns)?,
+            nulls_not_distinct: u.nulls_distinct == ast::NullsDistinctOption::NotDistinct,
+        })
+    }
+}
+
+/// The plain column names of an index column list (expressions are not supported).
+pub fn index_column_names(cols: &[ast::IndexColumn]) -> SqlResult<Vec<String>> {
+    cols.iter()
+        .map(|ic| match &ic.column.expr {
+            ast::Expr::Identifier(id) => Ok(ident(id)),
+            other => Err(SqlError::unsupported(format!("index expression {other}"))),
+        })
+        .collect()
+}
+
 /// The descriptor of a column definition, and whether it declares itself the primary key.
-/// Column CHECK constraints are appended to `checks` (named `{table}_{column}_check`).
+/// Column CHECK constraints are appended to `checks` (named `{table}_{column}_check`),
+/// column UNIQUE constraints to `uniques`.
 pub async fn column_desc(
     ddl: &DdlCtx<'_>,
     table: &str,
     c: &ast::ColumnDef,
     id: u16,
     checks: &mut Vec<CheckDesc>,
+    uniques: &mut Vec<UniqueSpec>,
 ) -> SqlResult<(ColumnDesc, bool)> {
     let ty = SqlType::from_ast(&c.data_type)?;
     let mut col = ColumnDesc {
@@ -120,6 +158,12 @@ pub async fn column_desc(
                 col.default = Some((e.to_string(), v));
             }
             ColumnOption::PrimaryKey(_) => is_pk = true,
+            ColumnOption::Unique(u) => {
+                let mut spec = UniqueSpec::from_constraint(u)?;
+                spec.name = opt.name.as_ref().map(ident).or(spec.name);
+                spec.columns = vec![col.name.clone()];
+                uniques.push(spec);
+            }
             ColumnOption::Check(ck) => {
                 let name = match opt.name.as_ref().or(ck.name.as_ref()) {
                     Some(n) => ident(n),
@@ -220,8 +264,10 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
         Ok(())
     };
     let mut checks = Vec::new();
+    let mut uniques = Vec::new();
     for (i, c) in ct.columns.iter().enumerate() {
-        let (col, is_pk) = column_desc(ddl, &name, c, i as u16 + 1, &mut checks).await?;
+        let (col, is_pk) =
+            column_desc(ddl, &name, c, i as u16 + 1, &mut checks, &mut uniques).await?;
         if columns.iter().any(|x| x.name == col.name) {
             return Err(SqlError::new(
                 code::DUPLICATE_COLUMN,
@@ -236,6 +282,7 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
     for tc in &ct.constraints {
         match tc {
             TableConstraint::PrimaryKey(p) => set_pk(pk_indexes(p, &columns)?)?,
+            TableConstraint::Unique(u) => uniques.push(UniqueSpec::from_constraint(u)?),
             TableConstraint::Check(ck) => {
                 let cname = match &ck.name {
                     Some(n) => ident(n),
@@ -275,7 +322,7 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
     }
     let id = catalog::allocate_id(txn).await?;
     let next_column_id = columns.len() as u16 + 1;
-    let desc = TableDesc {
+    let mut desc = TableDesc {
         id,
         db_id: ddl.snapshot.db_id(),
         schema,
@@ -284,7 +331,13 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
         primary_key,
         next_column_id,
         checks,
+        indexes: Vec::new(),
+        next_index_id: crate::rowcodec::PRIMARY_INDEX_ID + 1,
     };
+    for spec in &uniques {
+        let ix = unique_index(ddl.snapshot, &desc, spec)?;
+        add_index(txn, &mut desc, ix, false).await?;
+    }
     // Compiling the checks now reports unknown columns or non-boolean expressions at once.
     crate::check::Checks::compile(ddl.state, &desc)?;
     // The table's own range exists before the catalog names it; if this transaction aborts the
@@ -293,6 +346,249 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
     ddl.kv.split_out(&start, &end).await?;
     catalog::put_table(txn, &desc)?;
     Ok("CREATE TABLE".into())
+}
+
+/// Whether `name` is taken in `schema` by a table or an index (`pending` replaces the
+/// snapshot's version of the table being changed).
+fn relation_taken(snapshot: &CatalogSnapshot, pending: &TableDesc, name: &str) -> bool {
+    let mut tables: Vec<&TableDesc> = snapshot
+        .tables
+        .values()
+        .filter(|t| t.schema == pending.schema && t.id != pending.id && t.name != pending.name)
+        .map(|t| t.as_ref())
+        .collect();
+    tables.push(pending);
+    tables
+        .iter()
+        .any(|t| t.name == name || t.indexes.iter().any(|ix| ix.name == name))
+}
+
+/// `base`, or `base1`, `base2` … whichever is free (PostgreSQL's choice of index names).
+fn free_relation_name(snapshot: &CatalogSnapshot, pending: &TableDesc, base: &str) -> String {
+    let mut name = base.to_string();
+    let mut n = 0;
+    while relation_taken(snapshot, pending, &name) {
+        n += 1;
+        name = format!("{base}{n}");
+    }
+    name
+}
+
+/// The column ids of named columns, in order (42703 for an unknown one).
+fn column_ids(desc: &TableDesc, names: &[String]) -> SqlResult<Vec<u16>> {
+    let mut ids = Vec::new();
+    for n in names {
+        let c = desc
+            .columns
+            .iter()
+            .find(|c| &c.name == n && !c.hidden)
+            .ok_or_else(|| {
+                SqlError::new(
+                    code::UNDEFINED_COLUMN,
+                    format!("column \"{n}\" named in key does not exist"),
+                )
+            })?;
+        ids.push(c.id);
+    }
+    if ids.is_empty() {
+        return Err(SqlError::syntax("an index needs at least one column"));
+    }
+    Ok(ids)
+}
+
+/// The index behind a UNIQUE constraint (named `{table}_{columns}_key` unless named).
+pub fn unique_index(
+    snapshot: &CatalogSnapshot,
+    desc: &TableDesc,
+    spec: &UniqueSpec,
+) -> SqlResult<IndexDesc> {
+    let columns = column_ids(desc, &spec.columns)?;
+    let name = match &spec.name {
+        Some(n) if relation_taken(snapshot, desc, n) => {
+            return Err(SqlError::new(
+                code::DUPLICATE_TABLE,
+                format!("relation \"{n}\" already exists"),
+            ))
+        }
+        Some(n) => n.clone(),
+        None => free_relation_name(
+            snapshot,
+            desc,
+            &format!("{}_{}_key", desc.name, spec.columns.join("_")),
+        ),
+    };
+    Ok(IndexDesc {
+        id: desc.next_index_id,
+        name,
+        columns,
+        unique: true,
+        nulls_not_distinct: spec.nulls_not_distinct,
+        constraint: true,
+    })
+}
+
+/// Adds `ix` to `desc` (and to its rows when `backfill`), then stores the descriptor.
+pub async fn add_index(
+    txn: &mut Txn,
+    desc: &mut TableDesc,
+    ix: IndexDesc,
+    backfill: bool,
+) -> SqlResult<()> {
+    if desc.indexes.len() >= INDEXES_MAX {
+        return Err(SqlError::new(
+            code::PROGRAM_LIMIT_EXCEEDED,
+            format!("tables can have at most {INDEXES_MAX} indexes"),
+        ));
+    }
+    assert_eq!(
+        ix.id, desc.next_index_id,
+        "index ids are allocated in order"
+    );
+    desc.next_index_id += 1;
+    desc.indexes.push(ix.clone());
+    if backfill {
+        let resolved = Resolved {
+            positions: desc.index_positions(&ix),
+            desc: ix,
+        };
+        crate::index::backfill(txn, desc, &resolved).await?;
+    }
+    Ok(())
+}
+
+/// Removes the index `name` from `desc`; its entries are cleared after commit.
+pub fn remove_index(desc: &mut TableDesc, name: &str, after: &mut Vec<AfterCommit>) -> bool {
+    let Some(pos) = desc.indexes.iter().position(|ix| ix.name == name) else {
+        return false;
+    };
+    let ix = desc.indexes.remove(pos);
+    let (s, e) = index_span(desc.id, ix.id);
+    after.push(AfterCommit::ClearSpan(s, e));
+    true
+}
+
+/// The table holding index `name` in `schema`.
+fn index_owner<'a>(
+    snapshot: &'a CatalogSnapshot,
+    schema: &str,
+    name: &str,
+) -> Option<&'a Arc<TableDesc>> {
+    snapshot
+        .tables
+        .values()
+        .find(|t| t.schema == schema && t.indexes.iter().any(|ix| ix.name == name))
+}
+
+pub async fn create_index(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    ci: &ast::CreateIndex,
+) -> SqlResult<String> {
+    if ci.predicate.is_some() {
+        return Err(SqlError::unsupported(
+            "partial indexes (CREATE INDEX … WHERE)",
+        ));
+    }
+    if !ci.include.is_empty() {
+        return Err(SqlError::unsupported("CREATE INDEX … INCLUDE"));
+    }
+    if let Some(u) = &ci.using {
+        if !u.to_string().eq_ignore_ascii_case("btree") {
+            return Err(SqlError::unsupported(format!("index access method {u}")));
+        }
+    }
+    let (schema, table) = table_name(&ci.table_name, ddl.db)?;
+    let Some(desc) = ddl.snapshot.table(&schema, &table) else {
+        return Err(SqlError::new(
+            code::UNDEFINED_TABLE,
+            format!("relation \"{table}\" does not exist"),
+        ));
+    };
+    let mut desc = desc.as_ref().clone();
+    let names = index_column_names(&ci.columns)?;
+    let columns = column_ids(&desc, &names)?;
+    let name = match &ci.name {
+        Some(n) => {
+            let (_, n) = table_name(n, ddl.db)?;
+            if relation_taken(ddl.snapshot, &desc, &n) {
+                if ci.if_not_exists {
+                    return Ok("CREATE INDEX".into());
+                }
+                return Err(SqlError::new(
+                    code::DUPLICATE_TABLE,
+                    format!("relation \"{n}\" already exists"),
+                ));
+            }
+            n
+        }
+        None => free_relation_name(
+            ddl.snapshot,
+            &desc,
+            &format!("{}_{}_idx", desc.name, names.join("_")),
+        ),
+    };
+    let ix = IndexDesc {
+        id: desc.next_index_id,
+        name,
+        columns,
+        unique: ci.unique,
+        nulls_not_distinct: ci.nulls_distinct == Some(false),
+        constraint: false,
+    };
+    add_index(txn, &mut desc, ix, true).await?;
+    catalog::put_table(txn, &desc)?;
+    Ok("CREATE INDEX".into())
+}
+
+pub fn drop_index(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    names: &[ObjectName],
+    if_exists: bool,
+    after: &mut Vec<AfterCommit>,
+) -> SqlResult<String> {
+    let mut changed: Vec<TableDesc> = Vec::new();
+    for n in names {
+        let (schema, name) = table_name(n, ddl.db)?;
+        let owner = changed
+            .iter()
+            .position(|t| t.schema == schema && t.indexes.iter().any(|ix| ix.name == name));
+        let pos = match owner {
+            Some(p) => p,
+            None => match index_owner(ddl.snapshot, &schema, &name) {
+                Some(t) => {
+                    changed.push(t.as_ref().clone());
+                    changed.len() - 1
+                }
+                None if if_exists => continue,
+                None => {
+                    return Err(SqlError::new(
+                        code::UNDEFINED_OBJECT,
+                        format!("index \"{name}\" does not exist"),
+                    ))
+                }
+            },
+        };
+        let desc = &mut changed[pos];
+        if desc
+            .indexes
+            .iter()
+            .any(|ix| ix.name == name && ix.constraint)
+        {
+            return Err(SqlError::new(
+                code::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop index {name} because constraint {name} on table {} requires it",
+                    desc.name
+                ),
+            ));
+        }
+        remove_index(desc, &name, after);
+    }
+    for desc in &changed {
+        catalog::put_table(txn, desc)?;
+    }
+    Ok("DROP INDEX".into())
 }
 
 pub fn drop_table(

@@ -18,6 +18,7 @@ use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, LogicalPlanBuild
 use crate::catalog::TableDesc;
 use crate::datum::{datums_from_array, Datum};
 use crate::error::{code, from_datafusion, SqlError, SqlResult};
+use crate::index::TableWriter;
 use crate::provider::{duplicate_key_error, validate_row, KestrelTable};
 use crate::rowcodec::{encode_key, encode_value};
 use crate::stmt::StmtCtx;
@@ -115,9 +116,12 @@ async fn delete(
         Some((ctx.limits.statement_rows_max, "statement_rows_max")),
     )
     .await?;
-    if ctx.returning.is_some() {
-        ctx.capture(full_rows(desc, schema, quals, &batches)?);
-    }
+    let writer = TableWriter::new(desc);
+    let full = if ctx.returning.is_some() || !writer.is_empty() {
+        full_rows(desc, schema, quals, &batches)?
+    } else {
+        Vec::new()
+    };
     let mut keys = HashSet::new();
     for b in &batches {
         let cols: Vec<(usize, Vec<Datum>)> = key_cols
@@ -141,6 +145,16 @@ async fn delete(
     for k in keys {
         txn.delete(k)?;
     }
+    if !writer.is_empty() {
+        let mut done = HashSet::new();
+        for row in &full {
+            let key = encode_key(desc, row)?;
+            if done.insert(key.clone()) {
+                writer.delete_entries(&mut txn, desc, row, &key)?;
+            }
+        }
+    }
+    ctx.capture(full);
     Ok(n)
 }
 
@@ -166,6 +180,20 @@ async fn update(
             Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("__kestrel_old_key_{j}")),
         );
     }
+    let writer = TableWriter::new(desc);
+    let mut indexed: Vec<usize> = writer.indexed_positions().into_iter().collect();
+    indexed.sort();
+    for (j, &i) in indexed.iter().enumerate() {
+        let name = &desc.columns[i].name;
+        let schema = proj.input.schema();
+        let idx = column_index(schema, quals, name)
+            .ok_or_else(|| SqlError::internal(format!("UPDATE plan lacks column {name}")))?;
+        let (q, f) = schema.qualified_field(idx);
+        exprs.push(
+            Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("__kestrel_old_ix_{j}")),
+        );
+    }
+    let k_old = k + indexed.len();
     exprs.extend(proj.expr.iter().cloned());
     let plan = LogicalPlanBuilder::from(proj.input.as_ref().clone())
         .project(exprs)
@@ -188,6 +216,7 @@ async fn update(
     let mut writes: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut new_keys = HashSet::new();
     let mut old_keys = HashSet::new();
+    let mut moved = Vec::new();
     for b in &batches {
         let old: Vec<Vec<Datum>> = desc
             .primary_key
@@ -199,12 +228,20 @@ async fn update(
             .columns
             .iter()
             .enumerate()
-            .map(|(i, c)| datums_from_array(&c.ty, b.column(k + i)))
+            .map(|(i, c)| datums_from_array(&c.ty, b.column(k_old + i)))
+            .collect::<SqlResult<_>>()?;
+        let old_ix: Vec<Vec<Datum>> = indexed
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| datums_from_array(&desc.columns[i].ty, b.column(k + j)))
             .collect::<SqlResult<_>>()?;
         for r in 0..b.num_rows() {
             let mut old_row = vec![Datum::Null; desc.columns.len()];
             for (j, &i) in desc.primary_key.iter().enumerate() {
                 old_row[i] = old[j][r].clone();
+            }
+            for (j, &i) in indexed.iter().enumerate() {
+                old_row[i] = old_ix[j][r].clone();
             }
             let old_key = encode_key(desc, &old_row)?;
             if !old_keys.insert(old_key.clone()) {
@@ -218,6 +255,9 @@ async fn update(
             let new_key = encode_key(desc, &row)?;
             if !new_keys.insert(new_key.clone()) {
                 return Err(duplicate_key_error(desc, &row));
+            }
+            if !writer.is_empty() {
+                moved.push((old_row, old_key.clone(), row.clone(), new_key.clone()));
             }
             writes.push((old_key, new_key, encode_value(desc, &row)));
         }
@@ -258,5 +298,6 @@ async fn update(
             txn.insert(new, value)?;
         }
     }
+    writer.update_entries(&mut txn, desc, &moved).await?;
     Ok(n)
 }

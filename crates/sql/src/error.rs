@@ -18,6 +18,8 @@ pub mod code {
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
     pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+    pub const CARDINALITY_VIOLATION: &str = "21000";
+    pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const UNIQUE_VIOLATION: &str = "23505";
     pub const CHECK_VIOLATION: &str = "23514";
@@ -36,6 +38,7 @@ pub mod code {
     pub const DUPLICATE_TABLE: &str = "42P07";
     pub const DUPLICATE_COLUMN: &str = "42701";
     pub const INVALID_TABLE_DEFINITION: &str = "42P16";
+    pub const INVALID_COLUMN_REFERENCE: &str = "42P10";
     pub const DATATYPE_MISMATCH: &str = "42804";
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const INVALID_CATALOG_NAME: &str = "3D000";
@@ -162,6 +165,27 @@ pub fn from_datafusion(e: DataFusionError) -> SqlError {
         },
         DataFusionError::SQL(e, _) => SqlError::syntax(e.to_string()),
         DataFusionError::SchemaError(e, _) => match *e {
+            // `x.col` where no relation in scope is called `x`.
+            SchemaError::FieldNotFound {
+                field,
+                valid_fields,
+            } if !valid_fields.is_empty()
+                && field.relation.as_ref().is_some_and(|r| {
+                    !valid_fields
+                        .iter()
+                        .any(|v| v.relation.as_ref().is_some_and(|q| q.table() == r.table()))
+                }) =>
+            {
+                let r = field
+                    .relation
+                    .as_ref()
+                    .map(|r| r.table())
+                    .unwrap_or_default();
+                SqlError::new(
+                    code::UNDEFINED_TABLE,
+                    format!("missing FROM-clause entry for table \"{r}\""),
+                )
+            }
             SchemaError::FieldNotFound { field, .. } => SqlError::new(
                 code::UNDEFINED_COLUMN,
                 format!("column \"{}\" does not exist", field.name),

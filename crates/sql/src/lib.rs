@@ -37,6 +37,7 @@ pub mod ddl;
 pub mod dml;
 pub mod error;
 pub mod exec;
+pub mod index;
 mod metrics;
 pub mod pgcompat;
 pub mod provider;
@@ -46,6 +47,7 @@ pub mod session;
 pub mod stmt;
 pub mod txn_block;
 pub mod types;
+pub mod upsert;
 
 pub use error::{SqlError, SqlResult};
 pub use session::{ExecResult, Prepared, Session, SqlEngine};

@@ -40,7 +40,8 @@ use crate::datum::{
     array_from_datums, datum_from_scalar, datums_from_array, scalar_from_datum, Datum,
 };
 use crate::error::{code, SqlError, SqlResult};
-use crate::rowcodec::{append_key_datum, decode_row, encode_key, encode_value, primary_prefix};
+use crate::index::TableWriter;
+use crate::rowcodec::{append_key_datum, decode_row, encode_key, primary_prefix};
 use crate::stmt::StmtCtx;
 use crate::types::SqlType;
 
@@ -85,6 +86,10 @@ impl KestrelTable {
     pub fn desc(&self) -> &Arc<TableDesc> {
         &self.desc
     }
+
+    fn is_full_scan(&self, b: &Bounds) -> bool {
+        matches!(b, Bounds::Range { start, .. } if *start == primary_prefix(self.desc.id))
+    }
 }
 
 #[async_trait]
@@ -123,13 +128,22 @@ impl datafusion::catalog::TableProvider for KestrelTable {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
-        let bounds = key_bounds(&self.desc, filters).map_err(SqlError::into_datafusion)?;
+        let mut bounds = key_bounds(&self.desc, filters).map_err(SqlError::into_datafusion)?;
+        let mut index = None;
+        if self.is_full_scan(&bounds) {
+            if let Some((b, ix)) =
+                choose_index(&self.desc, filters).map_err(SqlError::into_datafusion)?
+            {
+                bounds = b;
+                index = Some(ix);
+            }
+        }
         Ok(Arc::new(KvScanExec::new(
             self.desc.clone(),
             self.ctx.clone(),
             projected,
             schema,
-            bounds,
+            (bounds, index),
             limit,
         )))
     }
@@ -153,7 +167,23 @@ impl datafusion::catalog::TableProvider for KestrelTable {
                 )
             }
         };
+        let upsert = match (
+            &self.ctx.on_conflict,
+            state.as_any().downcast_ref::<SessionState>(),
+        ) {
+            (None, _) => None,
+            (Some(c), Some(s)) => Some(
+                crate::upsert::Upsert::compile(s, &self.desc, c)
+                    .map_err(SqlError::into_datafusion)?,
+            ),
+            (Some(_), None) => {
+                return Err(
+                    SqlError::internal("no session state to compile ON CONFLICT").into_datafusion(),
+                )
+            }
+        };
         let sink = KvInsertSink {
+            upsert,
             checks,
             desc: self.desc.clone(),
             ctx: self.ctx.clone(),
@@ -230,12 +260,9 @@ fn disjuncts<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
     }
 }
 
-fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
-    let pk_pos = |name: &str| {
-        desc.primary_key
-            .iter()
-            .position(|&i| desc.columns[i].name == name)
-    };
+/// Records what `pred` says about the key columns `cols` (positions into `desc.columns`).
+fn constrain(desc: &TableDesc, cols: &[usize], cons: &mut [ColConstraint], pred: &Expr) {
+    let pk_pos = |name: &str| cols.iter().position(|&i| desc.columns[i].name == name);
     match pred {
         // DataFusion turns short IN lists into `k = a OR k = b …`: the same points.
         Expr::BinaryExpr(BinaryExpr {
@@ -264,7 +291,7 @@ fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
                     return;
                 }
                 target = Some(p);
-                let Some(d) = exact_datum(&desc.columns[desc.primary_key[p]].ty, v) else {
+                let Some(d) = exact_datum(&desc.columns[cols[p]].ty, v) else {
                     return;
                 };
                 vals.push(d);
@@ -282,7 +309,7 @@ fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
                 },
             };
             let Some(p) = pk_pos(name) else { return };
-            let Some(d) = exact_datum(&desc.columns[desc.primary_key[p]].ty, v) else {
+            let Some(d) = exact_datum(&desc.columns[cols[p]].ty, v) else {
                 return;
             };
             let c = &mut cons[p];
@@ -307,7 +334,7 @@ fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
                 return;
             };
             let Some(p) = pk_pos(&col.name) else { return };
-            let ty = &desc.columns[desc.primary_key[p]].ty;
+            let ty = &desc.columns[cols[p]].ty;
             if let (Some(l), Some(h)) = (exact_datum(ty, lo), exact_datum(ty, hi)) {
                 cons[p].lower = Some((l, true));
                 cons[p].upper = Some((h, true));
@@ -318,7 +345,7 @@ fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
                 return;
             };
             let Some(p) = pk_pos(&col.name) else { return };
-            let ty = &desc.columns[desc.primary_key[p]].ty;
+            let ty = &desc.columns[cols[p]].ty;
             let mut vals = Vec::new();
             for e in &list.list {
                 match e {
@@ -336,67 +363,127 @@ fn constrain(desc: &TableDesc, cons: &mut [ColConstraint], pred: &Expr) {
     }
 }
 
-/// The narrowest key bounds the filters allow.
+/// The narrowest primary-key bounds the filters allow.
 pub fn key_bounds(desc: &TableDesc, filters: &[Expr]) -> SqlResult<Bounds> {
-    let mut cons: Vec<ColConstraint> = desc
-        .primary_key
-        .iter()
-        .map(|_| ColConstraint::default())
-        .collect();
-    for f in filters {
-        for pred in split_conjunction(f) {
-            constrain(desc, &mut cons, pred);
+    let space = KeySpace {
+        prefix: primary_prefix(desc.id),
+        cols: &desc.primary_key,
+        nullable: false,
+        unique: true,
+    };
+    Ok(space.bounds(desc, filters)?.0)
+}
+
+/// An ordered key space: the primary index or one secondary index.
+struct KeySpace<'a> {
+    prefix: Vec<u8>,
+    cols: &'a [usize],
+    /// Index keys mark each column NULL (0x00) or present (0x01).
+    nullable: bool,
+    /// Equal values on every column name at most one key.
+    unique: bool,
+}
+
+impl KeySpace<'_> {
+    fn push(&self, out: &mut Vec<u8>, d: &Datum) -> SqlResult<()> {
+        if self.nullable {
+            crate::index::append_index_datum(out, d)
+        } else {
+            append_key_datum(out, d)
         }
     }
-    let mut prefix = primary_prefix(desc.id);
-    let n = cons.len();
-    for (i, c) in cons.iter().enumerate() {
-        if let Some(eq) = &c.eq {
-            append_key_datum(&mut prefix, eq)?;
-            continue;
-        }
-        if let (Some(list), true) = (&c.in_list, i == n - 1) {
-            let mut keys = Vec::with_capacity(list.len());
-            for d in list {
-                let mut k = prefix.clone();
-                append_key_datum(&mut k, d)?;
-                keys.push(k);
+
+    /// The bounds, and how selective they are (2 per equal column, 1 for a range).
+    fn bounds(&self, desc: &TableDesc, filters: &[Expr]) -> SqlResult<(Bounds, usize)> {
+        let mut cons: Vec<ColConstraint> =
+            self.cols.iter().map(|_| ColConstraint::default()).collect();
+        for f in filters {
+            for pred in split_conjunction(f) {
+                constrain(desc, self.cols, &mut cons, pred);
             }
-            keys.sort();
-            keys.dedup();
-            return Ok(Bounds::Points(keys));
         }
+        let mut prefix = self.prefix.clone();
+        let n = cons.len();
         let end_of = |k: &[u8]| keycode::prefix_end(k).unwrap_or_else(|| vec![0xFF; k.len() + 1]);
-        let start = match &c.lower {
-            Some((d, incl)) => {
-                let mut k = prefix.clone();
-                append_key_datum(&mut k, d)?;
-                if *incl {
-                    k
-                } else {
-                    end_of(&k)
-                }
+        for (i, c) in cons.iter().enumerate() {
+            if let Some(eq) = &c.eq {
+                self.push(&mut prefix, eq)?;
+                continue;
             }
-            None => prefix.clone(),
-        };
-        let end = match &c.upper {
-            Some((d, incl)) => {
-                let mut k = prefix.clone();
-                append_key_datum(&mut k, d)?;
-                if *incl {
-                    end_of(&k)
-                } else {
+            if let (Some(list), true, true) = (&c.in_list, i == n - 1, self.unique) {
+                let mut keys = Vec::with_capacity(list.len());
+                for d in list {
+                    let mut k = prefix.clone();
+                    self.push(&mut k, d)?;
+                    keys.push(k);
+                }
+                keys.sort();
+                keys.dedup();
+                return Ok((Bounds::Points(keys), 2 * n));
+            }
+            let start = match &c.lower {
+                Some((d, incl)) => {
+                    let mut k = prefix.clone();
+                    self.push(&mut k, d)?;
+                    if *incl {
+                        k
+                    } else {
+                        end_of(&k)
+                    }
+                }
+                // Skip the NULL entries of an index when only an upper bound is known.
+                None if self.nullable && c.upper.is_some() => {
+                    let mut k = prefix.clone();
+                    k.push(0x01);
                     k
                 }
+                None => prefix.clone(),
+            };
+            let end = match &c.upper {
+                Some((d, incl)) => {
+                    let mut k = prefix.clone();
+                    self.push(&mut k, d)?;
+                    if *incl {
+                        end_of(&k)
+                    } else {
+                        k
+                    }
+                }
+                None => end_of(&prefix),
+            };
+            let score = 2 * i + usize::from(c.lower.is_some() || c.upper.is_some());
+            if start >= end {
+                return Ok((Bounds::Points(vec![]), score));
             }
-            None => end_of(&prefix),
-        };
-        if start >= end {
-            return Ok(Bounds::Points(vec![]));
+            return Ok((Bounds::Range { start, end }, score));
         }
-        return Ok(Bounds::Range { start, end });
+        if self.unique {
+            return Ok((Bounds::Points(vec![prefix]), 2 * n));
+        }
+        let end = end_of(&prefix);
+        Ok((Bounds::Range { start: prefix, end }, 2 * n))
     }
-    Ok(Bounds::Points(vec![prefix]))
+}
+
+/// The most selective secondary index for `filters`, if any constrains its first column.
+fn choose_index(
+    desc: &TableDesc,
+    filters: &[Expr],
+) -> SqlResult<Option<(Bounds, crate::index::Resolved)>> {
+    let mut best: Option<(usize, Bounds, crate::index::Resolved)> = None;
+    for ix in TableWriter::new(desc).indexes {
+        let space = KeySpace {
+            prefix: crate::index::index_prefix(desc.id, ix.desc.id),
+            cols: &ix.positions,
+            nullable: true,
+            unique: ix.desc.unique,
+        };
+        let (bounds, score) = space.bounds(desc, filters)?;
+        if score > 0 && best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            best = Some((score, bounds, ix));
+        }
+    }
+    Ok(best.map(|(_, b, ix)| (b, ix)))
 }
 
 /// Reads a table's rows at the statement's snapshot.
@@ -406,6 +493,8 @@ pub struct KvScanExec {
     projected: Vec<usize>,
     schema: SchemaRef,
     bounds: Bounds,
+    /// Read through this secondary index (`bounds` are then index keys).
+    index: Option<crate::index::Resolved>,
     limit: Option<usize>,
     props: Arc<PlanProperties>,
 }
@@ -422,7 +511,7 @@ impl KvScanExec {
         ctx: Arc<StmtCtx>,
         projected: Vec<usize>,
         schema: SchemaRef,
-        bounds: Bounds,
+        (bounds, index): (Bounds, Option<crate::index::Resolved>),
         limit: Option<usize>,
     ) -> Self {
         let props = Arc::new(PlanProperties::new(
@@ -437,13 +526,17 @@ impl KvScanExec {
             projected,
             schema,
             bounds,
+            index,
             limit,
             props,
         }
     }
 
     fn describe_bounds(&self) -> String {
-        let prefix = primary_prefix(self.desc.id).len();
+        let prefix = match &self.index {
+            Some(ix) => crate::index::index_prefix(self.desc.id, ix.desc.id).len(),
+            None => primary_prefix(self.desc.id).len(),
+        };
         let hex = |k: &[u8]| {
             k.get(prefix..)
                 .unwrap_or_default()
@@ -473,9 +566,13 @@ impl DisplayAs for KvScanExec {
             .iter()
             .map(|&i| self.desc.columns[i].name.as_str())
             .collect();
+        let via = match &self.index {
+            Some(ix) => format!("index {} ", ix.desc.name),
+            None => String::new(),
+        };
         write!(
             f,
-            "KvScanExec: table={}, scan={}, projection=[{}]",
+            "KvScanExec: table={}, scan={via}{}, projection=[{}]",
             self.desc.name,
             self.describe_bounds(),
             cols.join(", ")
@@ -542,6 +639,7 @@ impl ExecutionPlan for KvScanExec {
             projected: self.projected.clone(),
             schema: self.schema.clone(),
             cursor,
+            via_index: self.index.is_some(),
             remaining: self.limit.unwrap_or(usize::MAX),
             batch_rows,
         };
@@ -570,6 +668,8 @@ struct ScanState {
     projected: Vec<usize>,
     schema: SchemaRef,
     cursor: Cursor,
+    /// The cursor reads index entries, whose values are primary keys.
+    via_index: bool,
     remaining: usize,
     batch_rows: usize,
 }
@@ -609,6 +709,11 @@ impl ScanState {
                     rows
                 }
             };
+            let pairs = if self.via_index {
+                self.rows_of_entries(pairs).await?
+            } else {
+                pairs
+            };
             if pairs.is_empty() {
                 continue;
             }
@@ -616,6 +721,30 @@ impl ScanState {
             self.remaining -= take;
             return self.decode(&pairs[..take]).map(Some);
         }
+    }
+
+    /// The rows index entries point at.
+    async fn rows_of_entries(
+        &self,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> SqlResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let prefix = primary_prefix(self.desc.id);
+        let txn = self.ctx.txn.read().await;
+        let mut out = Vec::with_capacity(entries.len());
+        for (_, pk) in entries {
+            let mut key = prefix.clone();
+            key.extend_from_slice(&pk);
+            match txn.get(&key).await? {
+                Some(v) => out.push((key, v)),
+                None => {
+                    return Err(SqlError::internal(format!(
+                        "index entry of table {} points at a missing row",
+                        self.desc.name
+                    )))
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn decode(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> SqlResult<RecordBatch> {
@@ -716,6 +845,7 @@ pub fn duplicate_key_error(desc: &TableDesc, row: &[Datum]) -> SqlError {
 
 /// Writes the rows of an INSERT into the statement's transaction.
 struct KvInsertSink {
+    upsert: Option<crate::upsert::Upsert>,
     checks: Checks,
     desc: Arc<TableDesc>,
     ctx: Arc<StmtCtx>,
@@ -748,7 +878,7 @@ impl DataSink for KvInsertSink {
     ) -> DfResult<u64> {
         // Rows are collected first and written when the input is exhausted, so an
         // `INSERT INTO t SELECT … FROM t` never reads its own new rows.
-        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut rows: Vec<Vec<Datum>> = Vec::new();
         let mut seen = HashSet::new();
         while let Some(batch) = data.next().await {
             let batch = batch?;
@@ -756,11 +886,23 @@ impl DataSink for KvInsertSink {
                 .await
                 .map_err(SqlError::into_datafusion)?;
         }
-        let n = rows.len() as u64;
         let mut txn = self.ctx.txn.write().await;
-        for (k, v) in rows {
-            txn.insert(k, v)
-                .map_err(|e| SqlError::from(e).into_datafusion())?;
+        if let Some(up) = &self.upsert {
+            let written = up
+                .run(&mut txn, &self.desc, &self.checks, rows)
+                .await
+                .map_err(SqlError::into_datafusion)?;
+            let n = written.len() as u64;
+            self.ctx.capture(written);
+            return Ok(n);
+        }
+        let n = rows.len() as u64;
+        let writer = TableWriter::new(&self.desc);
+        for row in rows {
+            writer
+                .insert_row(&mut txn, &self.desc, &row)
+                .await
+                .map_err(SqlError::into_datafusion)?;
         }
         Ok(n)
     }
@@ -770,7 +912,7 @@ impl KvInsertSink {
     async fn collect_batch(
         &self,
         batch: &RecordBatch,
-        rows: &mut Vec<(Vec<u8>, Vec<u8>)>,
+        rows: &mut Vec<Vec<Datum>>,
         seen: &mut HashSet<Vec<u8>>,
     ) -> SqlResult<()> {
         let ncols = self.desc.columns.len();
@@ -782,7 +924,7 @@ impl KvInsertSink {
             )?);
         }
         let max = self.ctx.limits.statement_rows_max;
-        let mut checked = Vec::new();
+        let first = rows.len();
         for r in 0..batch.num_rows() {
             let mut row = vec![Datum::Null; ncols];
             for (j, &i) in self.visible.iter().enumerate() {
@@ -794,14 +936,14 @@ impl KvInsertSink {
                 }
             }
             validate_row(&self.desc, &mut row)?;
-            if !self.checks.is_empty() || self.ctx.returning.is_some() {
-                checked.push(row.clone());
+            if self.upsert.is_none() {
+                let key = encode_key(&self.desc, &row)?;
+                if !seen.insert(key.clone()) || self.ctx.txn.read().await.get(&key).await?.is_some()
+                {
+                    return Err(duplicate_key_error(&self.desc, &row));
+                }
             }
-            let key = encode_key(&self.desc, &row)?;
-            if !seen.insert(key.clone()) || self.ctx.txn.read().await.get(&key).await?.is_some() {
-                return Err(duplicate_key_error(&self.desc, &row));
-            }
-            rows.push((key, encode_value(&self.desc, &row)));
+            rows.push(row);
             if rows.len() > max {
                 return Err(SqlError::new(
                     code::PROGRAM_LIMIT_EXCEEDED,
@@ -809,8 +951,10 @@ impl KvInsertSink {
                 ));
             }
         }
-        self.checks.verify(&self.desc, &checked)?;
-        self.ctx.capture(checked);
+        if self.upsert.is_none() {
+            self.checks.verify(&self.desc, &rows[first..])?;
+            self.ctx.capture(rows[first..].iter().cloned());
+        }
         Ok(())
     }
 }

@@ -259,6 +259,8 @@ mod tests {
             primary_key: vec![0],
             next_column_id: 5,
             checks: vec![],
+            indexes: vec![],
+            next_index_id: 2,
         }
     }
 

@@ -206,8 +206,9 @@ fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
         SqlStatement::CreateTable(_)
         | SqlStatement::AlterTable(_)
         | SqlStatement::Truncate(_)
+        | SqlStatement::CreateIndex(_)
         | SqlStatement::Drop {
-            object_type: ObjectType::Table,
+            object_type: ObjectType::Table | ObjectType::Index,
             ..
         } => Kind::Ddl,
         SqlStatement::Copy { .. } => Kind::Copy,
@@ -422,8 +423,10 @@ impl Session {
                     Some(b) => b.txn.clone(),
                     None => Arc::new(RwLock::new(self.engine.kv.begin())),
                 };
-                let (state, _ctx) = self.state_for(txn, expose_hidden, false).await?;
+                let (state, _ctx) = self.state_for(txn, expose_hidden, false, None).await?;
                 let (planned, returning) = crate::returning::split(&stmt)?;
+                let (planned, _) = crate::upsert::split(planned)?;
+                let planned = crate::upsert::name_columns(planned, &state, &self.database).await?;
                 let plan = state
                     .statement_to_plan(planned)
                     .await
@@ -1002,9 +1005,19 @@ impl Session {
         match kind {
             Kind::DataFusion { expose_hidden, .. } => {
                 let (stmt, returning) = crate::returning::split(stmt)?;
+                let (stmt, mut on_conflict) = crate::upsert::split(stmt)?;
+                if let Some(c) = on_conflict.as_mut() {
+                    c.params = params.clone().unwrap_or_default();
+                }
                 let (state, ctx) = self
-                    .state_for(txn.clone(), *expose_hidden, returning.is_some())
+                    .state_for(
+                        txn.clone(),
+                        *expose_hidden,
+                        returning.is_some(),
+                        on_conflict,
+                    )
                     .await?;
+                let stmt = crate::upsert::name_columns(stmt, &state, &self.database).await?;
                 if let Some(r) = &returning {
                     // Plans the RETURNING list first: a bad column fails before any write.
                     returning_schema(&state, r).await?;
@@ -1032,6 +1045,7 @@ impl Session {
         txn: Arc<RwLock<Txn>>,
         expose_hidden: bool,
         capture: bool,
+        on_conflict: Option<crate::upsert::OnConflictClause>,
     ) -> SqlResult<(SessionState, Arc<StmtCtx>)> {
         let snapshot = CatalogSnapshot::load(&*txn.read().await, &self.database).await?;
         let ctx = Arc::new(StmtCtx {
@@ -1040,6 +1054,7 @@ impl Session {
             expose_hidden,
             limits: self.engine.limits.clone(),
             returning: capture.then(|| std::sync::Mutex::new(Vec::new())),
+            on_conflict,
         });
         let list = Arc::new(KCatalogList::new(&self.database, &snapshot, ctx.clone()));
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
@@ -1133,8 +1148,15 @@ impl Session {
         match s.as_ref() {
             SqlStatement::CreateTable(ct) => ddl::create_table(&ddl, txn, ct).await,
             SqlStatement::Drop {
+                object_type: ObjectType::Index,
+                names,
+                if_exists,
+                ..
+            } => ddl::drop_index(&ddl, txn, names, *if_exists, after),
+            SqlStatement::Drop {
                 names, if_exists, ..
             } => ddl::drop_table(&ddl, txn, names, *if_exists, after),
+            SqlStatement::CreateIndex(ci) => ddl::create_index(&ddl, txn, ci).await,
             SqlStatement::Truncate(t) => crate::alter::truncate(&ddl, txn, t, after).await,
             SqlStatement::AlterTable(at) => crate::alter::alter_table(&ddl, txn, at, after).await,
             _ => Err(SqlError::internal("DDL statement mismatch")),

@@ -51,6 +51,8 @@ pub struct StmtCtx {
     /// For `… RETURNING`: the written rows (full rows of the target table; deleted rows for
     /// DELETE), collected by the write paths when set.
     pub returning: Option<std::sync::Mutex<Vec<Vec<crate::datum::Datum>>>>,
+    /// The ON CONFLICT clause of an INSERT (taken off the statement before planning).
+    pub on_conflict: Option<crate::upsert::OnConflictClause>,
 }
 
 impl StmtCtx {

@@ -1,0 +1,578 @@
+//! `INSERT … ON CONFLICT DO NOTHING | DO UPDATE SET … [WHERE …]`.
+//!
+//! DataFusion's planner rejects the clause, so [`split`] takes it (and the target's alias) off
+//! the statement before planning; the INSERT then plans as usual and its sink
+//! ([`crate::provider`]) hands the proposed rows to [`Upsert`], which decides row by row, in
+//! order: a row that collides with no *arbiter* (the primary key or a unique index the clause
+//! names; every unique constraint when it names none) is inserted; a colliding row is skipped
+//! (DO NOTHING) or turns into an update of the row it collides with. The SET and WHERE
+//! expressions are compiled once into DataFusion physical expressions over
+//! `(target columns, excluded columns)` and evaluated for all updates in one batch.
+//!
+//! As in PostgreSQL, DO UPDATE may not touch one row twice in a statement (21000), and the
+//! conflict check reads the row it collides with, so under SERIALIZABLE a concurrent insert of
+//! the same key makes one of the two transactions retry (40001) or fail with 23505 at commit.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{DFSchema, ExprSchema, ScalarValue};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::ExprSchemable;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    self, AssignmentTarget, ConflictTarget, OnConflictAction, OnInsert, Statement as SqlStatement,
+};
+use kestrel_kv::Txn;
+
+use crate::catalog::TableDesc;
+use crate::datum::{array_from_datums, datums_from_array, Datum};
+use crate::ddl::ident;
+use crate::error::{code, from_datafusion, SqlError, SqlResult};
+use crate::index::{entry, Resolved, TableWriter};
+use crate::rowcodec::{encode_key, primary_prefix};
+
+/// The ON CONFLICT clause of one INSERT, as written.
+#[derive(Debug, Clone)]
+pub struct OnConflictClause {
+    pub target: Option<ConflictTarget>,
+    pub action: OnConflictAction,
+    /// The name the target's columns go by in SET/WHERE (its alias or its name).
+    pub target_name: Option<String>,
+    /// Bound parameter values (`$1` …) the SET/WHERE expressions may use.
+    pub params: Vec<ScalarValue>,
+}
+
+/// Takes ON CONFLICT and the target alias off an INSERT (DataFusion plans neither).
+pub fn split(stmt: DFStatement) -> SqlResult<(DFStatement, Option<OnConflictClause>)> {
+    let DFStatement::Statement(s) = &stmt else {
+        return Ok((stmt, None));
+    };
+    let SqlStatement::Insert(i) = s.as_ref() else {
+        return Ok((stmt, None));
+    };
+    let mut i = i.clone();
+    let alias = i.table_alias.take().map(|a| ident(&a.alias));
+    let clause = match i.on.take() {
+        None => None,
+        Some(OnInsert::OnConflict(c)) => Some(OnConflictClause {
+            target: c.conflict_target,
+            action: c.action,
+            target_name: alias,
+            params: Vec::new(),
+        }),
+        Some(other) => return Err(SqlError::unsupported(format!("INSERT … {other}"))),
+    };
+    Ok((
+        DFStatement::Statement(Box::new(SqlStatement::Insert(i))),
+        clause,
+    ))
+}
+
+/// A unique constraint a proposed row may collide with.
+#[derive(Debug, Clone)]
+enum Arbiter {
+    Primary,
+    Index(Resolved),
+}
+
+/// The compiled DO UPDATE part.
+struct Update {
+    /// `(column position, new value)`.
+    sets: Vec<(usize, Arc<dyn PhysicalExpr>)>,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    schema: Arc<datafusion::arrow::datatypes::Schema>,
+}
+
+/// An ON CONFLICT clause ready to run against one table.
+pub struct Upsert {
+    arbiters: Vec<Arbiter>,
+    update: Option<Update>,
+}
+
+impl std::fmt::Debug for Upsert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upsert({:?})", self.arbiters)
+    }
+}
+
+fn no_matching_constraint() -> SqlError {
+    SqlError::new(
+        code::INVALID_COLUMN_REFERENCE,
+        "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+    )
+}
+
+fn arbiters(desc: &TableDesc, target: &Option<ConflictTarget>) -> SqlResult<Vec<Arbiter>> {
+    let indexes = TableWriter::new(desc).indexes;
+    let unique = indexes.into_iter().filter(|ix| ix.desc.unique);
+    match target {
+        None => {
+            let mut all = Vec::new();
+            if !desc.has_hidden_key() {
+                all.push(Arbiter::Primary);
+            }
+            all.extend(unique.map(Arbiter::Index));
+            Ok(all)
+        }
+        Some(ConflictTarget::Columns(cols)) => {
+            let mut want: Vec<usize> = Vec::new();
+            for c in cols {
+                let n = ident(c);
+                let (pos, _) = desc
+                    .column(&n)
+                    .filter(|(_, col)| !col.hidden)
+                    .ok_or_else(|| {
+                        SqlError::new(
+                            code::UNDEFINED_COLUMN,
+                            format!("column \"{n}\" does not exist"),
+                        )
+                    })?;
+                want.push(pos);
+            }
+            want.sort();
+            want.dedup();
+            let same = |cols: &[usize]| {
+                let mut c = cols.to_vec();
+                c.sort();
+                c == want
+            };
+            if !desc.has_hidden_key() && same(&desc.primary_key) {
+                return Ok(vec![Arbiter::Primary]);
+            }
+            let found: Vec<Arbiter> = unique
+                .filter(|ix| same(&ix.positions))
+                .map(Arbiter::Index)
+                .collect();
+            if found.is_empty() {
+                return Err(no_matching_constraint());
+            }
+            Ok(found)
+        }
+        Some(ConflictTarget::OnConstraint(name)) => {
+            let n = name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(ident)
+                .unwrap_or_default();
+            if !desc.has_hidden_key() && n == desc.pkey_name() {
+                return Ok(vec![Arbiter::Primary]);
+            }
+            unique
+                .filter(|ix| ix.desc.name == n)
+                .map(Arbiter::Index)
+                .next()
+                .map(|a| vec![a])
+                .ok_or_else(|| {
+                    SqlError::new(
+                        code::UNDEFINED_OBJECT,
+                        format!(
+                            "constraint \"{n}\" for table \"{}\" does not exist",
+                            desc.name
+                        ),
+                    )
+                })
+        }
+    }
+}
+
+/// Qualifies bare column names with the target's name (PostgreSQL resolves them to the
+/// target row, never to `excluded`).
+fn qualify(e: &ast::Expr, target: &str) -> ast::Expr {
+    let mut e = e.clone();
+    let _ = ast::visit_expressions_mut(&mut e, |x| {
+        if let ast::Expr::Identifier(i) = x {
+            *x =
+                ast::Expr::CompoundIdentifier(vec![ast::Ident::with_quote('"', target), i.clone()]);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    e
+}
+
+impl Upsert {
+    pub fn compile(
+        state: &SessionState,
+        desc: &TableDesc,
+        clause: &OnConflictClause,
+    ) -> SqlResult<Self> {
+        let arbiters = arbiters(desc, &clause.target)?;
+        let update = match &clause.action {
+            OnConflictAction::DoNothing => None,
+            OnConflictAction::DoUpdate(u) => {
+                if clause.target.is_none() {
+                    return Err(SqlError::syntax(
+                        "ON CONFLICT DO UPDATE requires inference specification or constraint name",
+                    ));
+                }
+                let name = clause
+                    .target_name
+                    .clone()
+                    .unwrap_or_else(|| desc.name.clone());
+                Some(compile_update(state, desc, &name, u, &clause.params)?)
+            }
+        };
+        Ok(Self { arbiters, update })
+    }
+
+    /// The live row `row` collides with through an arbiter: its key and its values.
+    async fn conflict(
+        &self,
+        txn: &Txn,
+        desc: &TableDesc,
+        row: &[Datum],
+    ) -> SqlResult<Option<(Vec<u8>, Vec<Datum>)>> {
+        let key = encode_key(desc, row)?;
+        for a in &self.arbiters {
+            let other = match a {
+                Arbiter::Primary => key.clone(),
+                Arbiter::Index(ix) => {
+                    let e = entry(desc, ix, row, &key)?;
+                    if !e.claim {
+                        continue;
+                    }
+                    match txn.get(&e.key).await? {
+                        None => continue,
+                        Some(pk) => {
+                            let mut k = primary_prefix(desc.id);
+                            k.extend_from_slice(&pk);
+                            k
+                        }
+                    }
+                }
+            };
+            if let Some(v) = txn.get(&other).await? {
+                let existing = crate::rowcodec::decode_row(desc, &other, &v)?;
+                return Ok(Some((other, existing)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Inserts, skips or updates each proposed row in order; returns the rows written.
+    pub async fn run(
+        &self,
+        txn: &mut Txn,
+        desc: &TableDesc,
+        checks: &crate::check::Checks,
+        rows: Vec<Vec<Datum>>,
+    ) -> SqlResult<Vec<Vec<Datum>>> {
+        let writer = TableWriter::new(desc);
+        let mut written = Vec::new();
+        let mut touched = std::collections::HashSet::new();
+        let mut updates: Vec<(Vec<u8>, Vec<Datum>, Vec<Datum>)> = Vec::new();
+        // Rows come back in proposal order (RETURNING shows them so).
+        let mut order: Vec<bool> = Vec::new();
+        for row in rows {
+            match self.conflict(txn, desc, &row).await? {
+                None => {
+                    checks.verify(desc, std::slice::from_ref(&row))?;
+                    let key = encode_key(desc, &row)?;
+                    if txn.get(&key).await?.is_some() {
+                        // Collides with the primary key, which is not an arbiter.
+                        return Err(crate::provider::duplicate_key_error(desc, &row));
+                    }
+                    writer.insert_row(txn, desc, &row).await?;
+                    touched.insert(key);
+                    written.push(row);
+                    order.push(true);
+                }
+                Some(_) if self.update.is_none() => {}
+                Some((key, existing)) => {
+                    if !touched.insert(key.clone()) {
+                        return Err(SqlError::new(
+                            code::CARDINALITY_VIOLATION,
+                            "ON CONFLICT DO UPDATE command cannot affect row a second time",
+                        ));
+                    }
+                    updates.push((key, existing, row));
+                    order.push(false);
+                }
+            }
+        }
+        let Some(u) = &self.update else {
+            return Ok(written);
+        };
+        let updated = self
+            .update_rows(txn, desc, checks, &writer, u, updates)
+            .await?;
+        let (mut ins, mut upd) = (written.into_iter(), updated.into_iter());
+        Ok(order
+            .into_iter()
+            .filter_map(|inserted| {
+                if inserted {
+                    ins.next()
+                } else {
+                    upd.next().flatten()
+                }
+            })
+            .collect())
+    }
+
+    async fn update_rows(
+        &self,
+        txn: &mut Txn,
+        desc: &TableDesc,
+        checks: &crate::check::Checks,
+        writer: &TableWriter,
+        u: &Update,
+        updates: Vec<(Vec<u8>, Vec<Datum>, Vec<Datum>)>,
+    ) -> SqlResult<Vec<Option<Vec<Datum>>>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Vec<u8>> = updates.iter().map(|(k, _, _)| k.clone()).collect();
+        if txn.lock_for_write(&keys).await? {
+            return Err(SqlError::restart_statement());
+        }
+        let new_rows = u.apply(desc, &updates)?;
+        let mut out = Vec::new();
+        let mut moved = Vec::new();
+        for ((old_key, old, _), new) in updates.into_iter().zip(new_rows) {
+            let Some(mut row) = new else {
+                out.push(None);
+                continue;
+            };
+            crate::provider::validate_row(desc, &mut row)?;
+            checks.verify(desc, std::slice::from_ref(&row))?;
+            let new_key = encode_key(desc, &row)?;
+            let value = crate::rowcodec::encode_value(desc, &row);
+            if new_key == old_key {
+                txn.put(new_key.clone(), value)?;
+            } else {
+                txn.delete(old_key.clone())?;
+                if txn.get(&new_key).await?.is_some() {
+                    return Err(crate::provider::duplicate_key_error(desc, &row));
+                }
+                txn.insert(new_key.clone(), value)?;
+            }
+            moved.push((old, old_key, row.clone(), new_key));
+            out.push(Some(row));
+        }
+        writer.update_entries(txn, desc, &moved).await?;
+        Ok(out)
+    }
+}
+
+fn compile_update(
+    state: &SessionState,
+    desc: &TableDesc,
+    name: &str,
+    u: &ast::DoUpdate,
+    params: &[ScalarValue],
+) -> SqlResult<Update> {
+    let table_schema = desc.arrow_schema(true);
+    let target =
+        DFSchema::try_from_qualified_schema(name, &table_schema).map_err(from_datafusion)?;
+    let excluded =
+        DFSchema::try_from_qualified_schema("excluded", &table_schema).map_err(from_datafusion)?;
+    let df_schema = target.join(&excluded).map_err(from_datafusion)?;
+    let compile = |e: &ast::Expr| -> SqlResult<datafusion::logical_expr::Expr> {
+        let e = state
+            .create_logical_expr(&qualify(e, name).to_string(), &df_schema)
+            .map_err(from_datafusion)?;
+        bind(e, params)
+    };
+    let mut sets = Vec::new();
+    for a in &u.assignments {
+        let AssignmentTarget::ColumnName(col) = &a.target else {
+            return Err(SqlError::unsupported(
+                "ON CONFLICT DO UPDATE SET (a, b) = …",
+            ));
+        };
+        let n = col
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(ident)
+            .unwrap_or_default();
+        let (pos, c) = desc.column(&n).filter(|(_, c)| !c.hidden).ok_or_else(|| {
+            SqlError::new(
+                code::UNDEFINED_COLUMN,
+                format!(
+                    "column \"{n}\" of relation \"{}\" does not exist",
+                    desc.name
+                ),
+            )
+        })?;
+        let logical = match &a.value {
+            ast::Expr::Identifier(i) if i.value.eq_ignore_ascii_case("default") => {
+                let d = c
+                    .default
+                    .as_ref()
+                    .map(|(s, _)| s.clone())
+                    .unwrap_or("NULL".into());
+                state
+                    .create_logical_expr(&d, &df_schema)
+                    .map_err(from_datafusion)?
+            }
+            v => compile(v)?,
+        };
+        let logical = logical
+            .cast_to(&c.ty.arrow(), &df_schema)
+            .map_err(from_datafusion)?;
+        let phys = state
+            .create_physical_expr(logical, &df_schema)
+            .map_err(from_datafusion)?;
+        sets.push((pos, phys));
+    }
+    let filter = match &u.selection {
+        None => None,
+        Some(w) => {
+            let logical = compile(w)?;
+            let ty = logical
+                .get_type(&df_schema as &dyn ExprSchema)
+                .map_err(from_datafusion)?;
+            if ty != datafusion::arrow::datatypes::DataType::Boolean {
+                return Err(SqlError::new(
+                    code::DATATYPE_MISMATCH,
+                    format!("argument of WHERE must be type boolean, not type {ty}"),
+                ));
+            }
+            Some(
+                state
+                    .create_physical_expr(logical, &df_schema)
+                    .map_err(from_datafusion)?,
+            )
+        }
+    };
+    Ok(Update {
+        sets,
+        filter,
+        schema: Arc::new(df_schema.as_arrow().clone()),
+    })
+}
+
+/// Replaces `$n` placeholders with their bound values.
+fn bind(
+    e: datafusion::logical_expr::Expr,
+    params: &[ScalarValue],
+) -> SqlResult<datafusion::logical_expr::Expr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::Expr;
+    e.transform(|x| match &x {
+        Expr::Placeholder(p) => {
+            let v =
+                p.id.trim_start_matches('$')
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| i.checked_sub(1))
+                    .and_then(|i| params.get(i))
+                    .cloned()
+                    .ok_or_else(|| {
+                        datafusion::common::DataFusionError::Plan(format!(
+                            "no value bound for parameter {}",
+                            p.id
+                        ))
+                    })?;
+            Ok(Transformed::yes(Expr::Literal(v, None)))
+        }
+        _ => Ok(Transformed::no(x)),
+    })
+    .map(|t| t.data)
+    .map_err(from_datafusion)
+}
+
+impl Update {
+    /// The new rows of the updates (`None` where the WHERE clause says no).
+    fn apply(
+        &self,
+        desc: &TableDesc,
+        updates: &[(Vec<u8>, Vec<Datum>, Vec<Datum>)],
+    ) -> SqlResult<Vec<Option<Vec<Datum>>>> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(2 * desc.columns.len());
+        for side in 0..2 {
+            for (i, c) in desc.columns.iter().enumerate() {
+                let vals: Vec<Datum> = updates
+                    .iter()
+                    .map(|(_, old, new)| if side == 0 { &old[i] } else { &new[i] }.clone())
+                    .collect();
+                columns.push(array_from_datums(&c.ty, &vals)?);
+            }
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| SqlError::internal(format!("ON CONFLICT batch: {e}")))?;
+        let n = updates.len();
+        let eval = |e: &Arc<dyn PhysicalExpr>| {
+            e.evaluate(&batch)
+                .and_then(|v| v.into_array(n))
+                .map_err(from_datafusion)
+        };
+        let keep: Vec<bool> = match &self.filter {
+            None => vec![true; n],
+            Some(f) => {
+                let out = eval(f)?;
+                let b = out
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| SqlError::internal("ON CONFLICT WHERE is not boolean"))?;
+                (0..n).map(|i| b.is_valid(i) && b.value(i)).collect()
+            }
+        };
+        let mut rows: Vec<Vec<Datum>> = updates.iter().map(|(_, old, _)| old.clone()).collect();
+        for (pos, e) in &self.sets {
+            let vals = datums_from_array(&desc.columns[*pos].ty, &eval(e)?)?;
+            for (row, v) in rows.iter_mut().zip(vals) {
+                row[*pos] = v;
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .zip(keep)
+            .map(|(r, k)| k.then_some(r))
+            .collect())
+    }
+}
+
+/// PostgreSQL lets `INSERT INTO t VALUES (…)` give fewer values than `t` has columns (the
+/// rest take their defaults); DataFusion wants them all, so the leading column names are
+/// written into the statement.
+pub async fn name_columns(
+    stmt: DFStatement,
+    state: &SessionState,
+    db: &str,
+) -> SqlResult<DFStatement> {
+    let DFStatement::Statement(s) = &stmt else {
+        return Ok(stmt);
+    };
+    let SqlStatement::Insert(i) = s.as_ref() else {
+        return Ok(stmt);
+    };
+    let (Some(src), true, ast::TableObject::TableName(name)) =
+        (&i.source, i.columns.is_empty(), &i.table)
+    else {
+        return Ok(stmt);
+    };
+    let ast::SetExpr::Values(values) = src.body.as_ref() else {
+        return Ok(stmt);
+    };
+    let Some(width) = values.rows.first().map(|r| r.len()) else {
+        return Ok(stmt);
+    };
+    let (schema, table) = crate::ddl::table_name(name, db)?;
+    let provider = match state.schema_for_ref(datafusion::common::TableReference::partial(
+        schema.as_str(),
+        table.as_str(),
+    )) {
+        Ok(s) => s.table(&table).await.map_err(from_datafusion)?,
+        Err(_) => None,
+    };
+    let Some(provider) = provider else {
+        return Ok(stmt);
+    };
+    let fields = provider.schema().fields().clone();
+    if width >= fields.len() {
+        return Ok(stmt);
+    }
+    let mut i = i.clone();
+    i.columns = fields
+        .iter()
+        .take(width)
+        .map(|f| ast::ObjectName::from(vec![ast::Ident::with_quote('"', f.name())]))
+        .collect();
+    Ok(DFStatement::Statement(Box::new(SqlStatement::Insert(i))))
+}
