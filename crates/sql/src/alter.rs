@@ -364,17 +364,17 @@ async fn add_column(
     def: &ast::ColumnDef,
     if_not_exists: bool,
 ) -> SqlResult<()> {
-    let mut checks = desc.checks.clone();
-    let mut uniques = Vec::new();
-    let (col, is_pk) = column_desc(
-        ddl,
-        &desc.name,
-        def,
-        desc.next_column_id,
-        &mut checks,
-        &mut uniques,
-    )
-    .await?;
+    let mut extras = crate::ddl::ColumnExtras {
+        checks: desc.checks.clone(),
+        ..Default::default()
+    };
+    let (col, is_pk) = column_desc(ddl, &desc.name, def, desc.next_column_id, &mut extras).await?;
+    if !extras.serials.is_empty() || col.default_expr.is_some() {
+        return Err(SqlError::unsupported(
+            "ADD COLUMN with a SERIAL, IDENTITY or per-row DEFAULT",
+        ));
+    }
+    let (checks, uniques) = (extras.checks, extras.uniques);
     if visible_column(desc, &col.name).is_some() {
         if if_not_exists {
             return Ok(());

@@ -39,6 +39,10 @@ pub struct ColumnDesc {
     pub nullable: bool,
     /// A constant default, evaluated at CREATE TABLE time, with its source text.
     pub default: Option<(String, Datum)>,
+    /// A default evaluated for every row (`now()`, `gen_random_uuid()`, `nextval(…)`), as SQL.
+    pub default_expr: Option<String>,
+    /// `GENERATED ALWAYS AS IDENTITY`: INSERT may not name a value for it.
+    pub identity_always: bool,
     /// The generated `rowid` of a table declared without a primary key.
     pub hidden: bool,
 }
@@ -218,6 +222,7 @@ pub async fn allocate_id(txn: &mut Txn) -> SqlResult<u32> {
 pub struct CatalogSnapshot {
     pub db: Option<DbDesc>,
     pub tables: BTreeMap<(String, String), Arc<TableDesc>>,
+    pub sequences: crate::sequence::SeqMap,
 }
 
 impl CatalogSnapshot {
@@ -236,9 +241,18 @@ impl CatalogSnapshot {
             let t: TableDesc = decode(&v, "table")?;
             tables.insert((t.schema.clone(), t.name.clone()), Arc::new(t));
         }
+        let prefix = crate::sequence::seq_prefix(db.id);
+        let end = keycode::prefix_end(&prefix);
+        let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
+        let mut sequences = BTreeMap::new();
+        for (_, v) in rows {
+            let s = crate::sequence::decode_sequence(&v)?;
+            sequences.insert((s.schema.clone(), s.name.clone()), Arc::new(s));
+        }
         Ok(Self {
             db: Some(db),
             tables,
+            sequences: Arc::new(sequences),
         })
     }
 

@@ -358,6 +358,8 @@ pub struct CopyIn {
     line: u64,
     unique_id: Box<dyn Fn() -> i64 + Send + Sync>,
     writer: crate::index::TableWriter,
+    /// Per-row DEFAULTs of the columns COPY does not name (`nextval(…)`, `now()` …).
+    per_row: Vec<(usize, Arc<dyn datafusion::physical_expr::PhysicalExpr>)>,
 }
 
 impl CopyIn {
@@ -389,7 +391,37 @@ impl CopyIn {
             line: 0,
             unique_id,
             writer,
+            per_row: Vec::new(),
         }
+    }
+
+    pub fn with_per_row_defaults(
+        mut self,
+        per_row: Vec<(usize, Arc<dyn datafusion::physical_expr::PhysicalExpr>)>,
+    ) -> Self {
+        self.per_row = per_row;
+        self
+    }
+
+    /// Evaluates the per-row defaults for `n` rows, column by column.
+    fn per_row_values(&self, n: usize) -> SqlResult<Vec<(usize, Vec<Datum>)>> {
+        use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+        let empty = Arc::new(datafusion::arrow::datatypes::Schema::empty());
+        let opts = RecordBatchOptions::new().with_row_count(Some(n));
+        let batch = RecordBatch::try_new_with_options(empty, vec![], &opts)
+            .map_err(|e| SqlError::internal(format!("default batch: {e}")))?;
+        let mut out = Vec::with_capacity(self.per_row.len());
+        for (i, e) in &self.per_row {
+            let arr = e
+                .evaluate(&batch)
+                .and_then(|v| v.into_array(n))
+                .map_err(crate::error::from_datafusion)?;
+            out.push((
+                *i,
+                crate::datum::datums_from_array(&self.desc.columns[*i].ty, &arr)?,
+            ));
+        }
+        Ok(out)
     }
 
     pub fn columns(&self) -> usize {
@@ -487,10 +519,15 @@ impl CopyIn {
                 row[col] = d;
             }
         }
+        for (i, vals) in self.per_row_values(n)? {
+            for (row, v) in rows.iter_mut().zip(vals) {
+                row[i] = v;
+            }
+        }
         let mut full = Vec::with_capacity(rows.len());
         for mut row in rows {
             for (i, c) in self.desc.columns.iter().enumerate() {
-                if self.targets.contains(&i) {
+                if self.targets.contains(&i) || c.default_expr.is_some() {
                     continue;
                 }
                 if c.hidden {

@@ -69,28 +69,74 @@ pub struct DdlCtx<'a> {
     pub db: &'a str,
     pub snapshot: &'a CatalogSnapshot,
     pub eval: ConstEval<'a>,
+    /// The node's sequence allocator (dropped sequences forget their reserved values).
+    pub sequences: &'a crate::sequence::Sequences,
 }
 
-fn reject_volatile(e: &ast::Expr) -> SqlResult<()> {
+/// Whether a DEFAULT must be evaluated per row (it calls a function); column references
+/// and subqueries are rejected as in PostgreSQL.
+fn default_is_per_row(e: &ast::Expr) -> SqlResult<bool> {
+    let mut calls = false;
     let mut bad = None;
     let _ = ast::visit_expressions(e, |x| {
-        if matches!(
-            x,
-            ast::Expr::Function(_)
-                | ast::Expr::Subquery(_)
-                | ast::Expr::Identifier(_)
-                | ast::Expr::CompoundIdentifier(_)
-        ) {
-            bad = Some(x.to_string());
-            return std::ops::ControlFlow::Break(());
+        match x {
+            ast::Expr::Function(_) => calls = true,
+            ast::Expr::Subquery(_) | ast::Expr::Exists { .. } | ast::Expr::InSubquery { .. } => {
+                bad = Some("cannot use subquery in DEFAULT expression");
+            }
+            ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => {
+                bad = Some("cannot use column reference in DEFAULT expression");
+            }
+            _ => {}
         }
-        std::ops::ControlFlow::Continue(())
+        std::ops::ControlFlow::<()>::Continue(())
     });
     match bad {
-        Some(x) => Err(SqlError::unsupported(format!(
-            "non-constant DEFAULT expression {x}"
-        ))),
-        None => Ok(()),
+        Some(m) => Err(SqlError::new(code::FEATURE_NOT_SUPPORTED, m)),
+        None => Ok(calls),
+    }
+}
+
+/// `x::regclass` is just `x` for Kestrel's sequence functions (they take the name as text).
+pub fn strip_regclass(e: &ast::Expr) -> ast::Expr {
+    let mut e = e.clone();
+    let _ = ast::visit_expressions_mut(&mut e, |x| {
+        if let ast::Expr::Cast {
+            expr, data_type, ..
+        } = x
+        {
+            if data_type.to_string().eq_ignore_ascii_case("regclass") {
+                *x = expr.as_ref().clone();
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    e
+}
+
+/// A sequence-backed column (SERIAL or IDENTITY) waiting for its table's id.
+#[derive(Debug, Clone)]
+pub struct SerialSpec {
+    pub column: String,
+    pub ty: SqlType,
+    pub options: Vec<ast::SequenceOptions>,
+}
+
+/// What column definitions add to their table besides the columns.
+#[derive(Debug, Default)]
+pub struct ColumnExtras {
+    pub checks: Vec<CheckDesc>,
+    pub uniques: Vec<UniqueSpec>,
+    pub serials: Vec<SerialSpec>,
+}
+
+/// The integer type behind `SERIAL`-style pseudo types.
+fn serial_type(dt: &ast::DataType) -> Option<SqlType> {
+    match dt.to_string().to_lowercase().as_str() {
+        "smallserial" | "serial2" => Some(SqlType::Int2),
+        "serial" | "serial4" => Some(SqlType::Int4),
+        "bigserial" | "serial8" => Some(SqlType::Int8),
+        _ => None,
     }
 }
 
@@ -128,34 +174,74 @@ pub fn index_column_names(cols: &[ast::IndexColumn]) -> SqlResult<Vec<String>> {
 }
 
 /// The descriptor of a column definition, and whether it declares itself the primary key.
-/// Column CHECK constraints are appended to `checks` (named `{table}_{column}_check`),
-/// column UNIQUE constraints to `uniques`.
+/// Column CHECK constraints go to `extras.checks` (named `{table}_{column}_check`), UNIQUE
+/// constraints to `extras.uniques`, SERIAL and IDENTITY to `extras.serials`.
 pub async fn column_desc(
     ddl: &DdlCtx<'_>,
     table: &str,
     c: &ast::ColumnDef,
     id: u16,
-    checks: &mut Vec<CheckDesc>,
-    uniques: &mut Vec<UniqueSpec>,
+    extras: &mut ColumnExtras,
 ) -> SqlResult<(ColumnDesc, bool)> {
-    let ty = SqlType::from_ast(&c.data_type)?;
+    let serial = serial_type(&c.data_type);
+    let ty = match &serial {
+        Some(t) => t.clone(),
+        None => SqlType::from_ast(&c.data_type)?,
+    };
     let mut col = ColumnDesc {
         id,
         name: ident(&c.name),
         ty,
         nullable: true,
         default: None,
+        default_expr: None,
+        identity_always: false,
         hidden: false,
     };
     let mut is_pk = false;
+    if let Some(ty) = serial {
+        extras.serials.push(SerialSpec {
+            column: col.name.clone(),
+            ty,
+            options: vec![],
+        });
+        col.nullable = false;
+    }
+    let checks = &mut extras.checks;
+    let uniques = &mut extras.uniques;
+    let serials = &mut extras.serials;
     for opt in &c.options {
         match &opt.option {
             ColumnOption::Null => {}
             ColumnOption::NotNull => col.nullable = false,
+            ColumnOption::Default(e) if default_is_per_row(e)? => {
+                let e = strip_regclass(e);
+                crate::stmt::compile_default(ddl.state, &e.to_string(), &col.ty)?;
+                col.default_expr = Some(e.to_string());
+            }
             ColumnOption::Default(e) => {
-                reject_volatile(e)?;
                 let v = (ddl.eval)(e, &col.ty).await?;
                 col.default = Some((e.to_string(), v));
+            }
+            ColumnOption::Generated {
+                generated_as: how @ (ast::GeneratedAs::Always | ast::GeneratedAs::ByDefault),
+                sequence_options,
+                generation_expr: None,
+                ..
+            } => {
+                col.identity_always = matches!(how, ast::GeneratedAs::Always);
+                if !matches!(col.ty, SqlType::Int2 | SqlType::Int4 | SqlType::Int8) {
+                    return Err(SqlError::new(
+                        code::INVALID_PARAMETER_VALUE,
+                        format!("identity column type must be smallint, integer, or bigint"),
+                    ));
+                }
+                serials.push(SerialSpec {
+                    column: col.name.clone(),
+                    ty: col.ty.clone(),
+                    options: sequence_options.clone().unwrap_or_default(),
+                });
+                col.nullable = false;
             }
             ColumnOption::PrimaryKey(_) => is_pk = true,
             ColumnOption::Unique(u) => {
@@ -263,11 +349,9 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
         pk = Some(cols);
         Ok(())
     };
-    let mut checks = Vec::new();
-    let mut uniques = Vec::new();
+    let mut extras = ColumnExtras::default();
     for (i, c) in ct.columns.iter().enumerate() {
-        let (col, is_pk) =
-            column_desc(ddl, &name, c, i as u16 + 1, &mut checks, &mut uniques).await?;
+        let (col, is_pk) = column_desc(ddl, &name, c, i as u16 + 1, &mut extras).await?;
         if columns.iter().any(|x| x.name == col.name) {
             return Err(SqlError::new(
                 code::DUPLICATE_COLUMN,
@@ -282,13 +366,13 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
     for tc in &ct.constraints {
         match tc {
             TableConstraint::PrimaryKey(p) => set_pk(pk_indexes(p, &columns)?)?,
-            TableConstraint::Unique(u) => uniques.push(UniqueSpec::from_constraint(u)?),
+            TableConstraint::Unique(u) => extras.uniques.push(UniqueSpec::from_constraint(u)?),
             TableConstraint::Check(ck) => {
                 let cname = match &ck.name {
                     Some(n) => ident(n),
-                    None => unique_check_name(&checks, &format!("{name}_check")),
+                    None => unique_check_name(&extras.checks, &format!("{name}_check")),
                 };
-                checks.push(CheckDesc {
+                extras.checks.push(CheckDesc {
                     name: cname,
                     expr: ck.expr.to_string(),
                 });
@@ -312,6 +396,8 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
                 ty: SqlType::Int8,
                 nullable: false,
                 default: None,
+                default_expr: None,
+                identity_always: false,
                 hidden: true,
             });
             vec![columns.len() - 1]
@@ -330,13 +416,16 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
         columns,
         primary_key,
         next_column_id,
-        checks,
+        checks: extras.checks,
         indexes: Vec::new(),
         next_index_id: crate::rowcodec::PRIMARY_INDEX_ID + 1,
     };
-    for spec in &uniques {
+    for spec in &extras.uniques {
         let ix = unique_index(ddl.snapshot, &desc, spec)?;
         add_index(txn, &mut desc, ix, false).await?;
+    }
+    for spec in &extras.serials {
+        create_owned_sequence(ddl, txn, &mut desc, spec).await?;
     }
     // Compiling the checks now reports unknown columns or non-boolean expressions at once.
     crate::check::Checks::compile(ddl.state, &desc)?;
@@ -358,9 +447,12 @@ fn relation_taken(snapshot: &CatalogSnapshot, pending: &TableDesc, name: &str) -
         .map(|t| t.as_ref())
         .collect();
     tables.push(pending);
-    tables
-        .iter()
-        .any(|t| t.name == name || t.indexes.iter().any(|ix| ix.name == name))
+    snapshot
+        .sequences
+        .contains_key(&(pending.schema.clone(), name.to_string()))
+        || tables
+            .iter()
+            .any(|t| t.name == name || t.indexes.iter().any(|ix| ix.name == name))
 }
 
 /// `base`, or `base1`, `base2` … whichever is free (PostgreSQL's choice of index names).
@@ -591,6 +683,206 @@ pub fn drop_index(
     Ok("DROP INDEX".into())
 }
 
+/// An integer sequence option (`INCREMENT BY -2`, `START 10` …).
+fn option_i64(e: &ast::Expr, what: &str) -> SqlResult<i64> {
+    e.to_string()
+        .replace(' ', "")
+        .parse::<i64>()
+        .map_err(|_| SqlError::syntax(format!("{what} must be an integer, not {e}")))
+}
+
+/// A sequence descriptor from CREATE SEQUENCE-style options over an integer type.
+fn sequence_desc(
+    db_id: u32,
+    schema: &str,
+    name: &str,
+    ty: &SqlType,
+    options: &[ast::SequenceOptions],
+) -> SqlResult<crate::sequence::SeqDesc> {
+    use ast::SequenceOptions as O;
+    let type_max = match ty {
+        SqlType::Int2 => i16::MAX as i64,
+        SqlType::Int4 => i32::MAX as i64,
+        _ => i64::MAX,
+    };
+    let (mut inc, mut min, mut max, mut start, mut cache, mut cycle) =
+        (1i64, None, None, None, 1i64, false);
+    for o in options {
+        match o {
+            O::IncrementBy(e, _) => inc = option_i64(e, "INCREMENT")?,
+            O::MinValue(e) => min = e.as_ref().map(|e| option_i64(e, "MINVALUE")).transpose()?,
+            O::MaxValue(e) => max = e.as_ref().map(|e| option_i64(e, "MAXVALUE")).transpose()?,
+            O::StartWith(e, _) => start = Some(option_i64(e, "START")?),
+            O::Cache(e) => cache = option_i64(e, "CACHE")?,
+            O::Cycle(no) => cycle = !*no,
+        }
+    }
+    let bad = |m: String| Err(SqlError::new(code::INVALID_PARAMETER_VALUE, m));
+    if inc == 0 {
+        return bad("INCREMENT must not be zero".into());
+    }
+    let min = min.unwrap_or(if inc > 0 { 1 } else { -type_max - 1 });
+    let max = max.unwrap_or(if inc > 0 { type_max } else { -1 });
+    if min >= max {
+        return bad(format!(
+            "MINVALUE ({min}) must be less than MAXVALUE ({max})"
+        ));
+    }
+    let start = start.unwrap_or(if inc > 0 { min } else { max });
+    if start < min {
+        return bad(format!(
+            "START value ({start}) cannot be less than MINVALUE ({min})"
+        ));
+    }
+    if start > max {
+        return bad(format!(
+            "START value ({start}) cannot be greater than MAXVALUE ({max})"
+        ));
+    }
+    if cache < 1 {
+        return bad(format!("CACHE ({cache}) must be greater than zero"));
+    }
+    Ok(crate::sequence::SeqDesc {
+        id: 0,
+        db_id,
+        schema: schema.to_string(),
+        name: name.to_string(),
+        start,
+        increment: inc,
+        min,
+        max,
+        cycle,
+        cache,
+        owner: None,
+    })
+}
+
+/// The sequence of a SERIAL or IDENTITY column, named `{table}_{column}_seq`; the column's
+/// default becomes `nextval('…')`.
+async fn create_owned_sequence(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    desc: &mut TableDesc,
+    spec: &SerialSpec,
+) -> SqlResult<()> {
+    let name = free_relation_name(
+        ddl.snapshot,
+        desc,
+        &format!("{}_{}_seq", desc.name, spec.column),
+    );
+    let mut seq = sequence_desc(desc.db_id, &desc.schema, &name, &spec.ty, &spec.options)?;
+    seq.id = catalog::allocate_id(txn).await?;
+    let col = desc
+        .columns
+        .iter_mut()
+        .find(|c| c.name == spec.column)
+        .ok_or_else(|| SqlError::internal("serial column vanished"))?;
+    seq.owner = Some((desc.id, col.id));
+    col.default = None;
+    col.default_expr = Some(format!("nextval('{}')", quote_literal_name(&name)));
+    crate::sequence::put_sequence(txn, &seq)
+}
+
+/// A relation name as text `nextval` parses back (quoted unless plain lower case).
+fn quote_literal_name(name: &str) -> String {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\"")).replace('\'', "''")
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn create_sequence(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    name: &ObjectName,
+    if_not_exists: bool,
+    data_type: &Option<ast::DataType>,
+    options: &[ast::SequenceOptions],
+    owned_by: &Option<ObjectName>,
+) -> SqlResult<String> {
+    let (schema, seq) = table_name(name, ddl.db)?;
+    if schema != DEFAULT_SCHEMA {
+        return Err(SqlError::new(
+            code::INVALID_SCHEMA_NAME,
+            format!("schema \"{schema}\" does not exist"),
+        ));
+    }
+    let probe = TableDesc {
+        id: u32::MAX,
+        db_id: ddl.snapshot.db_id(),
+        schema: schema.clone(),
+        name: String::new(),
+        columns: vec![],
+        primary_key: vec![],
+        next_column_id: 0,
+        checks: vec![],
+        indexes: vec![],
+        next_index_id: 0,
+    };
+    if relation_taken(ddl.snapshot, &probe, &seq) {
+        if if_not_exists {
+            return Ok("CREATE SEQUENCE".into());
+        }
+        return Err(SqlError::new(
+            code::DUPLICATE_TABLE,
+            format!("relation \"{seq}\" already exists"),
+        ));
+    }
+    if owned_by.is_some() {
+        return Err(SqlError::unsupported("CREATE SEQUENCE … OWNED BY"));
+    }
+    let ty = match data_type {
+        Some(t) => SqlType::from_ast(t)?,
+        None => SqlType::Int8,
+    };
+    if !matches!(ty, SqlType::Int2 | SqlType::Int4 | SqlType::Int8) {
+        return Err(SqlError::new(
+            code::INVALID_PARAMETER_VALUE,
+            "sequence type must be smallint, integer, or bigint",
+        ));
+    }
+    let mut desc = sequence_desc(ddl.snapshot.db_id(), &schema, &seq, &ty, options)?;
+    desc.id = catalog::allocate_id(txn).await?;
+    crate::sequence::put_sequence(txn, &desc)?;
+    Ok("CREATE SEQUENCE".into())
+}
+
+pub fn drop_sequence(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    names: &[ObjectName],
+    if_exists: bool,
+) -> SqlResult<String> {
+    for n in names {
+        let (schema, name) = table_name(n, ddl.db)?;
+        match ddl.snapshot.sequences.get(&(schema, name.clone())) {
+            None if if_exists => {}
+            None => {
+                return Err(SqlError::new(
+                    code::UNDEFINED_TABLE,
+                    format!("sequence \"{name}\" does not exist"),
+                ))
+            }
+            Some(s) if s.owner.is_some() => {
+                return Err(SqlError::new(
+                    code::DEPENDENT_OBJECTS_STILL_EXIST,
+                    format!("cannot drop sequence {name} because other objects depend on it"),
+                ))
+            }
+            Some(s) => {
+                crate::sequence::delete_sequence(txn, s)?;
+                ddl.sequences.forget(s.id);
+            }
+        }
+    }
+    Ok("DROP SEQUENCE".into())
+}
+
 pub fn drop_table(
     ddl: &DdlCtx<'_>,
     txn: &mut Txn,
@@ -610,6 +902,12 @@ pub fn drop_table(
             }
             Some(desc) => {
                 catalog::delete_table(txn, desc)?;
+                for s in ddl.snapshot.sequences.values() {
+                    if s.owner.is_some_and(|(t, _)| t == desc.id) {
+                        crate::sequence::delete_sequence(txn, s)?;
+                        ddl.sequences.forget(s.id);
+                    }
+                }
                 let (s, e) = table_span(desc.id);
                 after.push(AfterCommit::ClearSpan(s, e));
             }

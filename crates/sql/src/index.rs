@@ -297,6 +297,8 @@ mod tests {
             ty: SqlType::Int4,
             nullable: true,
             default: None,
+            default_expr: None,
+            identity_always: false,
             hidden: false,
         };
         let ix = IndexDesc {

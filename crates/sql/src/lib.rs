@@ -43,6 +43,7 @@ pub mod pgcompat;
 pub mod provider;
 pub mod returning;
 pub mod rowcodec;
+pub mod sequence;
 pub mod session;
 pub mod stmt;
 pub mod txn_block;

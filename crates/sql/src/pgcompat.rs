@@ -171,3 +171,145 @@ mod tests {
         assert!(parse_bytea("\\q").is_err());
     }
 }
+
+/// Statement rewrites for PostgreSQL syntax DataFusion reads differently, applied to the
+/// AST before planning:
+/// * `FROM generate_series(1, 3) g` / `FROM unnest(a) u`: PostgreSQL names the single output
+///   column after the alias (`g`, `u`); DataFusion would call it `value`. The alias gets that
+///   column name written out (`g(g)`).
+pub fn rewrite_statement(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{TableAliasColumnDef, TableFactor, VisitMut, VisitorMut};
+    use std::ops::ControlFlow;
+    struct Aliases;
+    impl VisitorMut for Aliases {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, f: &mut TableFactor) -> ControlFlow<()> {
+            let alias = match f {
+                TableFactor::Table {
+                    name,
+                    args: Some(_),
+                    alias: Some(alias),
+                    ..
+                } if name.0.len() == 1
+                    && name.0[0].as_ident().is_some_and(|i| {
+                        ["generate_series", "unnest"].contains(&i.value.to_lowercase().as_str())
+                    }) =>
+                {
+                    alias
+                }
+                TableFactor::UNNEST {
+                    alias: Some(alias),
+                    array_exprs,
+                    with_offset: false,
+                    with_ordinality: false,
+                    ..
+                } if array_exprs.len() == 1 => alias,
+                _ => return ControlFlow::Continue(()),
+            };
+            if alias.columns.is_empty() {
+                alias.columns = vec![TableAliasColumnDef {
+                    name: alias.name.clone(),
+                    data_type: None,
+                }];
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Aliases);
+    if let datafusion::sql::sqlparser::ast::Statement::Query(q) = stmt {
+        name_select_items(q);
+    }
+}
+
+/// The column name PostgreSQL gives an unaliased select-list expression (its
+/// `FigureColname`), if it gives one other than `?column?`.
+fn figure_colname(e: &datafusion::sql::sqlparser::ast::Expr) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::Expr;
+    let fold = |i: &datafusion::sql::sqlparser::ast::Ident| match i.quote_style {
+        Some(_) => i.value.clone(),
+        None => i.value.to_lowercase(),
+    };
+    match e {
+        Expr::Identifier(i) => Some(fold(i)),
+        Expr::CompoundIdentifier(parts) => parts.last().map(fold),
+        Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(fold),
+        Expr::Cast {
+            expr, data_type, ..
+        } => figure_colname(expr).or_else(|| {
+            let t = data_type.to_string().to_lowercase();
+            Some(match t.as_str() {
+                "int" | "integer" => "int4".to_string(),
+                "bigint" => "int8".into(),
+                "smallint" => "int2".into(),
+                "boolean" | "bool" => "bool".into(),
+                "real" => "float4".into(),
+                "double precision" | "float" => "float8".into(),
+                _ if t.starts_with("varchar") || t.starts_with("character varying") => {
+                    "varchar".into()
+                }
+                _ if t.starts_with("numeric") || t.starts_with("decimal") => "numeric".into(),
+                _ if t.contains('(') || t.contains(' ') => return None,
+                _ => t,
+            })
+        }),
+        Expr::Nested(inner) => figure_colname(inner),
+        Expr::Case { .. } => Some("case".into()),
+        Expr::Exists { .. } => Some("exists".into()),
+        Expr::Array(_) => Some("array".into()),
+        Expr::Subquery(q) => match q.body.as_ref() {
+            datafusion::sql::sqlparser::ast::SetExpr::Select(s) => match s.projection.first() {
+                Some(datafusion::sql::sqlparser::ast::SelectItem::ExprWithAlias {
+                    alias, ..
+                }) => Some(fold(alias)),
+                Some(datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(e)) => {
+                    figure_colname(e)
+                }
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Gives the unaliased items of a query's select list PostgreSQL's column names (so clients
+/// see `count`, `nextval`, `x` for `x::bigint` instead of DataFusion's expression text).
+/// A name another output column already has is left alone (DataFusion needs unique names).
+pub fn name_select_items(q: &mut datafusion::sql::sqlparser::ast::Query) {
+    use datafusion::sql::sqlparser::ast::{Expr, SelectItem, SetExpr};
+    let mut body = q.body.as_mut();
+    let select = loop {
+        match body {
+            SetExpr::Select(s) => break s,
+            SetExpr::SetOperation { left, .. } => body = left.as_mut(),
+            SetExpr::Query(inner) => body = inner.body.as_mut(),
+            _ => return,
+        }
+    };
+    let mut taken: Vec<String> = Vec::new();
+    let mut names: Vec<Option<String>> = Vec::new();
+    for item in &select.projection {
+        let n = match item {
+            SelectItem::UnnamedExpr(e) => figure_colname(e),
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+            _ => None,
+        };
+        names.push(n);
+    }
+    for (item, name) in select.projection.iter_mut().zip(names) {
+        let Some(name) = name else { continue };
+        if taken.contains(&name) {
+            continue;
+        }
+        taken.push(name.clone());
+        if let SelectItem::UnnamedExpr(e) = item {
+            if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                continue;
+            }
+            *item = SelectItem::ExprWithAlias {
+                expr: e.clone(),
+                alias: datafusion::sql::sqlparser::ast::Ident::with_quote('"', name),
+            };
+        }
+    }
+}

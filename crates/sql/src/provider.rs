@@ -73,6 +73,13 @@ impl KestrelTable {
                     Expr::Literal(scalar_from_datum(&c.ty, d)?, None),
                 );
             }
+            let compiled = ctx
+                .defaults
+                .get()
+                .and_then(|m| m.get(&(desc.id, c.name.clone())));
+            if let Some(e) = compiled {
+                defaults.insert(c.name.clone(), e.clone());
+            }
         }
         Ok(Self {
             desc,

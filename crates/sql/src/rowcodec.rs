@@ -240,6 +240,8 @@ mod tests {
             ty,
             nullable: true,
             default: None,
+            default_expr: None,
+            identity_always: false,
             hidden: false,
         }
     }

@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef}
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::execution::SessionState;
+use datafusion::execution::{FunctionRegistry, SessionState};
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
@@ -37,13 +37,20 @@ pub const PARAMS_MAX: usize = 65_535;
 pub struct SqlEngine {
     pub kv: Arc<Kv>,
     pub limits: Limits,
+    /// The node's sequence value allocator (shared by every session).
+    pub sequences: Arc<crate::sequence::Sequences>,
 }
 
 impl SqlEngine {
     /// Opens the engine, creating the default databases on a fresh store.
     pub async fn open(kv: Arc<Kv>, limits: Limits) -> SqlResult<Arc<Self>> {
         catalog::bootstrap(&kv).await?;
-        Ok(Arc::new(Self { kv, limits }))
+        let sequences = Arc::new(crate::sequence::Sequences::new(kv.clone()));
+        Ok(Arc::new(Self {
+            kv,
+            limits,
+            sequences,
+        }))
     }
 
     /// A session on `database` (which must exist).
@@ -60,15 +67,35 @@ impl SqlEngine {
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(false)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
-        let base = SessionStateBuilder::new()
+        let seq_session = Arc::new(std::sync::Mutex::new(
+            crate::sequence::SessionSequences::default(),
+        ));
+        let mut base = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_analyzer_rule(Arc::new(crate::pgcompat::PgCastRule))
             .build();
+        // Planning (DDL defaults, constants) knows the sequence functions; statements rebind
+        // them to their own catalog snapshot.
+        let unbound = crate::sequence::SeqFunctions {
+            seqs: self.sequences.clone(),
+            map: Arc::default(),
+            session: seq_session.clone(),
+        };
+        for udf in unbound.udfs() {
+            base.register_udf(udf).map_err(from_datafusion)?;
+        }
+        // PostgreSQL's name for a random (v4) uuid.
+        let uuid = datafusion::functions::string::uuid()
+            .as_ref()
+            .clone()
+            .with_aliases(["gen_random_uuid"]);
+        base.register_udf(Arc::new(uuid)).map_err(from_datafusion)?;
         Ok(Session {
             engine: self.clone(),
             database: database.to_string(),
             base,
+            seq_session,
             vars: default_vars(),
             block: None,
             default_isolation: Isolation::Serializable,
@@ -139,6 +166,8 @@ pub struct Session {
     engine: Arc<SqlEngine>,
     database: String,
     base: SessionState,
+    /// `currval`/`lastval` memory of this session.
+    seq_session: Arc<std::sync::Mutex<crate::sequence::SessionSequences>>,
     vars: BTreeMap<String, String>,
     /// The open transaction block, if any.
     block: Option<TxnBlock>,
@@ -207,8 +236,11 @@ fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
         | SqlStatement::AlterTable(_)
         | SqlStatement::Truncate(_)
         | SqlStatement::CreateIndex(_)
+        | SqlStatement::CreateSequence {
+            temporary: false, ..
+        }
         | SqlStatement::Drop {
-            object_type: ObjectType::Table | ObjectType::Index,
+            object_type: ObjectType::Table | ObjectType::Index | ObjectType::Sequence,
             ..
         } => Kind::Ddl,
         SqlStatement::Copy { .. } => Kind::Copy,
@@ -270,6 +302,102 @@ fn copy_booleans(tokens: &[datafusion::sql::sqlparser::tokenizer::Token]) -> Str
     out
 }
 
+/// `stmt` with [`crate::pgcompat::rewrite_statement`] applied.
+fn pg_rewrite(stmt: &DFStatement) -> DFStatement {
+    match stmt {
+        DFStatement::Statement(s) => {
+            let mut s = s.as_ref().clone();
+            crate::pgcompat::rewrite_statement(&mut s);
+            DFStatement::Statement(Box::new(s))
+        }
+        other => other.clone(),
+    }
+}
+
+fn is_create_sequence(tokens: &[datafusion::sql::sqlparser::tokenizer::Token]) -> bool {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let words: Vec<&str> = tokens
+        .iter()
+        .filter_map(|t| match t {
+            Token::Word(w) => Some(w.value.as_str()),
+            _ => None,
+        })
+        .take(2)
+        .collect();
+    words.len() == 2 && words[1].eq_ignore_ascii_case("sequence")
+}
+
+/// PostgreSQL takes CREATE SEQUENCE options in any order; sqlparser wants them in one order,
+/// so the option clauses are sorted into it at the token level.
+fn sequence_options_in_order(tokens: &[datafusion::sql::sqlparser::tokenizer::Token]) -> String {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let toks: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let rank = |t: &Token, next: Option<&&Token>| -> Option<u8> {
+        let Token::Word(w) = t else { return None };
+        let word = |x: &Token| match x {
+            Token::Word(w) => w.value.to_ascii_lowercase(),
+            _ => String::new(),
+        };
+        Some(match w.value.to_ascii_lowercase().as_str() {
+            "as" => 0,
+            "increment" => 1,
+            "minvalue" => 2,
+            "maxvalue" => 3,
+            "start" => 4,
+            "cache" => 5,
+            "cycle" => 6,
+            "owned" => 7,
+            "no" => match next.map(|n| word(n)).as_deref() {
+                Some("minvalue") => 2,
+                Some("maxvalue") => 3,
+                Some("cycle") => 6,
+                _ => return None,
+            },
+            _ => return None,
+        })
+    };
+    // The head is everything up to the sequence name (after SEQUENCE [IF NOT EXISTS]).
+    let mut i = 2;
+    while i < toks.len()
+        && matches!(toks[i], Token::Word(w) if ["if", "not", "exists"].contains(&w.value.to_ascii_lowercase().as_str()))
+    {
+        i += 1;
+    }
+    i += 1;
+    while i + 1 < toks.len() && *toks[i] == Token::Period {
+        i += 2;
+    }
+    let head: Vec<String> = toks[..i.min(toks.len())]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let mut clauses: Vec<(u8, Vec<String>)> = Vec::new();
+    let mut prev_no = false;
+    for (j, t) in toks.iter().enumerate().skip(i) {
+        let r = if prev_no {
+            None
+        } else {
+            rank(t, toks.get(j + 1))
+        };
+        prev_no = matches!(t, Token::Word(w) if w.value.eq_ignore_ascii_case("no"));
+        match (r, clauses.last_mut()) {
+            (Some(r), _) => clauses.push((r, vec![t.to_string()])),
+            (None, Some(last)) => last.1.push(t.to_string()),
+            (None, None) => clauses.push((0, vec![t.to_string()])),
+        }
+    }
+    clauses.sort_by_key(|(r, _)| *r);
+    let mut out = head.join(" ");
+    for (_, c) in clauses {
+        out.push(' ');
+        out.push_str(&c.join(" "));
+    }
+    out
+}
+
 fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
     use datafusion::sql::sqlparser::keywords::Keyword;
     use datafusion::sql::sqlparser::parser::Parser;
@@ -316,6 +444,14 @@ fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
                     chain: false,
                     savepoint: None,
                 }
+            }
+            Token::Word(w) if w.keyword == Keyword::CREATE && is_create_sequence(piece) => {
+                let text = sequence_options_in_order(piece);
+                let mut v = Parser::parse_sql(&dialect, &text).ok()?;
+                if v.len() != 1 {
+                    return None;
+                }
+                v.pop()?
             }
             Token::Word(w) if w.keyword == Keyword::COPY => {
                 let text = copy_booleans(piece);
@@ -424,9 +560,10 @@ impl Session {
                     None => Arc::new(RwLock::new(self.engine.kv.begin())),
                 };
                 let (state, _ctx) = self.state_for(txn, expose_hidden, false, None).await?;
-                let (planned, returning) = crate::returning::split(&stmt)?;
+                let (planned, returning) = crate::returning::split(&pg_rewrite(&stmt))?;
                 let (planned, _) = crate::upsert::split(planned)?;
-                let planned = crate::upsert::name_columns(planned, &state, &self.database).await?;
+                let planned =
+                    crate::upsert::rewrite_insert(planned, &state, &self.database).await?;
                 let plan = state
                     .statement_to_plan(planned)
                     .await
@@ -737,6 +874,33 @@ impl Session {
         };
         let kv = self.engine.kv.clone();
         let checks = crate::check::Checks::compile(&self.base, &desc)?;
+        let mut per_row = Vec::new();
+        let needs: Vec<usize> = (0..desc.columns.len())
+            .filter(|i| desc.columns[*i].default_expr.is_some() && !targets.contains(i))
+            .collect();
+        if !needs.is_empty() {
+            // Sequence functions bound to this transaction's catalog.
+            let (state, _) = self.state_for(txn.clone(), false, false, None).await?;
+            let empty = datafusion::common::DFSchema::empty();
+            for i in needs {
+                let c = &desc.columns[i];
+                let sql = c.default_expr.as_deref().unwrap_or("NULL");
+                let e = crate::stmt::compile_default(&state, sql, &c.ty)?;
+                // now() and friends are folded to the transaction's start time.
+                let simplify = datafusion::logical_expr::simplify::SimplifyContext::builder()
+                    .with_query_execution_start_time(
+                        state.execution_props().query_execution_start_time,
+                    )
+                    .build();
+                let e = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(simplify)
+                    .simplify(e)
+                    .map_err(from_datafusion)?;
+                let phys = state
+                    .create_physical_expr(e, &empty)
+                    .map_err(from_datafusion)?;
+                per_row.push((i, phys));
+            }
+        }
         let copy = CopyIn::new(
             desc,
             checks,
@@ -745,7 +909,8 @@ impl Session {
             txn,
             autocommit,
             Box::new(move || kv.unique_id()),
-        );
+        )
+        .with_per_row_defaults(per_row);
         let columns = copy.columns();
         self.copy_in = Some(copy);
         self.copy_error = None;
@@ -1004,7 +1169,8 @@ impl Session {
     ) -> SqlResult<ExecResult> {
         match kind {
             Kind::DataFusion { expose_hidden, .. } => {
-                let (stmt, returning) = crate::returning::split(stmt)?;
+                let stmt = pg_rewrite(stmt);
+                let (stmt, returning) = crate::returning::split(&stmt)?;
                 let (stmt, mut on_conflict) = crate::upsert::split(stmt)?;
                 if let Some(c) = on_conflict.as_mut() {
                     c.params = params.clone().unwrap_or_default();
@@ -1017,7 +1183,7 @@ impl Session {
                         on_conflict,
                     )
                     .await?;
-                let stmt = crate::upsert::name_columns(stmt, &state, &self.database).await?;
+                let stmt = crate::upsert::rewrite_insert(stmt, &state, &self.database).await?;
                 if let Some(r) = &returning {
                     // Plans the RETURNING list first: a bad column fails before any write.
                     returning_schema(&state, r).await?;
@@ -1055,11 +1221,21 @@ impl Session {
             limits: self.engine.limits.clone(),
             returning: capture.then(|| std::sync::Mutex::new(Vec::new())),
             on_conflict,
+            defaults: std::sync::OnceLock::new(),
         });
         let list = Arc::new(KCatalogList::new(&self.database, &snapshot, ctx.clone()));
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(list)
             .build();
+        let funcs = crate::sequence::SeqFunctions {
+            seqs: self.engine.sequences.clone(),
+            map: snapshot.sequences.clone(),
+            session: self.seq_session.clone(),
+        };
+        for udf in funcs.udfs() {
+            state.register_udf(udf).map_err(from_datafusion)?;
+        }
+        ctx.compile_defaults(&state, &snapshot)?;
         // now() / CURRENT_TIMESTAMP: the start of the transaction, as in PostgreSQL.
         state.mark_start_execution();
         if let Some(b) = &self.block {
@@ -1141,6 +1317,7 @@ impl Session {
             db: &self.database,
             snapshot: &snapshot,
             eval: &eval,
+            sequences: &self.engine.sequences,
         };
         let DFStatement::Statement(s) = stmt else {
             return Err(SqlError::internal("not a DDL statement"));
@@ -1154,9 +1331,37 @@ impl Session {
                 ..
             } => ddl::drop_index(&ddl, txn, names, *if_exists, after),
             SqlStatement::Drop {
-                names, if_exists, ..
+                object_type: ObjectType::Table,
+                names,
+                if_exists,
+                ..
             } => ddl::drop_table(&ddl, txn, names, *if_exists, after),
             SqlStatement::CreateIndex(ci) => ddl::create_index(&ddl, txn, ci).await,
+            SqlStatement::CreateSequence {
+                temporary: false,
+                if_not_exists,
+                name,
+                data_type,
+                sequence_options,
+                owned_by,
+            } => {
+                ddl::create_sequence(
+                    &ddl,
+                    txn,
+                    name,
+                    *if_not_exists,
+                    data_type,
+                    sequence_options,
+                    owned_by,
+                )
+                .await
+            }
+            SqlStatement::Drop {
+                object_type: ObjectType::Sequence,
+                names,
+                if_exists,
+                ..
+            } => ddl::drop_sequence(&ddl, txn, names, *if_exists),
             SqlStatement::Truncate(t) => crate::alter::truncate(&ddl, txn, t, after).await,
             SqlStatement::AlterTable(at) => crate::alter::alter_table(&ddl, txn, at, after).await,
             _ => Err(SqlError::internal("DDL statement mismatch")),

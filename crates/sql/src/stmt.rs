@@ -53,6 +53,9 @@ pub struct StmtCtx {
     pub returning: Option<std::sync::Mutex<Vec<Vec<crate::datum::Datum>>>>,
     /// The ON CONFLICT clause of an INSERT (taken off the statement before planning).
     pub on_conflict: Option<crate::upsert::OnConflictClause>,
+    /// Per-row DEFAULT expressions by `(table id, column name)`, compiled for this statement
+    /// (they may call the statement's sequence functions).
+    pub defaults: std::sync::OnceLock<HashMap<(u32, String), datafusion::logical_expr::Expr>>,
 }
 
 impl StmtCtx {
@@ -64,6 +67,40 @@ impl StmtCtx {
             }
         }
     }
+}
+
+impl StmtCtx {
+    /// Compiles the per-row defaults of every table in `snapshot` with `state`'s functions.
+    pub fn compile_defaults(
+        &self,
+        state: &datafusion::execution::SessionState,
+        snapshot: &CatalogSnapshot,
+    ) -> crate::SqlResult<()> {
+        let mut out = HashMap::new();
+        for t in snapshot.tables.values() {
+            for c in &t.columns {
+                if let Some(sql) = &c.default_expr {
+                    out.insert((t.id, c.name.clone()), compile_default(state, sql, &c.ty)?);
+                }
+            }
+        }
+        let _ = self.defaults.set(out);
+        Ok(())
+    }
+}
+
+/// A per-row DEFAULT as a DataFusion expression of the column's type.
+pub fn compile_default(
+    state: &datafusion::execution::SessionState,
+    sql: &str,
+    ty: &crate::types::SqlType,
+) -> crate::SqlResult<datafusion::logical_expr::Expr> {
+    use datafusion::logical_expr::ExprSchemable;
+    let empty = datafusion::common::DFSchema::empty();
+    state
+        .create_logical_expr(sql, &empty)
+        .and_then(|e| e.cast_to(&ty.arrow(), &empty))
+        .map_err(crate::error::from_datafusion)
 }
 
 impl fmt::Debug for StmtCtx {

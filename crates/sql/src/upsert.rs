@@ -528,10 +528,11 @@ impl Update {
     }
 }
 
-/// PostgreSQL lets `INSERT INTO t VALUES (…)` give fewer values than `t` has columns (the
-/// rest take their defaults); DataFusion wants them all, so the leading column names are
-/// written into the statement.
-pub async fn name_columns(
+/// PostgreSQL INSERT forms DataFusion lacks, rewritten before planning:
+/// * fewer VALUES than the table has columns: the leading column names are written in;
+/// * `DEFAULT` among VALUES: replaced by the column's default expression (or NULL);
+/// * an explicit value for a `GENERATED ALWAYS AS IDENTITY` column is 428C9.
+pub async fn rewrite_insert(
     stmt: DFStatement,
     state: &SessionState,
     db: &str,
@@ -542,15 +543,7 @@ pub async fn name_columns(
     let SqlStatement::Insert(i) = s.as_ref() else {
         return Ok(stmt);
     };
-    let (Some(src), true, ast::TableObject::TableName(name)) =
-        (&i.source, i.columns.is_empty(), &i.table)
-    else {
-        return Ok(stmt);
-    };
-    let ast::SetExpr::Values(values) = src.body.as_ref() else {
-        return Ok(stmt);
-    };
-    let Some(width) = values.rows.first().map(|r| r.len()) else {
+    let ast::TableObject::TableName(name) = &i.table else {
         return Ok(stmt);
     };
     let (schema, table) = crate::ddl::table_name(name, db)?;
@@ -564,15 +557,94 @@ pub async fn name_columns(
     let Some(provider) = provider else {
         return Ok(stmt);
     };
-    let fields = provider.schema().fields().clone();
-    if width >= fields.len() {
+    let Some(kt) = provider
+        .as_ref()
+        .downcast_ref::<crate::provider::KestrelTable>()
+    else {
         return Ok(stmt);
-    }
+    };
+    let desc = kt.desc().clone();
+    let visible = desc.visible_columns(false);
     let mut i = i.clone();
-    i.columns = fields
-        .iter()
-        .take(width)
-        .map(|f| ast::ObjectName::from(vec![ast::Ident::with_quote('"', f.name())]))
-        .collect();
+    let values_width = match i.source.as_deref().map(|q| q.body.as_ref()) {
+        Some(ast::SetExpr::Values(v)) => v.rows.first().map(|r| r.len()),
+        _ => None,
+    };
+    if let (Some(w), true) = (values_width, i.columns.is_empty()) {
+        if w < visible.len() {
+            i.columns = visible
+                .iter()
+                .take(w)
+                .map(|&c| {
+                    ast::ObjectName::from(vec![ast::Ident::with_quote('"', &desc.columns[c].name)])
+                })
+                .collect();
+        }
+    }
+    // The target columns, as positions into `desc.columns`.
+    let targets: Vec<Option<usize>> = if i.columns.is_empty() {
+        visible.iter().map(|&c| Some(c)).collect()
+    } else {
+        i.columns
+            .iter()
+            .map(|n| {
+                let n = n.0.last().and_then(|p| p.as_ident()).map(ident);
+                n.and_then(|n| desc.column(&n).map(|(pos, _)| pos))
+            })
+            .collect()
+    };
+    let mut defaults_used = vec![false; targets.len()];
+    if let Some(ast::SetExpr::Values(v)) = i.source.as_deref_mut().map(|q| q.body.as_mut()) {
+        for row in v.rows.iter_mut() {
+            for (j, e) in row.iter_mut().enumerate() {
+                let is_default = matches!(e, ast::Expr::Identifier(id)
+                    if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"));
+                if !is_default {
+                    continue;
+                }
+                defaults_used[j] = true;
+                let col = targets.get(j).copied().flatten().map(|p| &desc.columns[p]);
+                *e = match col {
+                    Some(c) => default_sql(c)?,
+                    None => ast::Expr::value(ast::Value::Null),
+                };
+            }
+        }
+    } else {
+        defaults_used.iter_mut().for_each(|d| *d = false);
+    }
+    for (j, t) in targets.iter().enumerate() {
+        let Some(p) = t else { continue };
+        let c = &desc.columns[*p];
+        let all_default = values_width.is_some() && defaults_used[j];
+        if c.identity_always && !all_default {
+            return Err(SqlError::new(
+                code::GENERATED_ALWAYS,
+                format!(
+                    "cannot insert a non-DEFAULT value into column \"{}\"",
+                    c.name
+                ),
+            )
+            .with_detail(format!(
+                "Column \"{}\" is an identity column defined as GENERATED ALWAYS.",
+                c.name
+            )));
+        }
+    }
     Ok(DFStatement::Statement(Box::new(SqlStatement::Insert(i))))
+}
+
+/// A column's default as an expression (NULL without one).
+fn default_sql(c: &crate::catalog::ColumnDesc) -> SqlResult<ast::Expr> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let text = match (&c.default_expr, &c.default) {
+        (Some(e), _) => e.clone(),
+        (None, Some((src, _))) => format!("({src})"),
+        (None, None) => return Ok(ast::Expr::value(ast::Value::Null)),
+    };
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| SqlError::internal(format!("stored default {text}: {e}")))
 }
