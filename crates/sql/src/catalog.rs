@@ -158,6 +158,48 @@ fn table_key(db_id: u32, schema: &str, name: &str) -> Vec<u8> {
     k
 }
 
+fn schemas_prefix(db_id: u32) -> Vec<u8> {
+    let mut k = SYSTEM_START.to_vec();
+    k.extend_from_slice(b"sc");
+    keycode::put_u32(&mut k, db_id);
+    k
+}
+
+fn schema_key(db_id: u32, name: &str) -> Vec<u8> {
+    let mut k = schemas_prefix(db_id);
+    keycode::put_bytes(&mut k, name.as_bytes());
+    k
+}
+
+/// A schema created with CREATE SCHEMA (`public` always exists and has no row).
+pub fn put_schema(txn: &mut Txn, db_id: u32, name: &str) -> SqlResult<()> {
+    txn.put(schema_key(db_id, name), name.as_bytes().to_vec())?;
+    Ok(())
+}
+
+pub fn delete_schema(txn: &mut Txn, db_id: u32, name: &str) -> SqlResult<()> {
+    txn.delete(schema_key(db_id, name))?;
+    Ok(())
+}
+
+pub fn put_database(txn: &mut Txn, db: &DbDesc) -> SqlResult<()> {
+    txn.put(db_key(&db.name), encode(db))?;
+    Ok(())
+}
+
+pub fn delete_database(txn: &mut Txn, db: &DbDesc) -> SqlResult<()> {
+    txn.delete(db_key(&db.name))?;
+    Ok(())
+}
+
+/// Every table of a database (for DROP DATABASE).
+pub async fn tables_of(txn: &Txn, db_id: u32) -> SqlResult<Vec<TableDesc>> {
+    let prefix = tables_prefix(db_id);
+    let end = keycode::prefix_end(&prefix);
+    let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
+    rows.iter().map(|(_, v)| decode(v, "table")).collect()
+}
+
 fn id_key() -> Vec<u8> {
     let mut k = SYSTEM_START.to_vec();
     k.extend_from_slice(b"id");
@@ -221,6 +263,8 @@ pub async fn allocate_id(txn: &mut Txn) -> SqlResult<u32> {
 #[derive(Clone, Debug, Default)]
 pub struct CatalogSnapshot {
     pub db: Option<DbDesc>,
+    /// Schemas made with CREATE SCHEMA (besides `public`).
+    pub created_schemas: Vec<String>,
     pub tables: BTreeMap<(String, String), Arc<TableDesc>>,
     pub sequences: crate::sequence::SeqMap,
 }
@@ -249,8 +293,16 @@ impl CatalogSnapshot {
             let s = crate::sequence::decode_sequence(&v)?;
             sequences.insert((s.schema.clone(), s.name.clone()), Arc::new(s));
         }
+        let prefix = schemas_prefix(db.id);
+        let end = keycode::prefix_end(&prefix);
+        let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
+        let created_schemas = rows
+            .iter()
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect();
         Ok(Self {
             db: Some(db),
+            created_schemas,
             tables,
             sequences: Arc::new(sequences),
         })
@@ -264,9 +316,14 @@ impl CatalogSnapshot {
         self.tables.get(&(schema.to_string(), name.to_string()))
     }
 
+    pub fn has_schema(&self, name: &str) -> bool {
+        name == DEFAULT_SCHEMA || self.created_schemas.iter().any(|s| s == name)
+    }
+
     pub fn schemas(&self) -> Vec<String> {
         let mut s: Vec<String> = self.tables.keys().map(|(s, _)| s.clone()).collect();
         s.push(DEFAULT_SCHEMA.to_string());
+        s.extend(self.created_schemas.iter().cloned());
         s.sort();
         s.dedup();
         s

@@ -316,7 +316,7 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
         return Err(SqlError::unsupported("temporary tables"));
     }
     let (schema, name) = table_name(&ct.name, ddl.db)?;
-    if schema != DEFAULT_SCHEMA {
+    if !ddl.snapshot.has_schema(&schema) {
         return Err(SqlError::new(
             code::INVALID_SCHEMA_NAME,
             format!("schema \"{schema}\" does not exist"),
@@ -779,7 +779,15 @@ async fn create_owned_sequence(
         .ok_or_else(|| SqlError::internal("serial column vanished"))?;
     seq.owner = Some((desc.id, col.id));
     col.default = None;
-    col.default_expr = Some(format!("nextval('{}')", quote_literal_name(&name)));
+    let qualified = match desc.schema.as_str() {
+        DEFAULT_SCHEMA => quote_literal_name(&name),
+        schema => format!(
+            "{}.{}",
+            quote_literal_name(schema),
+            quote_literal_name(&name)
+        ),
+    };
+    col.default_expr = Some(format!("nextval('{qualified}')"));
     crate::sequence::put_sequence(txn, &seq)
 }
 
@@ -806,7 +814,7 @@ pub async fn create_sequence(
     owned_by: &Option<ObjectName>,
 ) -> SqlResult<String> {
     let (schema, seq) = table_name(name, ddl.db)?;
-    if schema != DEFAULT_SCHEMA {
+    if !ddl.snapshot.has_schema(&schema) {
         return Err(SqlError::new(
             code::INVALID_SCHEMA_NAME,
             format!("schema \"{schema}\" does not exist"),
@@ -881,6 +889,156 @@ pub fn drop_sequence(
         }
     }
     Ok("DROP SEQUENCE".into())
+}
+
+pub fn create_schema(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    name: &ast::SchemaName,
+    if_not_exists: bool,
+) -> SqlResult<String> {
+    let n = match name {
+        ast::SchemaName::Simple(n) | ast::SchemaName::NamedAuthorization(n, _) => n,
+        ast::SchemaName::UnnamedAuthorization(_) => {
+            return Err(SqlError::unsupported("CREATE SCHEMA AUTHORIZATION"))
+        }
+    };
+    let [part] = n.0.as_slice() else {
+        return Err(SqlError::unsupported("CREATE SCHEMA in another database"));
+    };
+    let schema = part.as_ident().map(ident).unwrap_or_default();
+    if ddl.snapshot.has_schema(&schema) || schema.starts_with("pg_") {
+        if if_not_exists {
+            return Ok("CREATE SCHEMA".into());
+        }
+        return Err(SqlError::new(
+            code::DUPLICATE_SCHEMA,
+            format!("schema \"{schema}\" already exists"),
+        ));
+    }
+    catalog::put_schema(txn, ddl.snapshot.db_id(), &schema)?;
+    Ok("CREATE SCHEMA".into())
+}
+
+pub fn drop_schema(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    names: &[ObjectName],
+    if_exists: bool,
+    cascade: bool,
+    after: &mut Vec<AfterCommit>,
+) -> SqlResult<String> {
+    for n in names {
+        let schema =
+            n.0.last()
+                .and_then(|p| p.as_ident())
+                .map(ident)
+                .unwrap_or_default();
+        if !ddl.snapshot.created_schemas.contains(&schema) {
+            if schema == DEFAULT_SCHEMA {
+                return Err(SqlError::unsupported("dropping schema public"));
+            }
+            if if_exists {
+                continue;
+            }
+            return Err(SqlError::new(
+                code::INVALID_SCHEMA_NAME,
+                format!("schema \"{schema}\" does not exist"),
+            ));
+        }
+        let tables: Vec<&Arc<TableDesc>> = ddl
+            .snapshot
+            .tables
+            .values()
+            .filter(|t| t.schema == schema)
+            .collect();
+        let seqs: Vec<_> = ddl
+            .snapshot
+            .sequences
+            .values()
+            .filter(|s| s.schema == schema)
+            .collect();
+        if !cascade && (!tables.is_empty() || !seqs.is_empty()) {
+            return Err(SqlError::new(
+                code::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!("cannot drop schema {schema} because other objects depend on it"),
+            ));
+        }
+        for t in tables {
+            catalog::delete_table(txn, t)?;
+            let (s, e) = table_span(t.id);
+            after.push(AfterCommit::ClearSpan(s, e));
+        }
+        for s in seqs {
+            crate::sequence::delete_sequence(txn, s)?;
+            ddl.sequences.forget(s.id);
+        }
+        catalog::delete_schema(txn, ddl.snapshot.db_id(), &schema)?;
+    }
+    Ok("DROP SCHEMA".into())
+}
+
+pub async fn create_database(
+    txn: &mut Txn,
+    name: &ObjectName,
+    if_not_exists: bool,
+) -> SqlResult<String> {
+    let db = name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(ident)
+        .unwrap_or_default();
+    if catalog::get_database(txn, &db).await?.is_some() {
+        if if_not_exists {
+            return Ok("CREATE DATABASE".into());
+        }
+        return Err(SqlError::new(
+            code::DUPLICATE_DATABASE,
+            format!("database \"{db}\" already exists"),
+        ));
+    }
+    let id = catalog::allocate_id(txn).await?;
+    catalog::put_database(txn, &catalog::DbDesc { id, name: db })?;
+    Ok("CREATE DATABASE".into())
+}
+
+pub async fn drop_database(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    names: &[ObjectName],
+    if_exists: bool,
+    after: &mut Vec<AfterCommit>,
+) -> SqlResult<String> {
+    for n in names {
+        let db =
+            n.0.last()
+                .and_then(|p| p.as_ident())
+                .map(ident)
+                .unwrap_or_default();
+        if db == ddl.db {
+            return Err(SqlError::new(
+                code::OBJECT_IN_USE,
+                "cannot drop the currently open database",
+            ));
+        }
+        let Some(desc) = catalog::get_database(txn, &db).await? else {
+            if if_exists {
+                continue;
+            }
+            return Err(SqlError::new(
+                code::INVALID_CATALOG_NAME,
+                format!("database \"{db}\" does not exist"),
+            ));
+        };
+        for t in catalog::tables_of(txn, desc.id).await? {
+            catalog::delete_table(txn, &t)?;
+            let (s, e) = table_span(t.id);
+            after.push(AfterCommit::ClearSpan(s, e));
+        }
+        catalog::delete_database(txn, &desc)?;
+    }
+    Ok("DROP DATABASE".into())
 }
 
 pub fn drop_table(

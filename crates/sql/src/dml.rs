@@ -15,6 +15,8 @@ use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp};
 
+use datafusion::sql::sqlparser::ast;
+
 use crate::catalog::TableDesc;
 use crate::datum::{datums_from_array, Datum};
 use crate::error::{code, from_datafusion, SqlError, SqlResult};
@@ -101,14 +103,6 @@ async fn delete(
     quals: &[TableReference],
     ctx: &Arc<StmtCtx>,
 ) -> SqlResult<u64> {
-    let schema = dml.input.schema();
-    let mut key_cols = Vec::new();
-    for &i in &desc.primary_key {
-        let name = &desc.columns[i].name;
-        let idx = column_index(schema, quals, name)
-            .ok_or_else(|| SqlError::internal(format!("DELETE plan lacks key column {name}")))?;
-        key_cols.push((i, idx));
-    }
     let batches = crate::exec::collect(
         state,
         &dml.input,
@@ -116,14 +110,32 @@ async fn delete(
         Some((ctx.limits.statement_rows_max, "statement_rows_max")),
     )
     .await?;
+    delete_collected(desc, dml.input.schema(), quals, &batches, ctx).await
+}
+
+/// Deletes the rows in `batches` (every column of `desc`, found by name under `quals`).
+async fn delete_collected(
+    desc: &TableDesc,
+    schema: &DFSchema,
+    quals: &[TableReference],
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+    ctx: &Arc<StmtCtx>,
+) -> SqlResult<u64> {
+    let mut key_cols = Vec::new();
+    for &i in &desc.primary_key {
+        let name = &desc.columns[i].name;
+        let idx = column_index(schema, quals, name)
+            .ok_or_else(|| SqlError::internal(format!("DELETE plan lacks key column {name}")))?;
+        key_cols.push((i, idx));
+    }
     let writer = TableWriter::new(desc);
     let full = if ctx.returning.is_some() || !writer.is_empty() {
-        full_rows(desc, schema, quals, &batches)?
+        full_rows(desc, schema, quals, batches)?
     } else {
         Vec::new()
     };
     let mut keys = HashSet::new();
-    for b in &batches {
+    for b in batches {
         let cols: Vec<(usize, Vec<Datum>)> = key_cols
             .iter()
             .map(|&(i, idx)| Ok((i, datums_from_array(&desc.columns[i].ty, b.column(idx))?)))
@@ -193,7 +205,6 @@ async fn update(
             Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("__kestrel_old_ix_{j}")),
         );
     }
-    let k_old = k + indexed.len();
     exprs.extend(proj.expr.iter().cloned());
     let plan = LogicalPlanBuilder::from(proj.input.as_ref().clone())
         .project(exprs)
@@ -204,9 +215,24 @@ async fn update(
             "UPDATE projection does not cover every column",
         ));
     }
+    update_plan(state, desc, ctx, &plan, &indexed).await
+}
+
+/// Runs `plan`, whose columns are the old primary key, the old `indexed` columns and then
+/// every new column value, and writes the updates.
+async fn update_plan(
+    state: &SessionState,
+    desc: &TableDesc,
+    ctx: &Arc<StmtCtx>,
+    plan: &LogicalPlan,
+    indexed: &[usize],
+) -> SqlResult<u64> {
+    let writer = TableWriter::new(desc);
+    let k = desc.primary_key.len();
+    let k_old = k + indexed.len();
     let batches = crate::exec::collect(
         state,
-        &plan,
+        plan,
         &ctx.limits,
         Some((ctx.limits.statement_rows_max, "statement_rows_max")),
     )
@@ -300,4 +326,198 @@ async fn update(
     }
     writer.update_entries(&mut txn, desc, &moved).await?;
     Ok(n)
+}
+
+/// A quoted identifier as SQL text.
+fn q(name: &str) -> String {
+    datafusion::sql::sqlparser::ast::Ident::with_quote('"', name).to_string()
+}
+
+/// The target of UPDATE … FROM / DELETE … USING: its table and the name its columns go by.
+fn target_of(f: &ast::TableFactor) -> SqlResult<(String, String)> {
+    let ast::TableFactor::Table { name, alias, .. } = f else {
+        return Err(SqlError::unsupported("this UPDATE/DELETE target"));
+    };
+    let qual = match alias {
+        Some(a) => crate::ddl::ident(&a.name),
+        None => name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(crate::ddl::ident)
+            .unwrap_or_default(),
+    };
+    Ok((name.to_string(), qual))
+}
+
+fn from_list(tables: &[ast::TableWithJoins]) -> String {
+    tables
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `UPDATE t [AS x] SET … FROM … WHERE …`: DataFusion cannot plan it, so Kestrel plans the
+/// equivalent join as a query producing the update layout (old key, old indexed columns, every
+/// new value) and writes it like any UPDATE. A target row that joins several source rows is
+/// updated once (by the first), as PostgreSQL leaves unspecified which.
+pub async fn update_from(
+    state: &SessionState,
+    ctx: &Arc<StmtCtx>,
+    desc: &TableDesc,
+    u: &ast::Update,
+    params: Option<Vec<datafusion::common::ScalarValue>>,
+) -> SqlResult<u64> {
+    let (sql, indexed) = update_from_sql(desc, u)?;
+    let plan = plan_query(state, &sql, params).await?;
+    update_plan(state, desc, ctx, &plan, &indexed).await
+}
+
+/// The query behind an UPDATE … FROM, and the indexed columns it reads the old values of.
+fn update_from_sql(desc: &TableDesc, u: &ast::Update) -> SqlResult<(String, Vec<usize>)> {
+    let (table, qual) = target_of(&u.table.relation)?;
+    let from = match &u.from {
+        Some(ast::UpdateTableFromKind::AfterSet(t) | ast::UpdateTableFromKind::BeforeSet(t)) => t,
+        None => return Err(SqlError::internal("UPDATE without FROM")),
+    };
+    let mut sets: std::collections::HashMap<String, String> = Default::default();
+    for a in &u.assignments {
+        let ast::AssignmentTarget::ColumnName(n) = &a.target else {
+            return Err(SqlError::unsupported("UPDATE … SET (a, b) = …"));
+        };
+        let name =
+            n.0.last()
+                .and_then(|p| p.as_ident())
+                .map(crate::ddl::ident)
+                .unwrap_or_default();
+        let (_, col) = desc
+            .column(&name)
+            .filter(|(_, c)| !c.hidden)
+            .ok_or_else(|| {
+                SqlError::new(
+                    code::UNDEFINED_COLUMN,
+                    format!(
+                        "column \"{name}\" of relation \"{}\" does not exist",
+                        desc.name
+                    ),
+                )
+            })?;
+        let value = match &a.value {
+            ast::Expr::Identifier(i)
+                if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") =>
+            {
+                crate::upsert::default_sql(col)?.to_string()
+            }
+            v => v.to_string(),
+        };
+        sets.insert(
+            name,
+            format!("CAST(({value}) AS {})", crate::session::cast_name(&col.ty)),
+        );
+    }
+    let writer = TableWriter::new(desc);
+    let mut indexed: Vec<usize> = writer.indexed_positions().into_iter().collect();
+    indexed.sort();
+    let old = |i: usize| format!("{}.{}", q(&qual), q(&desc.columns[i].name));
+    let mut list: Vec<String> = desc.primary_key.iter().map(|&i| old(i)).collect();
+    list.extend(indexed.iter().map(|&i| old(i)));
+    for (i, c) in desc.columns.iter().enumerate() {
+        list.push(sets.get(&c.name).cloned().unwrap_or_else(|| old(i)));
+    }
+    let list: Vec<String> = list
+        .into_iter()
+        .enumerate()
+        .map(|(n, e)| format!("{e} AS \"__kestrel_{n}\""))
+        .collect();
+    let mut sql = format!(
+        "SELECT {} FROM {table} AS {}, {}",
+        list.join(", "),
+        q(&qual),
+        from_list(from)
+    );
+    if let Some(w) = &u.selection {
+        sql.push_str(&format!(" WHERE {w}"));
+    }
+    Ok((sql, indexed))
+}
+
+/// `DELETE FROM t [AS x] USING … WHERE …`, planned as the join that finds the rows.
+pub async fn delete_using(
+    state: &SessionState,
+    ctx: &Arc<StmtCtx>,
+    desc: &TableDesc,
+    d: &ast::Delete,
+    params: Option<Vec<datafusion::common::ScalarValue>>,
+) -> SqlResult<u64> {
+    let (sql, qual) = delete_using_sql(desc, d)?;
+    let plan = plan_query(state, &sql, params).await?;
+    let batches = crate::exec::collect(
+        state,
+        &plan,
+        &ctx.limits,
+        Some((ctx.limits.statement_rows_max, "statement_rows_max")),
+    )
+    .await?;
+    let quals = [TableReference::bare(qual)];
+    delete_collected(desc, plan.schema(), &quals, &batches, ctx).await
+}
+
+/// The query behind a DELETE … USING, and the name the target's columns go by.
+fn delete_using_sql(desc: &TableDesc, d: &ast::Delete) -> SqlResult<(String, String)> {
+    let tables = match &d.from {
+        ast::FromTable::WithFromKeyword(t) | ast::FromTable::WithoutKeyword(t) => t,
+    };
+    let [target] = tables.as_slice() else {
+        return Err(SqlError::unsupported("DELETE from several tables"));
+    };
+    let (table, qual) = target_of(&target.relation)?;
+    let using = d
+        .using
+        .as_deref()
+        .ok_or_else(|| SqlError::internal("DELETE without USING"))?;
+    let list: Vec<String> = desc
+        .columns
+        .iter()
+        .map(|c| format!("{}.{}", q(&qual), q(&c.name)))
+        .collect();
+    let mut sql = format!(
+        "SELECT {} FROM {table} AS {}, {}",
+        list.join(", "),
+        q(&qual),
+        from_list(using)
+    );
+    if let Some(w) = &d.selection {
+        sql.push_str(&format!(" WHERE {w}"));
+    }
+    Ok((sql, qual))
+}
+
+/// The query an UPDATE … FROM or DELETE … USING runs (for parameter types at PREPARE).
+pub async fn join_dml_plan(
+    state: &SessionState,
+    desc: &TableDesc,
+    s: &ast::Statement,
+) -> SqlResult<Option<LogicalPlan>> {
+    let sql = match s {
+        ast::Statement::Update(u) if u.from.is_some() => update_from_sql(desc, u)?.0,
+        ast::Statement::Delete(d) if d.using.is_some() => delete_using_sql(desc, d)?.0,
+        _ => return Ok(None),
+    };
+    plan_query(state, &sql, None).await.map(Some)
+}
+
+async fn plan_query(
+    state: &SessionState,
+    sql: &str,
+    params: Option<Vec<datafusion::common::ScalarValue>>,
+) -> SqlResult<LogicalPlan> {
+    let mut plan = state
+        .create_logical_plan(sql)
+        .await
+        .map_err(from_datafusion)?;
+    if let Some(p) = params {
+        plan = plan.with_param_values(p).map_err(from_datafusion)?;
+    }
+    Ok(plan)
 }

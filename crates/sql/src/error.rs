@@ -45,6 +45,9 @@ pub mod code {
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const INVALID_CATALOG_NAME: &str = "3D000";
     pub const INVALID_SCHEMA_NAME: &str = "3F000";
+    pub const DUPLICATE_SCHEMA: &str = "42P06";
+    pub const DUPLICATE_DATABASE: &str = "42P04";
+    pub const OBJECT_IN_USE: &str = "55006";
     pub const AMBIGUOUS_COLUMN: &str = "42702";
     pub const GROUPING_ERROR: &str = "42803";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";

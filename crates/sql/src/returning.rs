@@ -71,6 +71,19 @@ fn unalias_delete(s: &mut SqlStatement) {
         return;
     };
     let alias_name = ident(&a.name);
+    if let SqlStatement::Delete(d) = &mut *s {
+        for item in d.returning.iter_mut().flatten() {
+            if let SelectItem::QualifiedWildcard(
+                datafusion::sql::sqlparser::ast::SelectItemQualifiedWildcardKind::ObjectName(n),
+                _,
+            ) = item
+            {
+                if n.0.len() == 1 && n.0[0].as_ident().map(ident).as_deref() == Some(&alias_name) {
+                    *n = ObjectName::from(vec![table.clone()]);
+                }
+            }
+        }
+    }
     let _ = visit_expressions_mut(s, |e| {
         if let SqlExpr::CompoundIdentifier(parts) = e {
             if parts.len() == 2 && ident(&parts[0]) == alias_name {

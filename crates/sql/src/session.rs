@@ -239,8 +239,15 @@ fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
         | SqlStatement::CreateSequence {
             temporary: false, ..
         }
+        | SqlStatement::CreateSchema { .. }
+        | SqlStatement::CreateDatabase { .. }
         | SqlStatement::Drop {
-            object_type: ObjectType::Table | ObjectType::Index | ObjectType::Sequence,
+            object_type:
+                ObjectType::Table
+                | ObjectType::Index
+                | ObjectType::Sequence
+                | ObjectType::Schema
+                | ObjectType::Database,
             ..
         } => Kind::Ddl,
         SqlStatement::Copy { .. } => Kind::Copy,
@@ -564,10 +571,15 @@ impl Session {
                 let (planned, _) = crate::upsert::split(planned)?;
                 let planned =
                     crate::upsert::rewrite_insert(planned, &state, &self.database).await?;
-                let plan = state
-                    .statement_to_plan(planned)
-                    .await
-                    .map_err(from_datafusion)?;
+                let join_dml = self.join_dml_plan(&state, &planned).await?;
+                let writes_only = join_dml.is_some();
+                let plan = match join_dml {
+                    Some(p) => p,
+                    None => state
+                        .statement_to_plan(planned)
+                        .await
+                        .map_err(from_datafusion)?,
+                };
                 let types = plan.get_parameter_fields().map_err(from_datafusion)?;
                 let mut ordered: Vec<(usize, Option<FieldRef>)> = types
                     .into_iter()
@@ -591,6 +603,7 @@ impl Session {
                 }
                 let schema = match (&plan, returning) {
                     (_, Some(r)) => Some(returning_schema(&state, &r).await?),
+                    _ if writes_only => None,
                     (LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_), _) => {
                         None
                     }
@@ -1251,6 +1264,9 @@ impl Session {
         stmt: &DFStatement,
         params: Option<Vec<ScalarValue>>,
     ) -> SqlResult<ExecResult> {
+        if let Some(res) = self.join_dml(state, ctx, stmt, &params).await? {
+            return Ok(res);
+        }
         let mut plan = state
             .statement_to_plan(stmt.clone())
             .await
@@ -1295,6 +1311,83 @@ impl Session {
         }
     }
 
+    /// The query behind an UPDATE … FROM / DELETE … USING (parameter types at PREPARE).
+    async fn join_dml_plan(
+        &self,
+        state: &SessionState,
+        stmt: &DFStatement,
+    ) -> SqlResult<Option<LogicalPlan>> {
+        let DFStatement::Statement(s) = stmt else {
+            return Ok(None);
+        };
+        let relation = match s.as_ref() {
+            SqlStatement::Update(u) if u.from.is_some() => &u.table.relation,
+            SqlStatement::Delete(d) if d.using.is_some() => match &d.from {
+                ast::FromTable::WithFromKeyword(t) | ast::FromTable::WithoutKeyword(t) => {
+                    match t.first() {
+                        Some(t) => &t.relation,
+                        None => return Ok(None),
+                    }
+                }
+            },
+            _ => return Ok(None),
+        };
+        let ast::TableFactor::Table { name, .. } = relation else {
+            return Ok(None);
+        };
+        match crate::upsert::target_table(state, &self.database, name).await? {
+            Some(desc) => crate::dml::join_dml_plan(state, &desc, s).await,
+            None => Ok(None),
+        }
+    }
+
+    /// UPDATE … FROM and DELETE … USING, which Kestrel plans itself ([`crate::dml`]).
+    async fn join_dml(
+        &self,
+        state: &SessionState,
+        ctx: &Arc<StmtCtx>,
+        stmt: &DFStatement,
+        params: &Option<Vec<ScalarValue>>,
+    ) -> SqlResult<Option<ExecResult>> {
+        let DFStatement::Statement(s) = stmt else {
+            return Ok(None);
+        };
+        let (relation, verb) = match s.as_ref() {
+            SqlStatement::Update(u) if u.from.is_some() => (&u.table.relation, "UPDATE"),
+            SqlStatement::Delete(d) if d.using.is_some() => {
+                let tables = match &d.from {
+                    ast::FromTable::WithFromKeyword(t) | ast::FromTable::WithoutKeyword(t) => t,
+                };
+                match tables.first() {
+                    Some(t) => (&t.relation, "DELETE"),
+                    None => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        };
+        let ast::TableFactor::Table { name, .. } = relation else {
+            return Err(SqlError::unsupported(format!("{verb} of this target")));
+        };
+        let desc = crate::upsert::target_table(state, &self.database, name)
+            .await?
+            .ok_or_else(|| {
+                SqlError::new(
+                    code::UNDEFINED_TABLE,
+                    format!("relation \"{name}\" does not exist"),
+                )
+            })?;
+        let n = match s.as_ref() {
+            SqlStatement::Update(u) => {
+                crate::dml::update_from(state, ctx, &desc, u, params.clone()).await?
+            }
+            SqlStatement::Delete(d) => {
+                crate::dml::delete_using(state, ctx, &desc, d, params.clone()).await?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(ExecResult::Command(format!("{verb} {n}"))))
+    }
+
     async fn collect(
         &self,
         state: &SessionState,
@@ -1322,6 +1415,25 @@ impl Session {
         let DFStatement::Statement(s) = stmt else {
             return Err(SqlError::internal("not a DDL statement"));
         };
+        let database_ddl = matches!(
+            s.as_ref(),
+            SqlStatement::CreateDatabase { .. }
+                | SqlStatement::Drop {
+                    object_type: ObjectType::Database,
+                    ..
+                }
+        );
+        if database_ddl && self.block.as_ref().is_some_and(|b| !b.implicit) {
+            let what = if matches!(s.as_ref(), SqlStatement::CreateDatabase { .. }) {
+                "CREATE DATABASE"
+            } else {
+                "DROP DATABASE"
+            };
+            return Err(SqlError::new(
+                code::ACTIVE_SQL_TRANSACTION,
+                format!("{what} cannot run inside a transaction block"),
+            ));
+        }
         match s.as_ref() {
             SqlStatement::CreateTable(ct) => ddl::create_table(&ddl, txn, ct).await,
             SqlStatement::Drop {
@@ -1337,6 +1449,29 @@ impl Session {
                 ..
             } => ddl::drop_table(&ddl, txn, names, *if_exists, after),
             SqlStatement::CreateIndex(ci) => ddl::create_index(&ddl, txn, ci).await,
+            SqlStatement::CreateSchema {
+                schema_name,
+                if_not_exists,
+                ..
+            } => ddl::create_schema(&ddl, txn, schema_name, *if_not_exists),
+            SqlStatement::CreateDatabase {
+                db_name,
+                if_not_exists,
+                ..
+            } => ddl::create_database(txn, db_name, *if_not_exists).await,
+            SqlStatement::Drop {
+                object_type: ObjectType::Schema,
+                names,
+                if_exists,
+                cascade,
+                ..
+            } => ddl::drop_schema(&ddl, txn, names, *if_exists, *cascade, after),
+            SqlStatement::Drop {
+                object_type: ObjectType::Database,
+                names,
+                if_exists,
+                ..
+            } => ddl::drop_database(&ddl, txn, names, *if_exists, after).await,
             SqlStatement::CreateSequence {
                 temporary: false,
                 if_not_exists,
@@ -1518,7 +1653,7 @@ fn show_words(stmt: &DFStatement) -> String {
 }
 
 /// The SQL type name DataFusion's parser understands for a CAST to `ty`.
-fn cast_name(ty: &SqlType) -> String {
+pub(crate) fn cast_name(ty: &SqlType) -> String {
     match ty {
         SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Uuid | SqlType::Text => "TEXT".into(),
         SqlType::Bytea => "BYTEA".into(),

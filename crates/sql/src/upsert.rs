@@ -546,24 +546,9 @@ pub async fn rewrite_insert(
     let ast::TableObject::TableName(name) = &i.table else {
         return Ok(stmt);
     };
-    let (schema, table) = crate::ddl::table_name(name, db)?;
-    let provider = match state.schema_for_ref(datafusion::common::TableReference::partial(
-        schema.as_str(),
-        table.as_str(),
-    )) {
-        Ok(s) => s.table(&table).await.map_err(from_datafusion)?,
-        Err(_) => None,
-    };
-    let Some(provider) = provider else {
+    let Some(desc) = target_table(state, db, name).await? else {
         return Ok(stmt);
     };
-    let Some(kt) = provider
-        .as_ref()
-        .downcast_ref::<crate::provider::KestrelTable>()
-    else {
-        return Ok(stmt);
-    };
-    let desc = kt.desc().clone();
     let visible = desc.visible_columns(false);
     let mut i = i.clone();
     let values_width = match i.source.as_deref().map(|q| q.body.as_ref()) {
@@ -634,8 +619,29 @@ pub async fn rewrite_insert(
     Ok(DFStatement::Statement(Box::new(SqlStatement::Insert(i))))
 }
 
+/// The descriptor of a Kestrel table named in a statement, as the statement's catalog sees it.
+pub async fn target_table(
+    state: &SessionState,
+    db: &str,
+    name: &ast::ObjectName,
+) -> SqlResult<Option<Arc<TableDesc>>> {
+    let (schema, table) = crate::ddl::table_name(name, db)?;
+    let provider = match state.schema_for_ref(datafusion::common::TableReference::partial(
+        schema.as_str(),
+        table.as_str(),
+    )) {
+        Ok(s) => s.table(&table).await.map_err(from_datafusion)?,
+        Err(_) => None,
+    };
+    Ok(provider.and_then(|p| {
+        p.as_ref()
+            .downcast_ref::<crate::provider::KestrelTable>()
+            .map(|kt| kt.desc().clone())
+    }))
+}
+
 /// A column's default as an expression (NULL without one).
-fn default_sql(c: &crate::catalog::ColumnDesc) -> SqlResult<ast::Expr> {
+pub fn default_sql(c: &crate::catalog::ColumnDesc) -> SqlResult<ast::Expr> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
     let text = match (&c.default_expr, &c.default) {

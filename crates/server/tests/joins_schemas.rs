@@ -1,0 +1,146 @@
+//! End-to-end UPDATE … FROM, DELETE … USING, CREATE/DROP SCHEMA and CREATE/DROP DATABASE
+//! through the real binary.
+
+mod common;
+
+use common::{count, sqlstate, TestNode};
+
+#[tokio::test]
+async fn update_from_and_delete_using() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE TABLE acct (id INT PRIMARY KEY, owner TEXT UNIQUE, bal INT NOT NULL CHECK (bal >= 0));
+         CREATE TABLE pay (id INT PRIMARY KEY, acct INT, amount INT);
+         CREATE TABLE nokey (a INT, b INT);
+         INSERT INTO acct VALUES (1, 'ann', 10), (2, 'bob', 20), (3, 'cy', 30);
+         INSERT INTO pay VALUES (1, 1, 5), (2, 3, 7), (3, 9, 1);
+         INSERT INTO nokey VALUES (1, 0), (2, 0), (3, 0);",
+    )
+    .await
+    .unwrap();
+    // Aliases on both sides, parameters, RETURNING of the updated rows.
+    let rows = c
+        .query(
+            "UPDATE acct AS a SET bal = a.bal + p.amount * $1 FROM pay p
+             WHERE p.acct = a.id RETURNING a.id, a.bal",
+            &[&2i32],
+        )
+        .await
+        .unwrap();
+    let mut got: Vec<(i32, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    got.sort();
+    assert_eq!(got, vec![(1, 20), (3, 44)]);
+    // The index of a column SET through a join follows, and CHECK still applies.
+    c.execute(
+        "UPDATE acct SET owner = 'ann2' FROM pay WHERE pay.acct = acct.id AND pay.id = 1",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(&c, "SELECT id::bigint FROM acct WHERE owner = 'ann2'").await,
+        1
+    );
+    let e = c
+        .execute(
+            "UPDATE acct SET bal = -1 FROM pay WHERE pay.acct = acct.id",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23514");
+    // A table without a primary key (hidden row id) through a join.
+    c.execute(
+        "UPDATE nokey SET b = acct.bal FROM acct WHERE acct.id = nokey.a",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&c, "SELECT sum(b) FROM nokey").await, 20 + 20 + 44);
+
+    let n = c
+        .execute(
+            "DELETE FROM acct a USING pay p WHERE p.acct = a.id AND p.amount > 6",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(count(&c, "SELECT count(*) FROM acct").await, 2);
+    // The deleted row's unique value is free again.
+    c.batch_execute("INSERT INTO acct VALUES (4, 'cy', 0)")
+        .await
+        .unwrap();
+    let n = c
+        .execute("DELETE FROM nokey USING acct WHERE acct.id = nokey.a", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(count(&c, "SELECT count(*) FROM nokey").await, 1);
+}
+
+#[tokio::test]
+async fn schemas_and_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE SCHEMA app;
+         CREATE TABLE app.t (id SERIAL PRIMARY KEY, v TEXT);
+         CREATE TABLE t (id INT PRIMARY KEY);
+         INSERT INTO app.t (v) VALUES ('x'), ('y');
+         INSERT INTO t VALUES (1);",
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM app.t").await, 2);
+    assert_eq!(count(&c, "SELECT count(*) FROM t").await, 1);
+    for (sql, state) in [
+        ("CREATE SCHEMA app", "42P06"),
+        ("DROP SCHEMA app", "2BP01"),
+        ("CREATE TABLE nope.t (a INT)", "3F000"),
+        ("DROP SCHEMA nope", "3F000"),
+        ("CREATE DATABASE defaultdb", "42P04"),
+        ("DROP DATABASE defaultdb", "55006"),
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), state, "{sql}");
+    }
+    c.batch_execute("CREATE SCHEMA IF NOT EXISTS app; DROP SCHEMA app CASCADE")
+        .await
+        .unwrap();
+    let e = c.batch_execute("SELECT * FROM app.t").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01");
+
+    c.batch_execute("CREATE DATABASE shop").await.unwrap();
+    let e = c
+        .batch_execute("BEGIN; CREATE DATABASE other")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "25001");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let (shop, conn) = tokio_postgres::connect(&node.url("shop"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    shop.batch_execute("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (7), (8)")
+        .await
+        .unwrap();
+    assert_eq!(count(&shop, "SELECT count(*) FROM t").await, 2);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM t").await,
+        1,
+        "databases are separate"
+    );
+    drop(shop);
+    c.batch_execute("DROP DATABASE shop; DROP DATABASE IF EXISTS shop")
+        .await
+        .unwrap();
+    assert!(
+        tokio_postgres::connect(&node.url("shop"), tokio_postgres::NoTls)
+            .await
+            .is_err()
+    );
+}
