@@ -9,7 +9,14 @@
 //!   scan ([`provider::KvScanExec`]) turns primary-key filters into key bounds and decodes KV
 //!   pairs straight into Arrow batches; `insert_into` writes through a `DataSink`.
 //! * UPDATE/DELETE ([`dml`]) run the input of DataFusion's DML plan as a query and write the
-//!   changed rows — so any WHERE / SET expression DataFusion can evaluate works.
+//!   changed rows — so any WHERE / SET expression DataFusion can evaluate works. `UPDATE …
+//!   FROM` and `DELETE … USING`, which DataFusion does not plan, become the equivalent join.
+//! * Every row write goes through [`index::TableWriter`], which keeps secondary indexes and
+//!   UNIQUE claims in step with the rows; `ON CONFLICT` ([`upsert`]) decides per proposed row.
+//! * Sequence functions ([`sequence`]) are scalar UDFs rebound per statement to its catalog
+//!   snapshot; per-row DEFAULTs are compiled per statement ([`stmt::StmtCtx`]).
+//! * PostgreSQL syntax DataFusion reads differently is rewritten on the AST first
+//!   ([`pgcompat`], [`upsert::rewrite_insert`]).
 //! * DDL ([`ddl`]) is Kestrel's own: catalog rows written in the statement's transaction.
 //!
 //! ## Life of a statement
