@@ -92,6 +92,8 @@ pub struct Txn {
     locked: std::collections::HashSet<Vec<u8>>,
     /// Bumped by every buffered write.
     write_seq: u64,
+    /// Record every read from now on, whatever the isolation (see [`Txn::track_all_reads`]).
+    track_all: bool,
 }
 
 /// The transaction as a statement began, to return to when the statement is re-run after a
@@ -118,6 +120,7 @@ impl Txn {
             reads: parking_lot::Mutex::new(ReadSet::default()),
             locked: std::collections::HashSet::new(),
             write_seq: 0,
+            track_all: false,
         }
     }
 
@@ -210,6 +213,13 @@ impl Txn {
         self.isolation = isolation;
     }
 
+    /// From now on every read is validated at commit, also under snapshot isolation: DDL that
+    /// derives data from a table (an index backfill, a CHECK over existing rows) must not miss
+    /// rows committed after its snapshot.
+    pub fn track_all_reads(&mut self) {
+        self.track_all = true;
+    }
+
     /// The write buffer as it is now.
     pub fn savepoint(&self) -> Savepoint {
         Savepoint {
@@ -236,7 +246,10 @@ impl Txn {
     /// catalog reads (the system range), so DDL that commits after our snapshot (TRUNCATE,
     /// ADD PRIMARY KEY moving a table's rows) conflicts with our writes at every level.
     fn record_read(&self, start: &[u8], end: Option<&[u8]>) {
-        if self.isolation == Isolation::Serializable || start < crate::keys::TABLES_START {
+        if self.isolation == Isolation::Serializable
+            || self.track_all
+            || start < crate::keys::TABLES_START
+        {
             let span = Span {
                 start: start.to_vec(),
                 end: end.map(|e| e.to_vec()),

@@ -380,3 +380,58 @@ async fn insert_on_conflict_do_nothing_and_do_update() {
         .await
         .unwrap();
 }
+
+/// An ON CONFLICT DO UPDATE that meets a row locked by another transaction, after it already
+/// inserted a row of its own, fails its attempt with 40001 and autocommit retries it.
+#[tokio::test]
+async fn upsert_behind_a_row_lock_retries_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let a = node.client().await;
+    let b = node.client().await;
+    a.batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 0)")
+        .await
+        .unwrap();
+    a.batch_execute("BEGIN; UPDATE t SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    let upsert = tokio::spawn(async move {
+        b.execute(
+            "INSERT INTO t VALUES (2, 0), (1, 0) ON CONFLICT (id) DO UPDATE SET v = t.v + 10",
+            &[],
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    a.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(upsert.await.unwrap().unwrap(), 2);
+    assert_eq!(count(&a, "SELECT v::bigint FROM t WHERE id = 1").await, 11);
+    assert_eq!(count(&a, "SELECT count(*) FROM t").await, 2);
+}
+
+/// A unique index built under snapshot isolation must not miss a duplicate committed after
+/// its snapshot.
+#[tokio::test]
+async fn unique_index_backfill_conflicts_with_later_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let a = node.client().await;
+    let b = node.client().await;
+    a.batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'x')")
+        .await
+        .unwrap();
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+        .await
+        .unwrap();
+    b.batch_execute("INSERT INTO t VALUES (5, 'x')")
+        .await
+        .unwrap();
+    let built = match a.batch_execute("CREATE UNIQUE INDEX t_v ON t (v)").await {
+        Ok(()) => a.batch_execute("COMMIT").await,
+        Err(e) => Err(e),
+    };
+    let e = built.expect_err("the duplicate committed meanwhile must not slip in");
+    assert_eq!(sqlstate(&e), "40001", "{e:?}");
+    let _ = a.batch_execute("ROLLBACK").await;
+    assert!(ids(&a, "SELECT id FROM t WHERE v = 'x' ORDER BY id").await == vec![1, 5]);
+}

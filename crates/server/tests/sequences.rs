@@ -169,3 +169,50 @@ async fn concurrent_nextval_is_unique() {
     }
     assert_eq!(count(&c, "SELECT count(DISTINCT id) FROM log").await, 200);
 }
+
+/// Descriptor ids come back when a CREATE rolls back; a new sequence must not inherit the
+/// rolled-back one's values. Owned sequences follow TRUNCATE and go with DROP COLUMN/TABLE.
+#[tokio::test]
+async fn sequences_survive_rollbacks_and_table_rewrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute("BEGIN; CREATE SEQUENCE gone; SELECT nextval('gone'); ROLLBACK")
+        .await
+        .unwrap();
+    c.batch_execute("CREATE SEQUENCE s2 START 1000 MINVALUE 1000")
+        .await
+        .unwrap();
+    assert_eq!(col_i64(&c, "SELECT nextval('s2')").await, vec![1000]);
+
+    c.batch_execute(
+        "CREATE TABLE t (id SERIAL PRIMARY KEY, v INT); INSERT INTO t (v) VALUES (1);
+         TRUNCATE t; INSERT INTO t (v) VALUES (2);",
+    )
+    .await
+    .unwrap();
+    assert_eq!(col_i64(&c, "SELECT id::bigint FROM t").await, vec![2]);
+    c.batch_execute("DROP TABLE t; CREATE TABLE t (id SERIAL PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    assert_eq!(
+        col_i64(&c, "INSERT INTO t (v) VALUES (1) RETURNING id::bigint").await,
+        vec![1],
+        "the recreated table owns a fresh t_id_seq"
+    );
+    c.batch_execute("CREATE TABLE u (a INT PRIMARY KEY, n SERIAL); ALTER TABLE u DROP COLUMN n")
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute("SELECT nextval('u_n_seq')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01");
+    // PostgreSQL's column names; a cast next to its own column keeps working.
+    let rows = c
+        .query("SELECT v::text, v, count(*) FROM t GROUP BY v", &[])
+        .await
+        .unwrap();
+    let names: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names[1..], ["v", "count"], "{names:?}");
+}

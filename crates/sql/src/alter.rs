@@ -52,6 +52,14 @@ async fn renumber(
     desc.id = id;
     let (s, e) = table_span(old);
     after.push(AfterCommit::ClearSpan(s, e));
+    // The sequences the table's columns own follow it to its new id.
+    for seq in ddl.snapshot.sequences.values() {
+        if let Some((_, col)) = seq.owner.filter(|(t, _)| *t == old) {
+            let mut moved = seq.as_ref().clone();
+            moved.owner = Some((id, col));
+            crate::sequence::put_sequence(txn, &moved)?;
+        }
+    }
     Ok(old)
 }
 
@@ -164,6 +172,8 @@ pub async fn alter_table(
         return Err(undefined_table(&at.name));
     };
     let mut desc = desc.clone();
+    // Rewrites and constraint checks read every row: rows committed meanwhile must conflict.
+    txn.track_all_reads();
     for op in &at.operations {
         alter_one(ddl, txn, &mut desc, op, after).await?;
     }
@@ -233,6 +243,7 @@ async fn alter_one(
         } => {
             for n in column_names {
                 drop_column_indexes(desc, &ident(n), after);
+                drop_owned_sequences(ddl, txn, desc, &ident(n))?;
                 drop_column(desc, &ident(n), *if_exists)?;
             }
             prune_checks(ddl, desc);
@@ -508,6 +519,25 @@ fn prune_checks(ddl: &DdlCtx<'_>, desc: &mut TableDesc) {
         }
     }
     desc.checks = keep;
+}
+
+/// A dropped SERIAL/IDENTITY column takes its sequence with it.
+fn drop_owned_sequences(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    desc: &TableDesc,
+    name: &str,
+) -> SqlResult<()> {
+    let Some(i) = visible_column(desc, name) else {
+        return Ok(());
+    };
+    let owner = (desc.id, desc.columns[i].id);
+    for seq in ddl.snapshot.sequences.values() {
+        if seq.owner == Some(owner) {
+            crate::sequence::delete_sequence(txn, seq)?;
+        }
+    }
+    Ok(())
 }
 
 /// PostgreSQL drops the indexes (and UNIQUE constraints) that use a dropped column.

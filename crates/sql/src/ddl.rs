@@ -744,6 +744,7 @@ fn sequence_desc(
     }
     Ok(crate::sequence::SeqDesc {
         id: 0,
+        uid: 0,
         db_id,
         schema: schema.to_string(),
         name: name.to_string(),
@@ -772,6 +773,7 @@ async fn create_owned_sequence(
     );
     let mut seq = sequence_desc(desc.db_id, &desc.schema, &name, &spec.ty, &spec.options)?;
     seq.id = catalog::allocate_id(txn).await?;
+    seq.uid = ddl.kv.unique_id() as u64;
     let col = desc
         .columns
         .iter_mut()
@@ -856,6 +858,7 @@ pub async fn create_sequence(
     }
     let mut desc = sequence_desc(ddl.snapshot.db_id(), &schema, &seq, &ty, options)?;
     desc.id = catalog::allocate_id(txn).await?;
+    desc.uid = ddl.kv.unique_id() as u64;
     crate::sequence::put_sequence(txn, &desc)?;
     Ok("CREATE SEQUENCE".into())
 }
@@ -884,7 +887,7 @@ pub fn drop_sequence(
             }
             Some(s) => {
                 crate::sequence::delete_sequence(txn, s)?;
-                ddl.sequences.forget(s.id);
+                ddl.sequences.forget(s.uid);
             }
         }
     }
@@ -971,7 +974,7 @@ pub fn drop_schema(
         }
         for s in seqs {
             crate::sequence::delete_sequence(txn, s)?;
-            ddl.sequences.forget(s.id);
+            ddl.sequences.forget(s.uid);
         }
         catalog::delete_schema(txn, ddl.snapshot.db_id(), &schema)?;
     }
@@ -1063,7 +1066,7 @@ pub fn drop_table(
                 for s in ddl.snapshot.sequences.values() {
                     if s.owner.is_some_and(|(t, _)| t == desc.id) {
                         crate::sequence::delete_sequence(txn, s)?;
-                        ddl.sequences.forget(s.id);
+                        ddl.sequences.forget(s.uid);
                     }
                 }
                 let (s, e) = table_span(desc.id);

@@ -256,6 +256,7 @@ impl TableWriter {
 /// Writes the entries of every existing row for a new index; 23505 if a unique index finds
 /// a duplicate (`could not create unique index`).
 pub async fn backfill(txn: &mut Txn, table: &TableDesc, ix: &Resolved) -> SqlResult<()> {
+    txn.track_all_reads();
     let prefix = primary_prefix(table.id);
     let end = keycode::prefix_end(&prefix);
     let mut from = Some(prefix);

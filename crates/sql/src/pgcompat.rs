@@ -286,26 +286,45 @@ pub fn name_select_items(q: &mut datafusion::sql::sqlparser::ast::Query) {
             _ => return,
         }
     };
-    let mut taken: Vec<String> = Vec::new();
+    // Names the output already has: plain columns and explicit aliases come first.
+    let mut taken: Vec<String> = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::UnnamedExpr(e @ (Expr::Identifier(_) | Expr::CompoundIdentifier(_))) => {
+                figure_colname(e)
+            }
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+            _ => None,
+        })
+        .collect();
     let mut names: Vec<Option<String>> = Vec::new();
     for item in &select.projection {
         let n = match item {
-            SelectItem::UnnamedExpr(e) => figure_colname(e),
-            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+            SelectItem::UnnamedExpr(Expr::Identifier(_) | Expr::CompoundIdentifier(_)) => None,
+            // PostgreSQL says `?column?`; repeated, that is a duplicate DataFusion rejects.
+            SelectItem::UnnamedExpr(e) => Some(figure_colname(e).unwrap_or("?column?".into())),
             _ => None,
         };
         names.push(n);
     }
     for (item, name) in select.projection.iter_mut().zip(names) {
-        let Some(name) = name else { continue };
+        let Some(mut name) = name else { continue };
+        // PostgreSQL allows duplicate output names, DataFusion does not: a repeated name
+        // becomes the expression's text, then gets a number.
         if taken.contains(&name) {
-            continue;
+            if let SelectItem::UnnamedExpr(e) = item {
+                name = e.to_string();
+            }
+            let base = name.clone();
+            let mut n = 1;
+            while taken.contains(&name) {
+                n += 1;
+                name = format!("{base}_{n}");
+            }
         }
         taken.push(name.clone());
         if let SelectItem::UnnamedExpr(e) = item {
-            if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
-                continue;
-            }
             *item = SelectItem::ExprWithAlias {
                 expr: e.clone(),
                 alias: datafusion::sql::sqlparser::ast::Ident::with_quote('"', name),

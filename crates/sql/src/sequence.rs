@@ -45,6 +45,9 @@ const REFILL_ATTEMPTS_MAX: usize = 20;
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SeqDesc {
     pub id: u32,
+    /// Node-unique and never reused (descriptor ids come back when a CREATE rolls back):
+    /// keys the stored value and the node's reserved block.
+    pub uid: u64,
     pub db_id: u32,
     pub schema: String,
     pub name: String,
@@ -72,10 +75,10 @@ fn seq_key(db_id: u32, schema: &str, name: &str) -> Vec<u8> {
     k
 }
 
-fn value_key(id: u32) -> Vec<u8> {
+fn value_key(uid: u64) -> Vec<u8> {
     let mut k = SYSTEM_START.to_vec();
     k.extend_from_slice(b"sv");
-    keycode::put_u32(&mut k, id);
+    keycode::put_u64(&mut k, uid);
     k
 }
 
@@ -87,7 +90,7 @@ pub fn put_sequence(txn: &mut Txn, s: &SeqDesc) -> SqlResult<()> {
 
 pub fn delete_sequence(txn: &mut Txn, s: &SeqDesc) -> SqlResult<()> {
     txn.delete(seq_key(s.db_id, &s.schema, &s.name))?;
-    txn.delete(value_key(s.id))?;
+    txn.delete(value_key(s.uid))?;
     Ok(())
 }
 
@@ -145,7 +148,8 @@ fn limit_reached(s: &SeqDesc) -> SqlError {
 /// The node's sequence allocator: blocks of reserved values per sequence.
 pub struct Sequences {
     kv: Arc<Kv>,
-    blocks: Mutex<HashMap<u32, VecDeque<i64>>>,
+    /// Reserved values by sequence uid.
+    blocks: Mutex<HashMap<u64, VecDeque<i64>>>,
     refill: tokio::sync::Mutex<()>,
 }
 
@@ -158,29 +162,29 @@ impl Sequences {
         }
     }
 
-    fn take(&self, id: u32) -> Option<i64> {
-        self.blocks.lock().ok()?.get_mut(&id)?.pop_front()
+    fn take(&self, uid: u64) -> Option<i64> {
+        self.blocks.lock().ok()?.get_mut(&uid)?.pop_front()
     }
 
-    pub fn forget(&self, id: u32) {
+    pub fn forget(&self, uid: u64) {
         if let Ok(mut b) = self.blocks.lock() {
-            b.remove(&id);
+            b.remove(&uid);
         }
     }
 
     /// The next value of `s`.
     pub async fn next(&self, s: &SeqDesc) -> SqlResult<i64> {
-        if let Some(v) = self.take(s.id) {
+        if let Some(v) = self.take(s.uid) {
             return Ok(v);
         }
         let _refill = self.refill.lock().await;
-        if let Some(v) = self.take(s.id) {
+        if let Some(v) = self.take(s.uid) {
             return Ok(v);
         }
         let mut block: VecDeque<i64> = self.reserve(s).await?.into();
         let first = block.pop_front().ok_or_else(|| limit_reached(s))?;
         if let Ok(mut b) = self.blocks.lock() {
-            b.insert(s.id, block);
+            b.insert(s.uid, block);
         }
         Ok(first)
     }
@@ -191,7 +195,7 @@ impl Sequences {
         let mut last_err = None;
         for _ in 0..REFILL_ATTEMPTS_MAX {
             let mut txn = self.kv.begin();
-            let mut state = match txn.get(&value_key(s.id)).await? {
+            let mut state = match txn.get(&value_key(s.uid)).await? {
                 Some(b) => decode_state(&b)?,
                 None => None,
             };
@@ -204,7 +208,7 @@ impl Sequences {
             let Some(&last) = vals.last() else {
                 return Err(limit_reached(s));
             };
-            txn.put(value_key(s.id), encode_state(last, true))?;
+            txn.put(value_key(s.uid), encode_state(last, true))?;
             match txn.commit().await {
                 Ok(_) => return Ok(vals),
                 Err(e) => {
@@ -231,9 +235,9 @@ impl Sequences {
             ));
         }
         let _refill = self.refill.lock().await;
-        self.forget(s.id);
+        self.forget(s.uid);
         let mut txn = self.kv.begin();
-        txn.put(value_key(s.id), encode_state(v, called))?;
+        txn.put(value_key(s.uid), encode_state(v, called))?;
         txn.commit().await?;
         Ok(())
     }
@@ -296,7 +300,7 @@ impl SeqFunctions {
     }
 
     fn next_blocking(&self, s: &SeqDesc) -> SqlResult<i64> {
-        let v = match self.seqs.take(s.id) {
+        let v = match self.seqs.take(s.uid) {
             Some(v) => v,
             None => run_blocking(self.seqs.next(s))?,
         };
@@ -443,16 +447,15 @@ impl ScalarUDFImpl for SeqUdf {
         Ok(DataType::Int64)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let n = args.number_rows.max(1);
+        // One call per row; an empty batch consumes no value.
+        let n = args.number_rows;
         let mut out: Vec<Option<i64>> = Vec::with_capacity(n);
         for row in 0..n {
             out.push(self.one(&args.args, row)?);
         }
-        let arr: ArrayRef = Arc::new(Int64Array::from(out));
-        if args.number_rows == 0 {
-            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?));
-        }
-        Ok(ColumnarValue::Array(arr))
+        Ok(ColumnarValue::Array(
+            Arc::new(Int64Array::from(out)) as ArrayRef
+        ))
     }
 }
 
@@ -503,6 +506,7 @@ mod tests {
     fn seq(start: i64, inc: i64, min: i64, max: i64, cycle: bool) -> SeqDesc {
         SeqDesc {
             id: 1,
+            uid: 1,
             db_id: 1,
             schema: "public".into(),
             name: "s".into(),

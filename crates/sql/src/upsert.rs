@@ -327,7 +327,12 @@ impl Upsert {
         }
         let keys: Vec<Vec<u8>> = updates.iter().map(|(k, _, _)| k.clone()).collect();
         if txn.lock_for_write(&keys).await? {
-            return Err(SqlError::restart_statement());
+            // Rows of this statement are already buffered, so the statement cannot re-run on
+            // a refreshed snapshot; the transaction retries as a whole (autocommit does).
+            return Err(SqlError::new(
+                code::SERIALIZATION_FAILURE,
+                "restart transaction: could not serialize access due to concurrent update",
+            ));
         }
         let new_rows = u.apply(desc, &updates)?;
         let mut out = Vec::new();
@@ -400,12 +405,10 @@ fn compile_update(
             )
         })?;
         let logical = match &a.value {
-            ast::Expr::Identifier(i) if i.value.eq_ignore_ascii_case("default") => {
-                let d = c
-                    .default
-                    .as_ref()
-                    .map(|(s, _)| s.clone())
-                    .unwrap_or("NULL".into());
+            ast::Expr::Identifier(i)
+                if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") =>
+            {
+                let d = default_sql(c)?.to_string();
                 state
                     .create_logical_expr(&d, &df_schema)
                     .map_err(from_datafusion)?
@@ -578,16 +581,25 @@ pub async fn rewrite_insert(
             })
             .collect()
     };
-    let mut defaults_used = vec![false; targets.len()];
+    // Per target column: did every VALUES row say DEFAULT?
+    let mut defaults_used = vec![true; targets.len()];
     if let Some(ast::SetExpr::Values(v)) = i.source.as_deref_mut().map(|q| q.body.as_mut()) {
         for row in v.rows.iter_mut() {
+            for (j, e) in row.iter().enumerate() {
+                let is_default = matches!(e, ast::Expr::Identifier(id)
+                    if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"));
+                if !is_default {
+                    if let Some(d) = defaults_used.get_mut(j) {
+                        *d = false;
+                    }
+                }
+            }
             for (j, e) in row.iter_mut().enumerate() {
                 let is_default = matches!(e, ast::Expr::Identifier(id)
                     if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"));
                 if !is_default {
                     continue;
                 }
-                defaults_used[j] = true;
                 let col = targets.get(j).copied().flatten().map(|p| &desc.columns[p]);
                 *e = match col {
                     Some(c) => default_sql(c)?,
