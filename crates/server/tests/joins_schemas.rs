@@ -144,3 +144,64 @@ async fn schemas_and_databases() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn views_expand_into_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE TABLE t1 (id INT PRIMARY KEY, label TEXT, flag BOOLEAN);
+         INSERT INTO t1 VALUES (1, 'a', true), (2, 'b', false), (3, 'c', true), (4, 'd', false);
+         CREATE VIEW v1 AS SELECT id, label FROM t1 WHERE id <= 3;
+         CREATE VIEW v2 (n) AS SELECT count(*) FROM v1;",
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&c, "SELECT n FROM v2").await, 3, "a view over a view");
+    // Aliases, joins, parameters; the view sees rows written after it was created.
+    c.batch_execute("INSERT INTO t1 VALUES (0, 'z', true)")
+        .await
+        .unwrap();
+    let rows = c
+        .query(
+            "SELECT x.label FROM v1 x JOIN t1 ON t1.id = x.id WHERE t1.flag = $1 ORDER BY x.id",
+            &[&true],
+        )
+        .await
+        .unwrap();
+    let labels: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(labels, vec!["z", "a", "c"]);
+    // A CTE of the same name shadows the view.
+    assert_eq!(
+        count(&c, "WITH v1 AS (SELECT 42::bigint AS id) SELECT id FROM v1").await,
+        42
+    );
+    c.batch_execute(
+        "CREATE OR REPLACE VIEW v1 AS SELECT id, label, id * 10 AS big FROM t1 WHERE id <= 1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&c, "SELECT n FROM v2").await, 2);
+    for (sql, state) in [
+        ("CREATE VIEW v1 AS SELECT 1", "42P07"),
+        ("CREATE TABLE v1 (a INT)", "42P07"),
+        ("DROP VIEW t1", "42809"),
+        ("DROP TABLE v1", "42809"),
+        ("DROP VIEW nope", "42P01"),
+        ("CREATE MATERIALIZED VIEW m AS SELECT 1", "0A000"),
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), state, "{sql}");
+    }
+    // Views are catalog rows: transactional, and durable.
+    c.batch_execute("BEGIN; DROP VIEW v2; ROLLBACK")
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "SELECT n FROM v2").await, 2);
+    c.batch_execute("DROP VIEW v2, v1; DROP VIEW IF EXISTS v1")
+        .await
+        .unwrap();
+    let e = c.batch_execute("SELECT * FROM v1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01");
+}

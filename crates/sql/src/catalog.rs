@@ -200,6 +200,44 @@ pub async fn tables_of(txn: &Txn, db_id: u32) -> SqlResult<Vec<TableDesc>> {
     rows.iter().map(|(_, v)| decode(v, "table")).collect()
 }
 
+/// A view: its query, kept as SQL text and expanded into every statement that names it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ViewDesc {
+    pub db_id: u32,
+    pub schema: String,
+    pub name: String,
+    pub query: String,
+    /// Column names given in `CREATE VIEW v (a, b)`; empty: the query's own names.
+    pub columns: Vec<String>,
+}
+
+fn views_prefix(db_id: u32) -> Vec<u8> {
+    let mut k = SYSTEM_START.to_vec();
+    k.extend_from_slice(b"vw");
+    keycode::put_u32(&mut k, db_id);
+    k
+}
+
+fn view_key(db_id: u32, schema: &str, name: &str) -> Vec<u8> {
+    let mut k = views_prefix(db_id);
+    keycode::put_bytes(&mut k, schema.as_bytes());
+    keycode::put_bytes(&mut k, name.as_bytes());
+    k
+}
+
+pub fn put_view(txn: &mut Txn, v: &ViewDesc) -> SqlResult<()> {
+    txn.put(view_key(v.db_id, &v.schema, &v.name), encode(v))?;
+    Ok(())
+}
+
+pub fn delete_view(txn: &mut Txn, v: &ViewDesc) -> SqlResult<()> {
+    txn.delete(view_key(v.db_id, &v.schema, &v.name))?;
+    Ok(())
+}
+
+/// Views by `(schema, name)`.
+pub type ViewMap = Arc<BTreeMap<(String, String), Arc<ViewDesc>>>;
+
 fn id_key() -> Vec<u8> {
     let mut k = SYSTEM_START.to_vec();
     k.extend_from_slice(b"id");
@@ -267,6 +305,7 @@ pub struct CatalogSnapshot {
     pub created_schemas: Vec<String>,
     pub tables: BTreeMap<(String, String), Arc<TableDesc>>,
     pub sequences: crate::sequence::SeqMap,
+    pub views: ViewMap,
 }
 
 impl CatalogSnapshot {
@@ -300,8 +339,17 @@ impl CatalogSnapshot {
             .iter()
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .collect();
+        let prefix = views_prefix(db.id);
+        let end = keycode::prefix_end(&prefix);
+        let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
+        let mut views = BTreeMap::new();
+        for (_, v) in rows {
+            let view: ViewDesc = decode(&v, "view")?;
+            views.insert((view.schema.clone(), view.name.clone()), Arc::new(view));
+        }
         Ok(Self {
             db: Some(db),
+            views: Arc::new(views),
             created_schemas,
             tables,
             sequences: Arc::new(sequences),

@@ -322,7 +322,15 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
             format!("schema \"{schema}\" does not exist"),
         ));
     }
-    if ddl.snapshot.table(&schema, &name).is_some() {
+    let key = (schema.clone(), name.clone());
+    let other_relation = ddl.snapshot.views.contains_key(&key)
+        || ddl.snapshot.sequences.contains_key(&key)
+        || ddl
+            .snapshot
+            .tables
+            .values()
+            .any(|t| t.schema == schema && t.indexes.iter().any(|ix| ix.name == name));
+    if ddl.snapshot.table(&schema, &name).is_some() || other_relation {
         if ct.if_not_exists {
             return Ok("CREATE TABLE".into());
         }
@@ -447,9 +455,9 @@ fn relation_taken(snapshot: &CatalogSnapshot, pending: &TableDesc, name: &str) -
         .map(|t| t.as_ref())
         .collect();
     tables.push(pending);
-    snapshot
-        .sequences
-        .contains_key(&(pending.schema.clone(), name.to_string()))
+    let key = (pending.schema.clone(), name.to_string());
+    snapshot.sequences.contains_key(&key)
+        || snapshot.views.contains_key(&key)
         || tables
             .iter()
             .any(|t| t.name == name || t.indexes.iter().any(|ix| ix.name == name))
@@ -1044,6 +1052,84 @@ pub async fn drop_database(
     Ok("DROP DATABASE".into())
 }
 
+pub fn create_view(ddl: &DdlCtx<'_>, txn: &mut Txn, cv: &ast::CreateView) -> SqlResult<String> {
+    if cv.materialized {
+        return Err(SqlError::unsupported("materialized views"));
+    }
+    let (schema, name) = table_name(&cv.name, ddl.db)?;
+    if !ddl.snapshot.has_schema(&schema) {
+        return Err(SqlError::new(
+            code::INVALID_SCHEMA_NAME,
+            format!("schema \"{schema}\" does not exist"),
+        ));
+    }
+    let exists = ddl
+        .snapshot
+        .views
+        .contains_key(&(schema.clone(), name.clone()));
+    match exists {
+        true if cv.if_not_exists => return Ok("CREATE VIEW".into()),
+        true if cv.or_replace => {}
+        _ => {
+            let probe = TableDesc {
+                id: u32::MAX,
+                db_id: ddl.snapshot.db_id(),
+                schema: schema.clone(),
+                name: String::new(),
+                columns: vec![],
+                primary_key: vec![],
+                next_column_id: 0,
+                checks: vec![],
+                indexes: vec![],
+                next_index_id: 0,
+            };
+            if relation_taken(ddl.snapshot, &probe, &name) {
+                return Err(SqlError::new(
+                    code::DUPLICATE_TABLE,
+                    format!("relation \"{name}\" already exists"),
+                ));
+            }
+        }
+    }
+    let view = catalog::ViewDesc {
+        db_id: ddl.snapshot.db_id(),
+        schema,
+        name,
+        query: cv.query.to_string(),
+        columns: cv.columns.iter().map(|c| ident(&c.name)).collect(),
+    };
+    catalog::put_view(txn, &view)?;
+    Ok("CREATE VIEW".into())
+}
+
+pub fn drop_view(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    names: &[ObjectName],
+    if_exists: bool,
+) -> SqlResult<String> {
+    for n in names {
+        let (schema, name) = table_name(n, ddl.db)?;
+        match ddl.snapshot.views.get(&(schema.clone(), name.clone())) {
+            Some(v) => catalog::delete_view(txn, v)?,
+            None if ddl.snapshot.table(&schema, &name).is_some() => {
+                return Err(SqlError::new(
+                    code::WRONG_OBJECT_TYPE,
+                    format!("\"{name}\" is not a view"),
+                ))
+            }
+            None if if_exists => {}
+            None => {
+                return Err(SqlError::new(
+                    code::UNDEFINED_TABLE,
+                    format!("view \"{name}\" does not exist"),
+                ))
+            }
+        }
+    }
+    Ok("DROP VIEW".into())
+}
+
 pub fn drop_table(
     ddl: &DdlCtx<'_>,
     txn: &mut Txn,
@@ -1053,6 +1139,16 @@ pub fn drop_table(
 ) -> SqlResult<String> {
     for n in names {
         let (schema, name) = table_name(n, ddl.db)?;
+        if ddl
+            .snapshot
+            .views
+            .contains_key(&(schema.clone(), name.clone()))
+        {
+            return Err(SqlError::new(
+                code::WRONG_OBJECT_TYPE,
+                format!("\"{name}\" is not a table"),
+            ));
+        }
         match ddl.snapshot.table(&schema, &name) {
             None if if_exists => continue,
             None => {

@@ -40,6 +40,7 @@ pub mod code {
     pub const DUPLICATE_COLUMN: &str = "42701";
     pub const INVALID_TABLE_DEFINITION: &str = "42P16";
     pub const INVALID_COLUMN_REFERENCE: &str = "42P10";
+    pub const WRONG_OBJECT_TYPE: &str = "42809";
     pub const GENERATED_ALWAYS: &str = "428C9";
     pub const DATATYPE_MISMATCH: &str = "42804";
     pub const UNDEFINED_OBJECT: &str = "42704";
@@ -51,6 +52,7 @@ pub mod code {
     pub const AMBIGUOUS_COLUMN: &str = "42702";
     pub const GROUPING_ERROR: &str = "42803";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const STATEMENT_TOO_COMPLEX: &str = "54001";
     pub const QUERY_CANCELED: &str = "57014";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const INVALID_NAME: &str = "42602";

@@ -332,3 +332,126 @@ pub fn name_select_items(q: &mut datafusion::sql::sqlparser::ast::Query) {
         }
     }
 }
+
+/// How many view references one statement may expand (nested views included).
+pub const VIEW_EXPANSIONS_MAX: usize = 256;
+
+/// Replaces every reference to a view with the view's query as a derived table named like
+/// the view (so `v.col` and aliases work), views inside views included. Names a CTE of the
+/// statement defines are left alone. A view that expands without end is 54001.
+pub fn expand_views(
+    stmt: &mut datafusion::sql::sqlparser::ast::Statement,
+    views: &crate::catalog::ViewMap,
+    db: &str,
+) -> Result<(), SqlError> {
+    use datafusion::sql::sqlparser::ast::{
+        Ident, Query, TableAlias, TableAliasColumnDef, TableFactor, Visit, VisitMut, Visitor,
+        VisitorMut,
+    };
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use std::ops::ControlFlow;
+    if views.is_empty() {
+        return Ok(());
+    }
+    struct Ctes(Vec<String>);
+    impl Visitor for Ctes {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let Some(w) = &q.with {
+                self.0.extend(
+                    w.cte_tables
+                        .iter()
+                        .map(|c| crate::ddl::ident(&c.alias.name)),
+                );
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut ctes = Ctes(Vec::new());
+    let _ = Visit::visit(&*stmt, &mut ctes);
+    struct Expand<'a> {
+        views: &'a crate::catalog::ViewMap,
+        db: &'a str,
+        ctes: Vec<String>,
+        count: usize,
+        error: Option<SqlError>,
+    }
+    impl VisitorMut for Expand<'_> {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, f: &mut TableFactor) -> ControlFlow<()> {
+            let TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } = f
+            else {
+                return ControlFlow::Continue(());
+            };
+            let Ok((schema, table)) = crate::ddl::table_name(name, self.db) else {
+                return ControlFlow::Continue(());
+            };
+            if name.0.len() == 1 && self.ctes.contains(&table) {
+                return ControlFlow::Continue(());
+            }
+            let Some(view) = self.views.get(&(schema, table.clone())) else {
+                return ControlFlow::Continue(());
+            };
+            self.count += 1;
+            if self.count > VIEW_EXPANSIONS_MAX {
+                self.error = Some(SqlError::new(
+                    code::STATEMENT_TOO_COMPLEX,
+                    format!("view \"{table}\" expands more than {VIEW_EXPANSIONS_MAX} times"),
+                ));
+                return ControlFlow::Break(());
+            }
+            let query = match Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&view.query)
+                .and_then(|mut p| p.parse_query())
+            {
+                Ok(q) => q,
+                Err(e) => {
+                    self.error = Some(SqlError::internal(format!("stored view {table}: {e}")));
+                    return ControlFlow::Break(());
+                }
+            };
+            let alias = alias.take().unwrap_or(TableAlias {
+                explicit: true,
+                name: Ident::with_quote('"', &view.name),
+                columns: vec![],
+                at: None,
+            });
+            let mut alias = alias;
+            if alias.columns.is_empty() && !view.columns.is_empty() {
+                alias.columns = view
+                    .columns
+                    .iter()
+                    .map(|c| TableAliasColumnDef {
+                        name: Ident::with_quote('"', c),
+                        data_type: None,
+                    })
+                    .collect();
+            }
+            *f = TableFactor::Derived {
+                lateral: false,
+                subquery: query,
+                alias: Some(alias),
+                sample: None,
+            };
+            ControlFlow::Continue(())
+        }
+    }
+    let mut ex = Expand {
+        views,
+        db,
+        ctes: ctes.0,
+        count: 0,
+        error: None,
+    };
+    let _ = VisitMut::visit(stmt, &mut ex);
+    match ex.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -240,6 +240,7 @@ fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
             temporary: false, ..
         }
         | SqlStatement::CreateSchema { .. }
+        | SqlStatement::CreateView(_)
         | SqlStatement::CreateDatabase { .. }
         | SqlStatement::Drop {
             object_type:
@@ -247,6 +248,7 @@ fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
                 | ObjectType::Index
                 | ObjectType::Sequence
                 | ObjectType::Schema
+                | ObjectType::View
                 | ObjectType::Database,
             ..
         } => Kind::Ddl,
@@ -307,6 +309,22 @@ fn copy_booleans(tokens: &[datafusion::sql::sqlparser::tokenizer::Token]) -> Str
         }
     }
     out
+}
+
+/// `stmt` with every view it names expanded ([`crate::pgcompat::expand_views`]).
+fn with_views(
+    stmt: DFStatement,
+    views: &crate::catalog::ViewMap,
+    db: &str,
+) -> SqlResult<DFStatement> {
+    match stmt {
+        DFStatement::Statement(s) if !views.is_empty() => {
+            let mut s = *s;
+            crate::pgcompat::expand_views(&mut s, views, db)?;
+            Ok(DFStatement::Statement(Box::new(s)))
+        }
+        other => Ok(other),
+    }
 }
 
 /// `stmt` with [`crate::pgcompat::rewrite_statement`] applied.
@@ -566,9 +584,10 @@ impl Session {
                     Some(b) => b.txn.clone(),
                     None => Arc::new(RwLock::new(self.engine.kv.begin())),
                 };
-                let (state, _ctx) = self.state_for(txn, expose_hidden, false, None).await?;
+                let (state, ctx) = self.state_for(txn, expose_hidden, false, None).await?;
                 let (planned, returning) = crate::returning::split(&pg_rewrite(&stmt))?;
                 let (planned, _) = crate::upsert::split(planned)?;
+                let planned = with_views(planned, &ctx.views, &self.database)?;
                 let planned =
                     crate::upsert::rewrite_insert(planned, &state, &self.database).await?;
                 let join_dml = self.join_dml_plan(&state, &planned).await?;
@@ -1196,6 +1215,7 @@ impl Session {
                         on_conflict,
                     )
                     .await?;
+                let stmt = with_views(stmt, &ctx.views, &self.database)?;
                 let stmt = crate::upsert::rewrite_insert(stmt, &state, &self.database).await?;
                 if let Some(r) = &returning {
                     // Plans the RETURNING list first: a bad column fails before any write.
@@ -1235,6 +1255,7 @@ impl Session {
             returning: capture.then(|| std::sync::Mutex::new(Vec::new())),
             on_conflict,
             defaults: std::sync::OnceLock::new(),
+            views: snapshot.views.clone(),
         });
         let list = Arc::new(KCatalogList::new(&self.database, &snapshot, ctx.clone()));
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
@@ -1449,6 +1470,13 @@ impl Session {
                 ..
             } => ddl::drop_table(&ddl, txn, names, *if_exists, after),
             SqlStatement::CreateIndex(ci) => ddl::create_index(&ddl, txn, ci).await,
+            SqlStatement::CreateView(cv) => ddl::create_view(&ddl, txn, cv),
+            SqlStatement::Drop {
+                object_type: ObjectType::View,
+                names,
+                if_exists,
+                ..
+            } => ddl::drop_view(&ddl, txn, names, *if_exists),
             SqlStatement::CreateSchema {
                 schema_name,
                 if_not_exists,

@@ -56,6 +56,8 @@ pub struct StmtCtx {
     /// Per-row DEFAULT expressions by `(table id, column name)`, compiled for this statement
     /// (they may call the statement's sequence functions).
     pub defaults: std::sync::OnceLock<HashMap<(u32, String), datafusion::logical_expr::Expr>>,
+    /// The views of the statement's catalog snapshot (expanded into the statement).
+    pub views: crate::catalog::ViewMap,
 }
 
 impl StmtCtx {
