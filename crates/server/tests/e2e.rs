@@ -293,7 +293,7 @@ async fn errors_carry_postgres_sqlstates() {
             "CREATE TABLE v (a INT, b INT GENERATED ALWAYS AS (a * 2) STORED)",
             "0A000",
         ),
-        ("CREATE VIEW vw AS SELECT 1", "0A000"),
+        ("CREATE MATERIALIZED VIEW vw AS SELECT 1", "0A000"),
         (
             "CREATE TABLE w (a INT PRIMARY KEY, b INT PRIMARY KEY)",
             "42P16",
