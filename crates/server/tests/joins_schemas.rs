@@ -205,3 +205,64 @@ async fn views_expand_into_statements() {
     let e = c.batch_execute("SELECT * FROM v1").await.unwrap_err();
     assert_eq!(sqlstate(&e), "42P01");
 }
+
+#[tokio::test]
+async fn create_table_as_copies_types_and_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE TABLE t1 (id INT PRIMARY KEY, label TEXT, amt NUMERIC(6,2), at DATE);
+         INSERT INTO t1 VALUES (1, 'a', 1.5, '2024-01-01'), (2, 'b', 2, '2024-02-02'), (3, 'c', NULL, NULL);",
+    )
+    .await
+    .unwrap();
+    let n = c
+        .execute(
+            "CREATE TABLE c1 AS SELECT id, label, amt, at FROM t1 WHERE id <= 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "the tag is SELECT 2");
+    let rows = c
+        .query(
+            "SELECT id, label, amt::text, at::text FROM c1 ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(got[0], (1, "a".into(), "1.50".into(), "2024-01-01".into()));
+    assert_eq!(got.len(), 2);
+    // Columns named by the query, an empty result, inside a rolled-back block.
+    c.batch_execute("CREATE TABLE c2 AS SELECT g AS n, g * g AS sq FROM generate_series(1, 4) g")
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "SELECT sum(sq) FROM c2").await, 30);
+    c.batch_execute("CREATE TABLE c3 AS SELECT * FROM t1 WHERE false")
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM c3").await, 0);
+    c.batch_execute("INSERT INTO c3 VALUES (9, 'x', 1.234, '2020-01-01')")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&c, "SELECT (amt * 1000)::bigint FROM c3").await,
+        1230,
+        "numeric(6,2) kept"
+    );
+    c.batch_execute("BEGIN; CREATE TABLE c4 AS SELECT * FROM t1; ROLLBACK")
+        .await
+        .unwrap();
+    let e = c.batch_execute("SELECT * FROM c4").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01");
+    let e = c
+        .batch_execute("CREATE TABLE c1 AS SELECT 1")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42P07");
+}

@@ -1191,6 +1191,82 @@ impl Session {
         })
     }
 
+    /// `CREATE TABLE t [(cols)] AS query`: a table with the query's column
+    /// names and types, then (with data) `INSERT INTO t query`, in the statement's transaction.
+    async fn create_table_as(
+        &self,
+        txn: Arc<RwLock<Txn>>,
+        ct: &ast::CreateTable,
+        query: &ast::Query,
+        after: &mut Vec<AfterCommit>,
+    ) -> SqlResult<ExecResult> {
+        let (state, ctx) = self.state_for(txn.clone(), false, false, None).await?;
+        let q = with_views(
+            pg_rewrite(&DFStatement::Statement(Box::new(SqlStatement::Query(
+                Box::new(query.clone()),
+            )))),
+            &ctx.views,
+            &self.database,
+        )?;
+        let plan = state
+            .statement_to_plan(q.clone())
+            .await
+            .map_err(from_datafusion)?;
+        let fields = plan.schema().fields().clone();
+        if !ct.columns.is_empty() && ct.columns.len() > fields.len() {
+            return Err(SqlError::syntax(
+                "CREATE TABLE AS specifies too many column names",
+            ));
+        }
+        let mut defs = Vec::with_capacity(fields.len());
+        for (i, f) in fields.iter().enumerate() {
+            let name = match ct.columns.get(i) {
+                Some(c) => ddl::ident(&c.name),
+                None => f.name().clone(),
+            };
+            let ty = SqlType::from_arrow(f.data_type()).ok_or_else(|| {
+                SqlError::unsupported(format!(
+                    "CREATE TABLE AS with a column of type {}",
+                    f.data_type()
+                ))
+            })?;
+            defs.push(format!(
+                "{} {}",
+                ast::Ident::with_quote('"', name),
+                ty.pg_name()
+            ));
+        }
+        let create = format!(
+            "CREATE TABLE {}{} ({})",
+            if ct.if_not_exists {
+                "IF NOT EXISTS "
+            } else {
+                ""
+            },
+            ct.name,
+            defs.join(", ")
+        );
+        let create = parse(&create)?
+            .pop()
+            .ok_or_else(|| SqlError::internal("CREATE TABLE AS: no statement"))?;
+        {
+            let mut t = txn.write().await;
+            self.run_ddl(&mut t, &create, after).await?;
+        }
+        let insert = format!("INSERT INTO {} {}", ct.name, query);
+        let insert = parse(&insert)?
+            .pop()
+            .ok_or_else(|| SqlError::internal("CREATE TABLE AS: no insert"))?;
+        let kind = Kind::DataFusion {
+            expose_hidden: false,
+            writes: true,
+        };
+        match Box::pin(self.run_statement_once(txn, &insert, &kind, None, after)).await? {
+            ExecResult::Command(tag) => Ok(ExecResult::Command(tag.replace("INSERT 0", "SELECT"))),
+            other => Ok(other),
+        }
+    }
+
     async fn run_statement_once(
         &self,
         txn: Arc<RwLock<Txn>>,
@@ -1230,6 +1306,13 @@ impl Session {
             Kind::Ddl => {
                 if params.as_ref().is_some_and(|p| !p.is_empty()) {
                     return Err(SqlError::syntax("DDL statements take no parameters"));
+                }
+                if let DFStatement::Statement(s) = stmt {
+                    if let SqlStatement::CreateTable(ct) = s.as_ref() {
+                        if let Some(q) = &ct.query {
+                            return self.create_table_as(txn, ct, q, after).await;
+                        }
+                    }
                 }
                 let mut txn = txn.write().await;
                 let tag = self.run_ddl(&mut txn, stmt, after).await?;

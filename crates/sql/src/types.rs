@@ -81,6 +81,31 @@ impl SqlType {
         }
     }
 
+    /// The SQL type of a query result column (CREATE TABLE AS), if Kestrel stores it.
+    pub fn from_arrow(t: &DataType) -> Option<SqlType> {
+        Some(match t {
+            DataType::Int8 | DataType::Int16 | DataType::UInt8 => SqlType::Int2,
+            DataType::Int32 | DataType::UInt16 => SqlType::Int4,
+            DataType::Int64 | DataType::UInt32 => SqlType::Int8,
+            DataType::Float32 => SqlType::Float4,
+            DataType::Float64 => SqlType::Float8,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => SqlType::Text,
+            DataType::Boolean => SqlType::Bool,
+            DataType::Date32 => SqlType::Date,
+            DataType::Timestamp(_, None) => SqlType::Timestamp,
+            DataType::Timestamp(_, Some(_)) => SqlType::TimestampTz,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => SqlType::Bytea,
+            DataType::Decimal128(p, s) if *p <= 38 && *s >= 0 => {
+                return SqlType::from_ast(&ast::DataType::Numeric(
+                    ast::ExactNumberInfo::PrecisionAndScale(*p as u64, *s as i64),
+                ))
+                .ok()
+            }
+            DataType::Null => SqlType::Text,
+            _ => return None,
+        })
+    }
+
     /// The type's name as PostgreSQL prints it (`format_type`).
     pub fn pg_name(&self) -> String {
         match self {
