@@ -266,3 +266,54 @@ async fn create_table_as_copies_types_and_rows() {
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42P07");
 }
+
+#[tokio::test]
+async fn alter_column_defaults_and_not_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, label TEXT, n INT);
+         INSERT INTO t VALUES (1, NULL, 1);
+         ALTER TABLE t ALTER COLUMN label SET DEFAULT 'none';
+         INSERT INTO t (id, n) VALUES (2, 2);",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM t WHERE label = 'none'").await,
+        1
+    );
+    let e = c
+        .batch_execute("ALTER TABLE t ALTER COLUMN label SET NOT NULL")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23502", "row 1 holds a NULL");
+    c.batch_execute(
+        "UPDATE t SET label = 'x' WHERE id = 1;
+         ALTER TABLE t ALTER COLUMN label SET NOT NULL;
+         ALTER TABLE t ALTER COLUMN label DROP DEFAULT;",
+    )
+    .await
+    .unwrap();
+    let e = c
+        .batch_execute("INSERT INTO t (id, n) VALUES (3, 3)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23502");
+    c.batch_execute(
+        "ALTER TABLE t ALTER COLUMN label DROP NOT NULL;
+         INSERT INTO t (id, n) VALUES (3, 3);
+         CREATE SEQUENCE s START 100;
+         ALTER TABLE t ALTER COLUMN n SET DEFAULT nextval('s');
+         INSERT INTO t (id) VALUES (4), (5);",
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&c, "SELECT sum(n) FROM t WHERE id >= 4").await, 201);
+    let e = c
+        .batch_execute("ALTER TABLE t ALTER COLUMN id DROP NOT NULL")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42P16");
+}

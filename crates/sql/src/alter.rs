@@ -286,8 +286,69 @@ async fn alter_one(
             desc.name = name;
             catalog::put_table(txn, desc)
         }
+        AlterTableOperation::AlterColumn { column_name, op } => {
+            alter_column(ddl, txn, desc, &ident(column_name), op).await?;
+            catalog::put_table(txn, desc)
+        }
         other => Err(SqlError::unsupported(format!("ALTER TABLE … {other}"))),
     }
+}
+
+/// `ALTER COLUMN … SET/DROP DEFAULT`, `SET/DROP NOT NULL`.
+async fn alter_column(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    desc: &mut TableDesc,
+    name: &str,
+    op: &ast::AlterColumnOperation,
+) -> SqlResult<()> {
+    use ast::AlterColumnOperation as Op;
+    let i = visible_column(desc, name).ok_or_else(|| no_column(desc, name))?;
+    match op {
+        Op::SetNotNull => {
+            let mut cursor = RowCursor::new(desc);
+            while let Some(batch) = cursor.next(txn, desc).await? {
+                if batch.iter().any(|row| row[i].is_null()) {
+                    return Err(SqlError::new(
+                        code::NOT_NULL_VIOLATION,
+                        format!(
+                            "column \"{name}\" of relation \"{}\" contains null values",
+                            desc.name
+                        ),
+                    ));
+                }
+            }
+            desc.columns[i].nullable = false;
+        }
+        Op::DropNotNull => {
+            if desc.primary_key.contains(&i) {
+                return Err(SqlError::new(
+                    code::INVALID_TABLE_DEFINITION,
+                    format!("column \"{name}\" is in a primary key"),
+                ));
+            }
+            desc.columns[i].nullable = true;
+        }
+        Op::DropDefault => {
+            desc.columns[i].default = None;
+            desc.columns[i].default_expr = None;
+        }
+        Op::SetDefault { value } => {
+            let col = &mut desc.columns[i];
+            if crate::ddl::default_is_per_row(value)? {
+                let e = crate::ddl::strip_regclass(value).to_string();
+                crate::stmt::compile_default(ddl.state, &e, &col.ty)?;
+                col.default = None;
+                col.default_expr = Some(e);
+            } else {
+                let v = (ddl.eval)(value, &col.ty).await?;
+                col.default = Some((value.to_string(), v));
+                col.default_expr = None;
+            }
+        }
+        other => return Err(SqlError::unsupported(format!("ALTER COLUMN … {other}"))),
+    }
+    Ok(())
 }
 
 /// `expr` (SQL text) with column `old` renamed to `new`.

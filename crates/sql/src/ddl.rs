@@ -75,7 +75,7 @@ pub struct DdlCtx<'a> {
 
 /// Whether a DEFAULT must be evaluated per row (it calls a function); column references
 /// and subqueries are rejected as in PostgreSQL.
-fn default_is_per_row(e: &ast::Expr) -> SqlResult<bool> {
+pub(crate) fn default_is_per_row(e: &ast::Expr) -> SqlResult<bool> {
     let mut calls = false;
     let mut bad = None;
     let _ = ast::visit_expressions(e, |x| {
