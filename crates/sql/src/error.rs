@@ -262,10 +262,11 @@ fn classify_plan(m: &str) -> SqlError {
     {
         return SqlError::new(code::GROUPING_ERROR, m.to_string());
     }
-    if lower.contains("cannot be cast")
-        || lower.contains("cannot infer common")
-        || lower.contains("no function matches")
-    {
+    // PostgreSQL: no function/operator of that name takes these argument types (42883).
+    if lower.contains("no function matches") || lower.contains("cannot coerce arithmetic") {
+        return SqlError::new(code::UNDEFINED_FUNCTION, m.to_string());
+    }
+    if lower.contains("cannot be cast") || lower.contains("cannot infer common") {
         return SqlError::new(code::DATATYPE_MISMATCH, m.to_string());
     }
     classify_message(m)
@@ -289,6 +290,8 @@ fn classify_message(m: &str) -> SqlError {
         || lower.contains("invalid digit")
     {
         code::INVALID_TEXT_REPRESENTATION
+    } else if lower.contains("cannot coerce arithmetic") || lower.contains("no function matches") {
+        code::UNDEFINED_FUNCTION
     } else if lower.contains("not implemented") || lower.contains("unsupported") {
         code::FEATURE_NOT_SUPPORTED
     } else if lower.contains("sql error") || lower.contains("parsererror") {
