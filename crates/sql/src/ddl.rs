@@ -463,6 +463,23 @@ fn relation_taken(snapshot: &CatalogSnapshot, pending: &TableDesc, name: &str) -
             .any(|t| t.name == name || t.indexes.iter().any(|ix| ix.name == name))
 }
 
+/// Whether a new relation (sequence, view) may not be called `name` in `schema`.
+fn name_taken(snapshot: &CatalogSnapshot, schema: &str, name: &str) -> bool {
+    let probe = TableDesc {
+        id: u32::MAX,
+        db_id: snapshot.db_id(),
+        schema: schema.to_string(),
+        name: String::new(),
+        columns: vec![],
+        primary_key: vec![],
+        next_column_id: 0,
+        checks: vec![],
+        indexes: vec![],
+        next_index_id: 0,
+    };
+    relation_taken(snapshot, &probe, name)
+}
+
 /// `base`, or `base1`, `base2` … whichever is free (PostgreSQL's choice of index names).
 fn free_relation_name(snapshot: &CatalogSnapshot, pending: &TableDesc, base: &str) -> String {
     let mut name = base.to_string();
@@ -830,19 +847,7 @@ pub async fn create_sequence(
             format!("schema \"{schema}\" does not exist"),
         ));
     }
-    let probe = TableDesc {
-        id: u32::MAX,
-        db_id: ddl.snapshot.db_id(),
-        schema: schema.clone(),
-        name: String::new(),
-        columns: vec![],
-        primary_key: vec![],
-        next_column_id: 0,
-        checks: vec![],
-        indexes: vec![],
-        next_index_id: 0,
-    };
-    if relation_taken(ddl.snapshot, &probe, &seq) {
+    if name_taken(ddl.snapshot, &schema, &seq) {
         if if_not_exists {
             return Ok("CREATE SEQUENCE".into());
         }
@@ -1071,19 +1076,7 @@ pub fn create_view(ddl: &DdlCtx<'_>, txn: &mut Txn, cv: &ast::CreateView) -> Sql
         true if cv.if_not_exists => return Ok("CREATE VIEW".into()),
         true if cv.or_replace => {}
         _ => {
-            let probe = TableDesc {
-                id: u32::MAX,
-                db_id: ddl.snapshot.db_id(),
-                schema: schema.clone(),
-                name: String::new(),
-                columns: vec![],
-                primary_key: vec![],
-                next_column_id: 0,
-                checks: vec![],
-                indexes: vec![],
-                next_index_id: 0,
-            };
-            if relation_taken(ddl.snapshot, &probe, &name) {
+            if name_taken(ddl.snapshot, &schema, &name) {
                 return Err(SqlError::new(
                     code::DUPLICATE_TABLE,
                     format!("relation \"{name}\" already exists"),
