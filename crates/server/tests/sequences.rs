@@ -75,6 +75,14 @@ async fn serial_identity_and_sequence_functions() {
         col_i64(&c, "SELECT id::bigint FROM idt ORDER BY id").await,
         vec![1, 2]
     );
+    let e = c
+        .batch_execute("UPDATE idt SET id = 7 WHERE v = 'x'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "428C9");
+    c.batch_execute("UPDATE idt SET v = 'x2' WHERE v = 'x'")
+        .await
+        .unwrap();
 
     // CREATE SEQUENCE with options in any order, bounds, setval, lastval.
     c.batch_execute("CREATE SEQUENCE q START 10 INCREMENT 5 MAXVALUE 20")

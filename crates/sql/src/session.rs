@@ -1292,6 +1292,7 @@ impl Session {
                     )
                     .await?;
                 let stmt = with_views(stmt, &ctx.views, &self.database)?;
+                crate::upsert::check_update_identity(&stmt, &state, &self.database).await?;
                 let stmt = crate::upsert::rewrite_insert(stmt, &state, &self.database).await?;
                 if let Some(r) = &returning {
                     // Plans the RETURNING list first: a bad column fails before any write.

@@ -631,6 +631,49 @@ pub async fn rewrite_insert(
     Ok(DFStatement::Statement(Box::new(SqlStatement::Insert(i))))
 }
 
+/// `UPDATE … SET id = …` of a `GENERATED ALWAYS AS IDENTITY` column is 428C9, as in
+/// PostgreSQL.
+pub async fn check_update_identity(
+    stmt: &DFStatement,
+    state: &SessionState,
+    db: &str,
+) -> SqlResult<()> {
+    let DFStatement::Statement(s) = stmt else {
+        return Ok(());
+    };
+    let SqlStatement::Update(u) = s.as_ref() else {
+        return Ok(());
+    };
+    let ast::TableFactor::Table { name, .. } = &u.table.relation else {
+        return Ok(());
+    };
+    let Some(desc) = target_table(state, db, name).await? else {
+        return Ok(());
+    };
+    for a in &u.assignments {
+        let ast::AssignmentTarget::ColumnName(n) = &a.target else {
+            continue;
+        };
+        let col = n.0.last().and_then(|p| p.as_ident()).map(ident);
+        let Some((_, c)) = col.and_then(|n| desc.column(&n)) else {
+            continue;
+        };
+        let is_default = matches!(&a.value, ast::Expr::Identifier(i)
+            if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
+        if c.identity_always && !is_default {
+            return Err(SqlError::new(
+                code::GENERATED_ALWAYS,
+                format!("column \"{}\" can only be updated to DEFAULT", c.name),
+            )
+            .with_detail(format!(
+                "Column \"{}\" is an identity column defined as GENERATED ALWAYS.",
+                c.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The descriptor of a Kestrel table named in a statement, as the statement's catalog sees it.
 pub async fn target_table(
     state: &SessionState,
