@@ -34,6 +34,21 @@ pub fn ident(i: &Ident) -> String {
     }
 }
 
+/// The last part of a possibly qualified name, folded like an identifier (`""` if it is not
+/// a plain identifier).
+pub fn last_ident(n: &ObjectName) -> String {
+    n.0.last()
+        .and_then(|p| p.as_ident())
+        .map(ident)
+        .unwrap_or_default()
+}
+
+/// The `DEFAULT` keyword where a value may stand (`VALUES`, `SET col = DEFAULT`).
+pub fn is_default_keyword(e: &ast::Expr) -> bool {
+    matches!(e, ast::Expr::Identifier(i)
+        if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
+}
+
 /// `(schema, table)` of a possibly qualified name in the session's database.
 pub fn table_name(name: &ObjectName, db: &str) -> SqlResult<(String, String)> {
     let parts: Vec<String> = name
@@ -945,11 +960,7 @@ pub fn drop_schema(
     after: &mut Vec<AfterCommit>,
 ) -> SqlResult<String> {
     for n in names {
-        let schema =
-            n.0.last()
-                .and_then(|p| p.as_ident())
-                .map(ident)
-                .unwrap_or_default();
+        let schema = last_ident(n);
         if !ddl.snapshot.created_schemas.contains(&schema) {
             if schema == DEFAULT_SCHEMA {
                 return Err(SqlError::unsupported("dropping schema public"));
@@ -999,12 +1010,7 @@ pub async fn create_database(
     name: &ObjectName,
     if_not_exists: bool,
 ) -> SqlResult<String> {
-    let db = name
-        .0
-        .last()
-        .and_then(|p| p.as_ident())
-        .map(ident)
-        .unwrap_or_default();
+    let db = last_ident(name);
     if catalog::get_database(txn, &db).await?.is_some() {
         if if_not_exists {
             return Ok("CREATE DATABASE".into());
@@ -1027,11 +1033,7 @@ pub async fn drop_database(
     after: &mut Vec<AfterCommit>,
 ) -> SqlResult<String> {
     for n in names {
-        let db =
-            n.0.last()
-                .and_then(|p| p.as_ident())
-                .map(ident)
-                .unwrap_or_default();
+        let db = last_ident(n);
         if db == ddl.db {
             return Err(SqlError::new(
                 code::OBJECT_IN_USE,

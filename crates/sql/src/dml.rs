@@ -340,12 +340,7 @@ fn target_of(f: &ast::TableFactor) -> SqlResult<(String, String)> {
     };
     let qual = match alias {
         Some(a) => crate::ddl::ident(&a.name),
-        None => name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .map(crate::ddl::ident)
-            .unwrap_or_default(),
+        None => crate::ddl::last_ident(name),
     };
     Ok((name.to_string(), qual))
 }
@@ -386,11 +381,7 @@ fn update_from_sql(desc: &TableDesc, u: &ast::Update) -> SqlResult<(String, Vec<
         let ast::AssignmentTarget::ColumnName(n) = &a.target else {
             return Err(SqlError::unsupported("UPDATE … SET (a, b) = …"));
         };
-        let name =
-            n.0.last()
-                .and_then(|p| p.as_ident())
-                .map(crate::ddl::ident)
-                .unwrap_or_default();
+        let name = crate::ddl::last_ident(n);
         let (_, col) = desc
             .column(&name)
             .filter(|(_, c)| !c.hidden)
@@ -404,11 +395,7 @@ fn update_from_sql(desc: &TableDesc, u: &ast::Update) -> SqlResult<(String, Vec<
                 )
             })?;
         let value = match &a.value {
-            ast::Expr::Identifier(i)
-                if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") =>
-            {
-                crate::upsert::default_sql(col)?.to_string()
-            }
+            e if crate::ddl::is_default_keyword(e) => crate::upsert::default_sql(col)?.to_string(),
             v => v.to_string(),
         };
         sets.insert(

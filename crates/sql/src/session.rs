@@ -589,7 +589,7 @@ impl Session {
                 let (planned, _) = crate::upsert::split(planned)?;
                 let planned = with_views(planned, &ctx.views, &self.database)?;
                 let planned =
-                    crate::upsert::rewrite_insert(planned, &state, &self.database).await?;
+                    crate::upsert::rewrite_insert(planned, &state, &ctx, &self.database).await?;
                 let join_dml = self.join_dml_plan(&state, &planned).await?;
                 let writes_only = join_dml.is_some();
                 let plan = match join_dml {
@@ -1293,7 +1293,8 @@ impl Session {
                     .await?;
                 let stmt = with_views(stmt, &ctx.views, &self.database)?;
                 crate::upsert::check_update_identity(&stmt, &state, &self.database).await?;
-                let stmt = crate::upsert::rewrite_insert(stmt, &state, &self.database).await?;
+                let stmt =
+                    crate::upsert::rewrite_insert(stmt, &state, &ctx, &self.database).await?;
                 if let Some(r) = &returning {
                     // Plans the RETURNING list first: a bad column fails before any write.
                     returning_schema(&state, r).await?;
@@ -1353,7 +1354,6 @@ impl Session {
         for udf in funcs.udfs() {
             state.register_udf(udf).map_err(from_datafusion)?;
         }
-        ctx.compile_defaults(&state, &snapshot)?;
         // now() / CURRENT_TIMESTAMP: the start of the transaction, as in PostgreSQL.
         state.mark_start_execution();
         if let Some(b) = &self.block {

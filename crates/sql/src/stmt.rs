@@ -53,8 +53,8 @@ pub struct StmtCtx {
     pub returning: Option<std::sync::Mutex<Vec<Vec<crate::datum::Datum>>>>,
     /// The ON CONFLICT clause of an INSERT (taken off the statement before planning).
     pub on_conflict: Option<crate::upsert::OnConflictClause>,
-    /// Per-row DEFAULT expressions by `(table id, column name)`, compiled for this statement
-    /// (they may call the statement's sequence functions).
+    /// Per-row DEFAULT expressions of an INSERT's target by `(table id, column name)`,
+    /// compiled for this statement (they may call the statement's sequence functions).
     pub defaults: std::sync::OnceLock<HashMap<(u32, String), datafusion::logical_expr::Expr>>,
     /// The views of the statement's catalog snapshot (expanded into the statement).
     pub views: crate::catalog::ViewMap,
@@ -72,18 +72,20 @@ impl StmtCtx {
 }
 
 impl StmtCtx {
-    /// Compiles the per-row defaults of every table in `snapshot` with `state`'s functions.
+    /// Compiles the per-row defaults of an INSERT's target with `state`'s functions (before
+    /// planning, which asks the table for them). Other tables never need them.
     pub fn compile_defaults(
         &self,
         state: &datafusion::execution::SessionState,
-        snapshot: &CatalogSnapshot,
+        table: &crate::catalog::TableDesc,
     ) -> crate::SqlResult<()> {
         let mut out = HashMap::new();
-        for t in snapshot.tables.values() {
-            for c in &t.columns {
-                if let Some(sql) = &c.default_expr {
-                    out.insert((t.id, c.name.clone()), compile_default(state, sql, &c.ty)?);
-                }
+        for c in &table.columns {
+            if let Some(sql) = &c.default_expr {
+                out.insert(
+                    (table.id, c.name.clone()),
+                    compile_default(state, sql, &c.ty)?,
+                );
             }
         }
         let _ = self.defaults.set(out);

@@ -153,12 +153,7 @@ fn arbiters(desc: &TableDesc, target: &Option<ConflictTarget>) -> SqlResult<Vec<
             Ok(found)
         }
         Some(ConflictTarget::OnConstraint(name)) => {
-            let n = name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .map(ident)
-                .unwrap_or_default();
+            let n = crate::ddl::last_ident(name);
             if !desc.has_hidden_key() && n == desc.pkey_name() {
                 return Ok(vec![Arbiter::Primary]);
             }
@@ -389,12 +384,7 @@ fn compile_update(
                 "ON CONFLICT DO UPDATE SET (a, b) = …",
             ));
         };
-        let n = col
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .map(ident)
-            .unwrap_or_default();
+        let n = crate::ddl::last_ident(col);
         let (pos, c) = desc.column(&n).filter(|(_, c)| !c.hidden).ok_or_else(|| {
             SqlError::new(
                 code::UNDEFINED_COLUMN,
@@ -405,9 +395,7 @@ fn compile_update(
             )
         })?;
         let logical = match &a.value {
-            ast::Expr::Identifier(i)
-                if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") =>
-            {
+            e if crate::ddl::is_default_keyword(e) => {
                 let d = default_sql(c)?.to_string();
                 state
                     .create_logical_expr(&d, &df_schema)
@@ -535,9 +523,12 @@ impl Update {
 /// * fewer VALUES than the table has columns: the leading column names are written in;
 /// * `DEFAULT` among VALUES: replaced by the column's default expression (or NULL);
 /// * an explicit value for a `GENERATED ALWAYS AS IDENTITY` column is 428C9.
+///
+/// It also compiles the target's per-row defaults into `ctx` for the planner.
 pub async fn rewrite_insert(
     stmt: DFStatement,
     state: &SessionState,
+    ctx: &crate::stmt::StmtCtx,
     db: &str,
 ) -> SqlResult<DFStatement> {
     let DFStatement::Statement(s) = &stmt else {
@@ -552,6 +543,7 @@ pub async fn rewrite_insert(
     let Some(desc) = target_table(state, db, name).await? else {
         return Ok(stmt);
     };
+    ctx.compile_defaults(state, &desc)?;
     let visible = desc.visible_columns(false);
     let mut i = i.clone();
     let values_width = match i.source.as_deref().map(|q| q.body.as_ref()) {
@@ -576,7 +568,7 @@ pub async fn rewrite_insert(
         i.columns
             .iter()
             .map(|n| {
-                let n = n.0.last().and_then(|p| p.as_ident()).map(ident);
+                let n = Some(crate::ddl::last_ident(n)).filter(|n| !n.is_empty());
                 n.and_then(|n| desc.column(&n).map(|(pos, _)| pos))
             })
             .collect()
@@ -586,8 +578,7 @@ pub async fn rewrite_insert(
     if let Some(ast::SetExpr::Values(v)) = i.source.as_deref_mut().map(|q| q.body.as_mut()) {
         for row in v.rows.iter_mut() {
             for (j, e) in row.iter().enumerate() {
-                let is_default = matches!(e, ast::Expr::Identifier(id)
-                    if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"));
+                let is_default = crate::ddl::is_default_keyword(e);
                 if !is_default {
                     if let Some(d) = defaults_used.get_mut(j) {
                         *d = false;
@@ -595,8 +586,7 @@ pub async fn rewrite_insert(
                 }
             }
             for (j, e) in row.iter_mut().enumerate() {
-                let is_default = matches!(e, ast::Expr::Identifier(id)
-                    if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"));
+                let is_default = crate::ddl::is_default_keyword(e);
                 if !is_default {
                     continue;
                 }
@@ -654,12 +644,11 @@ pub async fn check_update_identity(
         let ast::AssignmentTarget::ColumnName(n) = &a.target else {
             continue;
         };
-        let col = n.0.last().and_then(|p| p.as_ident()).map(ident);
+        let col = Some(crate::ddl::last_ident(n)).filter(|n| !n.is_empty());
         let Some((_, c)) = col.and_then(|n| desc.column(&n)) else {
             continue;
         };
-        let is_default = matches!(&a.value, ast::Expr::Identifier(i)
-            if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
+        let is_default = crate::ddl::is_default_keyword(&a.value);
         if c.identity_always && !is_default {
             return Err(SqlError::new(
                 code::GENERATED_ALWAYS,
