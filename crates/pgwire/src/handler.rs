@@ -460,7 +460,7 @@ impl StartupHandler for Handler {
             .get(METADATA_USER)
             .cloned()
             .unwrap_or_else(|| "root".to_string());
-        match self.engine.session(&db).await {
+        match self.engine.session(&db, &user).await {
             Ok(s) => *self.session.lock().await = Some(s),
             Err(e) => {
                 let mut info = to_wire(&e);

@@ -17,10 +17,7 @@ pub async fn collect(
     limits: &Limits,
     rows_max: Option<(usize, &str)>,
 ) -> SqlResult<Vec<RecordBatch>> {
-    let phys = state
-        .create_physical_plan(plan)
-        .await
-        .map_err(from_datafusion)?;
+    let phys = crate::subquery::physical_plan(state, plan).await?;
     let mut stream = datafusion::physical_plan::execute_stream(phys, state.task_ctx())
         .map_err(from_datafusion)?;
     let mut out = Vec::new();

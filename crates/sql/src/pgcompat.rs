@@ -20,6 +20,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::AnalyzerRule;
 
+use datafusion::sql::sqlparser::ast;
+
 use crate::error::{code, SqlError};
 
 /// Decodes PostgreSQL bytea text input (hex or escape format).
@@ -156,9 +158,107 @@ impl AnalyzerRule for PgCastRule {
     }
 }
 
+/// PostgreSQL types a quoted literal compared with an array column as that array type
+/// (`polroles = '{0}'`); DataFusion cannot compare a list with text. This analyzer rule, run
+/// before type coercion, parses such literals (`{a,"b c",NULL}`) into list literals.
+#[derive(Debug, Default)]
+pub struct PgArrayLiteralRule;
+
+fn array_literal(text: &str, elem: &DataType) -> Option<datafusion::common::ScalarValue> {
+    use datafusion::common::ScalarValue;
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut items = Vec::new();
+    if !inner.trim().is_empty() {
+        for part in inner.split(',') {
+            let part = part.trim();
+            let v = if part.eq_ignore_ascii_case("null") {
+                ScalarValue::Utf8(None)
+            } else {
+                let unq = part
+                    .strip_prefix('"')
+                    .and_then(|p| p.strip_suffix('"'))
+                    .unwrap_or(part);
+                ScalarValue::Utf8(Some(unq.to_string()))
+            };
+            items.push(v.cast_to(elem).ok()?);
+        }
+    }
+    Some(ScalarValue::List(ScalarValue::new_list_nullable(&items, elem)))
+}
+
+fn list_elem(e: &Expr, schema: &DFSchema) -> Option<DataType> {
+    match e.get_type(schema).ok()? {
+        DataType::List(f) => Some(f.data_type().clone()),
+        _ => None,
+    }
+}
+
+fn text_literal(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(s)), _) => Some(s),
+        _ => None,
+    }
+}
+
+fn rewrite_array_literal(e: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
+    let Expr::BinaryExpr(b) = &e else {
+        return Ok(Transformed::no(e));
+    };
+    let parsed = |lit: &Expr, other: &Expr| {
+        let s = text_literal(lit)?;
+        let elem = list_elem(other, schema)?;
+        array_literal(s, &elem).map(|v| Expr::Literal(v, None))
+    };
+    if let Some(l) = parsed(&b.left, &b.right) {
+        let mut b = b.clone();
+        b.left = Box::new(l);
+        return Ok(Transformed::yes(Expr::BinaryExpr(b)));
+    }
+    if let Some(r) = parsed(&b.right, &b.left) {
+        let mut b = b.clone();
+        b.right = Box::new(r);
+        return Ok(Transformed::yes(Expr::BinaryExpr(b)));
+    }
+    Ok(Transformed::no(e))
+}
+
+impl AnalyzerRule for PgArrayLiteralRule {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        plan.transform_up_with_subqueries(|p| {
+            let mut schema = DFSchema::empty();
+            for input in p.inputs() {
+                schema.merge(input.schema());
+            }
+            p.map_expressions(|e| e.transform_up(|x| rewrite_array_literal(x, &schema)))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "kestrel_pg_array_literals"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn array_literals_parse() {
+        use datafusion::common::ScalarValue;
+        let v = array_literal("{1, 2,NULL}", &DataType::Int64).unwrap();
+        let want = ScalarValue::List(ScalarValue::new_list_nullable(
+            &[
+                ScalarValue::Int64(Some(1)),
+                ScalarValue::Int64(Some(2)),
+                ScalarValue::Int64(None),
+            ],
+            &DataType::Int64,
+        ));
+        assert_eq!(v, want);
+        assert!(array_literal("1,2", &DataType::Int64).is_none());
+        assert!(array_literal("{x}", &DataType::Int64).is_none());
+    }
 
     #[test]
     fn bytea_input_formats() {
@@ -218,6 +318,456 @@ pub fn rewrite_statement(stmt: &mut datafusion::sql::sqlparser::ast::Statement) 
     let _ = stmt.visit(&mut Aliases);
     if let datafusion::sql::sqlparser::ast::Statement::Query(q) = stmt {
         name_select_items(q);
+    }
+    rewrite_pg_syntax(stmt);
+}
+
+/// PostgreSQL spellings catalog queries use, rewritten into ones DataFusion plans (after the
+/// output columns got their PostgreSQL names):
+/// * `pg_catalog.f(…)` → `f(…)`; `OPERATOR(pg_catalog.~)` → `~`;
+/// * `COLLATE "C"` / `pg_catalog.default` / `POSIX` dropped (Kestrel compares bytes, which is
+///   what those collations do);
+/// * casts to `regclass` / `regtype` / `regnamespace` call the catalog functions that map
+///   names and oids; `oid` is `bigint`, `name` and `"char"` are `text`, and `pg_catalog.`
+///   type qualifiers are dropped;
+/// * `current_user`, `session_user`, `current_role`, `user`, `current_schema`,
+///   `current_catalog` written without parentheses are function calls;
+/// * `ARRAY(subquery)` → `(SELECT array_agg(…) FROM (subquery))`.
+pub fn rewrite_pg_syntax(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{Expr, VisitMut, VisitorMut};
+    use std::ops::ControlFlow;
+    struct Syntax {
+        /// Subqueries of `x op ANY/ALL (subquery)`, which are not scalar subqueries.
+        quantified: std::collections::HashSet<*const ast::Query>,
+    }
+    impl VisitorMut for Syntax {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, f: &mut ast::TableFactor) -> ControlFlow<()> {
+            if let ast::TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } = f
+            {
+                if name.0.len() == 2
+                    && name.0[0]
+                        .as_ident()
+                        .is_some_and(|i| ident_is(i, "pg_catalog"))
+                {
+                    name.0.remove(0);
+                }
+            }
+            if let Some(unnest) = correlated_series(f) {
+                *f = unnest;
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if let Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } = e {
+                if let Expr::Subquery(q) = right.as_ref() {
+                    self.quantified.insert(q.as_ref() as *const ast::Query);
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Subquery(q) = e {
+                if !self.quantified.contains(&(q.as_ref() as *const ast::Query)) {
+                    single_row_subquery(q);
+                }
+            }
+            if let Some(new) = pg_expr(e) {
+                *e = new;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Syntax {
+        quantified: Default::default(),
+    });
+}
+
+/// Aggregate function names (an aggregate inside an aggregate does not plan).
+static AGGREGATES: LazyLock<std::collections::HashSet<String>> = LazyLock::new(|| {
+    datafusion::functions_aggregate::all_default_aggregate_functions()
+        .iter()
+        .flat_map(|f| {
+            std::iter::once(f.name().to_string()).chain(f.aliases().iter().cloned())
+        })
+        .chain(["kestrel_single".to_string()])
+        .collect()
+});
+
+fn has_aggregate_or_window(e: &ast::Expr) -> bool {
+    use ast::Visit;
+    struct Find(bool);
+    impl ast::Visitor for Find {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &ast::Expr) -> std::ops::ControlFlow<()> {
+            if let ast::Expr::Function(f) = e {
+                let name = f
+                    .name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(|i| i.value.to_lowercase())
+                    .unwrap_or_default();
+                if f.over.is_some() || AGGREGATES.contains(&name) {
+                    self.0 = true;
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+            if let ast::Expr::Subquery(_) = e {
+                // Aggregates of a nested query are its own.
+                return std::ops::ControlFlow::Continue(());
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut f = Find(false);
+    let _ = e.visit(&mut f);
+    f.0
+}
+
+/// A scalar subquery yields at most one row (PostgreSQL raises 21000 otherwise). DataFusion
+/// plans correlated scalar subqueries only when they aggregate; a plain one
+/// (`(SELECT d.x FROM d WHERE d.k = t.k)`) gets its value wrapped in `kestrel_single`, the
+/// aggregate that is that one value, NULL for no rows, and 21000 for more.
+fn single_row_subquery(q: &mut ast::Query) {
+    if q.limit_clause.is_some() || q.fetch.is_some() {
+        return;
+    }
+    let ast::SetExpr::Select(s) = q.body.as_mut() else {
+        return;
+    };
+    let grouped = !matches!(&s.group_by, ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    if grouped || s.having.is_some() || s.distinct.is_some() || s.projection.len() != 1 {
+        return;
+    }
+    match &mut s.projection[0] {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+            if !has_aggregate_or_window(e) {
+                *e = call("kestrel_single", vec![e.clone()]);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `FROM generate_series(1, t.n) s` — a series over column values, which DataFusion's table
+/// function cannot take (it wants constants) — as `FROM unnest(generate_series(1, t.n)) s`.
+fn correlated_series(f: &ast::TableFactor) -> Option<ast::TableFactor> {
+    let ast::TableFactor::Table {
+        name,
+        args: Some(args),
+        alias,
+        ..
+    } = f
+    else {
+        return None;
+    };
+    let is_series = name.0.len() == 1
+        && name.0[0]
+            .as_ident()
+            .is_some_and(|i| ident_is(i, "generate_series"));
+    let exprs: Vec<ast::Expr> = args
+        .args
+        .iter()
+        .map(|a| match a {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    if !is_series || !exprs.iter().any(references_column) {
+        return None;
+    }
+    // The single column is named after the alias, as PostgreSQL names it.
+    let alias = alias.clone().map(|mut a| {
+        if a.columns.is_empty() {
+            a.columns = vec![ast::TableAliasColumnDef {
+                name: a.name.clone(),
+                data_type: None,
+            }];
+        }
+        a
+    });
+    Some(ast::TableFactor::UNNEST {
+        alias,
+        array_exprs: vec![call("generate_series", exprs)],
+        with_offset: false,
+        with_offset_alias: None,
+        with_ordinality: false,
+    })
+}
+
+fn references_column(e: &ast::Expr) -> bool {
+    use ast::Visit;
+    struct Find(bool);
+    impl ast::Visitor for Find {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &ast::Expr) -> std::ops::ControlFlow<()> {
+            if matches!(e, ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)) {
+                self.0 = true;
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut f = Find(false);
+    let _ = e.visit(&mut f);
+    f.0
+}
+
+fn call(name: &str, args: Vec<ast::Expr>) -> ast::Expr {
+    use ast::{
+        Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+        ObjectName,
+    };
+    ast::Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+fn ident_is(i: &ast::Ident, name: &str) -> bool {
+    i.quote_style.is_none() && i.value.eq_ignore_ascii_case(name)
+}
+
+fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
+    use ast::{BinaryOperator as Op, Expr};
+    match e {
+        Expr::Function(f) => {
+            if f.name.0.len() == 2
+                && f.name.0[0]
+                    .as_ident()
+                    .is_some_and(|i| ident_is(i, "pg_catalog"))
+            {
+                f.name.0.remove(0);
+            }
+            if let ast::FunctionArguments::Subquery(q) = &f.args {
+                if f.name.0.len() == 1
+                    && f.name.0[0].as_ident().is_some_and(|i| ident_is(i, "array"))
+                {
+                    return array_of_subquery(q);
+                }
+            }
+            None
+        }
+        Expr::BinaryOp { op, .. } => {
+            if let Op::PGCustomBinaryOperator(parts) = op {
+                let last = parts.last().map(|s| s.as_str());
+                let plain = match last {
+                    Some("~") => Op::PGRegexMatch,
+                    Some("~*") => Op::PGRegexIMatch,
+                    Some("!~") => Op::PGRegexNotMatch,
+                    Some("!~*") => Op::PGRegexNotIMatch,
+                    Some("~~") => Op::PGLikeMatch,
+                    Some("!~~") => Op::PGNotLikeMatch,
+                    Some("=") => Op::Eq,
+                    Some("<>") => Op::NotEq,
+                    Some("<") => Op::Lt,
+                    Some(">") => Op::Gt,
+                    Some("<=") => Op::LtEq,
+                    Some(">=") => Op::GtEq,
+                    Some("||") => Op::StringConcat,
+                    Some("+") => Op::Plus,
+                    Some("-") => Op::Minus,
+                    _ => return None,
+                };
+                *op = plain;
+            }
+            None
+        }
+        Expr::Collate { expr, collation } => {
+            let name = collation
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.to_lowercase())?;
+            matches!(name.as_str(), "c" | "posix" | "default" | "ucs_basic")
+                .then(|| expr.as_ref().clone())
+        }
+        Expr::Cast {
+            expr, data_type, ..
+        } => match cast_target(data_type)? {
+            CastTarget::Call(f) => Some(call(f, vec![expr.as_ref().clone()])),
+            CastTarget::Type(t) => {
+                *data_type = t;
+                None
+            }
+        },
+        Expr::Identifier(i) => {
+            const NILADIC: [&str; 6] = [
+                "current_user",
+                "session_user",
+                "current_role",
+                "user",
+                "current_schema",
+                "current_catalog",
+            ];
+            NILADIC
+                .iter()
+                .find(|n| ident_is(i, n))
+                .map(|n| call(n, vec![]))
+        }
+        _ => None,
+    }
+}
+
+enum CastTarget {
+    Call(&'static str),
+    Type(ast::DataType),
+}
+
+/// What a cast to a PostgreSQL system type becomes.
+fn cast_target(t: &ast::DataType) -> Option<CastTarget> {
+    use ast::DataType as D;
+    let name = match t {
+        D::Regclass => return Some(CastTarget::Call("kestrel_regclass")),
+        D::Array(ast::ArrayElemTypeDef::SquareBracket(inner, n)) => {
+            return match cast_target(inner)? {
+                CastTarget::Type(t) => Some(CastTarget::Type(D::Array(
+                    ast::ArrayElemTypeDef::SquareBracket(Box::new(t), *n),
+                ))),
+                CastTarget::Call(_) => None,
+            };
+        }
+        D::Custom(name, mods) if mods.is_empty() => name,
+        _ => return None,
+    };
+    let parts: Vec<&ast::Ident> = name.0.iter().filter_map(|p| p.as_ident()).collect();
+    let (qualified, last) = match parts.as_slice() {
+        [l] => (false, *l),
+        [s, l] if ident_is(s, "pg_catalog") => (true, *l),
+        _ => return None,
+    };
+    let lower = last.value.to_lowercase();
+    Some(match lower.as_str() {
+        "regclass" => CastTarget::Call("kestrel_regclass"),
+        "regtype" => CastTarget::Call("kestrel_regtype"),
+        "regnamespace" => CastTarget::Call("kestrel_regnamespace"),
+        "regproc" | "regprocedure" | "regrole" | "name" => CastTarget::Type(D::Text),
+        "char" if last.quote_style.is_some() => CastTarget::Type(D::Text),
+        "oid" | "xid" | "regoper" => CastTarget::Type(D::BigInt(None)),
+        _ if qualified => {
+            let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+            let t = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+                .try_with_sql(&last.to_string())
+                .ok()?
+                .parse_data_type()
+                .ok()?;
+            match cast_target(&t) {
+                Some(other) => other,
+                None => CastTarget::Type(t),
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// `ARRAY(SELECT x FROM … [ORDER BY o])` as `(SELECT array_agg(x [ORDER BY o]) FROM …)`
+/// (NULL rather than `{}` when there are no rows); `ARRAY(SELECT 'p' || x FROM unnest(a) x)`
+/// as `kestrel_array_prefix('p', a)`.
+fn array_of_subquery(q: &ast::Query) -> Option<ast::Expr> {
+    let ast::SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    let [item] = s.projection.as_slice() else {
+        return None;
+    };
+    let expr = match item {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => e,
+        _ => return None,
+    };
+    if let Some(e) = prefix_each(s, expr) {
+        return Some(e);
+    }
+    let grouped = !matches!(&s.group_by, ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    if grouped || s.having.is_some() || s.distinct.is_some() || q.limit_clause.is_some() {
+        return None;
+    }
+    let order = match &q.order_by {
+        Some(ast::OrderBy {
+            kind: ast::OrderByKind::Expressions(list),
+            ..
+        }) if !list.is_empty() => format!(
+            " ORDER BY {}",
+            list.iter()
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => String::new(),
+    };
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let agg = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(&format!("array_agg({expr}{order})"))
+        .ok()?
+        .parse_expr()
+        .ok()?;
+    let mut out = q.clone();
+    out.order_by = None;
+    if let ast::SetExpr::Select(sel) = out.body.as_mut() {
+        sel.projection = vec![ast::SelectItem::UnnamedExpr(agg)];
+    }
+    Some(ast::Expr::Subquery(Box::new(out)))
+}
+
+/// `SELECT 'p' || x FROM unnest(a) x` (psql's reloptions display) as an array function.
+fn prefix_each(s: &ast::Select, expr: &ast::Expr) -> Option<ast::Expr> {
+    let [from] = s.from.as_slice() else {
+        return None;
+    };
+    if s.selection.is_some() || !from.joins.is_empty() {
+        return None;
+    }
+    let ast::TableFactor::Table {
+        name,
+        args: Some(args),
+        alias: Some(alias),
+        ..
+    } = &from.relation
+    else {
+        return None;
+    };
+    let is_unnest = name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| ident_is(i, "unnest"));
+    let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(array))] = args.args.as_slice()
+    else {
+        return None;
+    };
+    if !is_unnest || !alias.columns.is_empty() {
+        return None;
+    }
+    let ast::Expr::BinaryOp {
+        left,
+        op: ast::BinaryOperator::StringConcat,
+        right,
+    } = expr
+    else {
+        return None;
+    };
+    match (left.as_ref(), right.as_ref()) {
+        (ast::Expr::Value(_), ast::Expr::Identifier(i)) if i.value == alias.name.value => Some(
+            call("kestrel_array_prefix", vec![left.as_ref().clone(), array.clone()]),
+        ),
+        _ => None,
     }
 }
 
@@ -453,5 +1003,115 @@ pub fn expand_views(
     match ex.error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// `kestrel_single(x)`: the value of a scalar subquery's only row; NULL without rows;
+/// 21000 when there is more than one (see [`single_row_subquery`]).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SingleValue {
+    signature: Signature,
+}
+
+impl SingleValue {
+    pub fn udaf() -> Arc<datafusion::logical_expr::AggregateUDF> {
+        Arc::new(datafusion::logical_expr::AggregateUDF::from(Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }))
+    }
+}
+
+fn more_than_one_row() -> datafusion::error::DataFusionError {
+    SqlError::new(
+        code::CARDINALITY_VIOLATION,
+        "more than one row returned by a subquery used as an expression",
+    )
+    .into_datafusion()
+}
+
+impl datafusion::logical_expr::AggregateUDFImpl for SingleValue {
+    fn name(&self) -> &str {
+        "kestrel_single"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(arg_types.first().cloned().unwrap_or(DataType::Null))
+    }
+    fn accumulator(
+        &self,
+        args: datafusion::logical_expr::function::AccumulatorArgs,
+    ) -> DfResult<Box<dyn datafusion::logical_expr::Accumulator>> {
+        Ok(Box::new(SingleAcc {
+            value: datafusion::common::ScalarValue::try_from(args.return_field.data_type())?,
+            rows: 0,
+        }))
+    }
+    fn state_fields(
+        &self,
+        args: datafusion::logical_expr::function::StateFieldsArgs,
+    ) -> DfResult<Vec<datafusion::arrow::datatypes::FieldRef>> {
+        use datafusion::arrow::datatypes::Field;
+        Ok(vec![
+            Arc::new(Field::new("value", args.return_type().clone(), true)),
+            Arc::new(Field::new("rows", DataType::Int64, false)),
+        ])
+    }
+}
+
+#[derive(Debug)]
+struct SingleAcc {
+    value: datafusion::common::ScalarValue,
+    rows: i64,
+}
+
+impl datafusion::logical_expr::Accumulator for SingleAcc {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        let Some(v) = values.first() else {
+            return Ok(());
+        };
+        if v.is_empty() {
+            return Ok(());
+        }
+        self.rows += v.len() as i64;
+        if self.rows > 1 {
+            return Err(more_than_one_row());
+        }
+        self.value = datafusion::common::ScalarValue::try_from_array(v, 0)?;
+        Ok(())
+    }
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        let (Some(values), Some(rows)) = (states.first(), states.get(1)) else {
+            return Ok(());
+        };
+        let rows = rows
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .ok_or_else(|| SqlError::internal("kestrel_single state").into_datafusion())?;
+        for i in 0..rows.len() {
+            let n = rows.value(i);
+            if n == 0 {
+                continue;
+            }
+            self.rows += n;
+            if self.rows > 1 {
+                return Err(more_than_one_row());
+            }
+            self.value = datafusion::common::ScalarValue::try_from_array(values, i)?;
+        }
+        Ok(())
+    }
+    fn state(&mut self) -> DfResult<Vec<datafusion::common::ScalarValue>> {
+        Ok(vec![
+            self.value.clone(),
+            datafusion::common::ScalarValue::Int64(Some(self.rows)),
+        ])
+    }
+    fn evaluate(&mut self) -> DfResult<datafusion::common::ScalarValue> {
+        Ok(self.value.clone())
+    }
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.value.size()
     }
 }

@@ -53,8 +53,8 @@ impl SqlEngine {
         }))
     }
 
-    /// A session on `database` (which must exist).
-    pub async fn session(self: &Arc<Self>, database: &str) -> SqlResult<Session> {
+    /// A session of `user` on `database` (which must exist).
+    pub async fn session(self: &Arc<Self>, database: &str, user: &str) -> SqlResult<Session> {
         let txn = self.kv.begin();
         if catalog::get_database(&txn, database).await?.is_none() {
             return Err(SqlError::new(
@@ -73,7 +73,7 @@ impl SqlEngine {
         let mut base = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
-            .with_analyzer_rule(Arc::new(crate::pgcompat::PgCastRule))
+            .with_analyzer_rules(analyzer_rules())
             .build();
         // Planning (DDL defaults, constants) knows the sequence functions; statements rebind
         // them to their own catalog snapshot.
@@ -91,9 +91,15 @@ impl SqlEngine {
             .clone()
             .with_aliases(["gen_random_uuid"]);
         base.register_udf(Arc::new(uuid)).map_err(from_datafusion)?;
+        base.register_udaf(crate::pgcompat::SingleValue::udaf())
+            .map_err(from_datafusion)?;
+        for udf in crate::pg_functions::session_udfs(database, user) {
+            base.register_udf(udf).map_err(from_datafusion)?;
+        }
         Ok(Session {
             engine: self.clone(),
             database: database.to_string(),
+            user: user.to_string(),
             base,
             seq_session,
             vars: default_vars(),
@@ -103,6 +109,15 @@ impl SqlEngine {
             copy_error: None,
         })
     }
+}
+
+/// DataFusion's analyzer rules with Kestrel's PostgreSQL rules: array literals before type
+/// coercion, bytea input casts after it.
+fn analyzer_rules() -> Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> {
+    let mut rules = datafusion::optimizer::Analyzer::new().rules;
+    rules.insert(0, Arc::new(crate::pgcompat::PgArrayLiteralRule));
+    rules.push(Arc::new(crate::pgcompat::PgCastRule));
+    rules
 }
 
 fn default_vars() -> BTreeMap<String, String> {
@@ -165,6 +180,7 @@ pub struct Prepared {
 pub struct Session {
     engine: Arc<SqlEngine>,
     database: String,
+    user: String,
     base: SessionState,
     /// `currval`/`lastval` memory of this session.
     seq_session: Arc<std::sync::Mutex<crate::sequence::SessionSequences>>,
@@ -1331,7 +1347,7 @@ impl Session {
         capture: bool,
         on_conflict: Option<crate::upsert::OnConflictClause>,
     ) -> SqlResult<(SessionState, Arc<StmtCtx>)> {
-        let snapshot = CatalogSnapshot::load(&*txn.read().await, &self.database).await?;
+        let snapshot = Arc::new(CatalogSnapshot::load(&*txn.read().await, &self.database).await?);
         let ctx = Arc::new(StmtCtx {
             kv: self.engine.kv.clone(),
             txn,
@@ -1342,10 +1358,24 @@ impl Session {
             defaults: std::sync::OnceLock::new(),
             views: snapshot.views.clone(),
         });
-        let list = Arc::new(KCatalogList::new(&self.database, &snapshot, ctx.clone()));
+        let info = Arc::new(crate::pg_catalog::CatalogInfo::new(
+            snapshot.clone(),
+            &self.database,
+            &self.user,
+            crate::pg_catalog::settings_of(&self.vars),
+        ));
+        let list = Arc::new(KCatalogList::new(
+            &self.database,
+            &snapshot,
+            ctx.clone(),
+            info.clone(),
+        ));
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(list)
             .build();
+        for udf in crate::pg_functions::catalog_udfs(info) {
+            state.register_udf(udf).map_err(from_datafusion)?;
+        }
         let funcs = crate::sequence::SeqFunctions {
             seqs: self.engine.sequences.clone(),
             map: snapshot.sequences.clone(),

@@ -12,6 +12,7 @@ use kestrel_kv::{Kv, Txn};
 
 use crate::catalog::CatalogSnapshot;
 use crate::error::SqlError;
+use crate::pg_catalog::SystemSchema;
 use crate::provider::KestrelTable;
 
 /// Named limits of the SQL layer.
@@ -121,14 +122,26 @@ pub struct KCatalogList {
 }
 
 impl KCatalogList {
-    pub fn new(db_name: &str, snapshot: &CatalogSnapshot, ctx: Arc<StmtCtx>) -> Self {
+    pub fn new(
+        db_name: &str,
+        snapshot: &CatalogSnapshot,
+        ctx: Arc<StmtCtx>,
+        info: Arc<crate::pg_catalog::CatalogInfo>,
+    ) -> Self {
         let mut schemas: HashMap<String, Arc<KSchema>> = HashMap::new();
+        let pg_catalog = Arc::new(SystemSchema {
+            schema: crate::pg_catalog::PG_CATALOG,
+            info: info.clone(),
+            ctx: ctx.clone(),
+        });
         for name in snapshot.schemas() {
+            let system = (name == crate::catalog::DEFAULT_SCHEMA).then(|| pg_catalog.clone());
             schemas.insert(
                 name.clone(),
                 Arc::new(KSchema {
                     tables: HashMap::new(),
                     ctx: ctx.clone(),
+                    system,
                 }),
             );
         }
@@ -140,9 +153,20 @@ impl KCatalogList {
                     .insert(name.clone(), desc.clone());
             }
         }
+        let information_schema = Arc::new(SystemSchema {
+            schema: crate::pg_catalog::INFORMATION_SCHEMA,
+            info,
+            ctx,
+        });
+        let mut system: HashMap<String, Arc<dyn SchemaProvider>> = HashMap::new();
+        system.insert(crate::pg_catalog::PG_CATALOG.into(), pg_catalog);
+        system.insert(
+            crate::pg_catalog::INFORMATION_SCHEMA.into(),
+            information_schema,
+        );
         Self {
             name: db_name.to_string(),
-            catalog: Arc::new(KCatalog { schemas }),
+            catalog: Arc::new(KCatalog { schemas, system }),
         }
     }
 }
@@ -166,16 +190,23 @@ impl CatalogProviderList for KCatalogList {
 #[derive(Debug)]
 pub struct KCatalog {
     schemas: HashMap<String, Arc<KSchema>>,
+    /// `pg_catalog` and `information_schema`.
+    system: HashMap<String, Arc<dyn SchemaProvider>>,
 }
 
 impl CatalogProvider for KCatalog {
     fn schema_names(&self) -> Vec<String> {
-        self.schemas.keys().cloned().collect()
+        self.schemas
+            .keys()
+            .chain(self.system.keys())
+            .cloned()
+            .collect()
     }
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        self.schemas
-            .get(name)
-            .map(|s| s.clone() as Arc<dyn SchemaProvider>)
+        match self.schemas.get(name) {
+            Some(s) => Some(s.clone() as Arc<dyn SchemaProvider>),
+            None => self.system.get(name).cloned(),
+        }
     }
 }
 
@@ -183,6 +214,9 @@ impl CatalogProvider for KCatalog {
 pub struct KSchema {
     tables: HashMap<String, Arc<crate::catalog::TableDesc>>,
     ctx: Arc<StmtCtx>,
+    /// For the default schema: `pg_catalog`, searched first for unqualified names, as
+    /// PostgreSQL's implicit `pg_catalog` at the head of `search_path`.
+    system: Option<Arc<SystemSchema>>,
 }
 
 #[async_trait]
@@ -191,6 +225,9 @@ impl SchemaProvider for KSchema {
         self.tables.keys().cloned().collect()
     }
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(system) = self.system.as_ref().filter(|s| s.table_exist(name)) {
+            return system.table(name).await;
+        }
         match self.tables.get(name) {
             None => Ok(None),
             Some(desc) => Ok(Some(Arc::new(
@@ -201,5 +238,6 @@ impl SchemaProvider for KSchema {
     }
     fn table_exist(&self, name: &str) -> bool {
         self.tables.contains_key(name)
+            || self.system.as_ref().is_some_and(|s| s.table_exist(name))
     }
 }

@@ -1,0 +1,353 @@
+//! PostgreSQL's system information and catalog functions (`version()`, `current_schema()`,
+//! `format_type`, `pg_get_indexdef`, `pg_table_is_visible` …) as DataFusion scalar UDFs.
+//!
+//! Session-level functions (user, database, version) are registered once per session; the
+//! ones that read the catalog are bound to each statement's [`CatalogInfo`], like the sequence
+//! functions. Each is evaluated row by row over [`ScalarValue`]s: they serve catalog queries
+//! over a few hundred rows, never data paths.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+
+use crate::error::{code, SqlError};
+use crate::pg_catalog::{self, CatalogInfo};
+
+type Body = dyn Fn(&[ScalarValue]) -> Result<ScalarValue, SqlError> + Send + Sync;
+
+/// One function: a name, its argument counts, its result type and a body over one row.
+pub struct PgFn {
+    name: &'static str,
+    signature: Signature,
+    ret: DataType,
+    body: Arc<Body>,
+}
+
+impl std::fmt::Debug for PgFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgFn({})", self.name)
+    }
+}
+impl PartialEq for PgFn {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && Arc::ptr_eq(&self.body, &other.body)
+    }
+}
+impl Eq for PgFn {}
+impl std::hash::Hash for PgFn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state)
+    }
+}
+
+impl ScalarUDFImpl for PgFn {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(self.ret.clone())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if all_scalar { 1 } else { args.number_rows };
+        let mut out = Vec::with_capacity(rows);
+        for i in 0..rows {
+            let row = args
+                .args
+                .iter()
+                .map(|a| match a {
+                    ColumnarValue::Scalar(s) => Ok(s.clone()),
+                    ColumnarValue::Array(arr) => ScalarValue::try_from_array(arr, i),
+                })
+                .collect::<DfResult<Vec<_>>>()?;
+            let v = (self.body)(&row).map_err(SqlError::into_datafusion)?;
+            out.push(if v.is_null() {
+                ScalarValue::try_from(&self.ret)?
+            } else {
+                v
+            });
+        }
+        if all_scalar {
+            return Ok(ColumnarValue::Scalar(out.pop().unwrap_or(ScalarValue::Null)));
+        }
+        if out.is_empty() {
+            return Ok(ColumnarValue::Array(datafusion::arrow::array::new_empty_array(&self.ret)));
+        }
+        Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
+    }
+}
+
+fn udf(
+    name: &'static str,
+    arities: &[usize],
+    ret: DataType,
+    volatility: Volatility,
+    body: impl Fn(&[ScalarValue]) -> Result<ScalarValue, SqlError> + Send + Sync + 'static,
+) -> Arc<ScalarUDF> {
+    let sigs = arities
+        .iter()
+        .map(|&n| match n {
+            0 => TypeSignature::Nullary,
+            n => TypeSignature::Any(n),
+        })
+        .collect();
+    Arc::new(ScalarUDF::from(PgFn {
+        name,
+        signature: Signature::one_of(sigs, volatility),
+        ret,
+        body: Arc::new(body),
+    }))
+}
+
+/// An integer argument (oids arrive as integers or as their text).
+fn int(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::Int8(Some(x)) => Some(*x as i64),
+        ScalarValue::Int16(Some(x)) => Some(*x as i64),
+        ScalarValue::Int32(Some(x)) => Some(*x as i64),
+        ScalarValue::Int64(Some(x)) => Some(*x),
+        ScalarValue::UInt8(Some(x)) => Some(*x as i64),
+        ScalarValue::UInt16(Some(x)) => Some(*x as i64),
+        ScalarValue::UInt32(Some(x)) => Some(*x as i64),
+        ScalarValue::UInt64(Some(x)) => i64::try_from(*x).ok(),
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            s.trim().parse().ok()
+        }
+        _ => None,
+    }
+}
+
+fn text(v: &ScalarValue) -> Option<String> {
+    match v {
+        ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => s.clone(),
+        v if v.is_null() => None,
+        v => Some(v.to_string()),
+    }
+}
+
+fn utf8(s: Option<String>) -> ScalarValue {
+    ScalarValue::Utf8(s)
+}
+
+const IMMUTABLE: Volatility = Volatility::Immutable;
+const STABLE: Volatility = Volatility::Stable;
+
+/// Functions that depend only on the session: registered once per session.
+pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
+    let db = database.to_string();
+    let db2 = db.clone();
+    let mut out = vec![
+        udf("version", &[0], DataType::Utf8, IMMUTABLE, |_| {
+            Ok(utf8(Some(format!(
+                "PostgreSQL {} on x86_64-pc-linux-gnu, compiled by rustc, 64-bit",
+                crate::SERVER_VERSION
+            ))))
+        }),
+        udf("current_database", &[0], DataType::Utf8, STABLE, move |_| {
+            Ok(utf8(Some(db.clone())))
+        }),
+        udf("current_catalog", &[0], DataType::Utf8, STABLE, move |_| {
+            Ok(utf8(Some(db2.clone())))
+        }),
+        udf("current_schema", &[0], DataType::Utf8, STABLE, |_| {
+            Ok(utf8(Some(crate::catalog::DEFAULT_SCHEMA.into())))
+        }),
+        udf(
+            "current_schemas",
+            &[1],
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            STABLE,
+            |a| {
+                let implicit = matches!(a.first(), Some(ScalarValue::Boolean(Some(true))));
+                let mut names = Vec::new();
+                if implicit {
+                    names.push(ScalarValue::Utf8(Some(pg_catalog::PG_CATALOG.into())));
+                }
+                names.push(ScalarValue::Utf8(Some(crate::catalog::DEFAULT_SCHEMA.into())));
+                Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+                    &names,
+                    &DataType::Utf8,
+                )))
+            },
+        ),
+        udf("pg_encoding_to_char", &[1], DataType::Utf8, IMMUTABLE, |a| {
+            Ok(utf8(int(&a[0]).map(|e| {
+                if e == 6 { "UTF8" } else { "" }.to_string()
+            })))
+        }),
+        udf("format_type", &[2], DataType::Utf8, STABLE, |a| {
+            let typmod = int(&a[1]).unwrap_or(-1) as i32;
+            Ok(utf8(int(&a[0]).map(|oid| {
+                pg_catalog::format_type(oid, typmod).unwrap_or_else(|| "???".into())
+            })))
+        }),
+        udf("kestrel_regtype", &[1], DataType::Utf8, STABLE, |a| {
+            Ok(utf8(int(&a[0]).map(|oid| {
+                pg_catalog::format_type(oid, -1).unwrap_or_else(|| oid.to_string())
+            })))
+        }),
+        udf("pg_get_expr", &[2, 3], DataType::Utf8, STABLE, |a| Ok(utf8(text(&a[0])))),
+        udf("obj_description", &[1, 2], DataType::Utf8, STABLE, |_| Ok(utf8(None))),
+        udf("col_description", &[2], DataType::Utf8, STABLE, |_| Ok(utf8(None))),
+        udf("shobj_description", &[2], DataType::Utf8, STABLE, |_| Ok(utf8(None))),
+        udf("pg_get_statisticsobjdef_columns", &[1], DataType::Utf8, STABLE, |_| {
+            Ok(utf8(None))
+        }),
+        udf("pg_relation_is_publishable", &[1], DataType::Boolean, STABLE, |_| {
+            Ok(ScalarValue::Boolean(Some(false)))
+        }),
+        // A table that is not a partition is its own (only) ancestor.
+        udf("pg_partition_ancestors", &[1], DataType::Int64, STABLE, |a| {
+            Ok(ScalarValue::Int64(int(&a[0])))
+        }),
+        udf("pg_is_in_recovery", &[0], DataType::Boolean, STABLE, |_| {
+            Ok(ScalarValue::Boolean(Some(false)))
+        }),
+        udf("quote_ident", &[1], DataType::Utf8, IMMUTABLE, |a| {
+            Ok(utf8(text(&a[0]).map(|s| pg_catalog::quote_ident(&s))))
+        }),
+        udf(
+            "kestrel_array_prefix",
+            &[2],
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            IMMUTABLE,
+            |a| {
+                let prefix = text(&a[0]).unwrap_or_default();
+                let items = match &a[1] {
+                    ScalarValue::List(l) if !datafusion::arrow::array::Array::is_null(l.as_ref(), 0) => {
+                        let vals = datafusion::arrow::compute::cast(&l.value(0), &DataType::Utf8)
+                            .map_err(|e| SqlError::internal(e.to_string()))?;
+                        let vals = vals
+                            .as_any()
+                            .downcast_ref::<datafusion::arrow::array::StringArray>()
+                            .ok_or_else(|| SqlError::internal("array of text"))?;
+                        vals.iter()
+                            .map(|v| ScalarValue::Utf8(v.map(|v| format!("{prefix}{v}"))))
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                };
+                Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+                    &items,
+                    &DataType::Utf8,
+                )))
+            },
+        ),
+        udf("array_upper", &[2], DataType::Int32, IMMUTABLE, |a| {
+            Ok(ScalarValue::Int32(array_len(&a[0]).filter(|n| *n > 0)))
+        }),
+        udf("array_lower", &[2], DataType::Int32, IMMUTABLE, |a| {
+            Ok(ScalarValue::Int32(array_len(&a[0]).filter(|n| *n > 0).map(|_| 1)))
+        }),
+    ];
+    for name in [
+        "current_user",
+        "session_user",
+        "current_role",
+        "user",
+        "pg_get_userbyid",
+    ] {
+        let u = user.to_string();
+        out.push(udf(name, &[0, 1], DataType::Utf8, STABLE, move |_| {
+            Ok(utf8(Some(u.clone())))
+        }));
+    }
+    // Kestrel has no privileges yet: every client is a superuser.
+    for name in [
+        "has_table_privilege",
+        "has_schema_privilege",
+        "has_database_privilege",
+        "has_column_privilege",
+        "has_sequence_privilege",
+        "pg_has_role",
+    ] {
+        out.push(udf(name, &[2, 3, 4], DataType::Boolean, STABLE, |_| {
+            Ok(ScalarValue::Boolean(Some(true)))
+        }));
+    }
+    out
+}
+
+fn array_len(v: &ScalarValue) -> Option<i32> {
+    match v {
+        ScalarValue::List(a) if !datafusion::arrow::array::Array::is_null(a.as_ref(), 0) => Some(a.value_length(0)),
+        _ => None,
+    }
+}
+
+/// Functions that read the statement's catalog.
+pub fn catalog_udfs(info: Arc<CatalogInfo>) -> Vec<Arc<ScalarUDF>> {
+    let i1 = info.clone();
+    let i2 = info.clone();
+    let i3 = info.clone();
+    let i4 = info.clone();
+    let i5 = info.clone();
+    let i6 = info.clone();
+    let i7 = info;
+    vec![
+        udf("pg_table_is_visible", &[1], DataType::Boolean, STABLE, move |a| {
+            Ok(ScalarValue::Boolean(
+                int(&a[0]).map(|oid| i1.rel(oid).is_some_and(|r| i1.visible(r))),
+            ))
+        }),
+        // `x::regclass`: a relation's oid from its name (or from an oid).
+        udf("kestrel_regclass", &[1], DataType::Int64, STABLE, move |a| {
+            if let Some(oid) = int(&a[0]) {
+                return Ok(ScalarValue::Int64(Some(oid)));
+            }
+            let Some(name) = text(&a[0]) else {
+                return Ok(ScalarValue::Int64(None));
+            };
+            match i2.rel_by_name(&name)? {
+                Some(r) => Ok(ScalarValue::Int64(Some(r.oid))),
+                None => Err(SqlError::new(
+                    code::UNDEFINED_TABLE,
+                    format!("relation \"{name}\" does not exist"),
+                )),
+            }
+        }),
+        udf("to_regclass", &[1], DataType::Int64, STABLE, move |a| {
+            let name = text(&a[0]).unwrap_or_default();
+            Ok(ScalarValue::Int64(
+                i3.rel_by_name(&name).ok().flatten().map(|r| r.oid),
+            ))
+        }),
+        udf("kestrel_regnamespace", &[1], DataType::Utf8, STABLE, move |a| {
+            Ok(utf8(int(&a[0]).map(|oid| {
+                i4.ns_name(oid).unwrap_or_else(|| oid.to_string())
+            })))
+        }),
+        udf("pg_get_indexdef", &[1, 3], DataType::Utf8, STABLE, move |a| {
+            let column = a.get(1).and_then(int).unwrap_or(0);
+            Ok(utf8(
+                int(&a[0])
+                    .and_then(|oid| i5.rel(oid))
+                    .and_then(|r| i5.indexdef(r, column)),
+            ))
+        }),
+        udf("pg_get_constraintdef", &[1, 2], DataType::Utf8, STABLE, move |a| {
+            Ok(utf8(int(&a[0]).and_then(|oid| i6.constraintdef(oid))))
+        }),
+        udf("pg_get_viewdef", &[1, 2], DataType::Utf8, STABLE, move |a| {
+            let rel = match int(&a[0]) {
+                Some(oid) => i7.rel(oid),
+                None => text(&a[0]).and_then(|n| i7.rel_by_name(&n).ok().flatten()),
+            };
+            Ok(utf8(rel.and_then(|r| match &r.kind {
+                pg_catalog::RelKind::View(v) => Some(format!(" {};", v.query)),
+                _ => None,
+            })))
+        }),
+    ]
+}
