@@ -1,6 +1,7 @@
 //! Real client libraries, unmodified, against the real binary: node-postgres (`pg` from npm)
-//! and psycopg 3 (Debian's python3-psycopg). Each script creates a schema, writes, reads back
-//! and checks values itself; `scripts/deps.sh --test` installs both.
+//! psycopg 3 (Debian's python3-psycopg), SQLAlchemy 2 ORM over psycopg 3 (pinned, in a venv) and
+//! JDBC (Debian's libpostgresql-jdbc-java). Each program creates a schema, writes, reads back
+//! and checks values itself; `scripts/deps.sh --test` installs them.
 
 mod common;
 
@@ -49,4 +50,35 @@ fn psycopg3() {
     let node = TestNode::start(dir.path());
     // Debian's interpreter, where python3-psycopg is installed.
     run(&node, "/usr/bin/python3", &["psycopg_test.py"], "psycopg");
+}
+
+#[test]
+fn jdbc() {
+    let jar = "/usr/share/java/postgresql.jar";
+    assert!(
+        Path::new(jar).exists(),
+        "{jar} missing (scripts/deps.sh --test installs libpostgresql-jdbc-java)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    run(
+        &node,
+        "java",
+        &["-cp", jar, "jdbc/KestrelJdbcTest.java"],
+        "jdbc",
+    );
+}
+
+#[test]
+fn sqlalchemy_orm() {
+    let python = Path::new(clients_dir()).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing (scripts/deps.sh --test makes the venv)",
+        python.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let python = python.to_string_lossy().into_owned();
+    run(&node, &python, &["sqlalchemy_test.py"], "sqlalchemy");
 }

@@ -47,6 +47,8 @@ pub const NS_PUBLIC: i64 = 2200;
 pub const NS_INFORMATION_SCHEMA: i64 = 13_000;
 /// The one role: every client connects as a superuser (authentication is a later issue).
 pub const ROLE_OID: i64 = 10;
+/// The role that owns `public` in PostgreSQL 15.
+pub const ROLE_DATABASE_OWNER: i64 = 6171;
 const FIRST_USER_OID: i64 = 16_384;
 const AM_HEAP: i64 = 2;
 const AM_BTREE: i64 = 403;
@@ -87,7 +89,10 @@ pub fn type_of(ty: &SqlType) -> (i64, i32) {
             scale,
             constrained,
         } => match constrained {
-            true => (1700, (((*precision as i32) << 16) | (*scale as i32 & 0xffff)) + 4),
+            true => (
+                1700,
+                (((*precision as i32) << 16) | (*scale as i32 & 0xffff)) + 4,
+            ),
             false => (1700, -1),
         },
         SqlType::Text => (25, -1),
@@ -313,11 +318,7 @@ impl CatalogInfo {
                 ns,
                 kind,
             };
-            out.push(rel(
-                desc_oid(t.id),
-                name.clone(),
-                RelKind::Table(t.clone()),
-            ));
+            out.push(rel(desc_oid(t.id), name.clone(), RelKind::Table(t.clone())));
             if !t.has_hidden_key() {
                 out.push(rel(
                     index_oid(t.id, 1),
@@ -363,11 +364,7 @@ impl CatalogInfo {
     pub fn rel_by_name(&self, text: &str) -> Result<Option<&Rel>, SqlError> {
         let (schema, name) = crate::sequence::parse_name(text)?;
         let qualified = text.contains('.');
-        let found = |s: &str| {
-            self.rels()
-                .iter()
-                .find(|r| r.schema == s && r.name == name)
-        };
+        let found = |s: &str| self.rels().iter().find(|r| r.schema == s && r.name == name);
         Ok(match qualified {
             true => found(&schema),
             false => found(PG_CATALOG).or_else(|| found(DEFAULT_SCHEMA)),
@@ -453,8 +450,8 @@ impl CatalogInfo {
         out
     }
 
-    /// `pg_get_constraintdef`.
-    pub fn constraintdef(&self, oid: i64) -> Option<String> {
+    /// `pg_get_constraintdef` (`pretty`: without the CHECK expression's own parentheses).
+    pub fn constraintdef(&self, oid: i64, pretty: bool) -> Option<String> {
         let c = self.constraints().into_iter().find(|c| c.oid == oid)?;
         let cols = |c: &Constraint| {
             c.columns
@@ -467,6 +464,7 @@ impl CatalogInfo {
         Some(match c.kind {
             "p" => format!("PRIMARY KEY ({})", cols(&c)),
             "u" => format!("UNIQUE ({})", cols(&c)),
+            _ if pretty => format!("CHECK ({})", c.check.unwrap_or_default()),
             _ => format!("CHECK (({}))", c.check.unwrap_or_default()),
         })
     }
@@ -527,13 +525,60 @@ pub fn quote_ident(s: &str) -> String {
 fn is_reserved(s: &str) -> bool {
     matches!(
         s,
-        "all" | "and" | "any" | "array" | "as" | "asc" | "both" | "case" | "cast" | "check"
-            | "collate" | "column" | "constraint" | "create" | "default" | "desc" | "distinct"
-            | "do" | "else" | "end" | "false" | "for" | "foreign" | "from" | "grant" | "group"
-            | "having" | "in" | "into" | "is" | "join" | "leading" | "limit" | "not" | "null"
-            | "offset" | "on" | "only" | "or" | "order" | "primary" | "references" | "select"
-            | "table" | "then" | "to" | "true" | "union" | "unique" | "user" | "using"
-            | "when" | "where" | "with"
+        "all"
+            | "and"
+            | "any"
+            | "array"
+            | "as"
+            | "asc"
+            | "both"
+            | "case"
+            | "cast"
+            | "check"
+            | "collate"
+            | "column"
+            | "constraint"
+            | "create"
+            | "default"
+            | "desc"
+            | "distinct"
+            | "do"
+            | "else"
+            | "end"
+            | "false"
+            | "for"
+            | "foreign"
+            | "from"
+            | "grant"
+            | "group"
+            | "having"
+            | "in"
+            | "into"
+            | "is"
+            | "join"
+            | "leading"
+            | "limit"
+            | "not"
+            | "null"
+            | "offset"
+            | "on"
+            | "only"
+            | "or"
+            | "order"
+            | "primary"
+            | "references"
+            | "select"
+            | "table"
+            | "then"
+            | "to"
+            | "true"
+            | "union"
+            | "unique"
+            | "user"
+            | "using"
+            | "when"
+            | "where"
+            | "with"
     )
 }
 
@@ -609,8 +654,10 @@ impl SystemDef {
     }
 }
 
-use Ty::{Bool as B, OidList as OL, Text as S, TextList as SL, Tstz as TS, I2 as I2T, I4 as I4T,
-    I8 as I8T, Oid as O, F4 as F4T, I2List as I2L};
+use Ty::{
+    Bool as B, I2List as I2L, Oid as O, OidList as OL, Text as S, TextList as SL, Tstz as TS,
+    F4 as F4T, I2 as I2T, I4 as I4T, I8 as I8T,
+};
 
 macro_rules! sys {
     ($schema:expr, $name:literal, $oid:expr, [$($col:literal : $ty:expr),* $(,)?]) => {
@@ -995,7 +1042,13 @@ pub fn rows(
         (PG_CATALOG, "pg_namespace") => info
             .namespaces()
             .into_iter()
-            .map(|(oid, name)| row![oid, name, ROLE_OID, N])
+            .map(|(oid, name)| {
+                let owner = match oid {
+                    NS_PUBLIC => ROLE_DATABASE_OWNER,
+                    _ => ROLE_OID,
+                };
+                row![oid, name, owner, N]
+            })
             .collect(),
         (PG_CATALOG, "pg_class") => info.rels().iter().map(|r| class_row(r)).collect(),
         (PG_CATALOG, "pg_attribute") => attribute_rows(info),
@@ -1007,25 +1060,73 @@ pub fn rows(
             .iter()
             .map(|d| {
                 row![
-                    desc_oid(d.id), d.name.clone(), ROLE_OID, 6, "c", false, true, -1, 0i64,
-                    1i64, 1663i64, "C", "C", N, N, N
+                    desc_oid(d.id),
+                    d.name.clone(),
+                    ROLE_OID,
+                    6,
+                    "c",
+                    false,
+                    true,
+                    -1,
+                    0i64,
+                    1i64,
+                    1663i64,
+                    "C",
+                    "C",
+                    N,
+                    N,
+                    N
                 ]
             })
             .collect(),
         (PG_CATALOG, "pg_roles") => vec![row![
-            info.user.clone(), true, true, true, true, true, true, -1, "********", N, true, N,
+            info.user.clone(),
+            true,
+            true,
+            true,
+            true,
+            true,
+            true,
+            -1,
+            "********",
+            N,
+            true,
+            N,
             ROLE_OID
         ]],
         (PG_CATALOG, "pg_user") => vec![row![
-            info.user.clone(), ROLE_OID, true, true, true, true, "********", N, N
+            info.user.clone(),
+            ROLE_OID,
+            true,
+            true,
+            true,
+            true,
+            "********",
+            N,
+            N
         ]],
         (PG_CATALOG, "pg_settings") => info
             .settings
             .iter()
             .map(|(k, v)| {
                 row![
-                    k.clone(), v.clone(), N, "Kestrel", N, N, "user", "string", "session", N,
-                    N, N, v.clone(), v.clone(), N, N, false
+                    k.clone(),
+                    v.clone(),
+                    N,
+                    "Kestrel",
+                    N,
+                    N,
+                    "user",
+                    "string",
+                    "session",
+                    N,
+                    N,
+                    N,
+                    v.clone(),
+                    v.clone(),
+                    N,
+                    N,
+                    false
                 ]
             })
             .collect(),
@@ -1034,9 +1135,45 @@ pub fn rows(
             row![AM_BTREE, "btree", "bthandler", "i"],
         ],
         (PG_CATALOG, "pg_collation") => vec![
-            row![COLLATION_DEFAULT, "default", NS_PG_CATALOG, ROLE_OID, "d", true, -1, N, N, N, N],
-            row![950i64, "C", NS_PG_CATALOG, ROLE_OID, "c", true, -1, "C", "C", N, N],
-            row![951i64, "POSIX", NS_PG_CATALOG, ROLE_OID, "c", true, -1, "POSIX", "POSIX", N, N],
+            row![
+                COLLATION_DEFAULT,
+                "default",
+                NS_PG_CATALOG,
+                ROLE_OID,
+                "d",
+                true,
+                -1,
+                N,
+                N,
+                N,
+                N
+            ],
+            row![
+                950i64,
+                "C",
+                NS_PG_CATALOG,
+                ROLE_OID,
+                "c",
+                true,
+                -1,
+                "C",
+                "C",
+                N,
+                N
+            ],
+            row![
+                951i64,
+                "POSIX",
+                NS_PG_CATALOG,
+                ROLE_OID,
+                "c",
+                true,
+                -1,
+                "POSIX",
+                "POSIX",
+                N,
+                N
+            ],
         ],
         (PG_CATALOG, "pg_tablespace") => vec![
             row![1663i64, "pg_default", ROLE_OID, N, N],
@@ -1048,7 +1185,13 @@ pub fn rows(
             .values()
             .map(|s| {
                 row![
-                    desc_oid(s.id), seq_type(s).0, s.start, s.increment, s.max, s.min, s.cache,
+                    desc_oid(s.id),
+                    seq_type(s).0,
+                    s.start,
+                    s.increment,
+                    s.max,
+                    s.min,
+                    s.cache,
                     s.cycle
                 ]
             })
@@ -1059,8 +1202,16 @@ pub fn rows(
             .values()
             .map(|t| {
                 let has_index = !t.has_hidden_key() || !t.indexes.is_empty();
-                row![t.schema.clone(), t.name.clone(), info.user.clone(), N, has_index, false,
-                    false, false]
+                row![
+                    t.schema.clone(),
+                    t.name.clone(),
+                    info.user.clone(),
+                    N,
+                    has_index,
+                    false,
+                    false,
+                    false
+                ]
             })
             .collect(),
         (PG_CATALOG, "pg_indexes") => info
@@ -1068,7 +1219,11 @@ pub fn rows(
             .iter()
             .filter_map(|r| match &r.kind {
                 RelKind::Index(t, _) => Some(row![
-                    r.schema.clone(), t.name.clone(), r.name.clone(), N, info.indexdef(r, 0)
+                    r.schema.clone(),
+                    t.name.clone(),
+                    r.name.clone(),
+                    N,
+                    info.indexdef(r, 0)
                 ]),
                 _ => None,
             })
@@ -1077,7 +1232,14 @@ pub fn rows(
             .snapshot
             .views
             .values()
-            .map(|v| row![v.schema.clone(), v.name.clone(), info.user.clone(), v.query.clone()])
+            .map(|v| {
+                row![
+                    v.schema.clone(),
+                    v.name.clone(),
+                    info.user.clone(),
+                    v.query.clone()
+                ]
+            })
             .collect(),
         (PG_CATALOG, "pg_sequences") => info
             .snapshot
@@ -1085,8 +1247,17 @@ pub fn rows(
             .values()
             .map(|s| {
                 row![
-                    s.schema.clone(), s.name.clone(), info.user.clone(), seq_type(s).1, s.start,
-                    s.min, s.max, s.increment, s.cycle, s.cache, N
+                    s.schema.clone(),
+                    s.name.clone(),
+                    info.user.clone(),
+                    seq_type(s).1,
+                    s.start,
+                    s.min,
+                    s.max,
+                    s.increment,
+                    s.cycle,
+                    s.cache,
+                    N
                 ]
             })
             .collect(),
@@ -1114,15 +1285,50 @@ fn class_row(r: &Rel) -> Vec<Cell> {
             t.checks.len() as i64,
             !t.has_hidden_key() || !t.indexes.is_empty(),
         ),
-        RelKind::Index(t, ix) => (AM_BTREE, index_columns(t, ix.as_ref()).len() as i64, 0, false),
+        RelKind::Index(t, ix) => (
+            AM_BTREE,
+            index_columns(t, ix.as_ref()).len() as i64,
+            0,
+            false,
+        ),
         RelKind::Sequence(_) => (AM_HEAP, 3, 0, false),
         RelKind::View(v) => (0, v.columns.len() as i64, 0, false),
         RelKind::System(d) => (AM_HEAP, d.columns.len() as i64, 0, false),
     };
     row![
-        r.oid, r.name.clone(), r.ns, 0i64, 0i64, ROLE_OID, am, r.oid, 0i64, 0, 0i64, 0, 0i64,
-        has_index, false, "p", r.relkind(), natts, checks, false, false, false, false, false,
-        true, "d", false, 0i64, 0i64, 0i64, N, N, N
+        r.oid,
+        r.name.clone(),
+        r.ns,
+        0i64,
+        0i64,
+        ROLE_OID,
+        am,
+        r.oid,
+        0i64,
+        0,
+        0i64,
+        0,
+        0i64,
+        has_index,
+        false,
+        "p",
+        r.relkind(),
+        natts,
+        checks,
+        false,
+        false,
+        false,
+        false,
+        false,
+        true,
+        "d",
+        false,
+        0i64,
+        0i64,
+        0i64,
+        N,
+        N,
+        N
     ]
 }
 
@@ -1137,7 +1343,14 @@ fn rel_columns(r: &Rel) -> Vec<(String, i64, i32, bool, bool, &'static str)> {
                 let (oid, typmod) = type_of(&c.ty);
                 let has_default = c.default.is_some() || c.default_expr.is_some();
                 let identity = if c.identity_always { "a" } else { "" };
-                (c.name.clone(), oid, typmod, !c.nullable, has_default, identity)
+                (
+                    c.name.clone(),
+                    oid,
+                    typmod,
+                    !c.nullable,
+                    has_default,
+                    identity,
+                )
             })
             .collect(),
         RelKind::Index(t, ix) => {
@@ -1191,9 +1404,32 @@ fn attribute_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
         {
             let len = type_len(ty);
             out.push(row![
-                r.oid, name, ty, -1, len, (i + 1) as i64, 0, -1, typmod, (1..=8).contains(&len),
-                "i", if len == -1 { "x" } else { "p" }, "", notnull, hasdef, false, identity,
-                "", false, true, 0, collation_of(ty), N, N, N, N
+                r.oid,
+                name,
+                ty,
+                -1,
+                len,
+                (i + 1) as i64,
+                0,
+                -1,
+                typmod,
+                (1..=8).contains(&len),
+                "i",
+                if len == -1 { "x" } else { "p" },
+                "",
+                notnull,
+                hasdef,
+                false,
+                identity,
+                "",
+                false,
+                true,
+                0,
+                collation_of(ty),
+                N,
+                N,
+                N,
+                N
             ]);
         }
     }
@@ -1207,12 +1443,46 @@ fn type_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
         .map(|&(oid, name, len, cat, elem, array)| {
             let typtype = if cat == "P" { "p" } else { "b" };
             row![
-                oid, name, NS_PG_CATALOG, ROLE_OID, len as i64, (1..=8).contains(&len), typtype,
-                cat, false, true, ",", 0i64, N, elem, array,
-                if cat == "A" { "array_in".to_string() } else { format!("{name}in") },
-                if cat == "A" { "array_out".to_string() } else { format!("{name}out") },
-                N, N, N, N, N, "i", if len == -1 { "x" } else { "p" }, false, 0i64, -1, 0,
-                collation_of(oid), N, N, N
+                oid,
+                name,
+                NS_PG_CATALOG,
+                ROLE_OID,
+                len as i64,
+                (1..=8).contains(&len),
+                typtype,
+                cat,
+                false,
+                true,
+                ",",
+                0i64,
+                N,
+                elem,
+                array,
+                if cat == "A" {
+                    "array_in".to_string()
+                } else {
+                    format!("{name}in")
+                },
+                if cat == "A" {
+                    "array_out".to_string()
+                } else {
+                    format!("{name}out")
+                },
+                N,
+                N,
+                N,
+                N,
+                N,
+                "i",
+                if len == -1 { "x" } else { "p" },
+                false,
+                0i64,
+                -1,
+                0,
+                collation_of(oid),
+                N,
+                N,
+                N
             ]
         })
         .collect()
@@ -1234,8 +1504,27 @@ fn index_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
         let nnd = ix.as_ref().is_some_and(|i| i.nulls_not_distinct);
         let zeros = vec![0i64; keys.len()];
         out.push(row![
-            r.oid, desc_oid(t.id), n, n, unique, nnd, ix.is_none(), false, true, false, true,
-            false, true, true, false, keys, zeros.clone(), zeros.clone(), zeros, N, N
+            r.oid,
+            desc_oid(t.id),
+            n,
+            n,
+            unique,
+            nnd,
+            ix.is_none(),
+            false,
+            true,
+            false,
+            true,
+            false,
+            true,
+            true,
+            false,
+            keys,
+            zeros.clone(),
+            zeros.clone(),
+            zeros,
+            N,
+            N
         ]);
     }
     out
@@ -1250,11 +1539,32 @@ fn constraint_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
                 _ => Cell::IL(c.columns.clone()),
             };
             vec![
-                c.oid.into(), c.name.clone().into(), info.ns_oid(&c.table.schema).into(),
-                c.kind.into(), false.into(), false.into(), true.into(),
-                desc_oid(c.table.id).into(), 0i64.into(), c.index.into(), 0i64.into(),
-                0i64.into(), " ".into(), " ".into(), " ".into(), true.into(), 0.into(),
-                false.into(), keys, N, N, N, N, N, N, c.check.into(),
+                c.oid.into(),
+                c.name.clone().into(),
+                info.ns_oid(&c.table.schema).into(),
+                c.kind.into(),
+                false.into(),
+                false.into(),
+                true.into(),
+                desc_oid(c.table.id).into(),
+                0i64.into(),
+                c.index.into(),
+                0i64.into(),
+                0i64.into(),
+                " ".into(),
+                " ".into(),
+                " ".into(),
+                true.into(),
+                0.into(),
+                false.into(),
+                keys,
+                N,
+                N,
+                N,
+                N,
+                N,
+                N,
+                c.check.into(),
             ]
         })
         .collect()
@@ -1271,7 +1581,10 @@ fn attrdef_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
                 (None, None) => continue,
             };
             out.push(row![
-                constraint_oid(t.id, 3072 + i as i64), desc_oid(t.id), (i + 1) as i64, text
+                constraint_oid(t.id, 3072 + i as i64),
+                desc_oid(t.id),
+                (i + 1) as i64,
+                text
             ]);
         }
     }
@@ -1305,8 +1618,18 @@ fn information_schema_rows(info: &CatalogInfo, name: &str) -> Vec<Vec<Cell>> {
                 };
                 let insertable = matches!(r.kind, RelKind::Table(_));
                 Some(row![
-                    db.clone(), r.schema.clone(), r.name.clone(), ty, N, N, N, N, N,
-                    yes(insertable), "NO", N
+                    db.clone(),
+                    r.schema.clone(),
+                    r.name.clone(),
+                    ty,
+                    N,
+                    N,
+                    N,
+                    N,
+                    N,
+                    yes(insertable),
+                    "NO",
+                    N
                 ])
             })
             .collect(),
@@ -1321,8 +1644,16 @@ fn information_schema_rows(info: &CatalogInfo, name: &str) -> Vec<Vec<Cell>> {
                     _ => "CHECK",
                 };
                 row![
-                    db.clone(), c.table.schema.clone(), c.name.clone(), db.clone(),
-                    c.table.schema.clone(), c.table.name.clone(), ty, "NO", "NO", "YES",
+                    db.clone(),
+                    c.table.schema.clone(),
+                    c.name.clone(),
+                    db.clone(),
+                    c.table.schema.clone(),
+                    c.table.name.clone(),
+                    ty,
+                    "NO",
+                    "NO",
+                    "YES",
                     if c.kind == "u" { Some("YES") } else { None }
                 ]
             })
@@ -1332,9 +1663,15 @@ fn information_schema_rows(info: &CatalogInfo, name: &str) -> Vec<Vec<Cell>> {
             for c in info.constraints().into_iter().filter(|c| c.kind != "c") {
                 for (i, n) in c.columns.iter().enumerate() {
                     out.push(row![
-                        db.clone(), c.table.schema.clone(), c.name.clone(), db.clone(),
-                        c.table.schema.clone(), c.table.name.clone(),
-                        column_by_attnum(&c.table, *n), (i + 1) as i64, N
+                        db.clone(),
+                        c.table.schema.clone(),
+                        c.name.clone(),
+                        db.clone(),
+                        c.table.schema.clone(),
+                        c.table.name.clone(),
+                        column_by_attnum(&c.table, *n),
+                        (i + 1) as i64,
+                        N
                     ]);
                 }
             }
@@ -1345,8 +1682,12 @@ fn information_schema_rows(info: &CatalogInfo, name: &str) -> Vec<Vec<Cell>> {
             .into_iter()
             .filter(|c| c.kind == "c")
             .map(|c| {
-                row![db.clone(), c.table.schema.clone(), c.name.clone(),
-                    format!("({})", c.check.unwrap_or_default())]
+                row![
+                    db.clone(),
+                    c.table.schema.clone(),
+                    c.name.clone(),
+                    format!("({})", c.check.unwrap_or_default())
+                ]
             })
             .collect(),
         "views" => info
@@ -1354,8 +1695,18 @@ fn information_schema_rows(info: &CatalogInfo, name: &str) -> Vec<Vec<Cell>> {
             .views
             .values()
             .map(|v| {
-                row![db.clone(), v.schema.clone(), v.name.clone(), v.query.clone(), "NONE",
-                    "NO", "NO", "NO", "NO", "NO"]
+                row![
+                    db.clone(),
+                    v.schema.clone(),
+                    v.name.clone(),
+                    v.query.clone(),
+                    "NONE",
+                    "NO",
+                    "NO",
+                    "NO",
+                    "NO",
+                    "NO"
+                ]
             })
             .collect(),
         "sequences" => info
@@ -1370,9 +1721,18 @@ fn information_schema_rows(info: &CatalogInfo, name: &str) -> Vec<Vec<Cell>> {
                     _ => 64,
                 };
                 row![
-                    db.clone(), s.schema.clone(), s.name.clone(), ty, bits, 2, 0,
-                    s.start.to_string(), s.min.to_string(), s.max.to_string(),
-                    s.increment.to_string(), yes(s.cycle)
+                    db.clone(),
+                    s.schema.clone(),
+                    s.name.clone(),
+                    ty,
+                    bits,
+                    2,
+                    0,
+                    s.start.to_string(),
+                    s.min.to_string(),
+                    s.max.to_string(),
+                    s.increment.to_string(),
+                    yes(s.cycle)
                 ]
             })
             .collect(),
@@ -1422,13 +1782,57 @@ fn column_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
                 None
             };
             out.push(row![
-                db.clone(), r.schema.clone(), r.name.clone(), name, (i + 1) as i64, default,
-                yes(!notnull), data_type, char_len, char_len.map(|n| n * 4), num_prec,
-                num_radix, num_scale, dt_prec, N, N, N, N, N, N, N, N, N, N, N, db.clone(),
-                PG_CATALOG, udt, N, N, N, N, (i + 1).to_string(), "NO",
+                db.clone(),
+                r.schema.clone(),
+                r.name.clone(),
+                name,
+                (i + 1) as i64,
+                default,
+                yes(!notnull),
+                data_type,
+                char_len,
+                char_len.map(|n| n * 4),
+                num_prec,
+                num_radix,
+                num_scale,
+                dt_prec,
+                N,
+                N,
+                N,
+                N,
+                N,
+                N,
+                N,
+                N,
+                N,
+                N,
+                N,
+                db.clone(),
+                PG_CATALOG,
+                udt,
+                N,
+                N,
+                N,
+                N,
+                (i + 1).to_string(),
+                "NO",
                 yes(!identity.is_empty()),
-                if identity == "a" { Some("ALWAYS") } else { None }, N, N, N, N,
-                if identity.is_empty() { None } else { Some("NO") }, "NEVER", N,
+                if identity == "a" {
+                    Some("ALWAYS")
+                } else {
+                    None
+                },
+                N,
+                N,
+                N,
+                N,
+                if identity.is_empty() {
+                    None
+                } else {
+                    Some("NO")
+                },
+                "NEVER",
+                N,
                 yes(matches!(r.kind, RelKind::Table(_)))
             ]);
         }
@@ -1455,7 +1859,14 @@ fn system_sql_type(t: Ty) -> Option<SqlType> {
 fn column_type_info(
     oid: i64,
     ty: Option<&SqlType>,
-) -> (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>) {
+) -> (
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+) {
     let name = match oid {
         1043 => "character varying".to_string(),
         1042 => "character".to_string(),
@@ -1601,8 +2012,14 @@ mod tests {
 
     #[test]
     fn type_names_match_postgres() {
-        assert_eq!(format_type(1043, 14).as_deref(), Some("character varying(10)"));
-        assert_eq!(format_type(1700, ((10 << 16) | 2) + 4).as_deref(), Some("numeric(10,2)"));
+        assert_eq!(
+            format_type(1043, 14).as_deref(),
+            Some("character varying(10)")
+        );
+        assert_eq!(
+            format_type(1700, ((10 << 16) | 2) + 4).as_deref(),
+            Some("numeric(10,2)")
+        );
         assert_eq!(format_type(1009, -1).as_deref(), Some("text[]"));
         assert_eq!(type_of(&SqlType::Varchar(Some(10))), (1043, 14));
         assert_eq!(quote_ident("abc"), "abc");

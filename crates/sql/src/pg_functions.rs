@@ -79,10 +79,14 @@ impl ScalarUDFImpl for PgFn {
             });
         }
         if all_scalar {
-            return Ok(ColumnarValue::Scalar(out.pop().unwrap_or(ScalarValue::Null)));
+            return Ok(ColumnarValue::Scalar(
+                out.pop().unwrap_or(ScalarValue::Null),
+            ));
         }
         if out.is_empty() {
-            return Ok(ColumnarValue::Array(datafusion::arrow::array::new_empty_array(&self.ret)));
+            return Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_empty_array(&self.ret),
+            ));
         }
         Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
     }
@@ -121,9 +125,9 @@ fn int(v: &ScalarValue) -> Option<i64> {
         ScalarValue::UInt16(Some(x)) => Some(*x as i64),
         ScalarValue::UInt32(Some(x)) => Some(*x as i64),
         ScalarValue::UInt64(Some(x)) => i64::try_from(*x).ok(),
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            s.trim().parse().ok()
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s.trim().parse().ok(),
         _ => None,
     }
 }
@@ -154,9 +158,13 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
                 crate::SERVER_VERSION
             ))))
         }),
-        udf("current_database", &[0], DataType::Utf8, STABLE, move |_| {
-            Ok(utf8(Some(db.clone())))
-        }),
+        udf(
+            "current_database",
+            &[0],
+            DataType::Utf8,
+            STABLE,
+            move |_| Ok(utf8(Some(db.clone()))),
+        ),
         udf("current_catalog", &[0], DataType::Utf8, STABLE, move |_| {
             Ok(utf8(Some(db2.clone())))
         }),
@@ -174,18 +182,26 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
                 if implicit {
                     names.push(ScalarValue::Utf8(Some(pg_catalog::PG_CATALOG.into())));
                 }
-                names.push(ScalarValue::Utf8(Some(crate::catalog::DEFAULT_SCHEMA.into())));
+                names.push(ScalarValue::Utf8(Some(
+                    crate::catalog::DEFAULT_SCHEMA.into(),
+                )));
                 Ok(ScalarValue::List(ScalarValue::new_list_nullable(
                     &names,
                     &DataType::Utf8,
                 )))
             },
         ),
-        udf("pg_encoding_to_char", &[1], DataType::Utf8, IMMUTABLE, |a| {
-            Ok(utf8(int(&a[0]).map(|e| {
-                if e == 6 { "UTF8" } else { "" }.to_string()
-            })))
-        }),
+        udf(
+            "pg_encoding_to_char",
+            &[1],
+            DataType::Utf8,
+            IMMUTABLE,
+            |a| {
+                Ok(utf8(
+                    int(&a[0]).map(|e| if e == 6 { "UTF8" } else { "" }.to_string()),
+                ))
+            },
+        ),
         udf("format_type", &[2], DataType::Utf8, STABLE, |a| {
             let typmod = int(&a[1]).unwrap_or(-1) as i32;
             Ok(utf8(int(&a[0]).map(|oid| {
@@ -197,20 +213,40 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
                 pg_catalog::format_type(oid, -1).unwrap_or_else(|| oid.to_string())
             })))
         }),
-        udf("pg_get_expr", &[2, 3], DataType::Utf8, STABLE, |a| Ok(utf8(text(&a[0])))),
-        udf("obj_description", &[1, 2], DataType::Utf8, STABLE, |_| Ok(utf8(None))),
-        udf("col_description", &[2], DataType::Utf8, STABLE, |_| Ok(utf8(None))),
-        udf("shobj_description", &[2], DataType::Utf8, STABLE, |_| Ok(utf8(None))),
-        udf("pg_get_statisticsobjdef_columns", &[1], DataType::Utf8, STABLE, |_| {
+        udf("pg_get_expr", &[2, 3], DataType::Utf8, STABLE, |a| {
+            Ok(utf8(text(&a[0])))
+        }),
+        udf("obj_description", &[1, 2], DataType::Utf8, STABLE, |_| {
             Ok(utf8(None))
         }),
-        udf("pg_relation_is_publishable", &[1], DataType::Boolean, STABLE, |_| {
-            Ok(ScalarValue::Boolean(Some(false)))
+        udf("col_description", &[2], DataType::Utf8, STABLE, |_| {
+            Ok(utf8(None))
         }),
+        udf("shobj_description", &[2], DataType::Utf8, STABLE, |_| {
+            Ok(utf8(None))
+        }),
+        udf(
+            "pg_get_statisticsobjdef_columns",
+            &[1],
+            DataType::Utf8,
+            STABLE,
+            |_| Ok(utf8(None)),
+        ),
+        udf(
+            "pg_relation_is_publishable",
+            &[1],
+            DataType::Boolean,
+            STABLE,
+            |_| Ok(ScalarValue::Boolean(Some(false))),
+        ),
         // A table that is not a partition is its own (only) ancestor.
-        udf("pg_partition_ancestors", &[1], DataType::Int64, STABLE, |a| {
-            Ok(ScalarValue::Int64(int(&a[0])))
-        }),
+        udf(
+            "pg_partition_ancestors",
+            &[1],
+            DataType::Int64,
+            STABLE,
+            |a| Ok(ScalarValue::Int64(int(&a[0]))),
+        ),
         udf("pg_is_in_recovery", &[0], DataType::Boolean, STABLE, |_| {
             Ok(ScalarValue::Boolean(Some(false)))
         }),
@@ -225,7 +261,9 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
             |a| {
                 let prefix = text(&a[0]).unwrap_or_default();
                 let items = match &a[1] {
-                    ScalarValue::List(l) if !datafusion::arrow::array::Array::is_null(l.as_ref(), 0) => {
+                    ScalarValue::List(l)
+                        if !datafusion::arrow::array::Array::is_null(l.as_ref(), 0) =>
+                    {
                         let vals = datafusion::arrow::compute::cast(&l.value(0), &DataType::Utf8)
                             .map_err(|e| SqlError::internal(e.to_string()))?;
                         let vals = vals
@@ -244,11 +282,37 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
                 )))
             },
         ),
+        // Returned as text: Kestrel has no json type yet.
+        udf(
+            "json_build_object",
+            &[0, 2, 4, 6, 8, 10, 12, 14, 16],
+            DataType::Utf8,
+            IMMUTABLE,
+            |a| {
+                let mut out = String::from("{");
+                for (i, pair) in a.chunks(2).enumerate() {
+                    let key = text(&pair[0]).ok_or_else(|| {
+                        SqlError::new(
+                            code::INVALID_PARAMETER_VALUE,
+                            "null value not allowed for object key",
+                        )
+                    })?;
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&format!("{} : {}", json_string(&key), json_value(&pair[1])));
+                }
+                out.push('}');
+                Ok(utf8(Some(out)))
+            },
+        ),
         udf("array_upper", &[2], DataType::Int32, IMMUTABLE, |a| {
             Ok(ScalarValue::Int32(array_len(&a[0]).filter(|n| *n > 0)))
         }),
         udf("array_lower", &[2], DataType::Int32, IMMUTABLE, |a| {
-            Ok(ScalarValue::Int32(array_len(&a[0]).filter(|n| *n > 0).map(|_| 1)))
+            Ok(ScalarValue::Int32(
+                array_len(&a[0]).filter(|n| *n > 0).map(|_| 1),
+            ))
         }),
     ];
     for name in [
@@ -259,8 +323,22 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
         "pg_get_userbyid",
     ] {
         let u = user.to_string();
-        out.push(udf(name, &[0, 1], DataType::Utf8, STABLE, move |_| {
+        out.push(udf(name, &[0, 1], DataType::Utf8, STABLE, move |a| {
+            // PostgreSQL 15's `public` schema belongs to the pg_database_owner role.
+            if a.first().and_then(int) == Some(pg_catalog::ROLE_DATABASE_OWNER) {
+                return Ok(utf8(Some("pg_database_owner".into())));
+            }
             Ok(utf8(Some(u.clone())))
+        }));
+    }
+    // Every type, function and collation lives in pg_catalog, which is always searched.
+    for name in [
+        "pg_type_is_visible",
+        "pg_function_is_visible",
+        "pg_collation_is_visible",
+    ] {
+        out.push(udf(name, &[1], DataType::Boolean, STABLE, |a| {
+            Ok(ScalarValue::Boolean(int(&a[0]).map(|_| true)))
         }));
     }
     // Kestrel has no privileges yet: every client is a superuser.
@@ -279,9 +357,40 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
     out
 }
 
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_value(v: &ScalarValue) -> String {
+    match v {
+        v if v.is_null() => "null".into(),
+        ScalarValue::Boolean(Some(b)) => b.to_string(),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => json_string(s),
+        v if v.data_type().is_numeric() => v.to_string(),
+        v => json_string(&v.to_string()),
+    }
+}
+
 fn array_len(v: &ScalarValue) -> Option<i32> {
     match v {
-        ScalarValue::List(a) if !datafusion::arrow::array::Array::is_null(a.as_ref(), 0) => Some(a.value_length(0)),
+        ScalarValue::List(a) if !datafusion::arrow::array::Array::is_null(a.as_ref(), 0) => {
+            Some(a.value_length(0))
+        }
         _ => None,
     }
 }
@@ -294,60 +403,136 @@ pub fn catalog_udfs(info: Arc<CatalogInfo>) -> Vec<Arc<ScalarUDF>> {
     let i4 = info.clone();
     let i5 = info.clone();
     let i6 = info.clone();
-    let i7 = info;
+    let i7 = info.clone();
+    let i8 = info;
     vec![
-        udf("pg_table_is_visible", &[1], DataType::Boolean, STABLE, move |a| {
-            Ok(ScalarValue::Boolean(
-                int(&a[0]).map(|oid| i1.rel(oid).is_some_and(|r| i1.visible(r))),
-            ))
-        }),
+        // The sequence a SERIAL / IDENTITY column draws from, schema-qualified.
+        udf(
+            "pg_get_serial_sequence",
+            &[2],
+            DataType::Utf8,
+            STABLE,
+            move |a| {
+                let (Some(table), Some(column)) = (text(&a[0]), text(&a[1])) else {
+                    return Ok(utf8(None));
+                };
+                let rel = i8.rel_by_name(&table)?.ok_or_else(|| {
+                    SqlError::new(
+                        code::UNDEFINED_TABLE,
+                        format!("relation \"{table}\" does not exist"),
+                    )
+                })?;
+                let pg_catalog::RelKind::Table(t) = &rel.kind else {
+                    return Ok(utf8(None));
+                };
+                let col = t.column(&column).map(|(_, c)| c).ok_or_else(|| {
+                    SqlError::new(
+                        code::UNDEFINED_COLUMN,
+                        format!("column \"{column}\" of relation \"{table}\" does not exist"),
+                    )
+                })?;
+                let seq = col
+                    .default_expr
+                    .as_deref()
+                    .and_then(|d| d.split('\'').nth(1))
+                    .map(|name| match name.contains('.') {
+                        true => name.to_string(),
+                        false => format!("{}.{name}", t.schema),
+                    });
+                Ok(utf8(seq))
+            },
+        ),
+        udf(
+            "pg_table_is_visible",
+            &[1],
+            DataType::Boolean,
+            STABLE,
+            move |a| {
+                Ok(ScalarValue::Boolean(
+                    int(&a[0]).map(|oid| i1.rel(oid).is_some_and(|r| i1.visible(r))),
+                ))
+            },
+        ),
         // `x::regclass`: a relation's oid from its name (or from an oid).
-        udf("kestrel_regclass", &[1], DataType::Int64, STABLE, move |a| {
-            if let Some(oid) = int(&a[0]) {
-                return Ok(ScalarValue::Int64(Some(oid)));
-            }
-            let Some(name) = text(&a[0]) else {
-                return Ok(ScalarValue::Int64(None));
-            };
-            match i2.rel_by_name(&name)? {
-                Some(r) => Ok(ScalarValue::Int64(Some(r.oid))),
-                None => Err(SqlError::new(
-                    code::UNDEFINED_TABLE,
-                    format!("relation \"{name}\" does not exist"),
-                )),
-            }
-        }),
+        udf(
+            "kestrel_regclass",
+            &[1],
+            DataType::Int64,
+            STABLE,
+            move |a| {
+                if let Some(oid) = int(&a[0]) {
+                    return Ok(ScalarValue::Int64(Some(oid)));
+                }
+                let Some(name) = text(&a[0]) else {
+                    return Ok(ScalarValue::Int64(None));
+                };
+                match i2.rel_by_name(&name)? {
+                    Some(r) => Ok(ScalarValue::Int64(Some(r.oid))),
+                    None => Err(SqlError::new(
+                        code::UNDEFINED_TABLE,
+                        format!("relation \"{name}\" does not exist"),
+                    )),
+                }
+            },
+        ),
         udf("to_regclass", &[1], DataType::Int64, STABLE, move |a| {
             let name = text(&a[0]).unwrap_or_default();
             Ok(ScalarValue::Int64(
                 i3.rel_by_name(&name).ok().flatten().map(|r| r.oid),
             ))
         }),
-        udf("kestrel_regnamespace", &[1], DataType::Utf8, STABLE, move |a| {
-            Ok(utf8(int(&a[0]).map(|oid| {
-                i4.ns_name(oid).unwrap_or_else(|| oid.to_string())
-            })))
-        }),
-        udf("pg_get_indexdef", &[1, 3], DataType::Utf8, STABLE, move |a| {
-            let column = a.get(1).and_then(int).unwrap_or(0);
-            Ok(utf8(
-                int(&a[0])
-                    .and_then(|oid| i5.rel(oid))
-                    .and_then(|r| i5.indexdef(r, column)),
-            ))
-        }),
-        udf("pg_get_constraintdef", &[1, 2], DataType::Utf8, STABLE, move |a| {
-            Ok(utf8(int(&a[0]).and_then(|oid| i6.constraintdef(oid))))
-        }),
-        udf("pg_get_viewdef", &[1, 2], DataType::Utf8, STABLE, move |a| {
-            let rel = match int(&a[0]) {
-                Some(oid) => i7.rel(oid),
-                None => text(&a[0]).and_then(|n| i7.rel_by_name(&n).ok().flatten()),
-            };
-            Ok(utf8(rel.and_then(|r| match &r.kind {
-                pg_catalog::RelKind::View(v) => Some(format!(" {};", v.query)),
-                _ => None,
-            })))
-        }),
+        udf(
+            "kestrel_regnamespace",
+            &[1],
+            DataType::Utf8,
+            STABLE,
+            move |a| {
+                Ok(utf8(int(&a[0]).map(|oid| {
+                    i4.ns_name(oid).unwrap_or_else(|| oid.to_string())
+                })))
+            },
+        ),
+        udf(
+            "pg_get_indexdef",
+            &[1, 3],
+            DataType::Utf8,
+            STABLE,
+            move |a| {
+                let column = a.get(1).and_then(int).unwrap_or(0);
+                Ok(utf8(
+                    int(&a[0])
+                        .and_then(|oid| i5.rel(oid))
+                        .and_then(|r| i5.indexdef(r, column)),
+                ))
+            },
+        ),
+        udf(
+            "pg_get_constraintdef",
+            &[1, 2],
+            DataType::Utf8,
+            STABLE,
+            move |a| {
+                let pretty = matches!(a.get(1), Some(ScalarValue::Boolean(Some(true))));
+                Ok(utf8(
+                    int(&a[0]).and_then(|oid| i6.constraintdef(oid, pretty)),
+                ))
+            },
+        ),
+        udf(
+            "pg_get_viewdef",
+            &[1, 2],
+            DataType::Utf8,
+            STABLE,
+            move |a| {
+                let rel = match int(&a[0]) {
+                    Some(oid) => i7.rel(oid),
+                    None => text(&a[0]).and_then(|n| i7.rel_by_name(&n).ok().flatten()),
+                };
+                Ok(utf8(rel.and_then(|r| match &r.kind {
+                    pg_catalog::RelKind::View(v) => Some(format!(" {};", v.query)),
+                    _ => None,
+                })))
+            },
+        ),
     ]
 }

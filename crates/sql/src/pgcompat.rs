@@ -183,7 +183,9 @@ fn array_literal(text: &str, elem: &DataType) -> Option<datafusion::common::Scal
             items.push(v.cast_to(elem).ok()?);
         }
     }
-    Some(ScalarValue::List(ScalarValue::new_list_nullable(&items, elem)))
+    Some(ScalarValue::List(ScalarValue::new_list_nullable(
+        &items, elem,
+    )))
 }
 
 fn list_elem(e: &Expr, schema: &DFSchema) -> Option<DataType> {
@@ -320,6 +322,79 @@ pub fn rewrite_statement(stmt: &mut datafusion::sql::sqlparser::ast::Statement) 
         name_select_items(q);
     }
     rewrite_pg_syntax(stmt);
+    if let datafusion::sql::sqlparser::ast::Statement::Insert(ins) = stmt {
+        if let Some(source) = ins.source.as_mut() {
+            if !matches!(source.body.as_ref(), ast::SetExpr::Values(_)) {
+                nested_values_as_selects(source);
+            }
+        }
+    }
+}
+
+/// DataFusion plans every VALUES list inside an INSERT's source with the target's columns,
+/// so `INSERT INTO t (a, b) SELECT p0, p1 FROM (VALUES (…, …, 0)) v(p0, p1, n)` (SQLAlchemy's
+/// insertmanyvalues) fails on the extra column. Inside a source that is not itself a VALUES
+/// list, each VALUES becomes `SELECT … UNION ALL SELECT …` (a balanced tree, so its depth
+/// stays logarithmic in the row count).
+fn nested_values_as_selects(source: &mut ast::Query) {
+    use ast::{VisitMut, VisitorMut};
+    struct Values;
+    impl VisitorMut for Values {
+        type Break = ();
+        fn post_visit_query(&mut self, q: &mut ast::Query) -> std::ops::ControlFlow<()> {
+            if let ast::SetExpr::Values(v) = q.body.as_ref() {
+                if let Some(body) = values_as_union(&v.rows) {
+                    q.body = Box::new(body);
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let _ = source.visit(&mut Values);
+}
+
+fn values_as_union(rows: &[ast::Parens<Vec<ast::Expr>>]) -> Option<ast::SetExpr> {
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let template = match datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql("SELECT 1")
+        .ok()?
+        .parse_query()
+        .ok()?
+        .body
+        .as_ref()
+    {
+        ast::SetExpr::Select(s) => s.clone(),
+        _ => return None,
+    };
+    let selects: Vec<ast::SetExpr> = rows
+        .iter()
+        .map(|row| {
+            let mut sel = template.clone();
+            sel.projection = row
+                .content
+                .iter()
+                .enumerate()
+                .map(|(i, e)| ast::SelectItem::ExprWithAlias {
+                    expr: e.clone(),
+                    alias: ast::Ident::new(format!("column{}", i + 1)),
+                })
+                .collect();
+            ast::SetExpr::Select(sel)
+        })
+        .collect();
+    fn balanced(mut parts: Vec<ast::SetExpr>) -> Option<ast::SetExpr> {
+        if parts.len() <= 1 {
+            return parts.pop();
+        }
+        let right = parts.split_off(parts.len() / 2);
+        Some(ast::SetExpr::SetOperation {
+            left: Box::new(balanced(parts)?),
+            op: ast::SetOperator::Union,
+            set_quantifier: ast::SetQuantifier::All,
+            right: Box::new(balanced(right)?),
+        })
+    }
+    balanced(selects)
 }
 
 /// PostgreSQL spellings catalog queries use, rewritten into ones DataFusion plans (after the
@@ -391,9 +466,7 @@ pub fn rewrite_pg_syntax(stmt: &mut datafusion::sql::sqlparser::ast::Statement) 
 static AGGREGATES: LazyLock<std::collections::HashSet<String>> = LazyLock::new(|| {
     datafusion::functions_aggregate::all_default_aggregate_functions()
         .iter()
-        .flat_map(|f| {
-            std::iter::once(f.name().to_string()).chain(f.aliases().iter().cloned())
-        })
+        .flat_map(|f| std::iter::once(f.name().to_string()).chain(f.aliases().iter().cloned()))
         .chain(["kestrel_single".to_string()])
         .collect()
 });
@@ -440,7 +513,8 @@ fn single_row_subquery(q: &mut ast::Query) {
     let ast::SetExpr::Select(s) = q.body.as_mut() else {
         return;
     };
-    let grouped = !matches!(&s.group_by, ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    let grouped =
+        !matches!(&s.group_by, ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
     if grouped || s.having.is_some() || s.distinct.is_some() || s.projection.len() != 1 {
         return;
     }
@@ -506,7 +580,10 @@ fn references_column(e: &ast::Expr) -> bool {
     impl ast::Visitor for Find {
         type Break = ();
         fn pre_visit_expr(&mut self, e: &ast::Expr) -> std::ops::ControlFlow<()> {
-            if matches!(e, ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)) {
+            if matches!(
+                e,
+                ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)
+            ) {
                 self.0 = true;
                 return std::ops::ControlFlow::Break(());
             }
@@ -695,7 +772,8 @@ fn array_of_subquery(q: &ast::Query) -> Option<ast::Expr> {
     if let Some(e) = prefix_each(s, expr) {
         return Some(e);
     }
-    let grouped = !matches!(&s.group_by, ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    let grouped =
+        !matches!(&s.group_by, ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
     if grouped || s.having.is_some() || s.distinct.is_some() || q.limit_clause.is_some() {
         return None;
     }
@@ -764,9 +842,12 @@ fn prefix_each(s: &ast::Select, expr: &ast::Expr) -> Option<ast::Expr> {
         return None;
     };
     match (left.as_ref(), right.as_ref()) {
-        (ast::Expr::Value(_), ast::Expr::Identifier(i)) if i.value == alias.name.value => Some(
-            call("kestrel_array_prefix", vec![left.as_ref().clone(), array.clone()]),
-        ),
+        (ast::Expr::Value(_), ast::Expr::Identifier(i)) if i.value == alias.name.value => {
+            Some(call(
+                "kestrel_array_prefix",
+                vec![left.as_ref().clone(), array.clone()],
+            ))
+        }
         _ => None,
     }
 }

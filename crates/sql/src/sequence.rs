@@ -348,7 +348,9 @@ impl SeqFunctions {
 }
 
 /// Runs a future to completion from synchronous code on a multi-threaded runtime.
-pub(crate) fn run_blocking<T>(fut: impl std::future::Future<Output = SqlResult<T>>) -> SqlResult<T> {
+pub(crate) fn run_blocking<T>(
+    fut: impl std::future::Future<Output = SqlResult<T>>,
+) -> SqlResult<T> {
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|_| SqlError::internal("sequence functions need a tokio runtime"))?;
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {

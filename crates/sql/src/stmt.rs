@@ -237,7 +237,6 @@ impl SchemaProvider for KSchema {
         }
     }
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.contains_key(name)
-            || self.system.as_ref().is_some_and(|s| s.table_exist(name))
+        self.tables.contains_key(name) || self.system.as_ref().is_some_and(|s| s.table_exist(name))
     }
 }

@@ -128,10 +128,9 @@ fn subplan_call(state: &SessionState, e: Expr) -> DfResult<Transformed<Expr>> {
         runs: AtomicUsize::new(0),
         cache: Mutex::new(HashMap::new()),
     };
-    Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
-        Arc::new(ScalarUDF::from(udf)),
-        args,
-    ))))
+    Ok(Transformed::yes(Expr::ScalarFunction(
+        ScalarFunction::new_udf(Arc::new(ScalarUDF::from(udf)), args),
+    )))
 }
 
 /// One subquery, run per distinct outer row.
