@@ -18,6 +18,10 @@
 //! * PostgreSQL syntax DataFusion reads differently is rewritten on the AST first
 //!   ([`pgcompat`], [`upsert::rewrite_insert`]).
 //! * DDL ([`ddl`]) is Kestrel's own: catalog rows written in the statement's transaction.
+//! * `pg_catalog` / `information_schema` ([`pg_catalog`]) are read-only virtual schemas built
+//!   from the same snapshot when a statement names them; catalog functions in
+//!   [`pg_functions`].
+//! * Subqueries the optimizer cannot decorrelate run once per outer row ([`subquery`]).
 //!
 //! ## Life of a statement
 //! `Session::execute` classifies the parsed statement and takes its KV transaction: the open
