@@ -1,7 +1,7 @@
 """SQLAlchemy 2 ORM (over psycopg 3), unmodified, against Kestrel: create_all (which reflects
 through pg_catalog first), session add/query, update, delete, a rolled-back transaction,
-and Inspector reflection of tables and columns (constraint and index reflection needs
-generate_subscripts / _pg_expandarray, not there yet). Prints 'sqlalchemy ok' when every check passed."""
+and Inspector reflection (tables, columns, primary key, unique constraints, indexes).
+Prints 'sqlalchemy ok' when every check passed."""
 import os
 import sys
 from decimal import Decimal
@@ -74,6 +74,13 @@ def main():
     check(list(cols) == ["id", "owner", "balance"], f"get_columns {list(cols)}")
     check(not cols["id"]["nullable"] and not cols["owner"]["nullable"], "nullable")
     check(str(cols["owner"]["type"]) == "VARCHAR(40)", f"type {cols['owner']['type']}")
+    check(insp.get_pk_constraint("sa_accounts")["constrained_columns"] == ["id"], "pk")
+    uniques = insp.get_unique_constraints("sa_accounts")
+    check([u["column_names"] for u in uniques] == [["owner"]], f"uniques {uniques}")
+    indexes = insp.get_indexes("sa_notes")
+    check([i["column_names"] for i in indexes] == [["body"]], f"indexes {indexes}")
+    check(insp.get_foreign_keys("sa_accounts") == [], "foreign keys")
+
     Base.metadata.drop_all(engine)
     check("sa_accounts" not in inspect(engine).get_table_names(), "drop_all")
     print("sqlalchemy ok")

@@ -29,6 +29,8 @@ pub fn pg_type(field: &Field) -> Type {
         Some("varchar") => return Type::VARCHAR,
         Some("bpchar") => return Type::BPCHAR,
         Some("numeric") => return Type::NUMERIC,
+        Some("int2vector") => return Type::INT2_VECTOR,
+        Some("oidvector") => return Type::OID_VECTOR,
         _ => {}
     }
     match field.data_type() {
@@ -49,7 +51,37 @@ pub fn pg_type(field: &Field) -> Type {
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::List(f) => array_of(&pg_type(f)),
         _ => Type::TEXT,
+    }
+}
+
+/// The one-dimensional array type of `elem` (`text[]` for elements without one here).
+fn array_of(elem: &Type) -> Type {
+    match *elem {
+        Type::BOOL => Type::BOOL_ARRAY,
+        Type::INT2 => Type::INT2_ARRAY,
+        Type::INT4 => Type::INT4_ARRAY,
+        Type::INT8 => Type::INT8_ARRAY,
+        Type::FLOAT4 => Type::FLOAT4_ARRAY,
+        Type::FLOAT8 => Type::FLOAT8_ARRAY,
+        Type::NUMERIC => Type::NUMERIC_ARRAY,
+        Type::VARCHAR => Type::VARCHAR_ARRAY,
+        Type::BPCHAR => Type::BPCHAR_ARRAY,
+        Type::BYTEA => Type::BYTEA_ARRAY,
+        Type::DATE => Type::DATE_ARRAY,
+        Type::TIMESTAMP => Type::TIMESTAMP_ARRAY,
+        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
+        Type::UUID => Type::UUID_ARRAY,
+        _ => Type::TEXT_ARRAY,
+    }
+}
+
+/// The element type of an array type.
+fn element_of(ty: &Type) -> Option<Type> {
+    match ty.kind() {
+        postgres_types::Kind::Array(e) => Some(e.clone()),
+        _ => None,
     }
 }
 
@@ -113,6 +145,33 @@ pub enum PgValue {
         tz: bool,
     },
     Uuid([u8; 16]),
+    /// A one-dimensional array of `elem` values.
+    Array {
+        elem: Type,
+        items: Vec<PgValue>,
+    },
+}
+
+/// An array element in PostgreSQL's array text format (quoted where needed).
+fn array_item_text(text: &str) -> String {
+    let plain = !text.is_empty()
+        && !text.eq_ignore_ascii_case("null")
+        && !text
+            .chars()
+            .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace());
+    if plain {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 fn ts_parts(micros: i64) -> Option<chrono::NaiveDateTime> {
@@ -198,6 +257,33 @@ impl ToSqlText for PgValue {
                 s
             }
             PgValue::Uuid(u) => format_uuid(u),
+            PgValue::Array { elem, items }
+                if matches!(*_ty, Type::INT2_VECTOR | Type::OID_VECTOR) =>
+            {
+                let mut parts = Vec::with_capacity(items.len());
+                for item in items {
+                    let mut buf = BytesMut::new();
+                    if let IsNull::No = item.to_sql_text(elem, &mut buf, _opts)? {
+                        parts.push(String::from_utf8_lossy(&buf).into_owned());
+                    }
+                }
+                parts.join(" ")
+            }
+            PgValue::Array { elem, items } => {
+                let mut s = String::from("{");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        s.push(',');
+                    }
+                    let mut buf = BytesMut::new();
+                    match item.to_sql_text(elem, &mut buf, _opts)? {
+                        IsNull::Yes => s.push_str("NULL"),
+                        IsNull::No => s.push_str(&array_item_text(&String::from_utf8_lossy(&buf))),
+                    }
+                }
+                s.push('}');
+                s
+            }
         };
         out.put_slice(s.as_bytes());
         Ok(IsNull::No)
@@ -257,6 +343,26 @@ impl ToSql for PgValue {
                 out.put_slice(u);
                 Ok(IsNull::No)
             }
+            PgValue::Array { elem, items } => {
+                // ndim, has-nulls flag, element oid, then (length, lower bound) per dimension.
+                let has_null = items.iter().any(|v| matches!(v, PgValue::Null));
+                out.put_i32(1);
+                out.put_i32(has_null as i32);
+                out.put_u32(elem.oid());
+                out.put_i32(i32::try_from(items.len()).map_err(|_| "array too long")?);
+                out.put_i32(1);
+                for item in items {
+                    let mut buf = BytesMut::new();
+                    match item.to_sql(elem, &mut buf)? {
+                        IsNull::Yes => out.put_i32(-1),
+                        IsNull::No => {
+                            out.put_i32(i32::try_from(buf.len()).map_err(|_| "element too long")?);
+                            out.put_slice(&buf);
+                        }
+                    }
+                }
+                Ok(IsNull::No)
+            }
         }
     }
 
@@ -283,10 +389,27 @@ struct Column {
     array: ArrayRef,
     trim_numeric: bool,
     text: Option<Vec<Option<String>>>,
+    /// For arrays: the list's offsets and its flattened elements, prepared as a column.
+    elements: Option<(Vec<usize>, Box<Column>)>,
 }
 
 fn prepare_column(field: &Field, array: &ArrayRef) -> Result<Column, SqlError> {
     let ty = pg_type(field);
+    if let (Some(_), DataType::List(f)) = (element_of(&ty), array.data_type()) {
+        let list = array
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::ListArray>()
+            .ok_or_else(|| SqlError::internal("list column is not a ListArray"))?;
+        let offsets = list.value_offsets().iter().map(|o| *o as usize).collect();
+        let elements = prepare_column(f, list.values())?;
+        return Ok(Column {
+            ty,
+            array: array.clone(),
+            trim_numeric: false,
+            text: None,
+            elements: Some((offsets, Box::new(elements))),
+        });
+    }
     let trim_numeric = field
         .metadata()
         .get(PG_TYPE_META)
@@ -309,6 +432,7 @@ fn prepare_column(field: &Field, array: &ArrayRef) -> Result<Column, SqlError> {
                 array: array.clone(),
                 trim_numeric,
                 text: Some(text),
+                elements: None,
             })
         }
         Some(dt) if &dt != array.data_type() => {
@@ -319,6 +443,7 @@ fn prepare_column(field: &Field, array: &ArrayRef) -> Result<Column, SqlError> {
                 array,
                 trim_numeric,
                 text: None,
+                elements: None,
             })
         }
         _ => Ok(Column {
@@ -326,6 +451,7 @@ fn prepare_column(field: &Field, array: &ArrayRef) -> Result<Column, SqlError> {
             array: array.clone(),
             trim_numeric,
             text: None,
+            elements: None,
         }),
     }
 }
@@ -337,6 +463,12 @@ fn value(c: &Column, i: usize) -> PgValue {
     let a = &c.array;
     if a.is_null(i) {
         return PgValue::Null;
+    }
+    if let (Some((offsets, elems)), Some(elem)) = (&c.elements, element_of(&c.ty)) {
+        let items = (offsets[i]..offsets[i + 1])
+            .map(|j| value(elems, j))
+            .collect();
+        return PgValue::Array { elem, items };
     }
     macro_rules! get {
         ($t:ty) => {

@@ -1,7 +1,8 @@
 //! psql's describe commands (`\dt`, `\di`, `\dn`, `\d t`, `\ds`, `\dv`) against the real binary
 //! print exactly what they print against PostgreSQL 15 for the same schema
 //! (tests/clients/catalog_describe.expected was produced by psql 15 against PostgreSQL 15),
-//! and information_schema / pg_catalog answer the common introspection queries.
+//! information_schema / pg_catalog answer the common introspection queries, and arrays travel
+//! in PostgreSQL's text and binary array formats.
 
 mod common;
 
@@ -212,4 +213,56 @@ async fn information_schema_and_pg_catalog_queries() {
     // System tables are read-only.
     let e = c.execute("DELETE FROM pg_class", &[]).await.unwrap_err();
     assert!(!common::sqlstate(&e).is_empty());
+}
+
+/// Arrays (catalog columns such as `conkey`, `array_agg` results) travel as PostgreSQL arrays:
+/// `{…}` text with PostgreSQL's quoting, and the binary array format.
+#[tokio::test(flavor = "multi_thread")]
+async fn array_results_in_text_and_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    // Binary (tokio-postgres asks for binary results).
+    let row = c
+        .query_one("SELECT ARRAY[1, 2, NULL], ARRAY['a b', 'c', NULL]", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Vec<Option<i64>>>(0),
+        vec![Some(1), Some(2), None]
+    );
+    assert_eq!(
+        row.get::<_, Vec<Option<String>>>(1),
+        vec![Some("a b".to_string()), Some("c".to_string()), None]
+    );
+    // Text (the simple protocol), quoted as PostgreSQL quotes.
+    let msgs = c
+        .simple_query("SELECT ARRAY['a b', 'c', NULL, 'NULL', '{x}', 'q\"'], ARRAY[true, false]")
+        .await
+        .unwrap();
+    let row = msgs
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(row.get(0), Some(r#"{"a b",c,NULL,"NULL","{x}","q\""}"#));
+    assert_eq!(row.get(1), Some("{t,f}"));
+    // int2vector columns print space-separated, as clients expect.
+    c.batch_execute("CREATE TABLE v (a int, b int, PRIMARY KEY (b, a))")
+        .await
+        .unwrap();
+    let msgs = c
+        .simple_query("SELECT indkey FROM pg_index WHERE indrelid = 'v'::regclass")
+        .await
+        .unwrap();
+    let keys: Vec<&str> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys, vec!["2 1"]);
 }

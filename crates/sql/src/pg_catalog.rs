@@ -597,6 +597,9 @@ pub enum Ty {
     TextList,
     I2List,
     OidList,
+    /// `int2vector` / `oidvector`: arrays that print as `1 2` (clients split them).
+    I2Vector,
+    OidVector,
     Tstz,
 }
 
@@ -611,8 +614,8 @@ impl Ty {
             Ty::Bool => DataType::Boolean,
             Ty::Text => DataType::Utf8,
             Ty::TextList => list(DataType::Utf8),
-            Ty::I2List => list(DataType::Int16),
-            Ty::OidList => list(DataType::Int64),
+            Ty::I2List | Ty::I2Vector => list(DataType::Int16),
+            Ty::OidList | Ty::OidVector => list(DataType::Int64),
             Ty::Tstz => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
         }
     }
@@ -630,6 +633,8 @@ impl Ty {
             Ty::TextList => (1009, -1),
             Ty::I2List => (1005, -1),
             Ty::OidList => (1028, -1),
+            Ty::I2Vector => (22, -1),
+            Ty::OidVector => (30, -1),
             Ty::Tstz => (1184, 8),
         }
     }
@@ -648,7 +653,18 @@ impl SystemDef {
         Arc::new(Schema::new(
             self.columns
                 .iter()
-                .map(|(n, t)| Field::new(*n, t.arrow(), true))
+                .map(|(n, t)| {
+                    let f = Field::new(*n, t.arrow(), true);
+                    let vector = match t {
+                        Ty::I2Vector => "int2vector",
+                        Ty::OidVector => "oidvector",
+                        _ => return f,
+                    };
+                    f.with_metadata(std::collections::HashMap::from([(
+                        crate::types::PG_TYPE_META.to_string(),
+                        vector.to_string(),
+                    )]))
+                })
                 .collect::<Vec<_>>(),
         ))
     }
@@ -698,7 +714,8 @@ pub static SYSTEM_TABLES: &[SystemDef] = &[
         "indisunique": B, "indnullsnotdistinct": B, "indisprimary": B,
         "indisexclusion": B, "indimmediate": B, "indisclustered": B, "indisvalid": B,
         "indcheckxmin": B, "indisready": B, "indislive": B, "indisreplident": B,
-        "indkey": I2L, "indcollation": OL, "indclass": OL, "indoption": I2L,
+        "indkey": Ty::I2Vector, "indcollation": Ty::OidVector, "indclass": Ty::OidVector,
+        "indoption": Ty::I2Vector,
         "indexprs": S, "indpred": S]),
     sys!(PG_CATALOG, "pg_constraint", 2606, [
         "oid": O, "conname": S, "connamespace": O, "contype": S, "condeferrable": B,
@@ -997,7 +1014,7 @@ fn build_column<'a>(ty: Ty, cells: impl Iterator<Item = &'a Cell>) -> Option<Arr
             }
             Arc::new(b.finish())
         }
-        Ty::I2List => {
+        Ty::I2List | Ty::I2Vector => {
             let mut b = ListBuilder::new(Int16Builder::new());
             for c in cells {
                 match c {
@@ -1013,7 +1030,7 @@ fn build_column<'a>(ty: Ty, cells: impl Iterator<Item = &'a Cell>) -> Option<Arr
             }
             Arc::new(b.finish())
         }
-        Ty::OidList => {
+        Ty::OidList | Ty::OidVector => {
             let mut b = ListBuilder::new(Int64Builder::new());
             for c in cells {
                 match c {

@@ -306,6 +306,9 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
                 Ok(utf8(Some(out)))
             },
         ),
+        udf("kestrel_expandarray", &[1], expand_type(), IMMUTABLE, |a| {
+            expand_array(&a[0])
+        }),
         udf("array_upper", &[2], DataType::Int32, IMMUTABLE, |a| {
             Ok(ScalarValue::Int32(array_len(&a[0]).filter(|n| *n > 0)))
         }),
@@ -384,6 +387,55 @@ fn json_value(v: &ScalarValue) -> String {
         v if v.data_type().is_numeric() => v.to_string(),
         v => json_string(&v.to_string()),
     }
+}
+
+fn expand_fields() -> datafusion::arrow::datatypes::Fields {
+    datafusion::arrow::datatypes::Fields::from(vec![
+        Field::new("x", DataType::Int64, true),
+        Field::new("n", DataType::Int32, false),
+    ])
+}
+
+/// `_pg_expandarray`'s rows: a list of `(x, n)` structs.
+fn expand_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(
+        DataType::Struct(expand_fields()),
+        true,
+    )))
+}
+
+fn expand_array(v: &ScalarValue) -> Result<ScalarValue, SqlError> {
+    use datafusion::arrow::array::{Array, Int32Array, Int64Array, StructArray};
+    let values: Vec<Option<i64>> = match v {
+        ScalarValue::List(l) if !l.is_null(0) => {
+            let items = datafusion::arrow::compute::cast(&l.value(0), &DataType::Int64)
+                .map_err(|e| SqlError::internal(e.to_string()))?;
+            let items = items
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| SqlError::internal("array of integers"))?;
+            items.iter().collect()
+        }
+        _ => Vec::new(),
+    };
+    let n = Int32Array::from((1..=values.len() as i32).collect::<Vec<_>>());
+    let structs = StructArray::try_new(
+        expand_fields(),
+        vec![Arc::new(Int64Array::from(values)), Arc::new(n)],
+        None,
+    )
+    .map_err(|e| SqlError::internal(e.to_string()))?;
+    let list = datafusion::arrow::array::ListArray::try_new(
+        Arc::new(Field::new_list_field(
+            DataType::Struct(expand_fields()),
+            true,
+        )),
+        datafusion::arrow::buffer::OffsetBuffer::from_lengths([structs.len()]),
+        Arc::new(structs),
+        None,
+    )
+    .map_err(|e| SqlError::internal(e.to_string()))?;
+    Ok(ScalarValue::List(Arc::new(list)))
 }
 
 fn array_len(v: &ScalarValue) -> Option<i32> {

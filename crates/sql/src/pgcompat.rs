@@ -641,7 +641,7 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
                     return array_of_subquery(q);
                 }
             }
-            None
+            set_returning(f)
         }
         Expr::BinaryOp { op, .. } => {
             if let Op::PGCustomBinaryOperator(parts) = op {
@@ -686,6 +686,26 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
                 None
             }
         },
+        // `(f(x)).field` on a composite value → get_field(f(x), 'field').
+        Expr::CompoundFieldAccess { root, access_chain }
+            if matches!(root.as_ref(), Expr::Nested(_) | Expr::Function(_))
+                && access_chain
+                    .iter()
+                    .all(|a| matches!(a, ast::AccessExpr::Dot(Expr::Identifier(_)))) =>
+        {
+            let mut out = root.as_ref().clone();
+            for a in access_chain.iter() {
+                if let ast::AccessExpr::Dot(Expr::Identifier(i)) = a {
+                    let name = match i.quote_style {
+                        Some(_) => i.value.clone(),
+                        None => i.value.to_lowercase(),
+                    };
+                    let lit = Expr::Value(ast::Value::SingleQuotedString(name).into());
+                    out = call("get_field", vec![out, lit]);
+                }
+            }
+            Some(out)
+        }
         Expr::Identifier(i) => {
             const NILADIC: [&str; 6] = [
                 "current_user",
@@ -700,6 +720,46 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
                 .find(|n| ident_is(i, n))
                 .map(|n| call(n, vec![]))
         }
+        _ => None,
+    }
+}
+
+/// Set-returning functions of the select list DataFusion lacks, as `unnest` of an array
+/// (several `unnest`s in one select list advance in lockstep, as PostgreSQL's SRFs do):
+/// * `generate_subscripts(a, d)` → `unnest(generate_series(1, array_length(a, d)))`;
+/// * `information_schema._pg_expandarray(a)` → `unnest(kestrel_expandarray(a))`, a struct
+///   `(x, n)` per element (its value and 1-based position).
+fn set_returning(f: &ast::Function) -> Option<ast::Expr> {
+    let parts: Vec<&ast::Ident> = f.name.0.iter().filter_map(|p| p.as_ident()).collect();
+    let name = match parts.as_slice() {
+        [n] => n.value.to_lowercase(),
+        [s, n] if ident_is(s, "information_schema") => n.value.to_lowercase(),
+        _ => return None,
+    };
+    let ast::FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let args: Vec<ast::Expr> = list
+        .args
+        .iter()
+        .map(|a| match a {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let one = ast::Expr::Value(ast::Value::Number("1".into(), false).into());
+    match (name.as_str(), args.as_slice()) {
+        ("generate_subscripts", [a, d]) => Some(call(
+            "unnest",
+            vec![call(
+                "generate_series",
+                vec![one, call("array_length", vec![a.clone(), d.clone()])],
+            )],
+        )),
+        ("_pg_expandarray", [a]) => Some(call(
+            "unnest",
+            vec![call("kestrel_expandarray", vec![a.clone()])],
+        )),
         _ => None,
     }
 }
@@ -884,6 +944,12 @@ fn figure_colname(e: &datafusion::sql::sqlparser::ast::Expr) -> Option<String> {
             })
         }),
         Expr::Nested(inner) => figure_colname(inner),
+        Expr::CompoundFieldAccess { access_chain, .. } => match access_chain.last() {
+            Some(datafusion::sql::sqlparser::ast::AccessExpr::Dot(Expr::Identifier(i))) => {
+                Some(fold(i))
+            }
+            _ => None,
+        },
         Expr::Case { .. } => Some("case".into()),
         Expr::Exists { .. } => Some("exists".into()),
         Expr::Array(_) => Some("array".into()),

@@ -79,6 +79,16 @@ public class KestrelJdbcTest {
                 while (r.next()) columns.add(r.getString("COLUMN_NAME") + ":" + r.getString("TYPE_NAME") + ":" + r.getInt("NULLABLE"));
             }
             check(columns.equals(List.of("id:int8:0", "name:text:0", "price:numeric:1", "seen:bool:1")), "getColumns: " + columns);
+            List<String> pk = new ArrayList<>();
+            try (ResultSet r = md.getPrimaryKeys(null, "public", "jdbc_items")) {
+                while (r.next()) pk.add(r.getString("COLUMN_NAME") + ":" + r.getInt("KEY_SEQ") + ":" + r.getString("PK_NAME"));
+            }
+            check(pk.equals(List.of("id:1:jdbc_items_pkey")), "getPrimaryKeys: " + pk);
+            List<String> idx = new ArrayList<>();
+            try (ResultSet r = md.getIndexInfo(null, "public", "jdbc_items", false, false)) {
+                while (r.next()) idx.add(r.getString("INDEX_NAME") + ":" + r.getString("COLUMN_NAME") + ":" + r.getBoolean("NON_UNIQUE"));
+            }
+            check(idx.contains("jdbc_items_pkey:id:false") && idx.contains("jdbc_items_name:name:true"), "getIndexInfo: " + idx);
         }
         System.out.println("jdbc ok");
     }
