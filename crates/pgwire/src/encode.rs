@@ -24,11 +24,13 @@ use postgres_types::{to_sql_checked, IsNull, ToSql};
 
 /// The PostgreSQL type of a result column.
 pub fn pg_type(field: &Field) -> Type {
-    match field.metadata().get(PG_TYPE_META).map(|s| s.as_str()) {
+    match kestrel_sql::types::pg_tag(field) {
         Some("uuid") => return Type::UUID,
         Some("varchar") => return Type::VARCHAR,
         Some("bpchar") => return Type::BPCHAR,
         Some("numeric") => return Type::NUMERIC,
+        Some("jsonb") => return Type::JSONB,
+        Some("json") => return Type::JSON,
         Some("int2vector") => return Type::INT2_VECTOR,
         Some("oidvector") => return Type::OID_VECTOR,
         _ => {}
@@ -323,6 +325,10 @@ impl ToSql for PgValue {
                 d.to_sql(ty, out)
             }
             PgValue::Text(s) => {
+                if *ty == Type::JSONB {
+                    // jsonb's binary format: a version byte, then the text.
+                    out.put_u8(1);
+                }
                 out.put_slice(s.as_bytes());
                 Ok(IsNull::No)
             }

@@ -37,6 +37,13 @@ fn binary(bytes: &[u8], ty: &Type) -> Result<ScalarValue, SqlError> {
         Type::FLOAT4 => ScalarValue::Float32(Some(f32::from_sql(ty, bytes).map_err(e)?)),
         Type::FLOAT8 => ScalarValue::Float64(Some(f64::from_sql(ty, bytes).map_err(e)?)),
         Type::BYTEA => ScalarValue::Binary(Some(bytes.to_vec())),
+        // jsonb's binary format is a version byte (1) and the text.
+        Type::JSONB => match bytes.split_first() {
+            Some((1, text)) => ScalarValue::Utf8(Some(
+                String::from_utf8(text.to_vec()).map_err(|x| bad(ty, x))?,
+            )),
+            _ => return Err(bad(ty, "unsupported jsonb version")),
+        },
         Type::DATE => {
             let days = i32::from_sql(&Type::INT4, bytes).map_err(e)?;
             ScalarValue::Date32(Some(

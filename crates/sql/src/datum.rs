@@ -108,7 +108,7 @@ pub fn datums_from_array(ty: &SqlType, array: &ArrayRef) -> SqlResult<Vec<Datum>
         SqlType::Float4 => collect!(Float32Array, Datum::F32),
         SqlType::Float8 => collect!(Float64Array, Datum::F64),
         SqlType::Numeric { .. } => collect!(Decimal128Array, Datum::Decimal),
-        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => {
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Jsonb | SqlType::Json => {
             collect!(StringArray, |s: &str| Datum::Text(s.to_string()))
         }
         SqlType::Uuid => {
@@ -186,7 +186,7 @@ pub fn array_from_datums(ty: &SqlType, vals: &[Datum]) -> SqlResult<ArrayRef> {
                     .map_err(|e| SqlError::internal(e.to_string()))?,
             )
         }
-        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => {
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Jsonb | SqlType::Json => {
             build!(StringBuilder::with_capacity(n, n * 16), Datum::Text(v) => v)
         }
         SqlType::Uuid => build!(StringBuilder::with_capacity(n, n * 36),

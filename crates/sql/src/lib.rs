@@ -49,6 +49,7 @@ pub mod dml;
 pub mod error;
 pub mod exec;
 pub mod index;
+pub mod json;
 mod metrics;
 pub mod pg_catalog;
 pub mod pg_functions;

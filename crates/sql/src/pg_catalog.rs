@@ -104,6 +104,8 @@ pub fn type_of(ty: &SqlType) -> (i64, i32) {
         SqlType::TimestampTz => (1184, -1),
         SqlType::Bytea => (17, -1),
         SqlType::Uuid => (2950, -1),
+        SqlType::Jsonb => (3802, -1),
+        SqlType::Json => (114, -1),
     }
 }
 
@@ -190,6 +192,8 @@ pub fn format_type(oid: i64, typmod: i32) -> Option<String> {
         }
         1700 => "numeric".into(),
         2950 => "uuid".into(),
+        3802 => "jsonb".into(),
+        114 => "json".into(),
         _ => {
             let (_, name, _, cat, elem, _) = TYPES.iter().find(|t| t.0 == oid)?;
             if *cat == "A" {

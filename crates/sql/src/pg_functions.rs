@@ -282,30 +282,6 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
                 )))
             },
         ),
-        // Returned as text: Kestrel has no json type yet.
-        udf(
-            "json_build_object",
-            &[0, 2, 4, 6, 8, 10, 12, 14, 16],
-            DataType::Utf8,
-            IMMUTABLE,
-            |a| {
-                let mut out = String::from("{");
-                for (i, pair) in a.chunks(2).enumerate() {
-                    let key = text(&pair[0]).ok_or_else(|| {
-                        SqlError::new(
-                            code::INVALID_PARAMETER_VALUE,
-                            "null value not allowed for object key",
-                        )
-                    })?;
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    out.push_str(&format!("{} : {}", json_string(&key), json_value(&pair[1])));
-                }
-                out.push('}');
-                Ok(utf8(Some(out)))
-            },
-        ),
         udf("kestrel_expandarray", &[1], expand_type(), IMMUTABLE, |a| {
             expand_array(&a[0])
         }),
@@ -358,35 +334,6 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
         }));
     }
     out
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_value(v: &ScalarValue) -> String {
-    match v {
-        v if v.is_null() => "null".into(),
-        ScalarValue::Boolean(Some(b)) => b.to_string(),
-        ScalarValue::Utf8(Some(s))
-        | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => json_string(s),
-        v if v.data_type().is_numeric() => v.to_string(),
-        v => json_string(&v.to_string()),
-    }
 }
 
 fn expand_fields() -> datafusion::arrow::datatypes::Fields {

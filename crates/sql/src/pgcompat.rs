@@ -774,6 +774,8 @@ fn cast_target(t: &ast::DataType) -> Option<CastTarget> {
     use ast::DataType as D;
     let name = match t {
         D::Regclass => return Some(CastTarget::Call("kestrel_regclass")),
+        D::JSONB => return Some(CastTarget::Call("kestrel_jsonb_in")),
+        D::JSON => return Some(CastTarget::Call("kestrel_json_in")),
         D::Array(ast::ArrayElemTypeDef::SquareBracket(inner, n)) => {
             return match cast_target(inner)? {
                 CastTarget::Type(t) => Some(CastTarget::Type(D::Array(

@@ -791,6 +791,10 @@ pub fn validate_row(desc: &TableDesc, row: &mut [Datum]) -> SqlResult<()> {
                 fit_length(s, *n as usize, "character varying", false)?
             }
             (SqlType::Char(n), Datum::Text(s)) => fit_length(s, *n as usize, "character", true)?,
+            (SqlType::Jsonb, Datum::Text(s)) => *s = crate::json::jsonb_in(s)?,
+            (SqlType::Json, Datum::Text(s)) => {
+                crate::json::json_in(s)?;
+            }
             (SqlType::Numeric { precision, .. }, Datum::Decimal(v))
                 if v.unsigned_abs() >= 10u128.pow(*precision as u32) =>
             {

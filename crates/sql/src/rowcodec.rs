@@ -74,7 +74,7 @@ fn get_key_datum(r: &mut Reader<'_>, ty: &SqlType) -> SqlResult<Datum> {
         SqlType::Float4 => Datum::F32(r.f32().map_err(e)?),
         SqlType::Float8 => Datum::F64(r.f64().map_err(e)?),
         SqlType::Numeric { .. } => Datum::Decimal(r.i128().map_err(e)?),
-        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => {
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Jsonb | SqlType::Json => {
             Datum::Text(String::from_utf8(r.bytes().map_err(e)?).map_err(|_| corrupt())?)
         }
         SqlType::Bytea => Datum::Bytes(r.bytes().map_err(e)?),

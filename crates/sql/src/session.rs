@@ -93,6 +93,11 @@ impl SqlEngine {
         base.register_udf(Arc::new(uuid)).map_err(from_datafusion)?;
         base.register_udaf(crate::pgcompat::SingleValue::udaf())
             .map_err(from_datafusion)?;
+        for udf in crate::json::udfs() {
+            base.register_udf(udf).map_err(from_datafusion)?;
+        }
+        base.register_expr_planner(Arc::new(crate::json::JsonPlanner))
+            .map_err(from_datafusion)?;
         for udf in crate::pg_functions::session_udfs(database, user) {
             base.register_udf(udf).map_err(from_datafusion)?;
         }
@@ -1797,7 +1802,12 @@ fn show_words(stmt: &DFStatement) -> String {
 /// The SQL type name DataFusion's parser understands for a CAST to `ty`.
 pub(crate) fn cast_name(ty: &SqlType) -> String {
     match ty {
-        SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Uuid | SqlType::Text => "TEXT".into(),
+        SqlType::Varchar(_)
+        | SqlType::Char(_)
+        | SqlType::Uuid
+        | SqlType::Text
+        | SqlType::Jsonb
+        | SqlType::Json => "TEXT".into(),
         SqlType::Bytea => "BYTEA".into(),
         SqlType::TimestampTz => "TIMESTAMPTZ".into(),
         other => other.pg_name(),

@@ -11,6 +11,27 @@ use crate::error::{SqlError, SqlResult};
 /// (uuid, varchar, char and unconstrained numeric all have wider Arrow types).
 pub const PG_TYPE_META: &str = "kestrel.pg_type";
 
+/// json/jsonb are tagged as Arrow extension types (`kestrel.jsonb`, `kestrel.json`): a cast
+/// drops extension tags, so `body::text` is text while `body` stays jsonb.
+pub const EXTENSION_KEY: &str = "ARROW:extension:name";
+
+/// The PostgreSQL type tag of a field (`uuid`, `varchar`, `jsonb` …), if it has one.
+pub fn pg_tag(field: &Field) -> Option<&str> {
+    let m = field.metadata();
+    m.get(PG_TYPE_META).map(|s| s.as_str()).or_else(|| {
+        m.get(EXTENSION_KEY)
+            .and_then(|s| s.strip_prefix("kestrel."))
+    })
+}
+
+/// Metadata tagging a field with PostgreSQL type `tag`.
+pub fn tag_metadata(tag: &str) -> HashMap<String, String> {
+    match tag {
+        "json" | "jsonb" => HashMap::from([(EXTENSION_KEY.to_string(), format!("kestrel.{tag}"))]),
+        t => HashMap::from([(PG_TYPE_META.to_string(), t.to_string())]),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SqlType {
     Int2,
@@ -34,6 +55,10 @@ pub enum SqlType {
     TimestampTz,
     Bytea,
     Uuid,
+    /// `jsonb`: canonical JSON text ([`crate::json`]).
+    Jsonb,
+    /// `json`: JSON text as written.
+    Json,
 }
 
 const UNCONSTRAINED_PRECISION: u8 = 38;
@@ -50,9 +75,12 @@ impl SqlType {
             SqlType::Numeric {
                 precision, scale, ..
             } => DataType::Decimal128(*precision, *scale),
-            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Uuid => {
-                DataType::Utf8
-            }
+            SqlType::Text
+            | SqlType::Varchar(_)
+            | SqlType::Char(_)
+            | SqlType::Uuid
+            | SqlType::Jsonb
+            | SqlType::Json => DataType::Utf8,
             SqlType::Bool => DataType::Boolean,
             SqlType::Date => DataType::Date32,
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -68,6 +96,8 @@ impl SqlType {
         let f = Field::new(name, self.arrow(), true);
         let tag = match self {
             SqlType::Uuid => Some("uuid"),
+            SqlType::Jsonb => Some("jsonb"),
+            SqlType::Json => Some("json"),
             SqlType::Varchar(_) => Some("varchar"),
             SqlType::Char(_) => Some("bpchar"),
             SqlType::Numeric {
@@ -76,7 +106,7 @@ impl SqlType {
             _ => None,
         };
         match tag {
-            Some(t) => f.with_metadata(HashMap::from([(PG_TYPE_META.to_string(), t.to_string())])),
+            Some(t) => f.with_metadata(tag_metadata(t)),
             None => f,
         }
     }
@@ -130,6 +160,8 @@ impl SqlType {
             SqlType::TimestampTz => "timestamp with time zone".into(),
             SqlType::Bytea => "bytea".into(),
             SqlType::Uuid => "uuid".into(),
+            SqlType::Jsonb => "jsonb".into(),
+            SqlType::Json => "json".into(),
         }
     }
 
@@ -160,9 +192,13 @@ impl SqlType {
             D::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => SqlType::TimestampTz,
             D::Bytea => SqlType::Bytea,
             D::Uuid => SqlType::Uuid,
+            D::JSONB => SqlType::Jsonb,
+            D::JSON => SqlType::Json,
             D::Custom(name, _) => match name.to_string().to_ascii_lowercase().as_str() {
                 "timestamptz" => SqlType::TimestampTz,
                 "uuid" => SqlType::Uuid,
+                "jsonb" => SqlType::Jsonb,
+                "json" => SqlType::Json,
                 "bpchar" => SqlType::Char(1),
                 "serial" | "bigserial" | "smallserial" => {
                     return Err(SqlError::unsupported(format!("type {name} (sequences)")))
