@@ -25,6 +25,8 @@ pub struct PgFn {
     name: &'static str,
     signature: Signature,
     ret: DataType,
+    /// The result type when it depends on the argument types (`mod`).
+    ret_of: Option<fn(&[DataType]) -> DataType>,
     body: Arc<Body>,
 }
 
@@ -52,10 +54,14 @@ impl ScalarUDFImpl for PgFn {
     fn signature(&self) -> &Signature {
         &self.signature
     }
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(self.ret.clone())
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(match self.ret_of {
+            Some(f) => f(arg_types),
+            None => self.ret.clone(),
+        })
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let ret = args.return_field.data_type().clone();
         let all_scalar = args
             .args
             .iter()
@@ -73,9 +79,9 @@ impl ScalarUDFImpl for PgFn {
                 .collect::<DfResult<Vec<_>>>()?;
             let v = (self.body)(&row).map_err(SqlError::into_datafusion)?;
             out.push(if v.is_null() {
-                ScalarValue::try_from(&self.ret)?
+                ScalarValue::try_from(&ret)?
             } else {
-                v
+                v.cast_to(&ret)?
             });
         }
         if all_scalar {
@@ -110,8 +116,93 @@ fn udf(
         name,
         signature: Signature::one_of(sigs, volatility),
         ret,
+        ret_of: None,
         body: Arc::new(body),
     }))
+}
+
+/// An arithmetic function whose result is an integer for integer arguments, else float8.
+fn numeric_udf(
+    name: &'static str,
+    arity: usize,
+    body: impl Fn(&[ScalarValue]) -> Result<ScalarValue, SqlError> + Send + Sync + 'static,
+) -> Arc<ScalarUDF> {
+    fn ret_of(types: &[DataType]) -> DataType {
+        if types.iter().all(|t| t.is_integer() || t.is_null()) {
+            DataType::Int64
+        } else {
+            DataType::Float64
+        }
+    }
+    Arc::new(ScalarUDF::from(PgFn {
+        name,
+        signature: Signature::any(arity, IMMUTABLE),
+        ret: DataType::Float64,
+        ret_of: Some(ret_of),
+        body: Arc::new(body),
+    }))
+}
+
+fn division_by_zero() -> SqlError {
+    SqlError::new(code::DIVISION_BY_ZERO, "division by zero")
+}
+
+/// `mod`, `div`, `sign`: PostgreSQL's integer and numeric arithmetic helpers.
+fn arithmetic_udfs() -> Vec<Arc<ScalarUDF>> {
+    vec![
+        numeric_udf("mod", 2, |a| {
+            if let (Some(x), Some(y)) = (int_only(&a[0]), int_only(&a[1])) {
+                return match y {
+                    0 => Err(division_by_zero()),
+                    y => Ok(ScalarValue::Int64(Some(x.wrapping_rem(y)))),
+                };
+            }
+            match (float(&a[0]), float(&a[1])) {
+                (Some(_), Some(y)) if y == 0.0 => Err(division_by_zero()),
+                (Some(x), Some(y)) => Ok(ScalarValue::Float64(Some(x % y))),
+                _ => Ok(ScalarValue::Null),
+            }
+        }),
+        numeric_udf("div", 2, |a| {
+            if let (Some(x), Some(y)) = (int_only(&a[0]), int_only(&a[1])) {
+                return match y {
+                    0 => Err(division_by_zero()),
+                    y => Ok(ScalarValue::Int64(Some(x.wrapping_div(y)))),
+                };
+            }
+            match (float(&a[0]), float(&a[1])) {
+                (Some(_), Some(y)) if y == 0.0 => Err(division_by_zero()),
+                (Some(x), Some(y)) => Ok(ScalarValue::Float64(Some((x / y).trunc()))),
+                _ => Ok(ScalarValue::Null),
+            }
+        }),
+        numeric_udf("sign", 1, |a| {
+            Ok(ScalarValue::Float64(float(&a[0]).map(|x| {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            })))
+        }),
+    ]
+}
+
+/// An integer argument that is not a float or decimal.
+fn int_only(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::Int8(_)
+        | ScalarValue::Int16(_)
+        | ScalarValue::Int32(_)
+        | ScalarValue::Int64(_)
+        | ScalarValue::UInt8(_)
+        | ScalarValue::UInt16(_)
+        | ScalarValue::UInt32(_)
+        | ScalarValue::UInt64(_) => int(v),
+        _ => None,
+    }
 }
 
 /// An integer argument (oids arrive as integers or as their text).
@@ -285,6 +376,27 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
         udf("kestrel_expandarray", &[1], expand_type(), IMMUTABLE, |a| {
             expand_array(&a[0])
         }),
+        udf("num_nulls", &VARIADIC, DataType::Int32, IMMUTABLE, |a| {
+            Ok(ScalarValue::Int32(Some(
+                a.iter().filter(|v| v.is_null()).count() as i32,
+            )))
+        }),
+        udf("num_nonnulls", &VARIADIC, DataType::Int32, IMMUTABLE, |a| {
+            Ok(ScalarValue::Int32(Some(
+                a.iter().filter(|v| !v.is_null()).count() as i32,
+            )))
+        }),
+        udf("quote_literal", &[1], DataType::Utf8, IMMUTABLE, |a| {
+            Ok(utf8(text(&a[0]).map(|s| quote_literal(&s))))
+        }),
+        udf("width_bucket", &[4], DataType::Int32, IMMUTABLE, |a| {
+            let f = |v: &ScalarValue| float(v);
+            let (Some(x), Some(lo), Some(hi), Some(n)) = (f(&a[0]), f(&a[1]), f(&a[2]), int(&a[3]))
+            else {
+                return Ok(ScalarValue::Int32(None));
+            };
+            width_bucket(x, lo, hi, n).map(|b| ScalarValue::Int32(Some(b)))
+        }),
         udf("array_upper", &[2], DataType::Int32, IMMUTABLE, |a| {
             Ok(ScalarValue::Int32(array_len(&a[0]).filter(|n| *n > 0)))
         }),
@@ -310,6 +422,12 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
             Ok(utf8(Some(u.clone())))
         }));
     }
+    out.extend(arithmetic_udfs());
+    let ceiling = datafusion::functions::math::ceil()
+        .as_ref()
+        .clone()
+        .with_aliases(["ceiling"]);
+    out.push(Arc::new(ceiling));
     // Every type, function and collation lives in pg_catalog, which is always searched.
     for name in [
         "pg_type_is_visible",
@@ -383,6 +501,56 @@ fn expand_array(v: &ScalarValue) -> Result<ScalarValue, SqlError> {
     )
     .map_err(|e| SqlError::internal(e.to_string()))?;
     Ok(ScalarValue::List(Arc::new(list)))
+}
+
+/// Argument counts a variadic function accepts.
+const VARIADIC: [usize; 16] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+
+fn float(v: &ScalarValue) -> Option<f64> {
+    match v {
+        ScalarValue::Float32(Some(x)) => Some(*x as f64),
+        ScalarValue::Float64(Some(x)) => Some(*x),
+        ScalarValue::Decimal128(Some(x), _, s) => Some(*x as f64 / 10f64.powi(*s as i32)),
+        v => int(v).map(|i| i as f64),
+    }
+}
+
+/// `quote_literal`: single quotes doubled; with a backslash, the `E'…'` form.
+fn quote_literal(s: &str) -> String {
+    let body = s.replace('\'', "''");
+    if s.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
+
+/// PostgreSQL's `width_bucket(x, lo, hi, n)` for `lo < hi` or `lo > hi`.
+fn width_bucket(x: f64, lo: f64, hi: f64, n: i64) -> Result<i32, SqlError> {
+    let invalid = |m: &str| SqlError::new("2201G", m.to_string());
+    if n <= 0 {
+        return Err(invalid("count must be greater than zero"));
+    }
+    if lo == hi || !lo.is_finite() || !hi.is_finite() {
+        return Err(invalid("lower bound cannot equal upper bound"));
+    }
+    let b = if lo < hi {
+        if x < lo {
+            0
+        } else if x >= hi {
+            n + 1
+        } else {
+            ((x - lo) / (hi - lo) * n as f64) as i64 + 1
+        }
+    } else if x > lo {
+        0
+    } else if x <= hi {
+        n + 1
+    } else {
+        ((lo - x) / (lo - hi) * n as f64) as i64 + 1
+    };
+    i32::try_from(b)
+        .map_err(|_| SqlError::new(code::NUMERIC_VALUE_OUT_OF_RANGE, "integer out of range"))
 }
 
 fn array_len(v: &ScalarValue) -> Option<i32> {

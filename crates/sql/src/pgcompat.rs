@@ -462,6 +462,92 @@ pub fn rewrite_pg_syntax(stmt: &mut datafusion::sql::sqlparser::ast::Statement) 
     });
 }
 
+/// PostgreSQL's checks of `WITH RECURSIVE` (42P19) that DataFusion does not make — without
+/// them an aggregate in the recursive term (`SELECT count(*) FROM t`) recurses forever.
+pub fn check_recursive_ctes(stmt: &ast::Statement) -> Result<(), SqlError> {
+    use ast::Visit;
+    struct Check(Option<SqlError>);
+    impl ast::Visitor for Check {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &ast::Query) -> std::ops::ControlFlow<()> {
+            let Some(with) = q.with.as_ref().filter(|w| w.recursive) else {
+                return std::ops::ControlFlow::Continue(());
+            };
+            for cte in &with.cte_tables {
+                if let Err(e) = check_recursive_cte(cte) {
+                    self.0 = Some(e);
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut c = Check(None);
+    let _ = stmt.visit(&mut c);
+    c.0.map_or(Ok(()), Err)
+}
+
+fn names_relation(q: &ast::SetExpr, name: &str) -> bool {
+    use ast::Visit;
+    struct Find<'a>(&'a str, bool);
+    impl ast::Visitor for Find<'_> {
+        type Break = ();
+        fn pre_visit_relation(&mut self, r: &ast::ObjectName) -> std::ops::ControlFlow<()> {
+            if r.0.len() == 1 && r.0[0].as_ident().is_some_and(|i| i.value == self.0) {
+                self.1 = true;
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut f = Find(name, false);
+    let _ = q.visit(&mut f);
+    f.1
+}
+
+fn check_recursive_cte(cte: &ast::Cte) -> Result<(), SqlError> {
+    let name = cte.alias.name.value.as_str();
+    let body = cte.query.body.as_ref();
+    if !names_relation(body, name) {
+        return Ok(());
+    }
+    let bad_form = || {
+        SqlError::new(
+            code::INVALID_RECURSION,
+            format!(
+                "recursive query \"{name}\" does not have the form non-recursive-term UNION [ALL] recursive-term"
+            ),
+        )
+    };
+    let ast::SetExpr::SetOperation {
+        op: ast::SetOperator::Union,
+        left,
+        right,
+        ..
+    } = body
+    else {
+        return Err(bad_form());
+    };
+    if names_relation(left, name) {
+        return Err(bad_form());
+    }
+    if let ast::SetExpr::Select(s) = right.as_ref() {
+        let aggregated = s.projection.iter().any(|item| match item {
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+                has_aggregate_or_window(e)
+            }
+            _ => false,
+        });
+        if aggregated {
+            return Err(SqlError::new(
+                code::INVALID_RECURSION,
+                "aggregate functions are not allowed in a recursive query's recursive term",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Aggregate function names (an aggregate inside an aggregate does not plan).
 static AGGREGATES: LazyLock<std::collections::HashSet<String>> = LazyLock::new(|| {
     datafusion::functions_aggregate::all_default_aggregate_functions()

@@ -1404,6 +1404,9 @@ impl Session {
         stmt: &DFStatement,
         params: Option<Vec<ScalarValue>>,
     ) -> SqlResult<ExecResult> {
+        if let DFStatement::Statement(s) = stmt {
+            crate::pgcompat::check_recursive_ctes(s)?;
+        }
         if let Some(res) = self.join_dml(state, ctx, stmt, &params).await? {
             return Ok(res);
         }
