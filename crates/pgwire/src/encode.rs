@@ -53,6 +53,7 @@ pub fn pg_type(field: &Field) -> Type {
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
         DataType::List(f) => array_of(&pg_type(f)),
         _ => Type::TEXT,
     }
@@ -105,6 +106,7 @@ fn canonical(ty: &Type, dt: &DataType) -> Option<DataType> {
         Type::DATE => DataType::Date32,
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        Type::INTERVAL => return None,
         _ => DataType::Utf8,
     })
 }
@@ -147,6 +149,12 @@ pub enum PgValue {
         tz: bool,
     },
     Uuid([u8; 16]),
+    /// PostgreSQL's interval: months, days and microseconds, each with its own sign.
+    Interval {
+        months: i32,
+        days: i32,
+        micros: i64,
+    },
     /// A one-dimensional array of `elem` values.
     Array {
         elem: Type,
@@ -259,6 +267,11 @@ impl ToSqlText for PgValue {
                 s
             }
             PgValue::Uuid(u) => format_uuid(u),
+            PgValue::Interval {
+                months,
+                days,
+                micros,
+            } => interval_text(*months, *days, *micros),
             PgValue::Array { elem, items }
                 if matches!(*_ty, Type::INT2_VECTOR | Type::OID_VECTOR) =>
             {
@@ -347,6 +360,16 @@ impl ToSql for PgValue {
             }
             PgValue::Uuid(u) => {
                 out.put_slice(u);
+                Ok(IsNull::No)
+            }
+            PgValue::Interval {
+                months,
+                days,
+                micros,
+            } => {
+                out.put_i64(*micros);
+                out.put_i32(*days);
+                out.put_i32(*months);
                 Ok(IsNull::No)
             }
             PgValue::Array { elem, items } => {
@@ -505,9 +528,96 @@ fn value(c: &Column, i: usize) -> PgValue {
             tz: true,
         }),
         Type::UUID => get!(StringArray).and_then(parse_uuid).map(PgValue::Uuid),
+        Type::INTERVAL => interval_value(a.as_ref(), i),
         _ => get!(StringArray).map(|s| PgValue::Text(s.to_string())),
     };
     v.unwrap_or(PgValue::Null)
+}
+
+/// An Arrow interval or duration as PostgreSQL's interval. A duration (the difference of two
+/// timestamps) counts whole 24-hour periods as days, as PostgreSQL's timestamp subtraction does.
+fn interval_value(a: &dyn Array, i: usize) -> Option<PgValue> {
+    use datafusion::arrow::array::{
+        DurationMicrosecondArray, DurationMillisecondArray, DurationNanosecondArray,
+        DurationSecondArray, IntervalDayTimeArray, IntervalMonthDayNanoArray,
+        IntervalYearMonthArray,
+    };
+    let any = a.as_any();
+    if let Some(x) = any.downcast_ref::<IntervalMonthDayNanoArray>() {
+        let v = x.value(i);
+        return Some(PgValue::Interval {
+            months: v.months,
+            days: v.days,
+            micros: v.nanoseconds / 1000,
+        });
+    }
+    if let Some(x) = any.downcast_ref::<IntervalYearMonthArray>() {
+        return Some(PgValue::Interval {
+            months: x.value(i),
+            days: 0,
+            micros: 0,
+        });
+    }
+    if let Some(x) = any.downcast_ref::<IntervalDayTimeArray>() {
+        let v = x.value(i);
+        return Some(PgValue::Interval {
+            months: 0,
+            days: v.days,
+            micros: v.milliseconds as i64 * 1000,
+        });
+    }
+    let micros = if let Some(x) = any.downcast_ref::<DurationMicrosecondArray>() {
+        x.value(i)
+    } else if let Some(x) = any.downcast_ref::<DurationNanosecondArray>() {
+        x.value(i) / 1000
+    } else if let Some(x) = any.downcast_ref::<DurationMillisecondArray>() {
+        x.value(i).saturating_mul(1000)
+    } else if let Some(x) = any.downcast_ref::<DurationSecondArray>() {
+        x.value(i).saturating_mul(1_000_000)
+    } else {
+        return None;
+    };
+    const DAY_MICROS: i64 = 86_400_000_000;
+    Some(PgValue::Interval {
+        months: 0,
+        days: i32::try_from(micros / DAY_MICROS).ok()?,
+        micros: micros % DAY_MICROS,
+    })
+}
+
+/// PostgreSQL's interval output (`IntervalStyle = postgres`): `1 year 2 mons 3 days
+/// 04:05:06`, hours never folded into days, `00:00:00` for zero.
+fn interval_text(months: i32, days: i32, micros: i64) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let unit = |n: i64, one: &str, many: &str| {
+        format!("{n} {}", if n == 1 || n == -1 { one } else { many })
+    };
+    let (years, mons) = (months / 12, months % 12);
+    if years != 0 {
+        parts.push(unit(years as i64, "year", "years"));
+    }
+    if mons != 0 {
+        parts.push(unit(mons as i64, "mon", "mons"));
+    }
+    if days != 0 {
+        parts.push(unit(days as i64, "day", "days"));
+    }
+    if micros != 0 || parts.is_empty() {
+        let sign = if micros < 0 { "-" } else { "" };
+        let m = micros.unsigned_abs();
+        let (secs, frac) = (m / 1_000_000, m % 1_000_000);
+        let mut t = format!(
+            "{sign}{:02}:{:02}:{:02}",
+            secs / 3600,
+            (secs / 60) % 60,
+            secs % 60
+        );
+        if frac != 0 {
+            t.push_str(format!(".{frac:06}").trim_end_matches('0'));
+        }
+        parts.push(t);
+    }
+    parts.join(" ")
 }
 
 pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
@@ -583,6 +693,20 @@ pub fn text_cells(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_print_like_postgres() {
+        assert_eq!(interval_text(0, 1, 5_400_000_000), "1 day 01:30:00");
+        assert_eq!(interval_text(0, 0, 0), "00:00:00");
+        assert_eq!(interval_text(25, 0, 0), "2 years 1 mon");
+        assert_eq!(interval_text(0, 1, -3_600_000_000), "1 day -01:00:00");
+        assert_eq!(interval_text(0, -2, 0), "-2 days");
+        assert_eq!(
+            interval_text(14, 3, 14_706_500_000),
+            "1 year 2 mons 3 days 04:05:06.5"
+        );
+        assert_eq!(interval_text(0, 0, 90_000_000_000), "25:00:00");
+    }
 
     #[test]
     fn floats_print_like_postgres() {

@@ -216,7 +216,7 @@ async fn information_schema_and_pg_catalog_queries() {
 }
 
 /// Arrays (catalog columns such as `conkey`, `array_agg` results) travel as PostgreSQL arrays:
-/// `{…}` text with PostgreSQL's quoting, and the binary array format.
+/// `{…}` text with PostgreSQL's quoting, and the binary array format; intervals as intervals.
 #[tokio::test(flavor = "multi_thread")]
 async fn array_results_in_text_and_binary() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,6 +249,32 @@ async fn array_results_in_text_and_binary() {
         .unwrap();
     assert_eq!(row.get(0), Some(r#"{"a b",c,NULL,"NULL","{x}","q\""}"#));
     assert_eq!(row.get(1), Some("{t,f}"));
+    // Intervals print in PostgreSQL's style; a timestamp difference counts whole days.
+    let msgs = c
+        .simple_query(
+            "SELECT TIMESTAMP '2024-03-15 12:00:00' - TIMESTAMP '2024-03-14 10:30:00', \
+             INTERVAL '1 day' - INTERVAL '1 hour', INTERVAL '1 year' + INTERVAL '13 months', \
+             INTERVAL '25 hours'",
+        )
+        .await
+        .unwrap();
+    let row = msgs
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let got: Vec<&str> = (0..4).filter_map(|i| row.get(i)).collect();
+    assert_eq!(
+        got,
+        vec![
+            "1 day 01:30:00",
+            "1 day -01:00:00",
+            "2 years 1 mon",
+            "25:00:00"
+        ]
+    );
     // int2vector columns print space-separated, as clients expect.
     c.batch_execute("CREATE TABLE v (a int, b int, PRIMARY KEY (b, a))")
         .await
