@@ -61,6 +61,7 @@ pub mod sequence;
 pub mod session;
 pub mod stmt;
 pub mod subquery;
+pub mod to_char;
 pub mod txn_block;
 pub mod types;
 pub mod upsert;

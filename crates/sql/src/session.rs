@@ -93,6 +93,8 @@ impl SqlEngine {
         base.register_udf(Arc::new(uuid)).map_err(from_datafusion)?;
         base.register_udaf(crate::pgcompat::SingleValue::udaf())
             .map_err(from_datafusion)?;
+        base.register_udf(crate::to_char::ToChar::udf())
+            .map_err(from_datafusion)?;
         for udf in crate::json::udfs() {
             base.register_udf(udf).map_err(from_datafusion)?;
         }
