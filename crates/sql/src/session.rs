@@ -93,6 +93,9 @@ impl SqlEngine {
         base.register_udf(Arc::new(uuid)).map_err(from_datafusion)?;
         base.register_udaf(crate::pgcompat::SingleValue::udaf())
             .map_err(from_datafusion)?;
+        // Replacing a built-in must drop it with its aliases: a stale alias entry would bring
+        // it back when a statement's state is rebuilt from this one.
+        base.deregister_udf("to_char").map_err(from_datafusion)?;
         base.register_udf(crate::to_char::ToChar::udf())
             .map_err(from_datafusion)?;
         for udf in crate::json::udfs() {
