@@ -160,7 +160,9 @@ pub fn from_datafusion(e: DataFusionError) -> SqlError {
             Ok(sql) => *sql,
             Err(other) => match other.downcast::<KvError>() {
                 Ok(kv) => SqlError::from(*kv),
-                Err(other) => SqlError::internal(other.to_string()),
+                // A SqlError raised in a spawned task can arrive wrapped more than once.
+                Err(other) => find_sql_error(other.as_ref())
+                    .unwrap_or_else(|| SqlError::internal(other.to_string())),
             },
         },
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
@@ -171,7 +173,8 @@ pub fn from_datafusion(e: DataFusionError) -> SqlError {
         }
         DataFusionError::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
             Ok(e) => from_datafusion(e),
-            Err(shared) => classify_message(&shared.to_string()),
+            Err(shared) => find_sql_error(shared.as_ref())
+                .unwrap_or_else(|| classify_message(&shared.to_string())),
         },
         DataFusionError::SQL(e, _) => SqlError::syntax(e.to_string()),
         DataFusionError::SchemaError(e, _) => match *e {
@@ -218,6 +221,24 @@ pub fn from_datafusion(e: DataFusionError) -> SqlError {
     }
 }
 
+/// The SqlError inside however many DataFusion / Arrow / source wrappers, if there is one.
+fn find_sql_error(e: &(dyn std::error::Error + 'static)) -> Option<SqlError> {
+    if let Some(sql) = e.downcast_ref::<SqlError>() {
+        return Some(sql.clone());
+    }
+    match e.downcast_ref::<DataFusionError>() {
+        Some(DataFusionError::External(inner)) => return find_sql_error(inner.as_ref()),
+        Some(DataFusionError::ArrowError(a, _)) => return find_sql_error(a.as_ref()),
+        Some(DataFusionError::Context(_, inner)) => return find_sql_error(inner.as_ref()),
+        Some(DataFusionError::Shared(inner)) => return find_sql_error(inner.as_ref()),
+        _ => {}
+    }
+    if let Some(ArrowError::ExternalError(inner)) = e.downcast_ref::<ArrowError>() {
+        return find_sql_error(inner.as_ref());
+    }
+    e.source().and_then(find_sql_error)
+}
+
 fn from_arrow(e: &ArrowError) -> SqlError {
     match e {
         ArrowError::DivideByZero => SqlError::new(code::DIVISION_BY_ZERO, "division by zero"),
@@ -227,10 +248,9 @@ fn from_arrow(e: &ArrowError) -> SqlError {
         ArrowError::CastError(m)
         | ArrowError::ParseError(m)
         | ArrowError::InvalidArgumentError(m) => classify_message(m),
-        ArrowError::ExternalError(inner) => match inner.downcast_ref::<SqlError>() {
-            Some(sql) => sql.clone(),
-            None => classify_message(&inner.to_string()),
-        },
+        ArrowError::ExternalError(inner) => {
+            find_sql_error(inner.as_ref()).unwrap_or_else(|| classify_message(&inner.to_string()))
+        }
         other => classify_message(&other.to_string()),
     }
 }
@@ -330,6 +350,23 @@ mod tests {
             SqlError::from(KvError::TxnTooLarge { bytes: 2, max: 1 }).code,
             code::PROGRAM_LIMIT_EXCEEDED
         );
+    }
+
+    #[test]
+    fn wrapped_and_shared_errors_keep_their_sqlstate() {
+        let sql = || SqlError::new(code::CARDINALITY_VIOLATION, "more than one row");
+        // A join's build-side error is shared by every probe partition.
+        let shared = std::sync::Arc::new(sql().into_datafusion());
+        let _other_probe = shared.clone();
+        let e = from_datafusion(DataFusionError::Shared(shared));
+        assert_eq!(e.code, code::CARDINALITY_VIOLATION);
+        let twice = DataFusionError::External(Box::new(sql().into_datafusion()));
+        assert_eq!(from_datafusion(twice).code, code::CARDINALITY_VIOLATION);
+        let arrow = DataFusionError::ArrowError(
+            Box::new(ArrowError::ExternalError(Box::new(sql().into_datafusion()))),
+            None,
+        );
+        assert_eq!(from_datafusion(arrow).code, code::CARDINALITY_VIOLATION);
     }
 
     #[test]
