@@ -22,6 +22,8 @@
 //!   from the same snapshot when a statement names them; catalog functions in
 //!   [`pg_functions`].
 //! * Subqueries the optimizer cannot decorrelate run once per outer row ([`subquery`]).
+//! * `json`/`jsonb` ([`json`]) are text tagged with their type; their operators are planned by
+//!   an `ExprPlanner`. `to_char` takes PostgreSQL templates ([`to_char`]).
 //!
 //! ## Life of a statement
 //! `Session::execute` classifies the parsed statement and takes its KV transaction: the open
