@@ -940,13 +940,33 @@ pub fn build_batch(def: &SystemDef, rows: &[Vec<Cell>]) -> Result<RecordBatch, S
 }
 
 fn build_column<'a>(ty: Ty, cells: impl Iterator<Item = &'a Cell>) -> Option<ArrayRef> {
-    macro_rules! ints {
-        ($b:expr, $t:ty) => {{
-            let mut b = $b;
+    // One builder loop per column type: NULL, the cell kinds the type takes, else a mismatch.
+    macro_rules! column {
+        ($builder:expr, $($pat:pat => $val:expr),+) => {{
+            let mut b = $builder;
             for c in cells {
                 match c {
                     Cell::Null => b.append_null(),
-                    Cell::I(v) => b.append_value(<$t>::try_from(*v).ok()?),
+                    $($pat => b.append_value($val),)+
+                    _ => return None,
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
+    // Lists: each element converted by `$conv`.
+    macro_rules! list {
+        ($inner:expr, $variant:ident, |$x:ident| $conv:expr) => {{
+            let mut b = ListBuilder::new($inner);
+            for c in cells {
+                match c {
+                    Cell::Null => b.append_null(),
+                    Cell::$variant(v) => {
+                        for $x in v {
+                            b.values().append_value($conv);
+                        }
+                        b.append(true);
+                    }
                     _ => return None,
                 }
             }
@@ -954,102 +974,19 @@ fn build_column<'a>(ty: Ty, cells: impl Iterator<Item = &'a Cell>) -> Option<Arr
         }};
     }
     Some(match ty {
-        Ty::Oid | Ty::I8 => ints!(Int64Builder::new(), i64),
-        Ty::I4 => ints!(Int32Builder::new(), i32),
-        Ty::I2 => ints!(Int16Builder::new(), i16),
-        Ty::Tstz => {
-            let mut b = TimestampMicrosecondBuilder::new().with_timezone("+00:00");
-            for c in cells {
-                match c {
-                    Cell::Null => b.append_null(),
-                    Cell::I(v) => b.append_value(*v),
-                    _ => return None,
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Ty::F4 => {
-            let mut b = Float32Builder::new();
-            for c in cells {
-                match c {
-                    Cell::Null => b.append_null(),
-                    Cell::F(v) => b.append_value(*v as f32),
-                    Cell::I(v) => b.append_value(*v as f32),
-                    _ => return None,
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Ty::Bool => {
-            let mut b = BooleanBuilder::new();
-            for c in cells {
-                match c {
-                    Cell::Null => b.append_null(),
-                    Cell::B(v) => b.append_value(*v),
-                    _ => return None,
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Ty::Text => {
-            let mut b = StringBuilder::new();
-            for c in cells {
-                match c {
-                    Cell::Null => b.append_null(),
-                    Cell::T(v) => b.append_value(v),
-                    _ => return None,
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Ty::TextList => {
-            let mut b = ListBuilder::new(StringBuilder::new());
-            for c in cells {
-                match c {
-                    Cell::Null => b.append_null(),
-                    Cell::TL(v) => {
-                        for s in v {
-                            b.values().append_value(s);
-                        }
-                        b.append(true);
-                    }
-                    _ => return None,
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Ty::I2List | Ty::I2Vector => {
-            let mut b = ListBuilder::new(Int16Builder::new());
-            for c in cells {
-                match c {
-                    Cell::Null => b.append_null(),
-                    Cell::IL(v) => {
-                        for x in v {
-                            b.values().append_value(i16::try_from(*x).ok()?);
-                        }
-                        b.append(true);
-                    }
-                    _ => return None,
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Ty::OidList | Ty::OidVector => {
-            let mut b = ListBuilder::new(Int64Builder::new());
-            for c in cells {
-                match c {
-                    Cell::Null => b.append_null(),
-                    Cell::IL(v) => {
-                        for x in v {
-                            b.values().append_value(*x);
-                        }
-                        b.append(true);
-                    }
-                    _ => return None,
-                }
-            }
-            Arc::new(b.finish())
-        }
+        Ty::Oid | Ty::I8 => column!(Int64Builder::new(), Cell::I(v) => *v),
+        Ty::I4 => column!(Int32Builder::new(), Cell::I(v) => i32::try_from(*v).ok()?),
+        Ty::I2 => column!(Int16Builder::new(), Cell::I(v) => i16::try_from(*v).ok()?),
+        Ty::Tstz => column!(
+            TimestampMicrosecondBuilder::new().with_timezone("+00:00"),
+            Cell::I(v) => *v
+        ),
+        Ty::F4 => column!(Float32Builder::new(), Cell::F(v) => *v as f32, Cell::I(v) => *v as f32),
+        Ty::Bool => column!(BooleanBuilder::new(), Cell::B(v) => *v),
+        Ty::Text => column!(StringBuilder::new(), Cell::T(v) => v),
+        Ty::TextList => list!(StringBuilder::new(), TL, |s| s),
+        Ty::I2List | Ty::I2Vector => list!(Int16Builder::new(), IL, |x| i16::try_from(*x).ok()?),
+        Ty::OidList | Ty::OidVector => list!(Int64Builder::new(), IL, |x| *x),
     })
 }
 
