@@ -518,37 +518,17 @@ impl ScalarUDFImpl for JsonFn {
         }))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let all_scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if all_scalar { 1 } else { args.number_rows };
-        let mut out = Vec::with_capacity(rows);
-        for i in 0..rows {
-            let row = args
-                .args
-                .iter()
-                .map(|a| match a {
-                    ColumnarValue::Scalar(s) => Ok(s.clone()),
-                    ColumnarValue::Array(arr) => ScalarValue::try_from_array(arr, i),
-                })
-                .collect::<DfResult<Vec<_>>>()?;
-            let v = (self.body)(&row).map_err(SqlError::into_datafusion)?;
-            out.push(match (self.ret, v) {
+        crate::pg_functions::invoke_rowwise(&args, &self.ret.data_type(), |row| {
+            let v = (self.body)(row).map_err(SqlError::into_datafusion)?;
+            Ok(match (self.ret, v) {
                 (Ret::Bool, Some(Out::Bool(b))) => ScalarValue::Boolean(Some(b)),
                 (Ret::Bool, _) => ScalarValue::Boolean(None),
                 (Ret::Int, Some(Out::Int(n))) => ScalarValue::Int32(Some(n)),
                 (Ret::Int, _) => ScalarValue::Int32(None),
                 (_, Some(Out::Text(s))) => ScalarValue::Utf8(Some(s)),
                 (_, _) => ScalarValue::Utf8(None),
-            });
-        }
-        if all_scalar {
-            return Ok(ColumnarValue::Scalar(
-                out.pop().unwrap_or(ScalarValue::Null),
-            ));
-        }
-        Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
+            })
+        })
     }
 }
 

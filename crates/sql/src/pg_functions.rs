@@ -62,40 +62,53 @@ impl ScalarUDFImpl for PgFn {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let ret = args.return_field.data_type().clone();
-        let all_scalar = args
+        invoke_rowwise(&args, &ret, |row| {
+            let v = (self.body)(row).map_err(SqlError::into_datafusion)?;
+            if v.is_null() {
+                ScalarValue::try_from(&ret)
+            } else {
+                v.cast_to(&ret)
+            }
+        })
+    }
+}
+
+/// Evaluates a function row by row over [`ScalarValue`]s (catalog-sized inputs, not data
+/// paths): one call when every argument is a constant, else one per row.
+pub fn invoke_rowwise(
+    args: &ScalarFunctionArgs,
+    ret: &DataType,
+    f: impl Fn(&[ScalarValue]) -> DfResult<ScalarValue>,
+) -> DfResult<ColumnarValue> {
+    let all_scalar = args
+        .args
+        .iter()
+        .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+    let rows = if all_scalar { 1 } else { args.number_rows };
+    let mut out = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let row = args
             .args
             .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if all_scalar { 1 } else { args.number_rows };
-        let mut out = Vec::with_capacity(rows);
-        for i in 0..rows {
-            let row = args
-                .args
-                .iter()
-                .map(|a| match a {
-                    ColumnarValue::Scalar(s) => Ok(s.clone()),
-                    ColumnarValue::Array(arr) => ScalarValue::try_from_array(arr, i),
-                })
-                .collect::<DfResult<Vec<_>>>()?;
-            let v = (self.body)(&row).map_err(SqlError::into_datafusion)?;
-            out.push(if v.is_null() {
-                ScalarValue::try_from(&ret)?
-            } else {
-                v.cast_to(&ret)?
-            });
-        }
-        if all_scalar {
-            return Ok(ColumnarValue::Scalar(
-                out.pop().unwrap_or(ScalarValue::Null),
-            ));
-        }
-        if out.is_empty() {
-            return Ok(ColumnarValue::Array(
-                datafusion::arrow::array::new_empty_array(&self.ret),
-            ));
-        }
-        Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
+            .map(|a| match a {
+                ColumnarValue::Scalar(s) => Ok(s.clone()),
+                ColumnarValue::Array(arr) => ScalarValue::try_from_array(arr, i),
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        out.push(f(&row)?);
     }
+    if all_scalar {
+        return Ok(ColumnarValue::Scalar(match out.pop() {
+            Some(v) => v,
+            None => ScalarValue::try_from(ret)?,
+        }));
+    }
+    if out.is_empty() {
+        return Ok(ColumnarValue::Array(
+            datafusion::arrow::array::new_empty_array(ret),
+        ));
+    }
+    Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
 }
 
 fn udf(

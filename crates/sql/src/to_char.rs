@@ -216,46 +216,28 @@ impl ScalarUDFImpl for ToChar {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let all_scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if all_scalar { 1 } else { args.number_rows };
-        let mut out = Vec::with_capacity(rows);
-        for i in 0..rows {
-            let get = |a: &ColumnarValue| match a {
-                ColumnarValue::Scalar(s) => Ok(s.clone()),
-                ColumnarValue::Array(arr) => ScalarValue::try_from_array(arr, i),
-            };
-            let (v, f) = (get(&args.args[0])?, get(&args.args[1])?);
-            let template = match f {
+        crate::pg_functions::invoke_rowwise(&args, &DataType::Utf8, |row| {
+            let template = match &row[1] {
                 ScalarValue::Utf8(Some(s))
                 | ScalarValue::LargeUtf8(Some(s))
                 | ScalarValue::Utf8View(Some(s)) => s,
-                _ => {
-                    out.push(ScalarValue::Utf8(None));
-                    continue;
-                }
+                _ => return Ok(ScalarValue::Utf8(None)),
             };
-            if v.is_null() {
-                out.push(ScalarValue::Utf8(None));
-                continue;
+            if row[0].is_null() {
+                return Ok(ScalarValue::Utf8(None));
             }
-            let m = moment(&v).ok_or_else(|| {
+            let m = moment(&row[0]).ok_or_else(|| {
                 SqlError::new(
                     code::UNDEFINED_FUNCTION,
-                    format!("function to_char({}, text) does not exist", v.data_type()),
+                    format!(
+                        "function to_char({}, text) does not exist",
+                        row[0].data_type()
+                    ),
                 )
                 .into_datafusion()
             })?;
-            out.push(ScalarValue::Utf8(Some(format(&m, &template))));
-        }
-        if all_scalar {
-            return Ok(ColumnarValue::Scalar(
-                out.pop().unwrap_or(ScalarValue::Utf8(None)),
-            ));
-        }
-        Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
+            Ok(ScalarValue::Utf8(Some(format(&m, template))))
+        })
     }
 }
 
