@@ -14,14 +14,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::{DFSchema, Result as DfResult, ScalarValue};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
-use datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprSchemable, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, TypeSignature, Volatility,
-};
+use datafusion::logical_expr::{Expr, ExprSchemable, ScalarUDF, Volatility};
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 
 use crate::error::{code, SqlError, SqlResult};
@@ -462,8 +459,6 @@ impl Ret {
     }
 }
 
-type Body = dyn Fn(&[ScalarValue]) -> SqlResult<Option<Out>> + Send + Sync;
-
 /// A function result before it becomes a ScalarValue.
 enum Out {
     Text(String),
@@ -471,86 +466,41 @@ enum Out {
     Int(i32),
 }
 
-pub struct JsonFn {
-    name: &'static str,
-    signature: Signature,
-    ret: Ret,
-    body: Arc<Body>,
-}
-
-impl std::fmt::Debug for JsonFn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "JsonFn({})", self.name)
-    }
-}
-impl PartialEq for JsonFn {
-    fn eq(&self, o: &Self) -> bool {
-        self.name == o.name
-    }
-}
-impl Eq for JsonFn {}
-impl std::hash::Hash for JsonFn {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.name.hash(state)
-    }
-}
-
-/// A field of the given json kind (`jsonb` / `json` metadata on Utf8).
+/// A field of the given json kind (`jsonb` / `json` tag on Utf8).
 pub fn json_field(name: &str, kind: &str) -> Field {
     Field::new(name, DataType::Utf8, true).with_metadata(crate::types::tag_metadata(kind))
 }
 
-impl ScalarUDFImpl for JsonFn {
-    fn name(&self) -> &str {
-        self.name
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
-        Ok(self.ret.data_type())
-    }
-    fn return_field_from_args(&self, _args: ReturnFieldArgs) -> DfResult<FieldRef> {
-        Ok(Arc::new(match self.ret {
-            Ret::Jsonb => json_field(self.name, "jsonb"),
-            Ret::Json => json_field(self.name, "json"),
-            r => Field::new(self.name, r.data_type(), true),
-        }))
-    }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        crate::pg_functions::invoke_rowwise(&args, &self.ret.data_type(), |row| {
-            let v = (self.body)(row).map_err(SqlError::into_datafusion)?;
-            Ok(match (self.ret, v) {
-                (Ret::Bool, Some(Out::Bool(b))) => ScalarValue::Boolean(Some(b)),
-                (Ret::Bool, _) => ScalarValue::Boolean(None),
-                (Ret::Int, Some(Out::Int(n))) => ScalarValue::Int32(Some(n)),
-                (Ret::Int, _) => ScalarValue::Int32(None),
-                (_, Some(Out::Text(s))) => ScalarValue::Utf8(Some(s)),
-                (_, _) => ScalarValue::Utf8(None),
-            })
-        })
-    }
-}
-
+/// A json function: its body's [`Out`] becomes the ScalarValue of `ret`.
 fn udf(
     name: &'static str,
     arities: &[usize],
     ret: Ret,
     body: impl Fn(&[ScalarValue]) -> SqlResult<Option<Out>> + Send + Sync + 'static,
 ) -> Arc<ScalarUDF> {
-    let sigs = arities
-        .iter()
-        .map(|&n| match n {
-            0 => TypeSignature::Nullary,
-            n => TypeSignature::Any(n),
+    let tag = match ret {
+        Ret::Jsonb => Some("jsonb"),
+        Ret::Json => Some("json"),
+        _ => None,
+    };
+    let scalar = move |row: &[ScalarValue]| {
+        Ok(match (ret, body(row)?) {
+            (Ret::Bool, Some(Out::Bool(b))) => ScalarValue::Boolean(Some(b)),
+            (Ret::Bool, _) => ScalarValue::Boolean(None),
+            (Ret::Int, Some(Out::Int(n))) => ScalarValue::Int32(Some(n)),
+            (Ret::Int, _) => ScalarValue::Int32(None),
+            (_, Some(Out::Text(s))) => ScalarValue::Utf8(Some(s)),
+            (_, _) => ScalarValue::Utf8(None),
         })
-        .collect();
-    Arc::new(ScalarUDF::from(JsonFn {
+    };
+    crate::pg_functions::tagged_udf(
         name,
-        signature: Signature::one_of(sigs, Volatility::Immutable),
-        ret,
-        body: Arc::new(body),
-    }))
+        arities,
+        ret.data_type(),
+        tag,
+        Volatility::Immutable,
+        scalar,
+    )
 }
 
 fn text_arg(v: &ScalarValue) -> Option<String> {

@@ -500,12 +500,16 @@ fn column_by_attnum(t: &TableDesc, n: i64) -> Option<String> {
     Some(t.columns[pos].name.clone())
 }
 
-fn index_columns(t: &TableDesc, ix: Option<&IndexDesc>) -> Vec<String> {
-    let positions = match ix {
+/// Positions (into `columns`) of an index's key columns; `None` is the primary key.
+fn key_positions(t: &TableDesc, ix: Option<&IndexDesc>) -> Vec<usize> {
+    match ix {
         Some(ix) => t.index_positions(ix),
         None => t.primary_key.clone(),
-    };
-    positions
+    }
+}
+
+fn index_columns(t: &TableDesc, ix: Option<&IndexDesc>) -> Vec<String> {
+    key_positions(t, ix)
         .into_iter()
         .map(|p| t.columns[p].name.clone())
         .collect()
@@ -1311,20 +1315,14 @@ fn rel_columns(r: &Rel) -> Vec<(String, i64, i32, bool, bool, &'static str)> {
                 )
             })
             .collect(),
-        RelKind::Index(t, ix) => {
-            let positions = match ix {
-                Some(ix) => t.index_positions(ix),
-                None => t.primary_key.clone(),
-            };
-            positions
-                .into_iter()
-                .map(|p| {
-                    let c = &t.columns[p];
-                    let (oid, typmod) = type_of(&c.ty);
-                    (c.name.clone(), oid, typmod, false, false, "")
-                })
-                .collect()
-        }
+        RelKind::Index(t, ix) => key_positions(t, ix.as_ref())
+            .into_iter()
+            .map(|p| {
+                let c = &t.columns[p];
+                let (oid, typmod) = type_of(&c.ty);
+                (c.name.clone(), oid, typmod, false, false, "")
+            })
+            .collect(),
         RelKind::Sequence(_) => vec![
             ("last_value".into(), 20, -1, true, false, ""),
             ("log_cnt".into(), 20, -1, true, false, ""),
@@ -1452,11 +1450,10 @@ fn index_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
         let RelKind::Index(t, ix) = &r.kind else {
             continue;
         };
-        let positions = match ix {
-            Some(ix) => t.index_positions(ix),
-            None => t.primary_key.clone(),
-        };
-        let keys: Vec<i64> = positions.iter().map(|&p| attnum(t, p)).collect();
+        let keys: Vec<i64> = key_positions(t, ix.as_ref())
+            .iter()
+            .map(|&p| attnum(t, p))
+            .collect();
         let n = keys.len() as i64;
         let unique = ix.as_ref().map(|i| i.unique).unwrap_or(true);
         let nnd = ix.as_ref().is_some_and(|i| i.nulls_not_distinct);

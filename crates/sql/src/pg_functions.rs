@@ -27,6 +27,8 @@ pub struct PgFn {
     ret: DataType,
     /// The result type when it depends on the argument types (`mod`).
     ret_of: Option<fn(&[DataType]) -> DataType>,
+    /// The PostgreSQL type tag of the result (`jsonb`), when Arrow's type alone is not it.
+    tag: Option<&'static str>,
     body: Arc<Body>,
 }
 
@@ -59,6 +61,21 @@ impl ScalarUDFImpl for PgFn {
             Some(f) => f(arg_types),
             None => self.ret.clone(),
         })
+    }
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
+        let types: Vec<DataType> = args
+            .arg_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let f = Field::new(self.name, self.return_type(&types)?, true);
+        Ok(Arc::new(match self.tag {
+            Some(tag) => f.with_metadata(crate::types::tag_metadata(tag)),
+            None => f,
+        }))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let ret = args.return_field.data_type().clone();
@@ -118,6 +135,19 @@ fn udf(
     volatility: Volatility,
     body: impl Fn(&[ScalarValue]) -> Result<ScalarValue, SqlError> + Send + Sync + 'static,
 ) -> Arc<ScalarUDF> {
+    tagged_udf(name, arities, ret, None, volatility, body)
+}
+
+/// A row-wise function taking any argument types in the given counts; `tag` marks a result
+/// whose PostgreSQL type Arrow cannot tell (`jsonb`).
+pub(crate) fn tagged_udf(
+    name: &'static str,
+    arities: &[usize],
+    ret: DataType,
+    tag: Option<&'static str>,
+    volatility: Volatility,
+    body: impl Fn(&[ScalarValue]) -> Result<ScalarValue, SqlError> + Send + Sync + 'static,
+) -> Arc<ScalarUDF> {
     let sigs = arities
         .iter()
         .map(|&n| match n {
@@ -130,6 +160,7 @@ fn udf(
         signature: Signature::one_of(sigs, volatility),
         ret,
         ret_of: None,
+        tag,
         body: Arc::new(body),
     }))
 }
@@ -152,6 +183,7 @@ fn numeric_udf(
         signature: Signature::any(arity, IMMUTABLE),
         ret: DataType::Float64,
         ret_of: Some(ret_of),
+        tag: None,
         body: Arc::new(body),
     }))
 }

@@ -141,16 +141,25 @@ fn rewrite(e: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
     }
 }
 
+/// Rewrites every expression of `plan` (and its subqueries) bottom-up with `f`, which sees
+/// the merged schema of the node's inputs.
+fn rewrite_exprs(
+    plan: LogicalPlan,
+    f: fn(Expr, &DFSchema) -> DfResult<Transformed<Expr>>,
+) -> DfResult<LogicalPlan> {
+    plan.transform_up_with_subqueries(|p| {
+        let mut schema = DFSchema::empty();
+        for input in p.inputs() {
+            schema.merge(input.schema());
+        }
+        p.map_expressions(|e| e.transform_up(|x| f(x, &schema)))
+    })
+    .map(|t| t.data)
+}
+
 impl AnalyzerRule for PgCastRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        plan.transform_up_with_subqueries(|p| {
-            let mut schema = DFSchema::empty();
-            for input in p.inputs() {
-                schema.merge(input.schema());
-            }
-            p.map_expressions(|e| e.transform_up(|x| rewrite(x, &schema)))
-        })
-        .map(|t| t.data)
+        rewrite_exprs(plan, rewrite)
     }
 
     fn name(&self) -> &str {
@@ -226,14 +235,7 @@ fn rewrite_array_literal(e: Expr, schema: &DFSchema) -> DfResult<Transformed<Exp
 
 impl AnalyzerRule for PgArrayLiteralRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        plan.transform_up_with_subqueries(|p| {
-            let mut schema = DFSchema::empty();
-            for input in p.inputs() {
-                schema.merge(input.schema());
-            }
-            p.map_expressions(|e| e.transform_up(|x| rewrite_array_literal(x, &schema)))
-        })
-        .map(|t| t.data)
+        rewrite_exprs(plan, rewrite_array_literal)
     }
 
     fn name(&self) -> &str {
