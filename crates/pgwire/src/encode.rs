@@ -118,7 +118,7 @@ pub fn field_infos(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
         .enumerate()
         .map(|(i, f)| {
             FieldInfo::new(
-                f.name().clone(),
+                kestrel_sql::pgcompat::display_name(f.name()).to_string(),
                 None,
                 None,
                 pg_type(f),

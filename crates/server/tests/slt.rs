@@ -176,6 +176,7 @@ async fn run_against_postgres(base: &str, complete: bool) {
 /// Records that do not pass on Kestrel yet: `file:line reason`, one per line. The list may
 /// only shrink: a listed record that passes fails the test (remove it), and so does a failing
 /// record that is not listed. `KESTREL_SLT_WRITE_KNOWN=1` rewrites the list from this run.
+/// `KESTREL_SLT_VERBOSE=1` prints every failure in full (SQL, expected and actual output).
 const KNOWN_FAILURES: &str = "known_failures.txt";
 /// The longest one record may run before it counts as failed.
 const RECORD_TIMEOUT_SECS: u64 = 30;
@@ -226,7 +227,12 @@ async fn run_file_records(file: &Path) -> (usize, Vec<(String, String)>) {
         total += 1;
         let reason = match res {
             Ok(Ok(_)) => continue,
-            Ok(Err(e)) => e.display(false).to_string(),
+            Ok(Err(e)) => {
+                if std::env::var("KESTREL_SLT_VERBOSE").is_ok_and(|v| v == "1") {
+                    eprintln!("=== {name}:{line}\n{}", e.display(false));
+                }
+                e.display(false).to_string()
+            }
             Err(_) => format!("timed out after {RECORD_TIMEOUT_SECS} s"),
         };
         let reason: String = reason

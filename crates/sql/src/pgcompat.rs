@@ -274,6 +274,22 @@ mod tests {
         assert!(parse_bytea("\\x0").is_err());
         assert!(parse_bytea("\\q").is_err());
     }
+
+    #[test]
+    fn repeated_output_names_are_marked_and_displayed_plainly() {
+        use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+        let sql = "INSERT INTO t SELECT g, g, 1 AS x, 2 AS X FROM (SELECT 1, 1) s";
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        rewrite_statement(&mut stmt);
+        let text = stmt.to_string();
+        assert!(text.contains("g AS \"g\u{1f}2\""), "{text}");
+        assert!(text.contains("2 AS \"x\u{1f}2\""), "{text}");
+        assert!(text.contains("1 AS \"1\u{1f}2\""), "{text}");
+        assert_eq!(display_name("g\u{1f}2"), "g");
+        assert_eq!(display_name("g"), "g");
+    }
 }
 
 /// Statement rewrites for PostgreSQL syntax DataFusion reads differently, applied to the
@@ -323,6 +339,7 @@ pub fn rewrite_statement(stmt: &mut datafusion::sql::sqlparser::ast::Statement) 
     if let datafusion::sql::sqlparser::ast::Statement::Query(q) = stmt {
         name_select_items(q);
     }
+    unique_select_names(stmt);
     rewrite_pg_syntax(stmt);
     if let datafusion::sql::sqlparser::ast::Statement::Insert(ins) = stmt {
         if let Some(source) = ins.source.as_mut() {
@@ -1059,11 +1076,22 @@ fn figure_colname(e: &datafusion::sql::sqlparser::ast::Expr) -> Option<String> {
     }
 }
 
+/// Marks an output name made unique for DataFusion: `g` repeated in `SELECT g, g` becomes
+/// `g` and `g\u{1f}2`. [`display_name`] strips the mark when the name goes to the client, so
+/// both columns are called `g`, as in PostgreSQL.
+pub const DUPLICATE_NAME_MARK: char = '\u{1f}';
+
+/// The name a client sees for output column `name` (see [`DUPLICATE_NAME_MARK`]).
+pub fn display_name(name: &str) -> &str {
+    name.split_once(DUPLICATE_NAME_MARK)
+        .map_or(name, |(n, _)| n)
+}
+
 /// Gives the unaliased items of a query's select list PostgreSQL's column names (so clients
-/// see `count`, `nextval`, `x` for `x::bigint` instead of DataFusion's expression text).
-/// A name another output column already has is left alone (DataFusion needs unique names).
+/// see `count`, `nextval`, `x` for `x::bigint` instead of DataFusion's expression text), and
+/// makes repeated names unique (DataFusion needs unique names; PostgreSQL allows repeats).
 pub fn name_select_items(q: &mut datafusion::sql::sqlparser::ast::Query) {
-    use datafusion::sql::sqlparser::ast::{Expr, SelectItem, SetExpr};
+    use datafusion::sql::sqlparser::ast::SetExpr;
     let mut body = q.body.as_mut();
     let select = loop {
         match body {
@@ -1073,51 +1101,73 @@ pub fn name_select_items(q: &mut datafusion::sql::sqlparser::ast::Query) {
             _ => return,
         }
     };
-    // Names the output already has: plain columns and explicit aliases come first.
-    let mut taken: Vec<String> = select
-        .projection
-        .iter()
-        .filter_map(|item| match item {
-            SelectItem::UnnamedExpr(e @ (Expr::Identifier(_) | Expr::CompoundIdentifier(_))) => {
-                figure_colname(e)
+    name_items(&mut select.projection, true);
+}
+
+/// Names the items of one select list: with `pg_names`, every unaliased expression gets
+/// PostgreSQL's name; a name an earlier item already has gets a [`DUPLICATE_NAME_MARK`].
+fn name_items(items: &mut [ast::SelectItem], pg_names: bool) {
+    use ast::{Expr, SelectItem};
+    let fold = |i: &ast::Ident| match i.quote_style {
+        Some(_) => i.value.clone(),
+        None => i.value.to_lowercase(),
+    };
+    let mut taken: Vec<String> = Vec::new();
+    for item in items.iter_mut() {
+        let (expr, name, aliased) = match item {
+            SelectItem::UnnamedExpr(e) => {
+                let plain = matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
+                let name = match figure_colname(e) {
+                    Some(n) => n,
+                    None if pg_names => "?column?".to_string(),
+                    // DataFusion's own name for the expression: repeats are still caught.
+                    None => e.to_string(),
+                };
+                (e.clone(), name, plain || !pg_names)
             }
-            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
-            _ => None,
-        })
-        .collect();
-    let mut names: Vec<Option<String>> = Vec::new();
-    for item in &select.projection {
-        let n = match item {
-            SelectItem::UnnamedExpr(Expr::Identifier(_) | Expr::CompoundIdentifier(_)) => None,
-            // PostgreSQL says `?column?`; repeated, that is a duplicate DataFusion rejects.
-            SelectItem::UnnamedExpr(e) => Some(figure_colname(e).unwrap_or("?column?".into())),
-            _ => None,
+            SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), fold(alias), true),
+            _ => continue,
         };
-        names.push(n);
-    }
-    for (item, name) in select.projection.iter_mut().zip(names) {
-        let Some(mut name) = name else { continue };
-        // PostgreSQL allows duplicate output names, DataFusion does not: a repeated name
-        // becomes the expression's text, then gets a number.
-        if taken.contains(&name) {
-            if let SelectItem::UnnamedExpr(e) = item {
-                name = e.to_string();
-            }
-            let base = name.clone();
-            let mut n = 1;
-            while taken.contains(&name) {
-                n += 1;
-                name = format!("{base}_{n}");
-            }
+        let mut unique = name.clone();
+        let mut n = 1;
+        while taken.contains(&unique) {
+            n += 1;
+            unique = format!("{name}{DUPLICATE_NAME_MARK}{n}");
         }
-        taken.push(name.clone());
-        if let SelectItem::UnnamedExpr(e) = item {
+        if unique != name || !aliased {
             *item = SelectItem::ExprWithAlias {
-                expr: e.clone(),
-                alias: datafusion::sql::sqlparser::ast::Ident::with_quote('"', name),
+                expr,
+                alias: ast::Ident::with_quote('"', unique.clone()),
             };
         }
+        taken.push(unique);
     }
+}
+
+/// Makes repeated output names unique in every select list of `stmt` (subqueries, CTEs and
+/// INSERT sources included): `INSERT INTO t SELECT g, g FROM …`.
+fn unique_select_names(stmt: &mut ast::Statement) {
+    use ast::{SetExpr, VisitMut, VisitorMut};
+    use std::ops::ControlFlow;
+    struct Names;
+    impl VisitorMut for Names {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<()> {
+            fn walk(body: &mut SetExpr) {
+                match body {
+                    SetExpr::Select(s) => name_items(&mut s.projection, false),
+                    SetExpr::SetOperation { left, right, .. } => {
+                        walk(left);
+                        walk(right);
+                    }
+                    _ => {}
+                }
+            }
+            walk(&mut q.body);
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Names);
 }
 
 /// How many view references one statement may expand (nested views included).
