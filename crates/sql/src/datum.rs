@@ -6,9 +6,11 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
     Date32Builder, Decimal128Array, Decimal128Builder, Float32Array, Float32Builder, Float64Array,
     Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder,
-    StringArray, StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    IntervalMonthDayNanoArray, IntervalMonthDayNanoBuilder, StringArray, StringBuilder,
+    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::IntervalMonthDayNano;
 use datafusion::common::ScalarValue;
 
 use crate::error::{code, SqlError, SqlResult};
@@ -32,6 +34,8 @@ pub enum Datum {
     /// Microseconds since 1970-01-01 00:00 (UTC for timestamptz).
     Timestamp(i64),
     Uuid([u8; 16]),
+    /// An interval: months, days, nanoseconds (each signed, as in PostgreSQL).
+    Interval(i32, i32, i64),
 }
 
 impl Datum {
@@ -64,6 +68,7 @@ impl Datum {
             Datum::Date(d) => ScalarValue::Date32(Some(*d)).to_string(),
             Datum::Timestamp(t) => ScalarValue::TimestampMicrosecond(Some(*t), None).to_string(),
             Datum::Uuid(u) => uuid::Uuid::from_bytes(*u).hyphenated().to_string(),
+            Datum::Interval(m, d, n) => ScalarValue::new_interval_mdn(*m, *d, *n).to_string(),
         }
     }
 }
@@ -130,6 +135,9 @@ pub fn datums_from_array(ty: &SqlType, array: &ArrayRef) -> SqlResult<Vec<Datum>
             collect!(TimestampMicrosecondArray, Datum::Timestamp)
         }
         SqlType::Bytea => collect!(BinaryArray, |b: &[u8]| Datum::Bytes(b.to_vec())),
+        SqlType::Interval => collect!(IntervalMonthDayNanoArray, |v: IntervalMonthDayNano| {
+            Datum::Interval(v.months, v.days, v.nanoseconds)
+        }),
     }
     Ok(out)
 }
@@ -207,6 +215,8 @@ pub fn array_from_datums(ty: &SqlType, vals: &[Datum]) -> SqlResult<ArrayRef> {
             Arc::new(a.with_timezone("+00:00"))
         }
         SqlType::Bytea => build!(BinaryBuilder::with_capacity(n, n * 16), Datum::Bytes(v) => v),
+        SqlType::Interval => build!(IntervalMonthDayNanoBuilder::with_capacity(n),
+            Datum::Interval(m, d, ns) => IntervalMonthDayNano::new(*m, *d, *ns)),
     })
 }
 
@@ -253,6 +263,7 @@ mod tests {
             ),
             (SqlType::Bytea, Datum::Bytes(vec![0, 1, 255])),
             (SqlType::Uuid, Datum::Uuid([7; 16])),
+            (SqlType::Interval, Datum::Interval(14, -3, 5_000_000_123)),
         ];
         for (ty, d) in cases {
             let arr = array_from_datums(&ty, &[d.clone(), Datum::Null]).unwrap();

@@ -106,6 +106,7 @@ pub fn type_of(ty: &SqlType) -> (i64, i32) {
         SqlType::Uuid => (2950, -1),
         SqlType::Jsonb => (3802, -1),
         SqlType::Json => (114, -1),
+        SqlType::Interval => (1186, -1),
     }
 }
 

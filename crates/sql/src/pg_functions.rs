@@ -386,6 +386,22 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
         udf("pg_is_in_recovery", &[0], DataType::Boolean, STABLE, |_| {
             Ok(ScalarValue::Boolean(Some(false)))
         }),
+        tagged_udf(
+            "kestrel_uuid_in",
+            &[1],
+            DataType::Utf8,
+            Some("uuid"),
+            IMMUTABLE,
+            |a| {
+                Ok(match text(&a[0]) {
+                    None => utf8(None),
+                    Some(s) => {
+                        let u = crate::datum::parse_uuid(&s)?;
+                        utf8(Some(uuid::Uuid::from_bytes(u).hyphenated().to_string()))
+                    }
+                })
+            },
+        ),
         udf("quote_ident", &[1], DataType::Utf8, IMMUTABLE, |a| {
             Ok(utf8(text(&a[0]).map(|s| pg_catalog::quote_ident(&s))))
         }),

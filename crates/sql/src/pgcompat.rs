@@ -786,6 +786,17 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
             expr, data_type, ..
         } => match cast_target(data_type)? {
             CastTarget::Call(f) => Some(call(f, vec![expr.as_ref().clone()])),
+            CastTarget::Truncate(n) => {
+                let text = Expr::Cast {
+                    kind: ast::CastKind::DoubleColon,
+                    expr: expr.clone(),
+                    data_type: ast::DataType::Text,
+                    array: false,
+                    format: None,
+                };
+                let n = Expr::Value(ast::Value::Number(n.to_string(), false).into());
+                Some(call("left", vec![text, n]))
+            }
             CastTarget::Type(t) => {
                 *data_type = t;
                 None
@@ -872,6 +883,8 @@ fn set_returning(f: &ast::Function) -> Option<ast::Expr> {
 enum CastTarget {
     Call(&'static str),
     Type(ast::DataType),
+    /// `varchar(n)`: PostgreSQL truncates an explicit cast to n characters.
+    Truncate(u64),
 }
 
 /// What a cast to a PostgreSQL system type becomes.
@@ -881,12 +894,17 @@ fn cast_target(t: &ast::DataType) -> Option<CastTarget> {
         D::Regclass => return Some(CastTarget::Call("kestrel_regclass")),
         D::JSONB => return Some(CastTarget::Call("kestrel_jsonb_in")),
         D::JSON => return Some(CastTarget::Call("kestrel_json_in")),
+        D::Uuid => return Some(CastTarget::Call("kestrel_uuid_in")),
+        D::Varchar(Some(ast::CharacterLength::IntegerLength { length, .. }))
+        | D::CharacterVarying(Some(ast::CharacterLength::IntegerLength { length, .. })) => {
+            return Some(CastTarget::Truncate(*length))
+        }
         D::Array(ast::ArrayElemTypeDef::SquareBracket(inner, n)) => {
             return match cast_target(inner)? {
                 CastTarget::Type(t) => Some(CastTarget::Type(D::Array(
                     ast::ArrayElemTypeDef::SquareBracket(Box::new(t), *n),
                 ))),
-                CastTarget::Call(_) => None,
+                CastTarget::Call(_) | CastTarget::Truncate(_) => None,
             };
         }
         D::Custom(name, mods) if mods.is_empty() => name,

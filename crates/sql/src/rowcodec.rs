@@ -42,6 +42,16 @@ fn put_key_datum(out: &mut Vec<u8>, d: &Datum) -> SqlResult<()> {
         Datum::Date(v) => keycode::put_i32(out, *v),
         Datum::Timestamp(v) => keycode::put_i64(out, *v),
         Datum::Uuid(u) => out.extend_from_slice(u),
+        // Sorted by the span PostgreSQL compares (30-day months), then by the fields.
+        Datum::Interval(m, d, n) => {
+            let span = crate::pg_ops::span_nanos(
+                datafusion::arrow::datatypes::IntervalMonthDayNano::new(*m, *d, *n),
+            );
+            keycode::put_i128(out, span);
+            keycode::put_i32(out, *m);
+            keycode::put_i32(out, *d);
+            keycode::put_i64(out, *n);
+        }
     }
     Ok(())
 }
@@ -87,6 +97,14 @@ fn get_key_datum(r: &mut Reader<'_>, ty: &SqlType) -> SqlResult<Datum> {
             }
             Datum::Uuid(u)
         }
+        SqlType::Interval => {
+            let _span = r.i128().map_err(e)?;
+            Datum::Interval(
+                r.i32().map_err(e)?,
+                r.i32().map_err(e)?,
+                r.i64().map_err(e)?,
+            )
+        }
     })
 }
 
@@ -102,6 +120,7 @@ const TAG_BYTES: u8 = 8;
 const TAG_DATE: u8 = 9;
 const TAG_TS: u8 = 10;
 const TAG_UUID: u8 = 11;
+const TAG_INTERVAL: u8 = 12;
 
 /// The value part of `row`: every non-key, non-NULL column.
 pub fn encode_value(desc: &TableDesc, row: &[Datum]) -> Vec<u8> {
@@ -160,6 +179,12 @@ pub fn encode_value(desc: &TableDesc, row: &[Datum]) -> Vec<u8> {
                 out.push(TAG_UUID);
                 out.extend_from_slice(u)
             }
+            Datum::Interval(m, d, n) => {
+                out.push(TAG_INTERVAL);
+                out.extend_from_slice(&m.to_le_bytes());
+                out.extend_from_slice(&d.to_le_bytes());
+                out.extend_from_slice(&n.to_le_bytes());
+            }
         }
     }
     out
@@ -201,6 +226,11 @@ fn decode_payload(buf: &mut &[u8], tag: u8) -> SqlResult<Datum> {
         TAG_DATE => Datum::Date(i32::from_le_bytes(arr(take(buf, 4)?))),
         TAG_TS => Datum::Timestamp(i64::from_le_bytes(arr(take(buf, 8)?))),
         TAG_UUID => Datum::Uuid(arr(take(buf, 16)?)),
+        TAG_INTERVAL => Datum::Interval(
+            i32::from_le_bytes(arr(take(buf, 4)?)),
+            i32::from_le_bytes(arr(take(buf, 4)?)),
+            i64::from_le_bytes(arr(take(buf, 8)?)),
+        ),
         _ => return Err(corrupt()),
     })
 }

@@ -66,7 +66,9 @@ impl SqlEngine {
             .with_default_catalog_and_schema(database, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(false)
-            .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+            .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+            // `timestamptz` is a zoned timestamp (DataFusion's default makes it zone-less).
+            .set_str("datafusion.execution.time_zone", "+00:00");
         let seq_session = Arc::new(std::sync::Mutex::new(
             crate::sequence::SessionSequences::default(),
         ));
@@ -103,6 +105,8 @@ impl SqlEngine {
         }
         base.register_expr_planner(Arc::new(crate::json::JsonPlanner))
             .map_err(from_datafusion)?;
+        base.register_expr_planner(Arc::new(crate::pg_ops::TemporalPlanner))
+            .map_err(from_datafusion)?;
         for udf in crate::pg_functions::session_udfs(database, user) {
             base.register_udf(udf).map_err(from_datafusion)?;
         }
@@ -126,6 +130,8 @@ impl SqlEngine {
 fn analyzer_rules() -> Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> {
     let mut rules = datafusion::optimizer::Analyzer::new().rules;
     rules.insert(0, Arc::new(crate::pgcompat::PgArrayLiteralRule));
+    rules.insert(1, Arc::new(crate::pg_ops::PgLiteralRule));
+    rules.push(Arc::new(crate::pg_ops::PgOperatorRule));
     rules.push(Arc::new(crate::pgcompat::PgCastRule));
     rules
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
 use datafusion::sql::sqlparser::ast::{self, CharacterLength, ExactNumberInfo, TimezoneInfo};
 
 use crate::error::{SqlError, SqlResult};
@@ -59,6 +59,8 @@ pub enum SqlType {
     Jsonb,
     /// `json`: JSON text as written.
     Json,
+    /// `interval`: months, days and nanoseconds (Arrow's month-day-nano interval).
+    Interval,
 }
 
 const UNCONSTRAINED_PRECISION: u8 = 38;
@@ -88,6 +90,7 @@ impl SqlType {
                 DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
             }
             SqlType::Bytea => DataType::Binary,
+            SqlType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
         }
     }
 
@@ -131,6 +134,7 @@ impl SqlType {
                 ))
                 .ok()
             }
+            DataType::Interval(_) => SqlType::Interval,
             DataType::Null => SqlType::Text,
             _ => return None,
         })
@@ -162,6 +166,7 @@ impl SqlType {
             SqlType::Uuid => "uuid".into(),
             SqlType::Jsonb => "jsonb".into(),
             SqlType::Json => "json".into(),
+            SqlType::Interval => "interval".into(),
         }
     }
 
@@ -194,11 +199,13 @@ impl SqlType {
             D::Uuid => SqlType::Uuid,
             D::JSONB => SqlType::Jsonb,
             D::JSON => SqlType::Json,
+            D::Interval { .. } => SqlType::Interval,
             D::Custom(name, _) => match name.to_string().to_ascii_lowercase().as_str() {
                 "timestamptz" => SqlType::TimestampTz,
                 "uuid" => SqlType::Uuid,
                 "jsonb" => SqlType::Jsonb,
                 "json" => SqlType::Json,
+                "interval" => SqlType::Interval,
                 "bpchar" => SqlType::Char(1),
                 "serial" | "bigserial" | "smallserial" => {
                     return Err(SqlError::unsupported(format!("type {name} (sequences)")))
