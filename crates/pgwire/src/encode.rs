@@ -589,8 +589,12 @@ fn interval_value(a: &dyn Array, i: usize) -> Option<PgValue> {
 /// 04:05:06`, hours never folded into days, `00:00:00` for zero.
 fn interval_text(months: i32, days: i32, micros: i64) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let unit = |n: i64, one: &str, many: &str| {
-        format!("{n} {}", if n == 1 || n == -1 { one } else { many })
+    // PostgreSQL: only exactly 1 is singular; after a negative field, positive ones get '+'.
+    let mut negative_seen = false;
+    let mut unit = |n: i64, one: &str, many: &str| {
+        let plus = if negative_seen && n > 0 { "+" } else { "" };
+        negative_seen |= n < 0;
+        format!("{plus}{n} {}", if n == 1 { one } else { many })
     };
     let (years, mons) = (months / 12, months % 12);
     if years != 0 {
@@ -603,7 +607,11 @@ fn interval_text(months: i32, days: i32, micros: i64) -> String {
         parts.push(unit(days as i64, "day", "days"));
     }
     if micros != 0 || parts.is_empty() {
-        let sign = if micros < 0 { "-" } else { "" };
+        let sign = match micros {
+            m if m < 0 => "-",
+            m if m > 0 && negative_seen => "+",
+            _ => "",
+        };
         let m = micros.unsigned_abs();
         let (secs, frac) = (m / 1_000_000, m % 1_000_000);
         let mut t = format!(
@@ -701,6 +709,8 @@ mod tests {
         assert_eq!(interval_text(25, 0, 0), "2 years 1 mon");
         assert_eq!(interval_text(0, 1, -3_600_000_000), "1 day -01:00:00");
         assert_eq!(interval_text(0, -2, 0), "-2 days");
+        assert_eq!(interval_text(0, -1, 0), "-1 days");
+        assert_eq!(interval_text(0, -1, 7_200_000_000), "-1 days +02:00:00");
         assert_eq!(
             interval_text(14, 3, 14_706_500_000),
             "1 year 2 mons 3 days 04:05:06.5"

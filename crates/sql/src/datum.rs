@@ -85,7 +85,10 @@ fn bad(ty: &SqlType, what: &str) -> SqlError {
 pub fn datums_from_array(ty: &SqlType, array: &ArrayRef) -> SqlResult<Vec<Datum>> {
     let want = ty.arrow();
     let array = if array.data_type() != &want {
-        cast(array, &want).map_err(|e| crate::error::from_datafusion(e.into()))?
+        match crate::pg_ops::cast_text(array, &want) {
+            Some(parsed) => parsed?,
+            None => cast(array, &want).map_err(|e| crate::error::from_datafusion(e.into()))?,
+        }
     } else {
         array.clone()
     };

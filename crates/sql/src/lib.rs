@@ -45,6 +45,7 @@ pub mod alter;
 pub mod catalog;
 pub mod check;
 pub mod copy;
+pub mod date_fns;
 pub mod datetime;
 pub mod datum;
 pub mod ddl;

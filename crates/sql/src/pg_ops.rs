@@ -255,6 +255,20 @@ impl datafusion::logical_expr::planner::ExprPlanner for TemporalPlanner {
             op,
             Box::new(expr.right.clone()),
         );
+        let (lt, rt) = (type_of(&b.left, schema), type_of(&b.right, schema));
+        let date = Some(DataType::Date32);
+        if matches!(op, Operator::Multiply | Operator::Divide) && (lt == date || rt == date) {
+            let name = |t: &Option<DataType>| match t {
+                Some(t) => crate::types::SqlType::from_arrow(t)
+                    .map_or_else(|| t.to_string(), |t| t.pg_name()),
+                None => "unknown".into(),
+            };
+            return Err(SqlError::new(
+                code::UNDEFINED_FUNCTION,
+                format!("operator does not exist: {} {op} {}", name(&lt), name(&rt)),
+            )
+            .into_datafusion());
+        }
         Ok(match temporal_arith(&b, schema) {
             Some(e) => PlannerResult::Planned(e),
             None => PlannerResult::Original(expr),
@@ -793,6 +807,27 @@ fn interval_in(a: &ArrayRef) -> Result<ArrayRef, SqlError> {
         out.push(Some(v));
     }
     Ok(Arc::new(IntervalMonthDayNanoArray::from(out)))
+}
+
+/// Converts a text array to `to` with PostgreSQL's input rules when Kestrel has its own for
+/// that type (date, timestamp, interval, integers); `None` means Arrow's cast is right.
+pub fn cast_text(a: &ArrayRef, to: &DataType) -> Option<Result<ArrayRef, SqlError>> {
+    if !matches!(
+        a.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
+        return None;
+    }
+    let name = |t: &DataType| -> ArrayRef { Arc::new(StringArray::from(vec![int_name(t)])) };
+    let out = match to {
+        DataType::Date32 => text_in(a, Op::DateIn),
+        DataType::Timestamp(_, None) => text_in(a, Op::TimestampIn),
+        DataType::Timestamp(_, Some(_)) => text_in(a, Op::TimestampTzIn),
+        DataType::Interval(IntervalUnit::MonthDayNano) => interval_in(a),
+        DataType::Int16 | DataType::Int32 | DataType::Int64 => int_in(a, &name(to)),
+        _ => return None,
+    };
+    Some(out.and_then(|arr| cast(&arr, to).map_err(|e| df(e.into()))))
 }
 
 fn text_in(a: &ArrayRef, op: Op) -> Result<ArrayRef, SqlError> {

@@ -739,6 +739,13 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
             {
                 f.name.0.remove(0);
             }
+            if f.name.0.len() == 1
+                && f.name.0[0]
+                    .as_ident()
+                    .is_some_and(|i| ident_is(i, "make_interval"))
+            {
+                positional_make_interval(f);
+            }
             if let ast::FunctionArguments::Subquery(q) = &f.args {
                 if f.name.0.len() == 1
                     && f.name.0[0].as_ident().is_some_and(|i| ident_is(i, "array"))
@@ -748,6 +755,16 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
             }
             set_returning(f)
         }
+        Expr::Extract { field, expr, .. } => {
+            let name = field.to_string().to_lowercase();
+            let name = Expr::Value(ast::Value::SingleQuotedString(name).into());
+            Some(call("kestrel_extract", vec![name, expr.as_ref().clone()]))
+        }
+        Expr::BinaryOp {
+            op: Op::Overlaps,
+            left,
+            right,
+        } => overlaps(left, right),
         Expr::BinaryOp { op, .. } => {
             if let Op::PGCustomBinaryOperator(parts) = op {
                 let last = parts.last().map(|s| s.as_str());
@@ -885,6 +902,78 @@ enum CastTarget {
     Type(ast::DataType),
     /// `varchar(n)`: PostgreSQL truncates an explicit cast to n characters.
     Truncate(u64),
+}
+
+/// `make_interval(days => 10)`: named arguments become positional ones (zero where absent).
+fn positional_make_interval(f: &mut ast::Function) {
+    let ast::FunctionArguments::List(list) = &mut f.args else {
+        return;
+    };
+    let named = |a: &ast::FunctionArg| match a {
+        ast::FunctionArg::Named {
+            name,
+            arg: ast::FunctionArgExpr::Expr(e),
+            ..
+        } => Some((name.value.to_lowercase(), e.clone())),
+        _ => None,
+    };
+    let Some(pairs) = list.args.iter().map(named).collect::<Option<Vec<_>>>() else {
+        return;
+    };
+    if pairs.is_empty() {
+        return;
+    }
+    let zero = || ast::Expr::Value(ast::Value::Number("0".into(), false).into());
+    list.args = crate::date_fns::MAKE_INTERVAL_PARAMS
+        .iter()
+        .map(|p| {
+            let e = pairs
+                .iter()
+                .find(|(n, _)| n == p)
+                .map_or_else(zero, |(_, e)| e.clone());
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e))
+        })
+        .collect();
+}
+
+/// `(s1, e1) OVERLAPS (s2, e2)` as PostgreSQL evaluates it: each pair ordered, then the
+/// later start must come before the other's end (equal starts overlap).
+fn overlaps(left: &ast::Expr, right: &ast::Expr) -> Option<ast::Expr> {
+    use ast::{BinaryOperator as Op, Expr};
+    let pair = |e: &Expr| match e {
+        Expr::Tuple(items) if items.len() == 2 => Some((items[0].clone(), items[1].clone())),
+        _ => None,
+    };
+    let ((a, b), (c, d)) = (pair(left)?, pair(right)?);
+    let (s1, e1) = (
+        call("least", vec![a.clone(), b.clone()]),
+        call("greatest", vec![a, b]),
+    );
+    let (s2, e2) = (
+        call("least", vec![c.clone(), d.clone()]),
+        call("greatest", vec![c, d]),
+    );
+    let bin = |l: Expr, op: Op, r: Expr| Expr::BinaryOp {
+        left: Box::new(l),
+        op,
+        right: Box::new(r),
+    };
+    Some(Expr::Nested(Box::new(Expr::Case {
+        case_token: ast::helpers::attached_token::AttachedToken::empty(),
+        end_token: ast::helpers::attached_token::AttachedToken::empty(),
+        operand: None,
+        conditions: vec![
+            ast::CaseWhen {
+                condition: bin(s1.clone(), Op::Gt, s2.clone()),
+                result: bin(s1.clone(), Op::Lt, e2),
+            },
+            ast::CaseWhen {
+                condition: bin(s1.clone(), Op::Lt, s2.clone()),
+                result: bin(s2, Op::Lt, e1),
+            },
+        ],
+        else_result: Some(Box::new(Expr::Value(ast::Value::Boolean(true).into()))),
+    })))
 }
 
 /// What a cast to a PostgreSQL system type becomes.
@@ -1076,6 +1165,11 @@ fn figure_colname(e: &datafusion::sql::sqlparser::ast::Expr) -> Option<String> {
             _ => None,
         },
         Expr::Case { .. } => Some("case".into()),
+        Expr::Extract { .. } => Some("extract".into()),
+        Expr::BinaryOp {
+            op: ast::BinaryOperator::Overlaps,
+            ..
+        } => Some("overlaps".into()),
         Expr::Exists { .. } => Some("exists".into()),
         Expr::Array(_) => Some("array".into()),
         Expr::Subquery(q) => match q.body.as_ref() {

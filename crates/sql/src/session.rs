@@ -100,6 +100,10 @@ impl SqlEngine {
         base.deregister_udf("to_char").map_err(from_datafusion)?;
         base.register_udf(crate::to_char::ToChar::udf())
             .map_err(from_datafusion)?;
+        base.deregister_udf("make_date").map_err(from_datafusion)?;
+        for udf in crate::date_fns::udfs() {
+            base.register_udf(udf).map_err(from_datafusion)?;
+        }
         for udf in crate::json::udfs() {
             base.register_udf(udf).map_err(from_datafusion)?;
         }
