@@ -60,6 +60,7 @@ pub mod pg_functions;
 pub mod pg_ops;
 pub mod pgcompat;
 pub mod provider;
+pub mod query_rewrite;
 pub mod returning;
 pub mod rowcodec;
 pub mod sequence;

@@ -340,6 +340,7 @@ pub fn rewrite_statement(stmt: &mut datafusion::sql::sqlparser::ast::Statement) 
         name_select_items(q);
     }
     unique_select_names(stmt);
+    crate::query_rewrite::rewrite(stmt);
     rewrite_pg_syntax(stmt);
     if let datafusion::sql::sqlparser::ast::Statement::Insert(ins) = stmt {
         if let Some(source) = ins.source.as_mut() {
@@ -1128,6 +1129,11 @@ fn prefix_each(s: &ast::Select, expr: &ast::Expr) -> Option<ast::Expr> {
 
 /// The column name PostgreSQL gives an unaliased select-list expression (its
 /// `FigureColname`), if it gives one other than `?column?`.
+/// The name PostgreSQL gives an unaliased select item `e`, if it has one (else `?column?`).
+pub fn column_name(e: &ast::Expr) -> Option<String> {
+    figure_colname(e)
+}
+
 fn figure_colname(e: &datafusion::sql::sqlparser::ast::Expr) -> Option<String> {
     use datafusion::sql::sqlparser::ast::Expr;
     let fold = |i: &datafusion::sql::sqlparser::ast::Ident| match i.quote_style {

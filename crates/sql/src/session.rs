@@ -1329,6 +1329,7 @@ impl Session {
                     .await?;
                 let stmt = with_views(stmt, &ctx.views, &self.database)?;
                 crate::upsert::check_update_identity(&stmt, &state, &self.database).await?;
+                let stmt = crate::upsert::rewrite_update(stmt, &state, &self.database).await?;
                 let stmt =
                     crate::upsert::rewrite_insert(stmt, &state, &ctx, &self.database).await?;
                 if let Some(r) = &returning {
@@ -1421,6 +1422,7 @@ impl Session {
     ) -> SqlResult<ExecResult> {
         if let DFStatement::Statement(s) = stmt {
             crate::pgcompat::check_recursive_ctes(s)?;
+            crate::query_rewrite::check_limits(s)?;
         }
         if let Some(res) = self.join_dml(state, ctx, stmt, &params).await? {
             return Ok(res);

@@ -663,6 +663,95 @@ pub async fn check_update_identity(
     Ok(())
 }
 
+/// `UPDATE … SET (a, b) = (x, y)` / `= (SELECT x, y …)` become one assignment per column, and
+/// `SET c = DEFAULT` takes the column's default expression.
+pub async fn rewrite_update(
+    stmt: DFStatement,
+    state: &SessionState,
+    db: &str,
+) -> SqlResult<DFStatement> {
+    let DFStatement::Statement(s) = &stmt else {
+        return Ok(stmt);
+    };
+    let SqlStatement::Update(u) = s.as_ref() else {
+        return Ok(stmt);
+    };
+    let needed = u.assignments.iter().any(|a| {
+        matches!(a.target, AssignmentTarget::Tuple(_)) || crate::ddl::is_default_keyword(&a.value)
+    });
+    if !needed {
+        return Ok(stmt);
+    }
+    let desc = match &u.table.relation {
+        ast::TableFactor::Table { name, .. } => target_table(state, db, name).await?,
+        _ => None,
+    };
+    let mut u = u.clone();
+    let mut out = Vec::with_capacity(u.assignments.len());
+    for a in std::mem::take(&mut u.assignments) {
+        let pairs: Vec<(ast::ObjectName, ast::Expr)> = match a.target {
+            AssignmentTarget::ColumnName(n) => vec![(n, a.value)],
+            AssignmentTarget::Tuple(names) => {
+                let values = split_row_value(a.value, names.len())?;
+                names.into_iter().zip(values).collect()
+            }
+        };
+        for (name, value) in pairs {
+            let value = match (&desc, crate::ddl::is_default_keyword(&value)) {
+                (Some(d), true) => match d.column(&crate::ddl::last_ident(&name)) {
+                    Some((_, col)) => default_sql(col)?,
+                    None => value,
+                },
+                _ => value,
+            };
+            out.push(ast::Assignment {
+                target: AssignmentTarget::ColumnName(name),
+                value,
+            });
+        }
+    }
+    u.assignments = out;
+    Ok(DFStatement::Statement(Box::new(SqlStatement::Update(u))))
+}
+
+/// The values of a multiple-column SET item: a row `(x, y)` or a sub-SELECT of as many
+/// columns (one scalar subquery per column).
+fn split_row_value(value: ast::Expr, n: usize) -> SqlResult<Vec<ast::Expr>> {
+    let mismatch = || {
+        SqlError::new(
+            code::SYNTAX_ERROR,
+            "number of columns does not match number of values",
+        )
+    };
+    let values =
+        match value {
+            ast::Expr::Tuple(items) => items,
+            ast::Expr::Nested(e) => vec![*e],
+            ast::Expr::Subquery(q) => {
+                let ast::SetExpr::Select(sel) = q.body.as_ref() else {
+                    return Err(SqlError::unsupported("UPDATE … SET (…) = (set operation)"));
+                };
+                (0..sel.projection.len())
+                    .map(|i| {
+                        let mut one = sel.as_ref().clone();
+                        one.projection = vec![sel.projection[i].clone()];
+                        let mut q1 = q.as_ref().clone();
+                        q1.body = Box::new(ast::SetExpr::Select(Box::new(one)));
+                        ast::Expr::Subquery(Box::new(q1))
+                    })
+                    .collect()
+            }
+            _ => return Err(SqlError::new(
+                code::SYNTAX_ERROR,
+                "source for a multiple-column UPDATE item must be a sub-SELECT or ROW() expression",
+            )),
+        };
+    if values.len() != n {
+        return Err(mismatch());
+    }
+    Ok(values)
+}
+
 /// The descriptor of a Kestrel table named in a statement, as the statement's catalog sees it.
 pub async fn target_table(
     state: &SessionState,

@@ -1,0 +1,443 @@
+//! Query shapes DataFusion plans with different results than PostgreSQL, rewritten on the
+//! AST into equivalent forms it gets right (applied by [`crate::pgcompat::rewrite_statement`]):
+//!
+//! * `x op ANY (subquery)` / `x op ALL (subquery)`: DataFusion returns wrong rows. They become
+//!   `EXISTS (SELECT 1 FROM (subquery) k(v) WHERE x op k.v)` and
+//!   `NOT EXISTS (… WHERE NOT (x op k.v) OR k.v IS NULL OR x IS NULL)` — the same rows in a
+//!   WHERE clause (in a select list, NULL answers read as false).
+//! * `INTERSECT ALL` / `EXCEPT ALL`: DataFusion drops the multiplicities. Each side gets a
+//!   `row_number()` per distinct row and the plain set operation runs on (row, number): n
+//!   copies on one side and m on the other leave min(n, m) / max(n − m, 0) rows, as in
+//!   PostgreSQL. Applies when the left side's column count is known (no `*`).
+//! * `OVER (w ROWS …)`: DataFusion ignores the named window's PARTITION BY. Window references
+//!   are inlined from the WINDOW clause.
+//! * `FETCH FIRST n ROWS ONLY` is `LIMIT n`.
+//! * A set-returning `generate_series(…)` select item expands to rows (`unnest`).
+//!
+//! * `LIMIT '2'` is `LIMIT 2`; [`check_limits`] gives LIMIT/OFFSET/ORDER BY position errors
+//!   PostgreSQL's codes.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    self, Expr, Query, Select, SelectItem, SetExpr, SetOperator, SetQuantifier, VisitMut,
+    VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::error::{code, SqlError};
+
+fn parse_expr(sql: &str) -> Option<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .ok()?
+        .parse_expr()
+        .ok()
+}
+
+fn parse_query(sql: &str) -> Option<Query> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .ok()?
+        .parse_query()
+        .ok()
+        .map(|q| *q)
+}
+
+/// Applies every rewrite of this module to `stmt`.
+pub fn rewrite(stmt: &mut ast::Statement) {
+    struct Rewrites;
+    impl VisitorMut for Rewrites {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if let Some(new) = quantified_subquery(e) {
+                *e = new;
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            fetch_as_limit(q);
+            unquote_limits(q);
+            set_operations_all(&mut q.body);
+            visit_selects(&mut q.body, &mut |s| {
+                inline_named_windows(s);
+                expand_series_items(s);
+            });
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewrites);
+}
+
+fn visit_selects(body: &mut SetExpr, f: &mut dyn FnMut(&mut Select)) {
+    match body {
+        SetExpr::Select(s) => f(s),
+        SetExpr::SetOperation { left, right, .. } => {
+            visit_selects(left, f);
+            visit_selects(right, f);
+        }
+        _ => {}
+    }
+}
+
+fn quantified_subquery(e: &Expr) -> Option<Expr> {
+    let (left, op, right, all) = match e {
+        Expr::AnyOp {
+            left,
+            compare_op,
+            right,
+            ..
+        } => (left, compare_op, right, false),
+        Expr::AllOp {
+            left,
+            compare_op,
+            right,
+        } => (left, compare_op, right, true),
+        _ => return None,
+    };
+    let Expr::Subquery(q) = right.as_ref() else {
+        return None;
+    };
+    let sql = if all {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM ({q}) AS _kestrel_all(v) WHERE NOT (({left}) {op} \
+             _kestrel_all.v) OR _kestrel_all.v IS NULL OR ({left}) IS NULL)"
+        )
+    } else {
+        format!(
+            "EXISTS (SELECT 1 FROM ({q}) AS _kestrel_any(v) WHERE ({left}) {op} _kestrel_any.v)"
+        )
+    };
+    parse_expr(&sql)
+}
+
+fn fetch_as_limit(q: &mut Query) {
+    let Some(fetch) = &q.fetch else { return };
+    if fetch.with_ties || fetch.percent {
+        return;
+    }
+    let n = fetch
+        .quantity
+        .clone()
+        .unwrap_or_else(|| Expr::Value(ast::Value::Number("1".into(), false).into()));
+    match &mut q.limit_clause {
+        Some(ast::LimitClause::LimitOffset { limit, .. }) if limit.is_none() => {
+            *limit = Some(n);
+        }
+        None => {
+            q.limit_clause = Some(ast::LimitClause::LimitOffset {
+                limit: Some(n),
+                offset: None,
+                limit_by: vec![],
+            })
+        }
+        _ => return,
+    }
+    q.fetch = None;
+}
+
+/// The output names of a select list without wildcards (`None` if it has one).
+fn output_names(body: &SetExpr) -> Option<Vec<String>> {
+    match body {
+        SetExpr::Select(s) => s
+            .projection
+            .iter()
+            .map(|item| match item {
+                SelectItem::UnnamedExpr(e) => {
+                    Some(crate::pgcompat::column_name(e).unwrap_or_else(|| "?column?".into()))
+                }
+                SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+                _ => None,
+            })
+            .collect(),
+        SetExpr::SetOperation { left, .. } => output_names(left),
+        SetExpr::Query(q) => output_names(&q.body),
+        _ => None,
+    }
+}
+
+fn set_operations_all(body: &mut SetExpr) {
+    let SetExpr::SetOperation {
+        op,
+        set_quantifier: SetQuantifier::All,
+        left,
+        right,
+    } = body
+    else {
+        return;
+    };
+    if !matches!(op, SetOperator::Intersect | SetOperator::Except) {
+        return;
+    }
+    set_operations_all(left);
+    let Some(names) = output_names(left) else {
+        return;
+    };
+    let cols: Vec<String> = (1..=names.len()).map(|i| format!("c{i}")).collect();
+    let cols = cols.join(", ");
+    let side = |q: &SetExpr, alias: &str| {
+        format!(
+            "SELECT *, row_number() OVER (PARTITION BY {cols}) AS _kestrel_n \
+             FROM ({q}) AS {alias}({cols})"
+        )
+    };
+    let outs: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("_kestrel_set.c{} AS \"{}\"", i + 1, n.replace('"', "\"\"")))
+        .collect();
+    let keyword = if *op == SetOperator::Intersect {
+        "INTERSECT"
+    } else {
+        "EXCEPT"
+    };
+    let sql = format!(
+        "SELECT {} FROM ({} {keyword} {}) AS _kestrel_set",
+        outs.join(", "),
+        side(left, "_kestrel_l"),
+        side(right, "_kestrel_r")
+    );
+    if let Some(q) = parse_query(&sql) {
+        *body = *q.body;
+    }
+}
+
+fn inline_named_windows(s: &mut Select) {
+    if s.named_window.is_empty() {
+        return;
+    }
+    let defs: Vec<(String, ast::WindowSpec)> = s
+        .named_window
+        .iter()
+        .filter_map(|ast::NamedWindowDefinition(name, e)| match e {
+            ast::NamedWindowExpr::WindowSpec(spec) => {
+                Some((name.value.to_lowercase(), spec.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let find = |name: &ast::Ident| {
+        defs.iter()
+            .find(|(n, _)| *n == name.value.to_lowercase())
+            .map(|(_, spec)| spec.clone())
+    };
+    struct Windows<'a>(&'a dyn Fn(&ast::Ident) -> Option<ast::WindowSpec>);
+    impl VisitorMut for Windows<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let Expr::Function(f) = e else {
+                return ControlFlow::Continue(());
+            };
+            let inlined = match &f.over {
+                Some(ast::WindowType::NamedWindow(name)) => (self.0)(name),
+                Some(ast::WindowType::WindowSpec(spec)) => spec
+                    .window_name
+                    .as_ref()
+                    .and_then(|n| (self.0)(n))
+                    .map(|base| ast::WindowSpec {
+                        window_name: None,
+                        partition_by: base.partition_by,
+                        order_by: if spec.order_by.is_empty() {
+                            base.order_by
+                        } else {
+                            spec.order_by.clone()
+                        },
+                        window_frame: spec.window_frame.clone().or(base.window_frame),
+                    }),
+                None => None,
+            };
+            if let Some(spec) = inlined {
+                f.over = Some(ast::WindowType::WindowSpec(spec));
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    for item in s.projection.iter_mut() {
+        let _ = item.visit(&mut Windows(&find));
+    }
+}
+
+fn expand_series_items(s: &mut Select) {
+    for item in s.projection.iter_mut() {
+        let e = match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+            _ => continue,
+        };
+        let Expr::Function(f) = e else { continue };
+        let is_series = f.over.is_none()
+            && f.name.0.len() == 1
+            && f.name.0[0]
+                .as_ident()
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_series"));
+        if is_series {
+            if let Some(unnest) = parse_expr(&format!("unnest({e})")) {
+                *e = unnest;
+            }
+        }
+    }
+}
+
+/// PostgreSQL's errors for LIMIT/OFFSET values and ORDER BY positions, checked before
+/// planning (DataFusion reports them as internal errors).
+pub fn check_limits(stmt: &ast::Statement) -> Result<(), SqlError> {
+    use ast::{Visit, Visitor};
+    struct Limits(Option<SqlError>);
+    impl Visitor for Limits {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            match check_query(q) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    self.0 = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        }
+    }
+    let mut v = Limits(None);
+    let _ = stmt.visit(&mut v);
+    v.0.map_or(Ok(()), Err)
+}
+
+/// The text of a constant LIMIT/OFFSET (`2`, `'2'`, `-1`), if it is one.
+fn count_text(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(s) => Some(s.trim().to_string()),
+            ast::Value::Number(n, _) => Some(n.clone()),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: ast::UnaryOperator::Minus,
+            expr,
+        } => count_text(expr).map(|t| format!("-{t}")),
+        _ => None,
+    }
+}
+
+fn check_count(e: &Expr, what: &str, negative_code: &'static str) -> Result<(), SqlError> {
+    let Some(text) = count_text(e) else {
+        return Ok(());
+    };
+    let n: f64 = text.parse().map_err(|_| {
+        SqlError::new(
+            code::INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type bigint: \"{text}\""),
+        )
+    })?;
+    if n < 0.0 {
+        return Err(SqlError::new(
+            negative_code,
+            format!("{what} must not be negative"),
+        ));
+    }
+    Ok(())
+}
+
+/// `LIMIT '2'`: PostgreSQL reads the quoted number as bigint.
+fn unquote_count(e: &mut Expr) {
+    if let Expr::Value(v) = e {
+        if let ast::Value::SingleQuotedString(s) = &v.value {
+            if let Ok(n) = s.trim().parse::<i64>() {
+                *e = Expr::Value(ast::Value::Number(n.to_string(), false).into());
+            }
+        }
+    }
+}
+
+fn unquote_limits(q: &mut Query) {
+    if let Some(ast::LimitClause::LimitOffset { limit, offset, .. }) = &mut q.limit_clause {
+        if let Some(l) = limit {
+            unquote_count(l);
+        }
+        if let Some(o) = offset {
+            unquote_count(&mut o.value);
+        }
+    }
+}
+
+fn check_query(q: &Query) -> Result<(), SqlError> {
+    if let Some(ast::LimitClause::LimitOffset { limit, offset, .. }) = &q.limit_clause {
+        if let Some(l) = limit {
+            check_count(l, "LIMIT", "2201W")?;
+        }
+        if let Some(o) = offset {
+            check_count(&o.value, "OFFSET", "2201X")?;
+        }
+    }
+    let (Some(order), Some(names)) = (&q.order_by, output_names(&q.body)) else {
+        return Ok(());
+    };
+    let ast::OrderByKind::Expressions(items) = &order.kind else {
+        return Ok(());
+    };
+    for item in items {
+        if let Expr::Value(v) = &item.expr {
+            if let ast::Value::Number(n, _) = &v.value {
+                let pos: i64 = n.parse().unwrap_or(0);
+                if pos < 1 || pos as usize > names.len() {
+                    return Err(SqlError::new(
+                        code::INVALID_COLUMN_REFERENCE,
+                        format!("ORDER BY position {n} is not in select list"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        rewrite(&mut stmt);
+        stmt.to_string()
+    }
+
+    #[test]
+    fn shapes() {
+        let any = rewritten("SELECT id FROM o WHERE amount > ANY (SELECT amount FROM o)");
+        assert!(
+            any.contains("EXISTS (SELECT 1 FROM (SELECT amount FROM o)"),
+            "{any}"
+        );
+        let all = rewritten("SELECT x FROM a INTERSECT ALL SELECT x FROM b ORDER BY x");
+        assert!(all.contains("row_number() OVER (PARTITION BY c1)"), "{all}");
+        assert!(all.contains("AS \"x\""), "{all}");
+        let w = rewritten(
+            "SELECT sum(s) OVER (w ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM t \
+             WINDOW w AS (PARTITION BY g ORDER BY d)",
+        );
+        assert!(w.contains("OVER (PARTITION BY g ORDER BY d ROWS"), "{w}");
+        let f = rewritten("SELECT id FROM t ORDER BY id FETCH FIRST 2 ROWS ONLY");
+        assert!(f.ends_with("LIMIT 2"), "{f}");
+    }
+
+    #[test]
+    fn limit_errors() {
+        let check = |sql: &str| {
+            let stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .unwrap()
+                .remove(0);
+            check_limits(&stmt).map_err(|e| e.code)
+        };
+        assert_eq!(check("SELECT 1 LIMIT -1"), Err("2201W"));
+        assert_eq!(check("SELECT 1 OFFSET -1"), Err("2201X"));
+        assert_eq!(
+            check("SELECT 1 LIMIT 'abc'"),
+            Err(code::INVALID_TEXT_REPRESENTATION)
+        );
+        assert_eq!(check("SELECT 1 LIMIT '2'"), Ok(()));
+        assert_eq!(rewritten("SELECT 1 LIMIT '2'"), "SELECT 1 LIMIT 2");
+        assert_eq!(
+            check("SELECT id FROM t ORDER BY 2"),
+            Err(code::INVALID_COLUMN_REFERENCE)
+        );
+    }
+}
