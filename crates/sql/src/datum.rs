@@ -6,7 +6,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
     Date32Builder, Decimal128Array, Decimal128Builder, Float32Array, Float32Builder, Float64Array,
     Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder,
-    IntervalMonthDayNanoArray, IntervalMonthDayNanoBuilder, StringArray, StringBuilder,
+    IntervalMonthDayNanoArray, IntervalMonthDayNanoBuilder, ListArray, StringArray, StringBuilder,
     TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::compute::cast;
@@ -36,6 +36,8 @@ pub enum Datum {
     Uuid([u8; 16]),
     /// An interval: months, days, nanoseconds (each signed, as in PostgreSQL).
     Interval(i32, i32, i64),
+    /// An array value: its elements (each of the element type, or NULL).
+    Array(Vec<Datum>),
 }
 
 impl Datum {
@@ -69,6 +71,20 @@ impl Datum {
             Datum::Timestamp(t) => ScalarValue::TimestampMicrosecond(Some(*t), None).to_string(),
             Datum::Uuid(u) => uuid::Uuid::from_bytes(*u).hyphenated().to_string(),
             Datum::Interval(m, d, n) => ScalarValue::new_interval_mdn(*m, *d, *n).to_string(),
+            Datum::Array(items) => {
+                let elem = match ty {
+                    SqlType::Array(e) => e.as_ref().clone(),
+                    other => other.clone(),
+                };
+                let shown: Vec<String> = items
+                    .iter()
+                    .map(|d| match d {
+                        Datum::Null => "NULL".to_string(),
+                        d => d.display(&elem),
+                    })
+                    .collect();
+                format!("{{{}}}", shown.join(","))
+            }
         }
     }
 }
@@ -141,6 +157,19 @@ pub fn datums_from_array(ty: &SqlType, array: &ArrayRef) -> SqlResult<Vec<Datum>
         SqlType::Interval => collect!(IntervalMonthDayNanoArray, |v: IntervalMonthDayNano| {
             Datum::Interval(v.months, v.days, v.nanoseconds)
         }),
+        SqlType::Array(elem) => {
+            let a = array
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .ok_or_else(|| bad(ty, "list"))?;
+            for i in 0..n {
+                out.push(if a.is_null(i) {
+                    Datum::Null
+                } else {
+                    Datum::Array(datums_from_array(elem, &a.value(i))?)
+                });
+            }
+        }
     }
     Ok(out)
 }
@@ -220,7 +249,46 @@ pub fn array_from_datums(ty: &SqlType, vals: &[Datum]) -> SqlResult<ArrayRef> {
         SqlType::Bytea => build!(BinaryBuilder::with_capacity(n, n * 16), Datum::Bytes(v) => v),
         SqlType::Interval => build!(IntervalMonthDayNanoBuilder::with_capacity(n),
             Datum::Interval(m, d, ns) => IntervalMonthDayNano::new(*m, *d, *ns)),
+        SqlType::Array(elem) => list_from_datums(ty, elem, vals)?,
     })
+}
+
+/// A List array of `elem` values from array datums (or NULLs).
+fn list_from_datums(ty: &SqlType, elem: &SqlType, vals: &[Datum]) -> SqlResult<ArrayRef> {
+    let mut flat = Vec::new();
+    let mut offsets = vec![0i32];
+    let mut valid = Vec::with_capacity(vals.len());
+    for d in vals {
+        match d {
+            Datum::Null => valid.push(false),
+            Datum::Array(items) => {
+                flat.extend(items.iter().cloned());
+                valid.push(true);
+            }
+            other => {
+                return Err(SqlError::internal(format!(
+                    "datum {other:?} in a {} column",
+                    ty.pg_name()
+                )))
+            }
+        }
+        let end = i32::try_from(flat.len())
+            .map_err(|_| SqlError::new(code::PROGRAM_LIMIT_EXCEEDED, "array too large"))?;
+        offsets.push(end);
+    }
+    let child = array_from_datums(elem, &flat)?;
+    let field = Arc::new(datafusion::arrow::datatypes::Field::new_list_field(
+        elem.arrow(),
+        true,
+    ));
+    let list = ListArray::try_new(
+        field,
+        datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),
+        child,
+        Some(datafusion::arrow::buffer::NullBuffer::from(valid)),
+    )
+    .map_err(|e| SqlError::internal(e.to_string()))?;
+    Ok(Arc::new(list))
 }
 
 /// Converts a constant (e.g. an evaluated DEFAULT) to a datum of type `ty`.
@@ -267,6 +335,14 @@ mod tests {
             (SqlType::Bytea, Datum::Bytes(vec![0, 1, 255])),
             (SqlType::Uuid, Datum::Uuid([7; 16])),
             (SqlType::Interval, Datum::Interval(14, -3, 5_000_000_123)),
+            (
+                SqlType::Array(Box::new(SqlType::Text)),
+                Datum::Array(vec![Datum::Text("a".into()), Datum::Null]),
+            ),
+            (
+                SqlType::Array(Box::new(SqlType::Int4)),
+                Datum::Array(vec![]),
+            ),
         ];
         for (ty, d) in cases {
             let arr = array_from_datums(&ty, &[d.clone(), Datum::Null]).unwrap();

@@ -428,6 +428,9 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
     };
     for &i in &primary_key {
         columns[i].nullable = false;
+        if matches!(columns[i].ty, SqlType::Array(_)) {
+            return Err(array_key(&columns[i].name));
+        }
     }
     let id = catalog::allocate_id(txn).await?;
     let next_column_id = columns.len() as u16 + 1;
@@ -560,6 +563,24 @@ pub fn unique_index(
 }
 
 /// Adds `ix` to `desc` (and to its rows when `backfill`), then stores the descriptor.
+fn array_key(column: &str) -> SqlError {
+    SqlError::unsupported(format!(
+        "array column \"{column}\" in a primary key or an index"
+    ))
+}
+
+/// Key encodings exist for scalar columns only: arrays cannot be indexed yet.
+fn keys_supported(desc: &TableDesc, positions: &[usize]) -> SqlResult<()> {
+    match positions
+        .iter()
+        .map(|&i| &desc.columns[i])
+        .find(|c| matches!(c.ty, SqlType::Array(_)))
+    {
+        Some(c) => Err(array_key(&c.name)),
+        None => Ok(()),
+    }
+}
+
 pub async fn add_index(
     txn: &mut Txn,
     desc: &mut TableDesc,
@@ -572,6 +593,8 @@ pub async fn add_index(
             format!("tables can have at most {INDEXES_MAX} indexes"),
         ));
     }
+    let positions = desc.index_positions(&ix);
+    keys_supported(desc, &positions)?;
     assert_eq!(
         ix.id, desc.next_index_id,
         "index ids are allocated in order"

@@ -447,6 +447,8 @@ enum Ret {
     Text,
     Bool,
     Int,
+    /// `text[]` (the set-returning functions' rows, unnested by the caller).
+    TextList,
 }
 
 impl Ret {
@@ -455,6 +457,7 @@ impl Ret {
             Ret::Jsonb | Ret::Json | Ret::Text => DataType::Utf8,
             Ret::Bool => DataType::Boolean,
             Ret::Int => DataType::Int32,
+            Ret::TextList => DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
         }
     }
 }
@@ -464,6 +467,7 @@ enum Out {
     Text(String),
     Bool(bool),
     Int(i32),
+    List(Vec<Option<String>>),
 }
 
 /// A field of the given json kind (`jsonb` / `json` tag on Utf8).
@@ -489,6 +493,13 @@ fn udf(
             (Ret::Bool, _) => ScalarValue::Boolean(None),
             (Ret::Int, Some(Out::Int(n))) => ScalarValue::Int32(Some(n)),
             (Ret::Int, _) => ScalarValue::Int32(None),
+            (Ret::TextList, Some(Out::List(items))) => {
+                let items: Vec<ScalarValue> = items.into_iter().map(ScalarValue::Utf8).collect();
+                ScalarValue::List(ScalarValue::new_list_nullable(&items, &DataType::Utf8))
+            }
+            (Ret::TextList, _) => {
+                ScalarValue::try_from(&ret.data_type()).map_err(crate::error::from_datafusion)?
+            }
             (_, Some(Out::Text(s))) => ScalarValue::Utf8(Some(s)),
             (_, _) => ScalarValue::Utf8(None),
         })
@@ -545,25 +556,12 @@ fn text_list(v: &ScalarValue) -> SqlResult<Option<Vec<String>>> {
         }
         v => match text_arg(v) {
             None => Ok(None),
-            Some(t) => {
-                let inner = t
-                    .trim()
-                    .strip_prefix('{')
-                    .and_then(|x| x.strip_suffix('}'))
-                    .ok_or_else(|| {
-                        SqlError::new(
-                            code::INVALID_TEXT_REPRESENTATION,
-                            format!("malformed array literal: \"{t}\""),
-                        )
-                    })?;
-                Ok(Some(
-                    inner
-                        .split(',')
-                        .map(|p| p.trim().trim_matches('"').to_string())
-                        .filter(|p| !p.is_empty())
-                        .collect(),
-                ))
-            }
+            Some(t) => Ok(Some(
+                crate::pg_ops::parse_array_text(&t)?
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            )),
         },
     }
 }
@@ -580,7 +578,9 @@ fn to_json(v: &ScalarValue, meta_json: bool) -> SqlResult<Json> {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
         | ScalarValue::Utf8View(Some(s)) => {
-            if meta_json {
+            if let Some(raw) = s.strip_prefix(EMBED_MARK) {
+                parse(raw, "json")?
+            } else if meta_json {
                 parse(s, "json")?
             } else {
                 Json::Str(s.clone())
@@ -812,6 +812,236 @@ fn concat(a: Json, b: Json) -> Json {
 }
 
 /// Every json function and operator implementation.
+/// The elements of a JSON array (`jsonb_array_elements`); 22023 for other values.
+fn elements(j: Json) -> SqlResult<Vec<Json>> {
+    match j {
+        Json::Arr(items) => Ok(items),
+        Json::Obj(_) => Err(SqlError::new(
+            code::INVALID_PARAMETER_VALUE,
+            "cannot extract elements from an object",
+        )),
+        _ => Err(SqlError::new(
+            code::INVALID_PARAMETER_VALUE,
+            "cannot extract elements from a scalar",
+        )),
+    }
+}
+
+/// The fields of a JSON object (`jsonb_each`, `jsonb_object_keys`); 22023 for other values.
+fn fields(j: Json, function: &str) -> SqlResult<Vec<(String, Json)>> {
+    match j.canonical() {
+        Json::Obj(f) => Ok(f),
+        other => Err(SqlError::new(
+            code::INVALID_PARAMETER_VALUE,
+            format!("cannot call {function} on {}", article(other.type_name())),
+        )),
+    }
+}
+
+fn article(type_name: &str) -> String {
+    match type_name {
+        "array" => "an array".into(),
+        "object" => "an object".into(),
+        _ => "a scalar".into(),
+    }
+}
+
+/// A JSON value as `->>` shows it: strings unquoted, null as SQL NULL.
+fn as_text(j: Json) -> Option<String> {
+    match j {
+        Json::Null => None,
+        Json::Str(s) => Some(s),
+        other => Some(other.canonical().to_text()),
+    }
+}
+
+/// The texts of a list argument (the aggregates' `array_agg` results).
+fn list_items(v: &ScalarValue) -> SqlResult<Option<Vec<Option<String>>>> {
+    let ScalarValue::List(l) = v else {
+        return Ok(None);
+    };
+    if datafusion::arrow::array::Array::is_null(l.as_ref(), 0) {
+        return Ok(None);
+    }
+    let vals = datafusion::arrow::compute::cast(&l.value(0), &DataType::Utf8)
+        .map_err(|e| SqlError::internal(e.to_string()))?;
+    let vals = vals
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::StringArray>()
+        .ok_or_else(|| SqlError::internal("list argument"))?;
+    Ok(Some(vals.iter().map(|x| x.map(str::to_string)).collect()))
+}
+
+/// Elements of an aggregated list as JSON (each is `to_jsonb` text, or NULL).
+fn json_items(v: &ScalarValue) -> SqlResult<Option<Vec<Json>>> {
+    let Some(items) = list_items(v)? else {
+        return Ok(None);
+    };
+    items
+        .into_iter()
+        .map(|x| x.map_or(Ok(Json::Null), |t| parse(&t, "json")))
+        .collect::<SqlResult<Vec<_>>>()
+        .map(Some)
+}
+
+/// Prefix marking text that is already JSON (a json/jsonb value passed to `to_jsonb`,
+/// `jsonb_build_object` …): SQL text cannot contain NUL, so no text value starts with it.
+const EMBED_MARK: char = '\u{0}';
+
+/// The functions that turn SQL values into JSON: a json/jsonb argument is embedded as JSON,
+/// not quoted as a string.
+const JSON_BUILDERS: [&str; 6] = [
+    "to_jsonb",
+    "to_json",
+    "jsonb_build_object",
+    "json_build_object",
+    "jsonb_build_array",
+    "json_build_array",
+];
+
+/// Analyzer rule (after coercion): json/jsonb arguments of the [`JSON_BUILDERS`] are marked
+/// with [`EMBED_MARK`] so the function embeds them (`jsonb_build_object('a', '[1]'::jsonb)`
+/// is `{"a": [1]}`, not `{"a": "[1]"}`).
+#[derive(Debug, Default)]
+pub struct JsonEmbedRule;
+
+impl datafusion::optimizer::AnalyzerRule for JsonEmbedRule {
+    fn analyze(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _config: &datafusion::common::config::ConfigOptions,
+    ) -> DfResult<datafusion::logical_expr::LogicalPlan> {
+        let builds =
+            |e: &Expr| matches!(e, Expr::ScalarFunction(f) if JSON_BUILDERS.contains(&f.name()));
+        if !crate::pg_ops::plan_has(&plan, builds) {
+            return Ok(plan);
+        }
+        crate::pg_ops::rewrite_plan(plan, true, &|e, schema, top| {
+            use datafusion::common::tree_node::Transformed;
+            let Expr::ScalarFunction(mut f) = e else {
+                return Ok(Transformed::no(e));
+            };
+            if top || !JSON_BUILDERS.contains(&f.name()) {
+                return Ok(Transformed::no(Expr::ScalarFunction(f)));
+            }
+            let mut changed = false;
+            for a in f.args.iter_mut() {
+                if json_kind(a, schema).is_some() {
+                    *a = call("kestrel_json_embed", vec![a.clone()]);
+                    changed = true;
+                }
+            }
+            Ok(Transformed::new_transformed(
+                Expr::ScalarFunction(f),
+                changed,
+            ))
+        })
+    }
+    fn name(&self) -> &str {
+        "kestrel_json_embed"
+    }
+}
+
+/// The set-returning json functions (as lists: `FROM jsonb_each(x)` becomes an UNNEST of
+/// them) and the aggregates' finishing functions (`jsonb_agg(x)` is
+/// `kestrel_jsonb_from_list(array_agg(to_jsonb(x)))`).
+fn set_and_aggregate_udfs() -> Vec<Arc<ScalarUDF>> {
+    let list = |v: Vec<Option<String>>| Ok(Some(Out::List(v)));
+    vec![
+        udf("kestrel_json_embed", &[1], Ret::Text, |a| {
+            Ok(text_arg(&a[0]).map(|t| Out::Text(format!("{EMBED_MARK}{t}"))))
+        }),
+        udf("kestrel_json_elements", &[1], Ret::TextList, move |a| {
+            let Some(j) = doc(&a[0])? else {
+                return Ok(None);
+            };
+            list(
+                elements(j)?
+                    .into_iter()
+                    .map(|e| Some(e.canonical().to_text()))
+                    .collect(),
+            )
+        }),
+        udf(
+            "kestrel_json_elements_text",
+            &[1],
+            Ret::TextList,
+            move |a| {
+                let Some(j) = doc(&a[0])? else {
+                    return Ok(None);
+                };
+                list(elements(j)?.into_iter().map(as_text).collect())
+            },
+        ),
+        udf("kestrel_json_keys", &[1], Ret::TextList, move |a| {
+            let Some(j) = doc(&a[0])? else {
+                return Ok(None);
+            };
+            list(
+                fields(j, "jsonb_each")?
+                    .into_iter()
+                    .map(|(k, _)| Some(k))
+                    .collect(),
+            )
+        }),
+        udf("kestrel_json_object_keys", &[1], Ret::TextList, move |a| {
+            let Some(j) = doc(&a[0])? else {
+                return Ok(None);
+            };
+            list(
+                fields(j, "jsonb_object_keys")?
+                    .into_iter()
+                    .map(|(k, _)| Some(k))
+                    .collect(),
+            )
+        }),
+        udf("kestrel_json_values", &[1], Ret::TextList, move |a| {
+            let Some(j) = doc(&a[0])? else {
+                return Ok(None);
+            };
+            let f = fields(j, "jsonb_each")?;
+            list(
+                f.into_iter()
+                    .map(|(_, v)| Some(v.canonical().to_text()))
+                    .collect(),
+            )
+        }),
+        udf("kestrel_json_values_text", &[1], Ret::TextList, move |a| {
+            let Some(j) = doc(&a[0])? else {
+                return Ok(None);
+            };
+            list(
+                fields(j, "jsonb_each_text")?
+                    .into_iter()
+                    .map(|(_, v)| as_text(v))
+                    .collect(),
+            )
+        }),
+        udf("kestrel_jsonb_from_list", &[1], Ret::Jsonb, |a| {
+            Ok(json_items(&a[0])?.and_then(|items| jsonb_out(Json::Arr(items))))
+        }),
+        udf("kestrel_json_from_list", &[1], Ret::Json, |a| {
+            Ok(json_items(&a[0])?.map(|items| {
+                let texts: Vec<String> = items.iter().map(json_text).collect();
+                Out::Text(format!("[{}]", texts.join(", ")))
+            }))
+        }),
+        udf("kestrel_jsonb_object_from_lists", &[2], Ret::Jsonb, |a| {
+            let (Some(keys), Some(values)) = (list_items(&a[0])?, json_items(&a[1])?) else {
+                return Ok(None);
+            };
+            let mut f = Vec::with_capacity(keys.len());
+            for (k, v) in keys.into_iter().zip(values) {
+                let k = k.ok_or_else(|| {
+                    SqlError::new(code::INVALID_PARAMETER_VALUE, "field name must not be null")
+                })?;
+                f.push((k, v));
+            }
+            Ok(jsonb_out(Json::Obj(f)))
+        }),
+    ]
+}
+
 pub fn udfs() -> Vec<Arc<ScalarUDF>> {
     UDFS.clone()
 }
@@ -1026,6 +1256,9 @@ fn build_udfs() -> Vec<Arc<ScalarUDF>> {
             Ok(jsonb_out(j))
         }),
     ]
+    .into_iter()
+    .chain(set_and_aggregate_udfs())
+    .collect()
 }
 
 fn array_length(a: &[ScalarValue]) -> SqlResult<Option<Out>> {

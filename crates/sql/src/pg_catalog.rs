@@ -107,7 +107,14 @@ pub fn type_of(ty: &SqlType) -> (i64, i32) {
         SqlType::Jsonb => (3802, -1),
         SqlType::Json => (114, -1),
         SqlType::Interval => (1186, -1),
+        SqlType::Array(elem) => (array_type_oid(elem), -1),
     }
+}
+
+/// The oid of the array type whose elements are `elem` (`text[]` is 1009).
+fn array_type_oid(elem: &SqlType) -> i64 {
+    let (elem_oid, _) = type_of(elem);
+    TYPES.iter().find(|t| t.0 == elem_oid).map_or(1009, |t| t.5)
 }
 
 /// A built-in type: `(oid, name, length, category, element type, array type)`.

@@ -44,13 +44,22 @@ use crate::error::{code, SqlError};
 /// Rewrites every expression of every node of `plan` (subqueries included) bottom-up with
 /// `f`, keeping output names; nodes whose expressions changed get their schema recomputed,
 /// and so do the nodes above them (their input types may have changed).
-fn rewrite_plan(
+///
+/// With `types_kept` (the rewrite never changes an expression's type) VALUES lists are
+/// rewritten too; otherwise they keep their planned schema and are left alone. LIMIT needs
+/// int8 literals and is never touched.
+pub(crate) fn rewrite_plan(
     plan: LogicalPlan,
+    types_kept: bool,
     f: &dyn Fn(Expr, &DFSchema, bool) -> DfResult<Transformed<Expr>>,
 ) -> DfResult<LogicalPlan> {
     plan.transform_up_with_subqueries(|p| {
-        // VALUES keeps its own schema and LIMIT needs int8 literals: leave both alone.
-        if matches!(p, LogicalPlan::Values(_) | LogicalPlan::Limit(_)) {
+        let skip = match p {
+            LogicalPlan::Values(_) => !types_kept,
+            LogicalPlan::Limit(_) => true,
+            _ => false,
+        };
+        if skip {
             return Ok(Transformed::no(p));
         }
         let mut schema = DFSchema::empty();
@@ -84,7 +93,7 @@ impl AnalyzerRule for PgLiteralRule {
         if !plan_has(&plan, needs_literal_rule) || has_recursive_query(&plan) {
             return Ok(plan);
         }
-        rewrite_plan(plan, &literal_rewrite)
+        rewrite_plan(plan, false, &literal_rewrite)
     }
     fn name(&self) -> &str {
         "kestrel_pg_literals"
@@ -92,7 +101,7 @@ impl AnalyzerRule for PgLiteralRule {
 }
 
 /// Whether any expression of `plan` (subqueries included) satisfies `pred`.
-fn plan_has(plan: &LogicalPlan, pred: fn(&Expr) -> bool) -> bool {
+pub(crate) fn plan_has(plan: &LogicalPlan, pred: fn(&Expr) -> bool) -> bool {
     let mut found = false;
     let _ = plan.apply_with_subqueries(|p| {
         let _ = p.apply_expressions(|e| {
@@ -337,7 +346,7 @@ impl AnalyzerRule for PgOperatorRule {
         if !plan_has(&plan, |e| matches!(e, Expr::BinaryExpr(_) | Expr::Cast(_))) {
             return Ok(plan);
         }
-        rewrite_plan(plan, &|e, schema, top| match top {
+        rewrite_plan(plan, true, &|e, schema, top| match top {
             true => Ok(Transformed::no(e)),
             false => operator_rewrite(e, schema),
         })
@@ -418,6 +427,11 @@ fn cast_rewrite(c: &Cast, schema: &DFSchema) -> Option<Expr> {
             Some(Expr::Cast(c))
         }
         DataType::Date32 if text => Some(DATE_IN.call(vec![(*c.expr).clone()])),
+        DataType::List(_) if text => {
+            // The target type travels as a typed NULL argument (the result type follows it).
+            let target = ScalarValue::try_from(to).ok()?;
+            Some(ARRAY_IN.call(vec![(*c.expr).clone(), Expr::Literal(target, None)]))
+        }
         DataType::Interval(IntervalUnit::MonthDayNano) if text => {
             Some(INTERVAL_IN.call(vec![(*c.expr).clone()]))
         }
@@ -451,6 +465,7 @@ enum Op {
     IntervalSpan,
     DateAddDays,
     DateDiffDays,
+    ArrayIn,
     DateIn,
     IntIn,
     IntervalIn,
@@ -495,6 +510,8 @@ static DATE_DIFF_DAYS: LazyLock<Arc<ScalarUDF>> =
     LazyLock::new(|| op_udf(Op::DateDiffDays, "kestrel_date_diff_days", 2));
 static DATE_IN: LazyLock<Arc<ScalarUDF>> =
     LazyLock::new(|| op_udf(Op::DateIn, "kestrel_date_in", 1));
+static ARRAY_IN: LazyLock<Arc<ScalarUDF>> =
+    LazyLock::new(|| op_udf(Op::ArrayIn, "kestrel_array_in", 2));
 static INT_IN: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| op_udf(Op::IntIn, "kestrel_int_in", 2));
 static INTERVAL_IN: LazyLock<Arc<ScalarUDF>> =
     LazyLock::new(|| op_udf(Op::IntervalIn, "kestrel_interval_in", 1));
@@ -520,6 +537,7 @@ impl ScalarUDFImpl for OpFn {
             }
             Op::IntervalSpan => DataType::Decimal128(38, 0),
             Op::DateAddDays | Op::DateIn => DataType::Date32,
+            Op::ArrayIn => args[1].clone(),
             Op::DateDiffDays => DataType::Int32,
             Op::IntIn => DataType::Int64,
             Op::TimestampIn => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -632,6 +650,7 @@ impl OpFn {
             Op::DateDiffDays => date_diff_days(&a[0], &a[1]),
             Op::DateIn | Op::TimestampIn | Op::TimestampTzIn => text_in(&a[0], self.op),
             Op::IntIn => int_in(&a[0], &a[1]),
+            Op::ArrayIn => array_in(&a[0], a[1].data_type()),
             Op::IntervalIn => interval_in(&a[0]),
         }
     }
@@ -809,6 +828,116 @@ fn interval_in(a: &ArrayRef) -> Result<ArrayRef, SqlError> {
     Ok(Arc::new(IntervalMonthDayNanoArray::from(out)))
 }
 
+/// Parses PostgreSQL array text (`{a,"b c",NULL}`) into its element texts (one dimension).
+pub fn parse_array_text(s: &str) -> Result<Vec<Option<String>>, SqlError> {
+    let malformed = |why: &str| {
+        SqlError::new(
+            code::INVALID_TEXT_REPRESENTATION,
+            format!("malformed array literal: \"{s}\""),
+        )
+        .with_detail(why.to_string())
+    };
+    let t = s.trim();
+    let inner = t
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .ok_or_else(|| malformed("Array value must start with \"{\" or dimension information."))?;
+    let mut out = Vec::new();
+    if inner.trim().is_empty() {
+        return Ok(out);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut item = String::new();
+        let mut quoted = false;
+        match chars.peek() {
+            Some('"') => {
+                quoted = true;
+                chars.next();
+                loop {
+                    match chars.next() {
+                        Some('\\') => item.extend(chars.next()),
+                        Some('"') => break,
+                        Some(c) => item.push(c),
+                        None => return Err(malformed("Unexpected end of input.")),
+                    }
+                }
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+            }
+            Some('{') => return Err(SqlError::unsupported("multidimensional arrays")),
+            _ => {
+                while let Some(&c) = chars.peek() {
+                    if c == ',' {
+                        break;
+                    }
+                    if c == '{' || c == '}' || c == '"' {
+                        return Err(malformed("Unexpected array element."));
+                    }
+                    chars.next();
+                    if c == '\\' {
+                        item.extend(chars.next());
+                    } else {
+                        item.push(c);
+                    }
+                }
+                item = item.trim_end().to_string();
+                if item.is_empty() {
+                    return Err(malformed("Unexpected \",\" character."));
+                }
+            }
+        }
+        out.push((quoted || !item.eq_ignore_ascii_case("null")).then_some(item));
+        match chars.next() {
+            None => return Ok(out),
+            Some(',') => continue,
+            Some(_) => return Err(malformed("Unexpected array element.")),
+        }
+    }
+}
+
+/// Array text (`'{1,2}'`) to a List array of `to`'s element type, row by row.
+fn array_in(a: &ArrayRef, to: &DataType) -> Result<ArrayRef, SqlError> {
+    let DataType::List(field) = to else {
+        return Err(SqlError::internal("array input for a non-list type"));
+    };
+    let a = cast(a, &DataType::Utf8).map_err(|e| df(e.into()))?;
+    let s = a
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| SqlError::internal("text input"))?;
+    let mut offsets = vec![0i32];
+    let mut texts: Vec<Option<String>> = Vec::new();
+    let mut valid = Vec::with_capacity(s.len());
+    for i in 0..s.len() {
+        valid.push(!s.is_null(i));
+        if !s.is_null(i) {
+            texts.extend(parse_array_text(s.value(i))?);
+        }
+        offsets.push(
+            i32::try_from(texts.len())
+                .map_err(|_| SqlError::new(code::PROGRAM_LIMIT_EXCEEDED, "array too large"))?,
+        );
+    }
+    let flat: ArrayRef = Arc::new(StringArray::from(texts));
+    let elems = match cast_text(&flat, field.data_type()) {
+        Some(parsed) => parsed?,
+        None => cast(&flat, field.data_type()).map_err(|e| df(e.into()))?,
+    };
+    let list = datafusion::arrow::array::ListArray::try_new(
+        field.clone(),
+        datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),
+        elems,
+        Some(datafusion::arrow::buffer::NullBuffer::from(valid)),
+    )
+    .map_err(|e| df(e.into()))?;
+    Ok(Arc::new(list))
+}
+
 /// Converts a text array to `to` with PostgreSQL's input rules when Kestrel has its own for
 /// that type (date, timestamp, interval, integers); `None` means Arrow's cast is right.
 pub fn cast_text(a: &ArrayRef, to: &DataType) -> Option<Result<ArrayRef, SqlError>> {
@@ -825,6 +954,7 @@ pub fn cast_text(a: &ArrayRef, to: &DataType) -> Option<Result<ArrayRef, SqlErro
         DataType::Timestamp(_, Some(_)) => text_in(a, Op::TimestampTzIn),
         DataType::Interval(IntervalUnit::MonthDayNano) => interval_in(a),
         DataType::Int16 | DataType::Int32 | DataType::Int64 => int_in(a, &name(to)),
+        DataType::List(_) => return Some(array_in(a, to)),
         _ => return None,
     };
     Some(out.and_then(|arr| cast(&arr, to).map_err(|e| df(e.into()))))

@@ -641,15 +641,16 @@ fn correlated_series(f: &ast::TableFactor) -> Option<ast::TableFactor> {
         name,
         args: Some(args),
         alias,
+        with_ordinality,
         ..
     } = f
     else {
         return None;
     };
-    let is_series = name.0.len() == 1
-        && name.0[0]
-            .as_ident()
-            .is_some_and(|i| ident_is(i, "generate_series"));
+    let fname = match name.0.as_slice() {
+        [p] => p.as_ident()?.value.to_lowercase(),
+        _ => return None,
+    };
     let exprs: Vec<ast::Expr> = args
         .args
         .iter()
@@ -658,25 +659,70 @@ fn correlated_series(f: &ast::TableFactor) -> Option<ast::TableFactor> {
             _ => None,
         })
         .collect::<Option<_>>()?;
-    if !is_series || !exprs.iter().any(references_column) {
-        return None;
-    }
-    // The single column is named after the alias, as PostgreSQL names it.
-    let alias = alias.clone().map(|mut a| {
-        if a.columns.is_empty() {
-            a.columns = vec![ast::TableAliasColumnDef {
-                name: a.name.clone(),
-                data_type: None,
-            }];
+    let correlated = exprs.iter().any(references_column);
+    // (the list-returning functions to unnest, the default column names)
+    let (lists, columns): (Vec<ast::Expr>, Vec<&str>) = match (fname.as_str(), exprs.as_slice()) {
+        ("generate_series", _) if correlated => {
+            (vec![call("generate_series", exprs.clone())], vec![])
         }
-        a
+        ("unnest", _) if correlated => (exprs.clone(), vec![]),
+        ("jsonb_array_elements" | "json_array_elements", [x]) => (
+            vec![call("kestrel_json_elements", vec![x.clone()])],
+            vec!["value"],
+        ),
+        ("jsonb_array_elements_text" | "json_array_elements_text", [x]) => (
+            vec![call("kestrel_json_elements_text", vec![x.clone()])],
+            vec!["value"],
+        ),
+        ("jsonb_object_keys" | "json_object_keys", [x]) => (
+            vec![call("kestrel_json_object_keys", vec![x.clone()])],
+            vec![if fname.starts_with("jsonb") {
+                "jsonb_object_keys"
+            } else {
+                "json_object_keys"
+            }],
+        ),
+        ("jsonb_each" | "json_each", [x]) => (
+            vec![
+                call("kestrel_json_keys", vec![x.clone()]),
+                call("kestrel_json_values", vec![x.clone()]),
+            ],
+            vec!["key", "value"],
+        ),
+        ("jsonb_each_text" | "json_each_text", [x]) => (
+            vec![
+                call("kestrel_json_keys", vec![x.clone()]),
+                call("kestrel_json_values_text", vec![x.clone()]),
+            ],
+            vec!["key", "value"],
+        ),
+        _ => return None,
+    };
+    let column = |n: &str| ast::TableAliasColumnDef {
+        name: ast::Ident::new(n),
+        data_type: None,
+    };
+    let mut alias = alias.clone().unwrap_or_else(|| ast::TableAlias {
+        explicit: true,
+        name: ast::Ident::new(fname.clone()),
+        columns: vec![],
+        at: None,
     });
+    if alias.columns.is_empty() {
+        // A function returning a base type names its column after the alias, as PostgreSQL
+        // does; functions with named result columns keep those.
+        let base_type = columns.is_empty() || fname.ends_with("object_keys");
+        alias.columns = match columns.as_slice() {
+            _ if base_type => vec![column(&alias.name.value)],
+            names => names.iter().map(|n| column(n)).collect(),
+        };
+    }
     Some(ast::TableFactor::UNNEST {
-        alias,
-        array_exprs: vec![call("generate_series", exprs)],
+        alias: Some(alias),
+        array_exprs: lists,
         with_offset: false,
         with_offset_alias: None,
-        with_ordinality: false,
+        with_ordinality: *with_ordinality,
     })
 }
 
@@ -746,6 +792,9 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
                     .is_some_and(|i| ident_is(i, "make_interval"))
             {
                 positional_make_interval(f);
+            }
+            if let Some(agg) = json_aggregate(f) {
+                return Some(agg);
             }
             if let ast::FunctionArguments::Subquery(q) = &f.args {
                 if f.name.0.len() == 1
@@ -903,6 +952,53 @@ enum CastTarget {
     Type(ast::DataType),
     /// `varchar(n)`: PostgreSQL truncates an explicit cast to n characters.
     Truncate(u64),
+}
+
+/// `jsonb_agg(x ORDER BY …)` → `kestrel_jsonb_from_list(array_agg(to_jsonb(x) ORDER BY …))`
+/// (json_agg and jsonb_object_agg alike): DataFusion's array_agg does the ordering and
+/// filtering, a scalar function builds the JSON.
+fn json_aggregate(f: &ast::Function) -> Option<ast::Expr> {
+    let name = match f.name.0.as_slice() {
+        [p] => p.as_ident()?.value.to_lowercase(),
+        _ => return None,
+    };
+    let (finish, convert) = match name.as_str() {
+        "jsonb_agg" => ("kestrel_jsonb_from_list", "to_jsonb"),
+        "json_agg" => ("kestrel_json_from_list", "to_json"),
+        "jsonb_object_agg" | "json_object_agg" => ("kestrel_jsonb_object_from_lists", "to_jsonb"),
+        _ => return None,
+    };
+    if f.over.is_some() {
+        return None;
+    }
+    let ast::FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let arg = |i: usize| match list.args.get(i) {
+        Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e))) => Some(e.clone()),
+        _ => None,
+    };
+    let array_agg = |value: ast::Expr| {
+        let mut g = f.clone();
+        g.name = ast::ObjectName::from(vec![ast::Ident::new("array_agg")]);
+        if let ast::FunctionArguments::List(l) = &mut g.args {
+            l.args = vec![ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(value))];
+        }
+        ast::Expr::Function(g)
+    };
+    let args = if finish == "kestrel_jsonb_object_from_lists" {
+        let key = ast::Expr::Cast {
+            kind: ast::CastKind::DoubleColon,
+            expr: Box::new(arg(0)?),
+            data_type: ast::DataType::Text,
+            array: false,
+            format: None,
+        };
+        vec![array_agg(key), array_agg(call(convert, vec![arg(1)?]))]
+    } else {
+        vec![array_agg(call(convert, vec![arg(0)?]))]
+    };
+    Some(call(finish, args))
 }
 
 /// `make_interval(days => 10)`: named arguments become positional ones (zero where absent).

@@ -42,6 +42,11 @@ fn put_key_datum(out: &mut Vec<u8>, d: &Datum) -> SqlResult<()> {
         Datum::Date(v) => keycode::put_i32(out, *v),
         Datum::Timestamp(v) => keycode::put_i64(out, *v),
         Datum::Uuid(u) => out.extend_from_slice(u),
+        Datum::Array(_) => {
+            return Err(SqlError::unsupported(
+                "array columns in a primary key or an index",
+            ))
+        }
         // Sorted by the span PostgreSQL compares (30-day months), then by the fields.
         Datum::Interval(m, d, n) => {
             let span = crate::pg_ops::span_nanos(
@@ -97,6 +102,7 @@ fn get_key_datum(r: &mut Reader<'_>, ty: &SqlType) -> SqlResult<Datum> {
             }
             Datum::Uuid(u)
         }
+        SqlType::Array(_) => return Err(corrupt()),
         SqlType::Interval => {
             let _span = r.i128().map_err(e)?;
             Datum::Interval(
@@ -122,6 +128,12 @@ const TAG_TS: u8 = 10;
 const TAG_UUID: u8 = 11;
 const TAG_INTERVAL: u8 = 12;
 
+const TAG_ARRAY: u8 = 13;
+/// A NULL element inside an array (columns that are NULL are simply absent).
+const TAG_NULL: u8 = 255;
+/// The deepest nesting a stored value may have (arrays are one-dimensional: 1 suffices).
+const VALUE_DEPTH_MAX: usize = 4;
+
 /// The value part of `row`: every non-key, non-NULL column.
 pub fn encode_value(desc: &TableDesc, row: &[Datum]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 * row.len());
@@ -130,64 +142,49 @@ pub fn encode_value(desc: &TableDesc, row: &[Datum]) -> Vec<u8> {
             continue;
         }
         out.extend_from_slice(&col.id.to_le_bytes());
-        match &row[i] {
-            Datum::Null => unreachable!("skipped above"),
-            Datum::Bool(b) => out.extend_from_slice(&[TAG_BOOL, *b as u8]),
-            Datum::I16(v) => {
-                out.push(TAG_I16);
-                out.extend_from_slice(&v.to_le_bytes())
-            }
-            Datum::I32(v) => {
-                out.push(TAG_I32);
-                out.extend_from_slice(&v.to_le_bytes())
-            }
-            Datum::I64(v) => {
-                out.push(TAG_I64);
-                out.extend_from_slice(&v.to_le_bytes())
-            }
-            Datum::F32(v) => {
-                out.push(TAG_F32);
-                out.extend_from_slice(&v.to_le_bytes())
-            }
-            Datum::F64(v) => {
-                out.push(TAG_F64);
-                out.extend_from_slice(&v.to_le_bytes())
-            }
-            Datum::Decimal(v) => {
-                out.push(TAG_DEC);
-                out.extend_from_slice(&v.to_le_bytes())
-            }
-            Datum::Text(s) => {
-                out.push(TAG_TEXT);
-                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                out.extend_from_slice(s.as_bytes());
-            }
-            Datum::Bytes(b) => {
-                out.push(TAG_BYTES);
-                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                out.extend_from_slice(b);
-            }
-            Datum::Date(v) => {
-                out.push(TAG_DATE);
-                out.extend_from_slice(&v.to_le_bytes())
-            }
-            Datum::Timestamp(v) => {
-                out.push(TAG_TS);
-                out.extend_from_slice(&v.to_le_bytes())
-            }
-            Datum::Uuid(u) => {
-                out.push(TAG_UUID);
-                out.extend_from_slice(u)
-            }
-            Datum::Interval(m, d, n) => {
-                out.push(TAG_INTERVAL);
-                out.extend_from_slice(&m.to_le_bytes());
-                out.extend_from_slice(&d.to_le_bytes());
-                out.extend_from_slice(&n.to_le_bytes());
+        put_value(&mut out, &row[i]);
+    }
+    out
+}
+
+/// Appends `tag ++ payload` of one value.
+fn put_value(out: &mut Vec<u8>, d: &Datum) {
+    let mut tagged = |tag: u8, bytes: &[u8]| {
+        out.push(tag);
+        out.extend_from_slice(bytes);
+    };
+    match d {
+        Datum::Null => out.push(TAG_NULL),
+        Datum::Bool(b) => tagged(TAG_BOOL, &[*b as u8]),
+        Datum::I16(v) => tagged(TAG_I16, &v.to_le_bytes()),
+        Datum::I32(v) => tagged(TAG_I32, &v.to_le_bytes()),
+        Datum::I64(v) => tagged(TAG_I64, &v.to_le_bytes()),
+        Datum::F32(v) => tagged(TAG_F32, &v.to_le_bytes()),
+        Datum::F64(v) => tagged(TAG_F64, &v.to_le_bytes()),
+        Datum::Decimal(v) => tagged(TAG_DEC, &v.to_le_bytes()),
+        Datum::Text(s) => {
+            tagged(TAG_TEXT, &(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        Datum::Bytes(b) => {
+            tagged(TAG_BYTES, &(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        Datum::Date(v) => tagged(TAG_DATE, &v.to_le_bytes()),
+        Datum::Timestamp(v) => tagged(TAG_TS, &v.to_le_bytes()),
+        Datum::Uuid(u) => tagged(TAG_UUID, u),
+        Datum::Interval(m, d, n) => {
+            tagged(TAG_INTERVAL, &m.to_le_bytes());
+            out.extend_from_slice(&d.to_le_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        Datum::Array(items) => {
+            tagged(TAG_ARRAY, &(items.len() as u32).to_le_bytes());
+            for item in items {
+                put_value(out, item);
             }
         }
     }
-    out
 }
 
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> SqlResult<&'a [u8]> {
@@ -206,7 +203,25 @@ fn arr<const N: usize>(b: &[u8]) -> [u8; N] {
 }
 
 fn decode_payload(buf: &mut &[u8], tag: u8) -> SqlResult<Datum> {
+    decode_nested(buf, tag, 0)
+}
+
+fn decode_nested(buf: &mut &[u8], tag: u8, depth: usize) -> SqlResult<Datum> {
     Ok(match tag {
+        TAG_NULL if depth > 0 => Datum::Null,
+        TAG_ARRAY if depth < VALUE_DEPTH_MAX => {
+            let n = u32::from_le_bytes(arr(take(buf, 4)?)) as usize;
+            // Every element takes at least its tag byte: a count beyond that is corrupt.
+            if n > buf.len() {
+                return Err(corrupt());
+            }
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = take(buf, 1)?[0];
+                items.push(decode_nested(buf, t, depth + 1)?);
+            }
+            Datum::Array(items)
+        }
         TAG_BOOL => Datum::Bool(take(buf, 1)?[0] != 0),
         TAG_I16 => Datum::I16(i16::from_le_bytes(arr(take(buf, 2)?))),
         TAG_I32 => Datum::I32(i32::from_le_bytes(arr(take(buf, 4)?))),

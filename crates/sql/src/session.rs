@@ -136,6 +136,7 @@ fn analyzer_rules() -> Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + 
     rules.insert(0, Arc::new(crate::pgcompat::PgArrayLiteralRule));
     rules.insert(1, Arc::new(crate::pg_ops::PgLiteralRule));
     rules.push(Arc::new(crate::pg_ops::PgOperatorRule));
+    rules.push(Arc::new(crate::json::JsonEmbedRule));
     rules.push(Arc::new(crate::pgcompat::PgCastRule));
     rules
 }

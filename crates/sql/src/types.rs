@@ -61,6 +61,8 @@ pub enum SqlType {
     Json,
     /// `interval`: months, days and nanoseconds (Arrow's month-day-nano interval).
     Interval,
+    /// A one-dimensional array (`text[]`, `int[]` …) of a scalar type; Arrow `List`.
+    Array(Box<SqlType>),
 }
 
 const UNCONSTRAINED_PRECISION: u8 = 38;
@@ -91,6 +93,10 @@ impl SqlType {
             }
             SqlType::Bytea => DataType::Binary,
             SqlType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
+            SqlType::Array(elem) => DataType::List(std::sync::Arc::new(Field::new_list_field(
+                elem.arrow(),
+                true,
+            ))),
         }
     }
 
@@ -135,6 +141,10 @@ impl SqlType {
                 .ok()
             }
             DataType::Interval(_) => SqlType::Interval,
+            DataType::List(f) => match SqlType::from_arrow(f.data_type())? {
+                SqlType::Array(_) => return None,
+                elem => SqlType::Array(Box::new(elem)),
+            },
             DataType::Null => SqlType::Text,
             _ => return None,
         })
@@ -167,6 +177,7 @@ impl SqlType {
             SqlType::Jsonb => "jsonb".into(),
             SqlType::Json => "json".into(),
             SqlType::Interval => "interval".into(),
+            SqlType::Array(elem) => format!("{}[]", elem.pg_name()),
         }
     }
 
@@ -200,6 +211,16 @@ impl SqlType {
             D::JSONB => SqlType::Jsonb,
             D::JSON => SqlType::Json,
             D::Interval { .. } => SqlType::Interval,
+            D::Array(
+                ast::ArrayElemTypeDef::SquareBracket(inner, _)
+                | ast::ArrayElemTypeDef::AngleBracket(inner)
+                | ast::ArrayElemTypeDef::Parenthesis(inner),
+            ) => match SqlType::from_ast(inner)? {
+                SqlType::Array(_) => {
+                    return Err(SqlError::unsupported("multidimensional array columns"))
+                }
+                elem => SqlType::Array(Box::new(elem)),
+            },
             D::Custom(name, _) => match name.to_string().to_ascii_lowercase().as_str() {
                 "timestamptz" => SqlType::TimestampTz,
                 "uuid" => SqlType::Uuid,
