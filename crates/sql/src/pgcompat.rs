@@ -342,6 +342,7 @@ pub fn rewrite_statement(stmt: &mut datafusion::sql::sqlparser::ast::Statement) 
     unique_select_names(stmt);
     crate::query_rewrite::rewrite(stmt);
     rewrite_pg_syntax(stmt);
+    crate::query_rewrite::lateral_unnest(stmt);
     if let datafusion::sql::sqlparser::ast::Statement::Insert(ins) = stmt {
         if let Some(source) = ins.source.as_mut() {
             if !matches!(source.body.as_ref(), ast::SetExpr::Values(_)) {
@@ -665,7 +666,6 @@ fn correlated_series(f: &ast::TableFactor) -> Option<ast::TableFactor> {
         ("generate_series", _) if correlated => {
             (vec![call("generate_series", exprs.clone())], vec![])
         }
-        ("unnest", _) if correlated => (exprs.clone(), vec![]),
         ("jsonb_array_elements" | "json_array_elements", [x]) => (
             vec![call("kestrel_json_elements", vec![x.clone()])],
             vec!["value"],
@@ -726,7 +726,7 @@ fn correlated_series(f: &ast::TableFactor) -> Option<ast::TableFactor> {
     })
 }
 
-fn references_column(e: &ast::Expr) -> bool {
+pub(crate) fn references_column(e: &ast::Expr) -> bool {
     use ast::Visit;
     struct Find(bool);
     impl ast::Visitor for Find {

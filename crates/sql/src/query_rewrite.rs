@@ -13,6 +13,11 @@
 //!   are inlined from the WINDOW clause.
 //! * `FETCH FIRST n ROWS ONLY` is `LIMIT n`.
 //! * A set-returning `generate_series(…)` select item expands to rows (`unnest`).
+//! * `FROM t x, UNNEST(f(x.col)) AS u(c)` — a set-returning function over the preceding
+//!   table's columns (`jsonb_array_elements(d.body)`, `unnest(d.tags)`, correlated
+//!   `generate_series`), which DataFusion cannot plan as a lateral join — becomes
+//!   `FROM (SELECT x.*, unnest(f(x.col)) AS c FROM t x) AS x` with `u.c` read as `x.c`
+//!   ([`lateral_unnest`]).
 //!
 //! * `LIMIT '2'` is `LIMIT 2`; [`check_limits`] gives LIMIT/OFFSET/ORDER BY position errors
 //!   PostgreSQL's codes.
@@ -278,6 +283,138 @@ fn expand_series_items(s: &mut Select) {
     }
 }
 
+/// See the module documentation: lateral set-returning functions as select-list `unnest`.
+pub fn lateral_unnest(stmt: &mut ast::Statement) {
+    struct Lateral;
+    impl VisitorMut for Lateral {
+        type Break = ();
+        fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            let mut renames = Vec::new();
+            visit_selects(&mut q.body, &mut |s| renames.extend(lateral_select(s)));
+            // `u.c` now lives in the derived table named like the outer one (ORDER BY too).
+            for (from, to) in renames {
+                let _ = q.visit(&mut Requalify(&from, &to));
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    struct Requalify<'a>(&'a str, &'a ast::Ident);
+    impl VisitorMut for Requalify<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if let Expr::CompoundIdentifier(parts) = e {
+                if parts.len() == 2 && parts[0].value == self.0 {
+                    parts[0] = self.1.clone();
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Lateral);
+}
+
+/// Rewrites one select's lateral function; returns (old qualifier, new qualifier).
+fn lateral_select(s: &mut Select) -> Option<(String, ast::Ident)> {
+    let [outer, func] = s.from.as_slice() else {
+        return None;
+    };
+    let (ast::TableFactor::Table { name, alias, .. }, true, true) = (
+        &outer.relation,
+        outer.joins.is_empty(),
+        func.joins.is_empty(),
+    ) else {
+        return None;
+    };
+    // `unnest(x.col)` stays a table function elsewhere (a correlated one inside a scalar
+    // subquery runs per outer row); here it is the lateral form.
+    let unnest_call = unnest_factor(&func.relation);
+    let (u_alias, array_exprs) = match (&func.relation, &unnest_call) {
+        (
+            ast::TableFactor::UNNEST {
+                alias: Some(a),
+                array_exprs,
+                with_ordinality: false,
+                ..
+            },
+            _,
+        ) => (a, array_exprs),
+        (_, Some((a, exprs))) => (a, exprs),
+        _ => return None,
+    };
+    if !array_exprs.iter().any(crate::pgcompat::references_column)
+        || u_alias.columns.len() != array_exprs.len()
+    {
+        return None;
+    }
+    let Some(qual) = alias
+        .as_ref()
+        .map(|a| a.name.clone())
+        .or_else(|| name.0.last().and_then(|p| p.as_ident()).cloned())
+    else {
+        return None;
+    };
+    let items: Vec<String> = array_exprs
+        .iter()
+        .zip(&u_alias.columns)
+        .map(|(e, c)| format!("unnest({e}) AS {}", c.name))
+        .collect();
+    let sql = format!(
+        "SELECT * FROM (SELECT {qual}.*, {} FROM {}) AS {qual}",
+        items.join(", "),
+        outer.relation
+    );
+    let Some(q) = parse_query(&sql) else {
+        return None;
+    };
+    let SetExpr::Select(parsed) = *q.body else {
+        return None;
+    };
+    let Some(derived) = parsed.from.into_iter().next() else {
+        return None;
+    };
+    let unnest_name = u_alias.name.value.clone();
+    s.from = vec![derived];
+    Some((unnest_name, qual))
+}
+
+/// `unnest(e, …) AS u(c, …)` written as a function in FROM: its alias (columns named after
+/// the alias when not given) and arguments.
+fn unnest_factor(f: &ast::TableFactor) -> Option<(ast::TableAlias, Vec<Expr>)> {
+    let ast::TableFactor::Table {
+        name,
+        args: Some(args),
+        alias: Some(alias),
+        with_ordinality: false,
+        ..
+    } = f
+    else {
+        return None;
+    };
+    let is_unnest = name.0.len() == 1
+        && name.0[0]
+            .as_ident()
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("unnest"));
+    if !is_unnest {
+        return None;
+    }
+    let exprs: Vec<Expr> = args
+        .args
+        .iter()
+        .map(|a| match a {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let mut alias = alias.clone();
+    if alias.columns.is_empty() && exprs.len() == 1 {
+        alias.columns = vec![ast::TableAliasColumnDef {
+            name: alias.name.clone(),
+            data_type: None,
+        }];
+    }
+    Some((alias, exprs))
+}
+
 /// PostgreSQL's errors for LIMIT/OFFSET values and ORDER BY positions, checked before
 /// planning (DataFusion reports them as internal errors).
 pub fn check_limits(stmt: &ast::Statement) -> Result<(), SqlError> {
@@ -415,6 +552,18 @@ mod tests {
              WINDOW w AS (PARTITION BY g ORDER BY d)",
         );
         assert!(w.contains("OVER (PARTITION BY g ORDER BY d ROWS"), "{w}");
+        let mut stmt = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT d.id, t.v FROM docs d, unnest(d.tags) AS t(v) ORDER BY t.v",
+        )
+        .unwrap()
+        .remove(0);
+        lateral_unnest(&mut stmt);
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT d.id, d.v FROM (SELECT d.*, unnest(d.tags) AS v FROM docs d) AS d \
+             ORDER BY d.v"
+        );
         let f = rewritten("SELECT id FROM t ORDER BY id FETCH FIRST 2 ROWS ONLY");
         assert!(f.ends_with("LIMIT 2"), "{f}");
     }

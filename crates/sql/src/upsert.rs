@@ -406,10 +406,7 @@ fn compile_update(
         let logical = logical
             .cast_to(&c.ty.arrow(), &df_schema)
             .map_err(from_datafusion)?;
-        let phys = state
-            .create_physical_expr(logical, &df_schema)
-            .map_err(from_datafusion)?;
-        sets.push((pos, phys));
+        sets.push((pos, physical(state, logical, &df_schema)?));
     }
     let filter = match &u.selection {
         None => None,
@@ -424,11 +421,7 @@ fn compile_update(
                     format!("argument of WHERE must be type boolean, not type {ty}"),
                 ));
             }
-            Some(
-                state
-                    .create_physical_expr(logical, &df_schema)
-                    .map_err(from_datafusion)?,
-            )
+            Some(physical(state, logical, &df_schema)?)
         }
     };
     Ok(Update {
@@ -619,6 +612,27 @@ pub async fn rewrite_insert(
         }
     }
     Ok(DFStatement::Statement(Box::new(SqlStatement::Insert(i))))
+}
+
+/// A DO UPDATE expression ready to evaluate: coerced and simplified as the optimizer would
+/// (some functions, e.g. `coalesce`, only run after simplification rewrote them).
+fn physical(
+    state: &SessionState,
+    e: datafusion::logical_expr::Expr,
+    schema: &datafusion::common::DFSchema,
+) -> SqlResult<Arc<dyn PhysicalExpr>> {
+    use datafusion::logical_expr::simplify::SimplifyContext;
+    use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+    let ctx = SimplifyContext::builder()
+        .with_schema(Arc::new(schema.clone()))
+        .with_current_time()
+        .build();
+    let simplifier = ExprSimplifier::new(ctx);
+    let e = simplifier.coerce(e, schema).map_err(from_datafusion)?;
+    let e = simplifier.simplify(e).map_err(from_datafusion)?;
+    state
+        .create_physical_expr(e, schema)
+        .map_err(from_datafusion)
 }
 
 /// `UPDATE … SET id = …` of a `GENERATED ALWAYS AS IDENTITY` column is 428C9, as in
