@@ -66,6 +66,7 @@ pub mod rowcodec;
 pub mod sequence;
 pub mod session;
 pub mod stmt;
+pub mod string_fns;
 pub mod subquery;
 pub mod to_char;
 pub mod txn_block;

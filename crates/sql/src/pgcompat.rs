@@ -674,6 +674,9 @@ fn correlated_series(f: &ast::TableFactor) -> Option<ast::TableFactor> {
             vec![call("kestrel_json_elements_text", vec![x.clone()])],
             vec!["value"],
         ),
+        ("regexp_split_to_table", [_, _] | [_, _, _]) => {
+            (vec![call("regexp_split_to_array", exprs.clone())], vec![])
+        }
         ("jsonb_object_keys" | "json_object_keys", [x]) => (
             vec![call("kestrel_json_object_keys", vec![x.clone()])],
             vec![if fname.starts_with("jsonb") {
@@ -796,6 +799,9 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
             if let Some(agg) = json_aggregate(f) {
                 return Some(agg);
             }
+            if f.name.0.len() == 1 && f.name.0[0].as_ident().is_some_and(|i| ident_is(i, "every")) {
+                f.name = ast::ObjectName::from(vec![ast::Ident::new("bool_and")]);
+            }
             if let ast::FunctionArguments::Subquery(q) = &f.args {
                 if f.name.0.len() == 1
                     && f.name.0[0].as_ident().is_some_and(|i| ident_is(i, "array"))
@@ -804,6 +810,20 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
                 }
             }
             set_returning(f)
+        }
+        // substring(s FROM 'pattern'): a regular expression, not a position.
+        Expr::Substring {
+            expr,
+            substring_from: Some(from),
+            substring_for: None,
+            ..
+        } if matches!(from.as_ref(), Expr::Value(v)
+            if matches!(v.value, ast::Value::SingleQuotedString(_))) =>
+        {
+            Some(call(
+                "kestrel_substring_regex",
+                vec![expr.as_ref().clone(), from.as_ref().clone()],
+            ))
         }
         Expr::Extract { field, expr, .. } => {
             let name = field.to_string().to_lowercase();

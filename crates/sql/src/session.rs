@@ -101,6 +101,11 @@ impl SqlEngine {
         base.register_udf(crate::to_char::ToChar::udf())
             .map_err(from_datafusion)?;
         base.deregister_udf("make_date").map_err(from_datafusion)?;
+        base.deregister_udf("encode").map_err(from_datafusion)?;
+        base.deregister_udf("decode").map_err(from_datafusion)?;
+        for udf in crate::string_fns::udfs() {
+            base.register_udf(udf).map_err(from_datafusion)?;
+        }
         for udf in crate::date_fns::udfs() {
             base.register_udf(udf).map_err(from_datafusion)?;
         }
