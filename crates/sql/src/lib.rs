@@ -16,7 +16,13 @@
 //! * Sequence functions ([`sequence`]) are scalar UDFs rebound per statement to its catalog
 //!   snapshot; per-row DEFAULTs are compiled per statement ([`stmt::StmtCtx`]).
 //! * PostgreSQL syntax DataFusion reads differently is rewritten on the AST first
-//!   ([`pgcompat`], [`upsert::rewrite_insert`]).
+//!   ([`pgcompat`], [`upsert::rewrite_insert`]), and so are query shapes it answers
+//!   differently from PostgreSQL ([`query_rewrite`]: ANY/ALL subqueries, INTERSECT/EXCEPT
+//!   ALL, named windows, lateral set-returning functions).
+//! * PostgreSQL's operator semantics (int4 literals, overflow-checked integer arithmetic,
+//!   date/interval arithmetic, rounding casts, PostgreSQL input formats) are analyzer rules
+//!   and an `ExprPlanner` around DataFusion's type coercion ([`pg_ops`], [`datetime`]);
+//!   date/time and string functions DataFusion lacks are UDFs ([`date_fns`], [`string_fns`]).
 //! * DDL ([`ddl`]) is Kestrel's own: catalog rows written in the statement's transaction.
 //! * `pg_catalog` / `information_schema` ([`pg_catalog`]) are read-only virtual schemas built
 //!   from the same snapshot when a statement names them; catalog functions in
