@@ -312,6 +312,62 @@ pub fn pk_indexes(p: &ast::PrimaryKeyConstraint, columns: &[ColumnDesc]) -> SqlR
     Ok(idx)
 }
 
+/// `CREATE TABLE t (LIKE src [INCLUDING DEFAULTS])`: `t` gets `src`'s visible columns with
+/// their types and NOT NULL (defaults only when included), as PostgreSQL copies them; keys,
+/// indexes and CHECKs are not copied (PostgreSQL's default `EXCLUDING ALL`).
+fn with_columns_of(
+    ddl: &DdlCtx<'_>,
+    ct: &CreateTable,
+    like: &ast::CreateTableLikeKind,
+) -> SqlResult<CreateTable> {
+    let (ast::CreateTableLikeKind::Parenthesized(l) | ast::CreateTableLikeKind::Plain(l)) = like;
+    let (schema, name) = table_name(&l.name, ddl.db)?;
+    let src = ddl.snapshot.table(&schema, &name).ok_or_else(|| {
+        SqlError::new(
+            code::UNDEFINED_TABLE,
+            format!("relation \"{name}\" does not exist"),
+        )
+    })?;
+    let defaults = matches!(l.defaults, Some(ast::CreateTableLikeDefaults::Including));
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let parse_type = |c: &ColumnDesc| {
+        datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(&c.ty.pg_name())
+            .and_then(|mut p| p.parse_data_type())
+            .map_err(|e| SqlError::internal(format!("type {}: {e}", c.ty.pg_name())))
+    };
+    let mut columns = ct.columns.clone();
+    for c in src.columns.iter().filter(|c| !c.hidden) {
+        let mut options = Vec::new();
+        if !c.nullable {
+            options.push(ast::ColumnOptionDef {
+                name: None,
+                option: ast::ColumnOption::NotNull,
+            });
+        }
+        if defaults {
+            if let Some(d) = crate::upsert::default_sql(c)
+                .ok()
+                .filter(|_| c.default.is_some() || c.default_expr.is_some())
+            {
+                options.push(ast::ColumnOptionDef {
+                    name: None,
+                    option: ast::ColumnOption::Default(d),
+                });
+            }
+        }
+        columns.push(ast::ColumnDef {
+            name: ast::Ident::with_quote('"', c.name.clone()),
+            data_type: parse_type(c)?,
+            options,
+        });
+    }
+    let mut out = ct.clone();
+    out.columns = columns;
+    out.like = None;
+    Ok(out)
+}
+
 /// `base`, or `base1`, `base2` … if taken (PostgreSQL's naming of constraints).
 pub fn unique_check_name(checks: &[CheckDesc], base: &str) -> String {
     let mut name = base.to_string();
@@ -324,8 +380,16 @@ pub fn unique_check_name(checks: &[CheckDesc], base: &str) -> String {
 }
 
 pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> SqlResult<String> {
+    let liked;
+    let ct = match &ct.like {
+        Some(like) if ct.query.is_none() && ct.clone.is_none() => {
+            liked = with_columns_of(ddl, ct, like)?;
+            &liked
+        }
+        _ => ct,
+    };
     if ct.query.is_some() || ct.like.is_some() || ct.clone.is_some() {
-        return Err(SqlError::unsupported("CREATE TABLE … AS / LIKE / CLONE"));
+        return Err(SqlError::unsupported("CREATE TABLE … AS / CLONE"));
     }
     if ct.temporary {
         return Err(SqlError::unsupported("temporary tables"));

@@ -276,6 +276,14 @@ mod tests {
     }
 
     #[test]
+    fn like_escape_characters_become_backslashes() {
+        assert_eq!(backslash_escaped("a!%c", "!").unwrap(), "a\\%c");
+        assert_eq!(backslash_escaped("a\\b%", "!").unwrap(), "a\\\\b%");
+        assert_eq!(backslash_escaped("a\\", "").unwrap(), "a\\\\");
+        assert!(backslash_escaped("a!", "!").is_none());
+    }
+
+    #[test]
     fn repeated_output_names_are_marked_and_displayed_plainly() {
         use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
         let sql = "INSERT INTO t SELECT g, g, 1 AS x, 2 AS X FROM (SELECT 1, 1) s";
@@ -825,6 +833,33 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
                 vec![expr.as_ref().clone(), from.as_ref().clone()],
             ))
         }
+        // LIKE … ESCAPE 'c' with a constant pattern: re-escaped with backslashes, the only
+        // escape DataFusion's LIKE takes.
+        Expr::Like {
+            pattern,
+            escape_char: escape @ Some(_),
+            ..
+        }
+        | Expr::ILike {
+            pattern,
+            escape_char: escape @ Some(_),
+            ..
+        } => {
+            let esc = match escape.as_ref().map(|v| &v.value) {
+                Some(ast::Value::SingleQuotedString(e)) => e.clone(),
+                _ => return None,
+            };
+            let Expr::Value(v) = pattern.as_ref() else {
+                return None;
+            };
+            let ast::Value::SingleQuotedString(p) = &v.value else {
+                return None;
+            };
+            let converted = backslash_escaped(p, &esc)?;
+            **pattern = Expr::Value(ast::Value::SingleQuotedString(converted).into());
+            *escape = None;
+            None
+        }
         Expr::Extract { field, expr, .. } => {
             let name = field.to_string().to_lowercase();
             let name = Expr::Value(ast::Value::SingleQuotedString(name).into());
@@ -972,6 +1007,30 @@ enum CastTarget {
     Type(ast::DataType),
     /// `varchar(n)`: PostgreSQL truncates an explicit cast to n characters.
     Truncate(u64),
+}
+
+/// A LIKE pattern using escape character `esc` (one character, or empty for none) rewritten
+/// to use backslash.
+fn backslash_escaped(p: &str, esc: &str) -> Option<String> {
+    let mut chars = esc.chars();
+    let e = match (chars.next(), chars.next()) {
+        (None, _) => None,
+        (Some(c), None) => Some(c),
+        _ => return None,
+    };
+    let mut out = String::with_capacity(p.len());
+    let mut it = p.chars();
+    while let Some(c) = it.next() {
+        if Some(c) == e {
+            out.push('\\');
+            out.push(it.next()?);
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
 }
 
 /// `jsonb_agg(x ORDER BY …)` → `kestrel_jsonb_from_list(array_agg(to_jsonb(x) ORDER BY …))`
