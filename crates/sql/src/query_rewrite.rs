@@ -415,8 +415,9 @@ fn unnest_factor(f: &ast::TableFactor) -> Option<(ast::TableAlias, Vec<Expr>)> {
     Some((alias, exprs))
 }
 
-/// PostgreSQL's errors for LIMIT/OFFSET values and ORDER BY positions, checked before
-/// planning (DataFusion reports them as internal errors).
+/// PostgreSQL's errors for LIMIT/OFFSET values, ORDER BY positions, aggregates and window
+/// functions where they are not allowed, set operations and subqueries of the wrong width —
+/// checked before planning (DataFusion reports them as internal errors or not at all).
 pub fn check_limits(stmt: &ast::Statement) -> Result<(), SqlError> {
     use ast::{Visit, Visitor};
     struct Limits(Option<SqlError>);
@@ -424,6 +425,15 @@ pub fn check_limits(stmt: &ast::Statement) -> Result<(), SqlError> {
         type Break = ();
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
             match check_query(q) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    self.0 = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            match check_subquery_width(e) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(e) => {
                     self.0 = Some(e);
@@ -494,7 +504,201 @@ fn unquote_limits(q: &mut Query) {
     }
 }
 
+const AGGREGATES: [&str; 22] = [
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "jsonb_agg",
+    "json_agg",
+    "jsonb_object_agg",
+    "json_object_agg",
+    "median",
+    "corr",
+];
+
+/// `e` without its subqueries (they are checked as queries of their own).
+fn without_subqueries(e: &Expr) -> Expr {
+    struct Cut;
+    impl VisitorMut for Cut {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if matches!(
+                e,
+                Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. }
+            ) {
+                *e = Expr::Value(ast::Value::Null.into());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut e = e.clone();
+    let _ = e.visit(&mut Cut);
+    e
+}
+
+/// (is an aggregate call, is a window call) of a function expression.
+fn call_kind(e: &Expr) -> (bool, bool) {
+    let Expr::Function(f) = e else {
+        return (false, false);
+    };
+    let agg = f.name.0.len() == 1
+        && f.name.0[0]
+            .as_ident()
+            .is_some_and(|i| AGGREGATES.contains(&i.value.to_lowercase().as_str()));
+    (agg && f.over.is_none(), f.over.is_some())
+}
+
+/// Whether `e` (subqueries excluded) contains a call for which `pick` holds.
+fn has_call(e: &Expr, pick: fn((bool, bool)) -> bool) -> bool {
+    use ast::{Visit, Visitor};
+    struct Find(fn((bool, bool)) -> bool, bool);
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if (self.0)(call_kind(e)) {
+                self.1 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut f = Find(pick, false);
+    let _ = without_subqueries(e).visit(&mut f);
+    f.1
+}
+
+fn grouping_error(m: &str) -> SqlError {
+    SqlError::new(code::GROUPING_ERROR, m.to_string())
+}
+
+/// Aggregates and window functions where PostgreSQL does not allow them (42803, 42P20).
+fn check_select(s: &Select) -> Result<(), SqlError> {
+    if let Some(w) = &s.selection {
+        if has_call(w, |(agg, _)| agg) {
+            return Err(grouping_error(
+                "aggregate functions are not allowed in WHERE",
+            ));
+        }
+        if has_call(w, |(_, win)| win) {
+            return Err(SqlError::new(
+                "42P20",
+                "window functions are not allowed in WHERE",
+            ));
+        }
+    }
+    for item in &s.projection {
+        let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item else {
+            continue;
+        };
+        use ast::{Visit, Visitor};
+        struct Nested(Option<SqlError>);
+        impl Visitor for Nested {
+            type Break = ();
+            fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+                let Expr::Function(f) = e else {
+                    return ControlFlow::Continue(());
+                };
+                if !call_kind(e).0 {
+                    return ControlFlow::Continue(());
+                }
+                let ast::FunctionArguments::List(l) = &f.args else {
+                    return ControlFlow::Continue(());
+                };
+                for a in &l.args {
+                    let (ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x))
+                    | ast::FunctionArg::Named {
+                        arg: ast::FunctionArgExpr::Expr(x),
+                        ..
+                    }) = a
+                    else {
+                        continue;
+                    };
+                    if has_call(x, |(agg, _)| agg) {
+                        self.0 = Some(grouping_error("aggregate function calls cannot be nested"));
+                    } else if has_call(x, |(_, win)| win) {
+                        self.0 = Some(grouping_error(
+                            "aggregate function calls cannot contain window function calls",
+                        ));
+                    }
+                    if self.0.is_some() {
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let mut v = Nested(None);
+        let _ = without_subqueries(e).visit(&mut v);
+        if let Some(err) = v.0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// The number of output columns of a query body, when it has no `*`.
+fn width(body: &SetExpr) -> Option<usize> {
+    output_names(body).map(|n| n.len())
+}
+
+fn check_set_operations(body: &SetExpr) -> Result<(), SqlError> {
+    if let SetExpr::SetOperation {
+        op, left, right, ..
+    } = body
+    {
+        check_set_operations(left)?;
+        check_set_operations(right)?;
+        if let (Some(l), Some(r)) = (width(left), width(right)) {
+            if l != r {
+                return Err(SqlError::new(
+                    code::SYNTAX_ERROR,
+                    format!(
+                        "each {} query must have the same number of columns",
+                        op.to_string().to_uppercase()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Subqueries used as one value must produce one column (42601).
+fn check_subquery_width(e: &Expr) -> Result<(), SqlError> {
+    let (q, msg) = match e {
+        Expr::Subquery(q) => (q, "subquery must return only one column"),
+        Expr::InSubquery { subquery, .. } => (subquery, "subquery has too many columns"),
+        _ => return Ok(()),
+    };
+    match width(&q.body) {
+        Some(n) if n > 1 => Err(SqlError::new(code::SYNTAX_ERROR, msg)),
+        _ => Ok(()),
+    }
+}
+
 fn check_query(q: &Query) -> Result<(), SqlError> {
+    check_set_operations(&q.body)?;
+    let mut select_error = Ok(());
+    let mut body = q.body.clone();
+    visit_selects(&mut body, &mut |s| {
+        if select_error.is_ok() {
+            select_error = check_select(s);
+        }
+    });
+    select_error?;
     if let Some(ast::LimitClause::LimitOffset { limit, offset, .. }) = &q.limit_clause {
         if let Some(l) = limit {
             check_count(l, "LIMIT", "2201W")?;
