@@ -792,5 +792,24 @@ mod tests {
             check("SELECT id FROM t ORDER BY 2"),
             Err(code::INVALID_COLUMN_REFERENCE)
         );
+        assert_eq!(
+            check("SELECT 1 FROM t WHERE count(*) > 1"),
+            Err(code::GROUPING_ERROR)
+        );
+        assert_eq!(
+            check("SELECT sum(count(*)) FROM t"),
+            Err(code::GROUPING_ERROR)
+        );
+        assert_eq!(
+            check("SELECT id FROM t WHERE row_number() OVER (ORDER BY id) > 1"),
+            Err("42P20")
+        );
+        assert_eq!(check("SELECT 1, 2 UNION SELECT 3"), Err(code::SYNTAX_ERROR));
+        assert_eq!(check("SELECT (SELECT 1, 2)"), Err(code::SYNTAX_ERROR));
+        // Aggregates inside a subquery of WHERE are fine.
+        assert_eq!(
+            check("SELECT id FROM t WHERE id > (SELECT max(id) FROM t)"),
+            Ok(())
+        );
     }
 }
