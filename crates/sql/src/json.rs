@@ -855,6 +855,13 @@ fn as_text(j: Json) -> Option<String> {
     }
 }
 
+/// The keys of a JSON object argument, as the rows of `function`.
+fn keys(v: &ScalarValue, function: &str) -> SqlResult<Option<Out>> {
+    let Some(j) = doc(v)? else { return Ok(None) };
+    let keys = fields(j, function)?.into_iter().map(|(k, _)| Some(k));
+    Ok(Some(Out::List(keys.collect())))
+}
+
 /// The texts of a list argument (the aggregates' `array_agg` results).
 fn list_items(v: &ScalarValue) -> SqlResult<Option<Vec<Option<String>>>> {
     let ScalarValue::List(l) = v else {
@@ -973,27 +980,11 @@ fn set_and_aggregate_udfs() -> Vec<Arc<ScalarUDF>> {
                 list(elements(j)?.into_iter().map(as_text).collect())
             },
         ),
-        udf("kestrel_json_keys", &[1], Ret::TextList, move |a| {
-            let Some(j) = doc(&a[0])? else {
-                return Ok(None);
-            };
-            list(
-                fields(j, "jsonb_each")?
-                    .into_iter()
-                    .map(|(k, _)| Some(k))
-                    .collect(),
-            )
+        udf("kestrel_json_keys", &[1], Ret::TextList, |a| {
+            keys(&a[0], "jsonb_each")
         }),
-        udf("kestrel_json_object_keys", &[1], Ret::TextList, move |a| {
-            let Some(j) = doc(&a[0])? else {
-                return Ok(None);
-            };
-            list(
-                fields(j, "jsonb_object_keys")?
-                    .into_iter()
-                    .map(|(k, _)| Some(k))
-                    .collect(),
-            )
+        udf("kestrel_json_object_keys", &[1], Ret::TextList, |a| {
+            keys(&a[0], "jsonb_object_keys")
         }),
         udf("kestrel_json_values", &[1], Ret::TextList, move |a| {
             let Some(j) = doc(&a[0])? else {

@@ -563,6 +563,18 @@ fn df(e: datafusion::error::DataFusionError) -> SqlError {
     crate::error::from_datafusion(e)
 }
 
+/// `a` cast to `ty` (the argument types the functions below work on).
+fn cast_as(a: &ArrayRef, ty: &DataType) -> Result<ArrayRef, SqlError> {
+    cast(a, ty).map_err(|e| df(e.into()))
+}
+
+/// `a` as its concrete array type `T`.
+fn typed<'a, T: 'static>(a: &'a ArrayRef, what: &str) -> Result<&'a T, SqlError> {
+    a.as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| SqlError::internal(format!("{what} argument")))
+}
+
 fn int_name(t: &DataType) -> &'static str {
     match t {
         DataType::Int16 => "smallint",
@@ -581,12 +593,9 @@ fn overflow(t: &DataType) -> SqlError {
 /// PostgreSQL's integer input: surrounding blanks allowed, 22P02 for other text, 22003 for
 /// a number outside the target type (`type_name`: smallint, integer, bigint).
 fn int_in(a: &ArrayRef, type_name: &ArrayRef) -> Result<ArrayRef, SqlError> {
-    let a = cast(a, &DataType::Utf8).map_err(|e| df(e.into()))?;
-    let s = a
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| SqlError::internal("text input"))?;
-    let ty = cast(type_name, &DataType::Utf8).map_err(|e| df(e.into()))?;
+    let a = cast_as(a, &DataType::Utf8)?;
+    let s = typed::<StringArray>(&a, "text input")?;
+    let ty = cast_as(type_name, &DataType::Utf8)?;
     let ty = ty
         .as_any()
         .downcast_ref::<StringArray>()
@@ -721,16 +730,10 @@ pub fn interval_times(iv: IntervalMonthDayNano, f: f64) -> Result<IntervalMonthD
 }
 
 fn interval_scale(iv: &ArrayRef, factor: &ArrayRef, op: Op) -> Result<ArrayRef, SqlError> {
-    let iv = cast(iv, &DataType::Interval(IntervalUnit::MonthDayNano)).map_err(|e| df(e.into()))?;
-    let factor = cast(factor, &DataType::Float64).map_err(|e| df(e.into()))?;
-    let ivs = iv
-        .as_any()
-        .downcast_ref::<IntervalMonthDayNanoArray>()
-        .ok_or_else(|| SqlError::internal("interval operand"))?;
-    let fs = factor
-        .as_any()
-        .downcast_ref::<datafusion::arrow::array::Float64Array>()
-        .ok_or_else(|| SqlError::internal("interval factor"))?;
+    let iv = cast_as(iv, &DataType::Interval(IntervalUnit::MonthDayNano))?;
+    let factor = cast_as(factor, &DataType::Float64)?;
+    let ivs = typed::<IntervalMonthDayNanoArray>(&iv, "interval operand")?;
+    let fs = typed::<datafusion::arrow::array::Float64Array>(&factor, "interval factor")?;
     let mut out = Vec::with_capacity(ivs.len());
     for i in 0..ivs.len() {
         if ivs.is_null(i) || fs.is_null(i) {
@@ -756,11 +759,8 @@ pub fn span_nanos(iv: IntervalMonthDayNano) -> i128 {
 }
 
 fn interval_span(a: &ArrayRef) -> Result<ArrayRef, SqlError> {
-    let a = cast(a, &DataType::Interval(IntervalUnit::MonthDayNano)).map_err(|e| df(e.into()))?;
-    let ivs = a
-        .as_any()
-        .downcast_ref::<IntervalMonthDayNanoArray>()
-        .ok_or_else(|| SqlError::internal("interval operand"))?;
+    let a = cast_as(a, &DataType::Interval(IntervalUnit::MonthDayNano))?;
+    let ivs = typed::<IntervalMonthDayNanoArray>(&a, "interval operand")?;
     let out: Decimal128Array = ivs.unary(span_nanos);
     Ok(Arc::new(
         out.with_precision_and_scale(38, 0)
@@ -769,16 +769,10 @@ fn interval_span(a: &ArrayRef) -> Result<ArrayRef, SqlError> {
 }
 
 fn date_add_days(d: &ArrayRef, n: &ArrayRef) -> Result<ArrayRef, SqlError> {
-    let d = cast(d, &DataType::Date32).map_err(|e| df(e.into()))?;
-    let n = cast(n, &DataType::Int64).map_err(|e| df(e.into()))?;
-    let ds = d
-        .as_any()
-        .downcast_ref::<Date32Array>()
-        .ok_or_else(|| SqlError::internal("date"))?;
-    let ns = n
-        .as_any()
-        .downcast_ref::<datafusion::arrow::array::Int64Array>()
-        .ok_or_else(|| SqlError::internal("days"))?;
+    let d = cast_as(d, &DataType::Date32)?;
+    let n = cast_as(n, &DataType::Int64)?;
+    let ds = typed::<Date32Array>(&d, "date")?;
+    let ns = typed::<datafusion::arrow::array::Int64Array>(&n, "days")?;
     let mut out = Vec::with_capacity(ds.len());
     for i in 0..ds.len() {
         if ds.is_null(i) || ns.is_null(i) {
@@ -795,19 +789,16 @@ fn date_add_days(d: &ArrayRef, n: &ArrayRef) -> Result<ArrayRef, SqlError> {
 }
 
 fn date_diff_days(a: &ArrayRef, b: &ArrayRef) -> Result<ArrayRef, SqlError> {
-    let a = cast(a, &DataType::Int32).map_err(|e| df(e.into()))?;
-    let b = cast(b, &DataType::Int32).map_err(|e| df(e.into()))?;
+    let a = cast_as(a, &DataType::Int32)?;
+    let b = cast_as(b, &DataType::Int32)?;
     numeric::sub(&a, &b).map_err(|_| overflow(&DataType::Int32))
 }
 
 /// Interval text through Arrow's parser, one value at a time so a failure names its input
 /// (22007, as PostgreSQL).
 fn interval_in(a: &ArrayRef) -> Result<ArrayRef, SqlError> {
-    let a = cast(a, &DataType::Utf8).map_err(|e| df(e.into()))?;
-    let s = a
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| SqlError::internal("text input"))?;
+    let a = cast_as(a, &DataType::Utf8)?;
+    let s = typed::<StringArray>(&a, "text input")?;
     let mut out = Vec::with_capacity(s.len());
     for i in 0..s.len() {
         if s.is_null(i) {
@@ -905,11 +896,8 @@ fn array_in(a: &ArrayRef, to: &DataType) -> Result<ArrayRef, SqlError> {
     let DataType::List(field) = to else {
         return Err(SqlError::internal("array input for a non-list type"));
     };
-    let a = cast(a, &DataType::Utf8).map_err(|e| df(e.into()))?;
-    let s = a
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| SqlError::internal("text input"))?;
+    let a = cast_as(a, &DataType::Utf8)?;
+    let s = typed::<StringArray>(&a, "text input")?;
     let mut offsets = vec![0i32];
     let mut texts: Vec<Option<String>> = Vec::new();
     let mut valid = Vec::with_capacity(s.len());
@@ -926,7 +914,7 @@ fn array_in(a: &ArrayRef, to: &DataType) -> Result<ArrayRef, SqlError> {
     let flat: ArrayRef = Arc::new(StringArray::from(texts));
     let elems = match cast_text(&flat, field.data_type()) {
         Some(parsed) => parsed?,
-        None => cast(&flat, field.data_type()).map_err(|e| df(e.into()))?,
+        None => cast_as(&flat, field.data_type())?,
     };
     let list = datafusion::arrow::array::ListArray::try_new(
         field.clone(),
@@ -957,16 +945,13 @@ pub fn cast_text(a: &ArrayRef, to: &DataType) -> Option<Result<ArrayRef, SqlErro
         DataType::List(_) => return Some(array_in(a, to)),
         _ => return None,
     };
-    Some(out.and_then(|arr| cast(&arr, to).map_err(|e| df(e.into()))))
+    Some(out.and_then(|arr| cast_as(&arr, to)))
 }
 
 fn text_in(a: &ArrayRef, op: Op) -> Result<ArrayRef, SqlError> {
     use datafusion::arrow::array::TimestampMicrosecondArray;
-    let a = cast(a, &DataType::Utf8).map_err(|e| df(e.into()))?;
-    let s = a
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| SqlError::internal("text input"))?;
+    let a = cast_as(a, &DataType::Utf8)?;
+    let s = typed::<StringArray>(&a, "text input")?;
     let texts = (0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i)));
     Ok(match op {
         Op::DateIn => Arc::new(
