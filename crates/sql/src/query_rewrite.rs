@@ -584,8 +584,27 @@ fn grouping_error(m: &str) -> SqlError {
     SqlError::new(code::GROUPING_ERROR, m.to_string())
 }
 
-/// Aggregates and window functions where PostgreSQL does not allow them (42803, 42P20).
+/// Aggregates and window functions where PostgreSQL does not allow them (42803, 42P20), and
+/// a JOIN without ON/USING (42601; only CROSS JOIN may omit it).
 fn check_select(s: &Select) -> Result<(), SqlError> {
+    for t in &s.from {
+        for j in &t.joins {
+            use ast::{JoinConstraint as C, JoinOperator as J};
+            if let J::Join(C::None)
+            | J::Inner(C::None)
+            | J::Left(C::None)
+            | J::LeftOuter(C::None)
+            | J::Right(C::None)
+            | J::RightOuter(C::None)
+            | J::FullOuter(C::None) = &j.join_operator
+            {
+                return Err(SqlError::new(
+                    code::SYNTAX_ERROR,
+                    format!("syntax error: JOIN {} needs ON or USING", j.relation),
+                ));
+            }
+        }
+    }
     if let Some(w) = &s.selection {
         if has_call(w, |(agg, _)| agg) {
             return Err(grouping_error(
@@ -713,6 +732,37 @@ fn check_query(q: &Query) -> Result<(), SqlError> {
     let ast::OrderByKind::Expressions(items) = &order.kind else {
         return Ok(());
     };
+    if let SetExpr::Select(sel) = q.body.as_ref() {
+        if matches!(sel.distinct, Some(ast::Distinct::Distinct)) {
+            let listed: Vec<String> = sel
+                .projection
+                .iter()
+                .flat_map(|i| match i {
+                    SelectItem::UnnamedExpr(e) => vec![e.to_string()],
+                    SelectItem::ExprWithAlias { expr, alias } => {
+                        vec![expr.to_string(), alias.to_string()]
+                    }
+                    _ => vec![],
+                })
+                .collect();
+            let wildcard = sel.projection.iter().any(|i| {
+                matches!(
+                    i,
+                    SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+                )
+            });
+            for item in items {
+                let numbered = matches!(&item.expr, Expr::Value(v)
+                    if matches!(v.value, ast::Value::Number(..)));
+                if !wildcard && !numbered && !listed.contains(&item.expr.to_string()) {
+                    return Err(SqlError::new(
+                        code::INVALID_COLUMN_REFERENCE,
+                        "for SELECT DISTINCT, ORDER BY expressions must appear in select list",
+                    ));
+                }
+            }
+        }
+    }
     for item in items {
         if let Expr::Value(v) = &item.expr {
             if let ast::Value::Number(n, _) = &v.value {
@@ -806,6 +856,16 @@ mod tests {
         );
         assert_eq!(check("SELECT 1, 2 UNION SELECT 3"), Err(code::SYNTAX_ERROR));
         assert_eq!(check("SELECT (SELECT 1, 2)"), Err(code::SYNTAX_ERROR));
+        assert_eq!(check("SELECT * FROM a JOIN b"), Err(code::SYNTAX_ERROR));
+        assert_eq!(check("SELECT * FROM a CROSS JOIN b"), Ok(()));
+        assert_eq!(
+            check("SELECT DISTINCT g FROM t ORDER BY s"),
+            Err(code::INVALID_COLUMN_REFERENCE)
+        );
+        assert_eq!(
+            check("SELECT DISTINCT g AS x FROM t ORDER BY x, g, 1"),
+            Ok(())
+        );
         // Aggregates inside a subquery of WHERE are fine.
         assert_eq!(
             check("SELECT id FROM t WHERE id > (SELECT max(id) FROM t)"),
