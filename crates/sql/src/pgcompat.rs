@@ -660,14 +660,7 @@ fn correlated_series(f: &ast::TableFactor) -> Option<ast::TableFactor> {
         [p] => p.as_ident()?.value.to_lowercase(),
         _ => return None,
     };
-    let exprs: Vec<ast::Expr> = args
-        .args
-        .iter()
-        .map(|a| match a {
-            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
+    let exprs = plain_args(&args.args)?;
     let correlated = exprs.iter().any(references_column);
     // (the list-returning functions to unnest, the default column names)
     let (lists, columns): (Vec<ast::Expr>, Vec<&str>) = match (fname.as_str(), exprs.as_slice()) {
@@ -735,6 +728,16 @@ fn correlated_series(f: &ast::TableFactor) -> Option<ast::TableFactor> {
         with_offset_alias: None,
         with_ordinality: *with_ordinality,
     })
+}
+
+/// The arguments of a call when all are plain positional expressions (no names, no `*`).
+pub(crate) fn plain_args(args: &[ast::FunctionArg]) -> Option<Vec<ast::Expr>> {
+    args.iter()
+        .map(|a| match a {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 pub(crate) fn references_column(e: &ast::Expr) -> bool {
@@ -977,14 +980,7 @@ fn set_returning(f: &ast::Function) -> Option<ast::Expr> {
     let ast::FunctionArguments::List(list) = &f.args else {
         return None;
     };
-    let args: Vec<ast::Expr> = list
-        .args
-        .iter()
-        .map(|a| match a {
-            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
+    let args = plain_args(&list.args)?;
     let one = ast::Expr::Value(ast::Value::Number("1".into(), false).into());
     match (name.as_str(), args.as_slice()) {
         ("generate_subscripts", [a, d]) => Some(call(

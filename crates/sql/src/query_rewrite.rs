@@ -397,14 +397,7 @@ fn unnest_factor(f: &ast::TableFactor) -> Option<(ast::TableAlias, Vec<Expr>)> {
     if !is_unnest {
         return None;
     }
-    let exprs: Vec<Expr> = args
-        .args
-        .iter()
-        .map(|a| match a {
-            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
+    let exprs = crate::pgcompat::plain_args(&args.args)?;
     let mut alias = alias.clone();
     if alias.columns.is_empty() && exprs.len() == 1 {
         alias.columns = vec![ast::TableAliasColumnDef {
