@@ -515,11 +515,7 @@ fn udf(
 }
 
 fn text_arg(v: &ScalarValue) -> Option<String> {
-    match v {
-        ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => s.clone(),
-        v if v.is_null() => None,
-        v => Some(v.to_string()),
-    }
+    crate::pg_functions::text(v)
 }
 
 fn int_arg(v: &ScalarValue) -> Option<i64> {

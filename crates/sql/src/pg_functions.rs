@@ -268,7 +268,8 @@ fn int(v: &ScalarValue) -> Option<i64> {
     }
 }
 
-fn text(v: &ScalarValue) -> Option<String> {
+/// A text argument (other values as their text; NULL as None).
+pub(crate) fn text(v: &ScalarValue) -> Option<String> {
     match v {
         ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => s.clone(),
         v if v.is_null() => None,

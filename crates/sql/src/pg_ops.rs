@@ -90,7 +90,8 @@ pub struct PgLiteralRule;
 
 impl AnalyzerRule for PgLiteralRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        if !plan_has(&plan, needs_literal_rule) || has_recursive_query(&plan) {
+        let needed = plan_has(&plan, needs_literal_rule) || select_list_int_literal(&plan);
+        if !needed || has_recursive_query(&plan) {
             return Ok(plan);
         }
         rewrite_plan(plan, false, &literal_rewrite)
@@ -139,9 +140,29 @@ fn needs_literal_rule(e: &Expr) -> bool {
             is_arith(b.op) || (b.op.supports_propagation() && (text(&b.left) || text(&b.right)))
         }
         Expr::ScalarFunction(f) => f.name() == "pg_typeof",
-        Expr::Literal(ScalarValue::Int64(Some(_)), _) => true,
         _ => false,
     }
+}
+
+/// Whether a select list of `plan` has a bare integer literal (`SELECT 1`): only there, not
+/// in every `WHERE id = 5`, does the literal's own type reach the client.
+fn select_list_int_literal(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|p| {
+        if let LogicalPlan::Projection(proj) = p {
+            found |= proj.expr.iter().any(|e| {
+                matches!(
+                    e.clone().unalias(),
+                    Expr::Literal(ScalarValue::Int64(Some(_)), _)
+                )
+            });
+        }
+        Ok(match found {
+            true => datafusion::common::tree_node::TreeNodeRecursion::Stop,
+            false => datafusion::common::tree_node::TreeNodeRecursion::Continue,
+        })
+    });
+    found
 }
 
 fn is_arith(op: Operator) -> bool {
