@@ -50,6 +50,16 @@ async fn renumber(
     let (start, end) = table_span(id);
     ddl.kv.split_out(&start, &end).await?;
     desc.id = id;
+    // Foreign keys name their parent by id: the table's own and other tables' follow it.
+    for fk in desc.foreign_keys.iter_mut().filter(|f| f.parent == old) {
+        fk.parent = id;
+    }
+    crate::fk::edit_referencing(txn, ddl.snapshot, old, old, &move |fks| {
+        for fk in fks.iter_mut().filter(|f| f.parent == old) {
+            fk.parent = id;
+        }
+    })
+    .await?;
     let (s, e) = table_span(old);
     after.push(AfterCommit::ClearSpan(s, e));
     // The sequences the table's columns own follow it to its new id.
@@ -69,6 +79,7 @@ pub async fn truncate(
     t: &ast::Truncate,
     after: &mut Vec<AfterCommit>,
 ) -> SqlResult<String> {
+    let mut targets: Vec<&TableDesc> = Vec::new();
     for target in &t.table_names {
         let Some(desc) = lookup(ddl, &target.name)? else {
             if t.if_exists {
@@ -76,7 +87,32 @@ pub async fn truncate(
             }
             return Err(undefined_table(&target.name));
         };
-        let mut desc = desc.clone();
+        targets.push(desc);
+    }
+    if matches!(t.cascade, Some(ast::CascadeOption::Cascade)) {
+        // Every table that references a truncated one is truncated too, transitively.
+        let mut i = 0;
+        while i < targets.len() {
+            for child in crate::fk::children_of(ddl.snapshot, targets[i].id) {
+                if let Some(c) = ddl.snapshot.table(&child.schema, &child.name) {
+                    if !targets.iter().any(|t| t.id == c.id) {
+                        targets.push(c);
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+    crate::fk::referenced_from_outside(ddl.snapshot, &targets, true)?;
+    let mut done = HashSet::new();
+    for desc in targets {
+        if !done.insert(desc.id) {
+            continue;
+        }
+        // Re-read: renumbering an earlier target may have repointed this one's keys.
+        let mut desc = catalog::get_table(txn, desc.db_id, &desc.schema, &desc.name)
+            .await?
+            .unwrap_or_else(|| desc.clone());
         renumber(ddl, txn, &mut desc, after).await?;
         catalog::put_table(txn, &desc)?;
     }
@@ -85,13 +121,13 @@ pub async fn truncate(
 
 /// A cursor over every row of a table as of a transaction (own writes included), read in
 /// batches so a rewrite can write between reads.
-struct RowCursor {
+pub(crate) struct RowCursor {
     start: Option<Vec<u8>>,
     end: Option<Vec<u8>>,
 }
 
 impl RowCursor {
-    fn new(desc: &TableDesc) -> Self {
+    pub(crate) fn new(desc: &TableDesc) -> Self {
         let prefix = rowcodec::primary_prefix(desc.id);
         let end = keycode::prefix_end(&prefix);
         Self {
@@ -101,7 +137,11 @@ impl RowCursor {
     }
 
     /// The next batch of decoded rows; `None` when the table is exhausted.
-    async fn next(&mut self, txn: &Txn, desc: &TableDesc) -> SqlResult<Option<Vec<Vec<Datum>>>> {
+    pub(crate) async fn next(
+        &mut self,
+        txn: &Txn,
+        desc: &TableDesc,
+    ) -> SqlResult<Option<Vec<Vec<Datum>>>> {
         let Some(start) = self.start.take() else {
             return Ok(None);
         };
@@ -205,10 +245,25 @@ async fn alter_one(
             crate::ddl::add_index(txn, desc, ix, true).await?;
             catalog::put_table(txn, desc)
         }
+        AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::ForeignKey(f),
+            ..
+        } => {
+            let spec = crate::fk::FkSpec {
+                columns: f.columns.iter().map(ident).collect(),
+                clause: f.clone(),
+            };
+            add_foreign_key(ddl, txn, desc, &spec).await
+        }
         AlterTableOperation::DropConstraint {
             if_exists, name, ..
         } => {
             let n = ident(name);
+            let fks_before = desc.foreign_keys.len();
+            desc.foreign_keys.retain(|f| f.name != n);
+            if desc.foreign_keys.len() != fks_before {
+                return catalog::put_table(txn, desc);
+            }
             let before = desc.checks.len();
             desc.checks.retain(|c| c.name != n);
             let is_unique = desc.indexes.iter().any(|ix| ix.name == n && ix.constraint);
@@ -239,9 +294,15 @@ async fn alter_one(
         AlterTableOperation::DropColumn {
             column_names,
             if_exists,
+            drop_behavior,
             ..
         } => {
+            let cascade = matches!(drop_behavior, Some(ast::DropBehavior::Cascade));
             for n in column_names {
+                if let Some(i) = visible_column(desc, &ident(n)) {
+                    let col = desc.columns[i].id;
+                    crate::fk::drop_column(txn, ddl.snapshot, desc, col, cascade).await?;
+                }
                 drop_column_indexes(desc, &ident(n), after);
                 drop_owned_sequences(ddl, txn, desc, &ident(n))?;
                 drop_column(desc, &ident(n), *if_exists)?;
@@ -446,7 +507,7 @@ async fn add_column(
             "ADD COLUMN with a SERIAL, IDENTITY or per-row DEFAULT",
         ));
     }
-    let (checks, uniques) = (extras.checks, extras.uniques);
+    let (checks, uniques, fks) = (extras.checks, extras.uniques, extras.fks);
     if visible_column(desc, &col.name).is_some() {
         if if_not_exists {
             return Ok(());
@@ -505,6 +566,31 @@ async fn add_column(
         let ix = crate::ddl::unique_index(ddl.snapshot, desc, spec)?;
         crate::ddl::add_index(txn, desc, ix, true).await?;
     }
+    for spec in &fks {
+        add_foreign_key(ddl, txn, desc, spec).await?;
+    }
+    catalog::put_table(txn, desc)
+}
+
+/// `ALTER TABLE … ADD [CONSTRAINT c] FOREIGN KEY …`: existing rows must find their parents.
+async fn add_foreign_key(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    desc: &mut TableDesc,
+    spec: &crate::fk::FkSpec,
+) -> SqlResult<()> {
+    let fk = crate::fk::resolve(ddl.snapshot, ddl.db, desc, spec)?;
+    if desc.foreign_keys.iter().any(|f| f.name == fk.name) {
+        return Err(SqlError::new(
+            code::DUPLICATE_OBJECT,
+            format!(
+                "constraint \"{}\" for relation \"{}\" already exists",
+                fk.name, desc.name
+            ),
+        ));
+    }
+    crate::fk::validate_existing(txn, ddl.snapshot, desc, &fk).await?;
+    desc.foreign_keys.push(fk);
     catalog::put_table(txn, desc)
 }
 

@@ -45,6 +45,9 @@ pub struct ColumnDesc {
     pub identity_always: bool,
     /// The generated `rowid` of a table declared without a primary key.
     pub hidden: bool,
+    /// `GENERATED ALWAYS AS (expr) STORED`: the expression, as SQL over the table's columns,
+    /// computed for every row written; INSERT and UPDATE may not name a value for it.
+    pub generated: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -63,6 +66,58 @@ pub struct TableDesc {
     pub indexes: Vec<IndexDesc>,
     /// The id the next index gets (the primary index is 1; ids are never reused).
     pub next_index_id: u32,
+    /// FOREIGN KEY constraints of this (child) table ([`crate::fk`]).
+    pub foreign_keys: Vec<ForeignKeyDesc>,
+}
+
+/// A FOREIGN KEY constraint: `columns` of the owning (child) table reference `parent_columns`
+/// of table `parent`, which are its primary key or the columns of one of its unique indexes.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ForeignKeyDesc {
+    pub name: String,
+    /// Child column ids, paired with `parent_columns`.
+    pub columns: Vec<u16>,
+    /// The referenced table's id (names may change, ids never do).
+    pub parent: u32,
+    pub parent_columns: Vec<u16>,
+    pub on_delete: FkAction,
+    pub on_update: FkAction,
+    /// `MATCH FULL`: a key is all NULL or all non-NULL (default `MATCH SIMPLE`: any NULL
+    /// exempts the row).
+    pub match_full: bool,
+}
+
+/// What happens to referencing rows when their referenced key goes away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum FkAction {
+    NoAction,
+    Restrict,
+    Cascade,
+    SetNull,
+    SetDefault,
+}
+
+impl FkAction {
+    /// pg_constraint's `confupdtype`/`confdeltype` letter.
+    pub fn letter(self) -> &'static str {
+        match self {
+            FkAction::NoAction => "a",
+            FkAction::Restrict => "r",
+            FkAction::Cascade => "c",
+            FkAction::SetNull => "n",
+            FkAction::SetDefault => "d",
+        }
+    }
+
+    pub fn sql(self) -> &'static str {
+        match self {
+            FkAction::NoAction => "NO ACTION",
+            FkAction::Restrict => "RESTRICT",
+            FkAction::Cascade => "CASCADE",
+            FkAction::SetNull => "SET NULL",
+            FkAction::SetDefault => "SET DEFAULT",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -197,7 +252,7 @@ pub async fn tables_of(txn: &Txn, db_id: u32) -> SqlResult<Vec<TableDesc>> {
     let prefix = tables_prefix(db_id);
     let end = keycode::prefix_end(&prefix);
     let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
-    rows.iter().map(|(_, v)| decode(v, "table")).collect()
+    rows.iter().map(|(_, v)| decode_table(v)).collect()
 }
 
 /// A view: its query, kept as SQL text and expanded into every statement that names it.
@@ -244,13 +299,116 @@ fn id_key() -> Vec<u8> {
     k
 }
 
+/// Descriptors are bincode behind a header: [`DESC_MAGIC`] and a format version. Stores
+/// written before the header existed hold bare bincode of the version-1 layouts
+/// ([`legacy`]); such a value cannot start with the magic (its first field is a small id).
+const DESC_MAGIC: [u8; 3] = [0xFF, b'K', b'D'];
+/// Version 2 added `ColumnDesc::generated` and `TableDesc::foreign_keys`.
+const DESC_VERSION: u8 = 2;
+
 fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> SqlResult<T> {
-    bincode::deserialize(b)
+    let body = match split_header(b, what)? {
+        Some(body) => body,
+        None => b,
+    };
+    bincode::deserialize(body)
         .map_err(|e| SqlError::internal(format!("corrupt {what} descriptor: {e}")))
 }
 
+/// The body after a descriptor header; `None` for a headerless (version 1) value.
+fn split_header<'a>(b: &'a [u8], what: &str) -> SqlResult<Option<&'a [u8]>> {
+    if b.len() < 4 || b[..3] != DESC_MAGIC {
+        return Ok(None);
+    }
+    if b[3] != DESC_VERSION {
+        return Err(SqlError::internal(format!(
+            "{what} descriptor has format version {} (this build reads up to {DESC_VERSION})",
+            b[3]
+        )));
+    }
+    Ok(Some(&b[4..]))
+}
+
+fn decode_table(b: &[u8]) -> SqlResult<TableDesc> {
+    match split_header(b, "table")? {
+        Some(_) => decode(b, "table"),
+        None => bincode::deserialize::<legacy::TableDescV1>(b)
+            .map(TableDesc::from)
+            .map_err(|e| SqlError::internal(format!("corrupt table descriptor: {e}"))),
+    }
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    bincode::serialize(v).expect("descriptor serializes")
+    let mut out = DESC_MAGIC.to_vec();
+    out.push(DESC_VERSION);
+    out.extend(bincode::serialize(v).expect("descriptor serializes"));
+    out
+}
+
+/// The version-1 descriptor layouts, read from stores written before version 2.
+mod legacy {
+    use super::{CheckDesc, ColumnDesc, IndexDesc, TableDesc};
+    use crate::datum::Datum;
+    use crate::types::SqlType;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub struct ColumnDescV1 {
+        pub id: u16,
+        pub name: String,
+        pub ty: SqlType,
+        pub nullable: bool,
+        pub default: Option<(String, Datum)>,
+        pub default_expr: Option<String>,
+        pub identity_always: bool,
+        pub hidden: bool,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub struct TableDescV1 {
+        pub id: u32,
+        pub db_id: u32,
+        pub schema: String,
+        pub name: String,
+        pub columns: Vec<ColumnDescV1>,
+        pub primary_key: Vec<usize>,
+        pub next_column_id: u16,
+        pub checks: Vec<CheckDesc>,
+        pub indexes: Vec<IndexDesc>,
+        pub next_index_id: u32,
+    }
+
+    impl From<TableDescV1> for TableDesc {
+        fn from(t: TableDescV1) -> Self {
+            let columns = t
+                .columns
+                .into_iter()
+                .map(|c| ColumnDesc {
+                    id: c.id,
+                    name: c.name,
+                    ty: c.ty,
+                    nullable: c.nullable,
+                    default: c.default,
+                    default_expr: c.default_expr,
+                    identity_always: c.identity_always,
+                    hidden: c.hidden,
+                    generated: None,
+                })
+                .collect();
+            TableDesc {
+                id: t.id,
+                db_id: t.db_id,
+                schema: t.schema,
+                name: t.name,
+                columns,
+                primary_key: t.primary_key,
+                next_column_id: t.next_column_id,
+                checks: t.checks,
+                indexes: t.indexes,
+                next_index_id: t.next_index_id,
+                foreign_keys: Vec::new(),
+            }
+        }
+    }
 }
 
 /// Creates the default databases on a fresh store (idempotent).
@@ -321,7 +479,7 @@ impl CatalogSnapshot {
         let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
         let mut tables = BTreeMap::new();
         for (_, v) in rows {
-            let t: TableDesc = decode(&v, "table")?;
+            let t = decode_table(&v)?;
             tables.insert((t.schema.clone(), t.name.clone()), Arc::new(t));
         }
         let prefix = crate::sequence::seq_prefix(db.id);
@@ -364,6 +522,24 @@ impl CatalogSnapshot {
         self.tables.get(&(schema.to_string(), name.to_string()))
     }
 
+    pub fn table_by_id(&self, id: u32) -> Option<&Arc<TableDesc>> {
+        self.tables.values().find(|t| t.id == id)
+    }
+
+    /// The foreign keys that reference table `parent`: `(child table, index into its
+    /// foreign_keys)` each (a self-referencing table appears as its own child).
+    pub fn referencing(&self, parent: u32) -> Vec<(Arc<TableDesc>, usize)> {
+        let mut out = Vec::new();
+        for t in self.tables.values() {
+            for (i, fk) in t.foreign_keys.iter().enumerate() {
+                if fk.parent == parent {
+                    out.push((t.clone(), i));
+                }
+            }
+        }
+        out
+    }
+
     pub fn has_schema(&self, name: &str) -> bool {
         name == DEFAULT_SCHEMA || self.created_schemas.iter().any(|s| s == name)
     }
@@ -378,6 +554,19 @@ impl CatalogSnapshot {
     }
 }
 
+/// A table's descriptor as of `txn` (its own catalog writes included).
+pub async fn get_table(
+    txn: &Txn,
+    db_id: u32,
+    schema: &str,
+    name: &str,
+) -> SqlResult<Option<TableDesc>> {
+    txn.get(&table_key(db_id, schema, name))
+        .await?
+        .map(|b| decode_table(&b))
+        .transpose()
+}
+
 pub fn put_table(txn: &mut Txn, t: &TableDesc) -> SqlResult<()> {
     txn.put(table_key(t.db_id, &t.schema, &t.name), encode(t))?;
     Ok(())
@@ -386,4 +575,68 @@ pub fn put_table(txn: &mut Txn, t: &TableDesc) -> SqlResult<()> {
 pub fn delete_table(txn: &mut Txn, t: &TableDesc) -> SqlResult<()> {
     txn.delete(table_key(t.db_id, &t.schema, &t.name))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1_table() -> legacy::TableDescV1 {
+        legacy::TableDescV1 {
+            id: 100,
+            db_id: 1,
+            schema: "public".into(),
+            name: "t".into(),
+            columns: vec![legacy::ColumnDescV1 {
+                id: 1,
+                name: "a".into(),
+                ty: SqlType::Int4,
+                nullable: false,
+                default: Some(("7".into(), Datum::I32(7))),
+                default_expr: None,
+                identity_always: false,
+                hidden: false,
+            }],
+            primary_key: vec![0],
+            next_column_id: 2,
+            checks: vec![],
+            indexes: vec![],
+            next_index_id: 2,
+        }
+    }
+
+    #[test]
+    fn version_1_table_descriptors_still_decode() {
+        let bytes = bincode::serialize(&v1_table()).expect("serializes");
+        let t = decode_table(&bytes).expect("legacy layout decodes");
+        assert_eq!(t.name, "t");
+        assert_eq!(t.columns[0].default, Some(("7".into(), Datum::I32(7))));
+        assert_eq!(t.columns[0].generated, None);
+        assert!(t.foreign_keys.is_empty());
+        // Written back, it carries the header and reads as the current layout.
+        let again = decode_table(&encode(&t)).expect("current layout decodes");
+        assert_eq!(again, t);
+    }
+
+    #[test]
+    fn unknown_descriptor_versions_are_refused() {
+        let mut bytes = encode(&TableDesc::from(v1_table()));
+        bytes[3] = DESC_VERSION + 1;
+        let e = decode_table(&bytes).expect_err("future version");
+        assert!(e.message.contains("format version"), "{}", e.message);
+    }
+
+    #[test]
+    fn headerless_database_descriptors_still_decode() {
+        let db = DbDesc {
+            id: 1,
+            name: "defaultdb".into(),
+        };
+        let old = bincode::serialize(&db).expect("serializes");
+        assert_eq!(decode::<DbDesc>(&old, "database").expect("decodes"), db);
+        assert_eq!(
+            decode::<DbDesc>(&encode(&db), "database").expect("decodes"),
+            db
+        );
+    }
 }

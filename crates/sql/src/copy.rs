@@ -360,6 +360,8 @@ pub struct CopyIn {
     writer: crate::index::TableWriter,
     /// Per-row DEFAULTs of the columns COPY does not name (`nextval(…)`, `now()` …).
     per_row: Vec<(usize, Arc<dyn datafusion::physical_expr::PhysicalExpr>)>,
+    /// The catalog the table's foreign keys find their parents in (none: no foreign keys).
+    parents: Option<Arc<crate::catalog::CatalogSnapshot>>,
 }
 
 impl CopyIn {
@@ -392,7 +394,16 @@ impl CopyIn {
             unique_id,
             writer,
             per_row: Vec::new(),
+            parents: None,
         }
+    }
+
+    /// Checks every copied row's foreign keys against `catalog`'s parent tables.
+    pub fn with_foreign_keys(mut self, catalog: Arc<crate::catalog::CatalogSnapshot>) -> Self {
+        if !self.desc.foreign_keys.is_empty() {
+            self.parents = Some(catalog);
+        }
+        self
     }
 
     pub fn with_per_row_defaults(
@@ -541,8 +552,11 @@ impl CopyIn {
         }
         self.checks.verify(&self.desc, &full)?;
         let mut txn = self.txn.write().await;
-        for row in full {
-            self.writer.insert_row(&mut txn, &self.desc, &row).await?;
+        for row in &full {
+            self.writer.insert_row(&mut txn, &self.desc, row).await?;
+        }
+        if let Some(catalog) = &self.parents {
+            crate::fk::check_rows(&mut txn, catalog, &self.desc, &full).await?;
         }
         self.rows += n as u64;
         Ok(())

@@ -143,6 +143,7 @@ pub struct ColumnExtras {
     pub checks: Vec<CheckDesc>,
     pub uniques: Vec<UniqueSpec>,
     pub serials: Vec<SerialSpec>,
+    pub fks: Vec<crate::fk::FkSpec>,
 }
 
 /// The integer type behind `SERIAL`-style pseudo types.
@@ -212,6 +213,7 @@ pub async fn column_desc(
         default_expr: None,
         identity_always: false,
         hidden: false,
+        generated: None,
     };
     let mut is_pk = false;
     if let Some(ty) = serial {
@@ -225,6 +227,7 @@ pub async fn column_desc(
     let checks = &mut extras.checks;
     let uniques = &mut extras.uniques;
     let serials = &mut extras.serials;
+    let fks = &mut extras.fks;
     for opt in &c.options {
         match &opt.option {
             ColumnOption::Null => {}
@@ -259,6 +262,14 @@ pub async fn column_desc(
                 col.nullable = false;
             }
             ColumnOption::PrimaryKey(_) => is_pk = true,
+            ColumnOption::ForeignKey(f) => {
+                let mut clause = f.clone();
+                clause.name = opt.name.clone().or(clause.name);
+                fks.push(crate::fk::FkSpec {
+                    columns: vec![col.name.clone()],
+                    clause,
+                });
+            }
             ColumnOption::Unique(u) => {
                 let mut spec = UniqueSpec::from_constraint(u)?;
                 spec.name = opt.name.as_ref().map(ident).or(spec.name);
@@ -454,6 +465,10 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
         match tc {
             TableConstraint::PrimaryKey(p) => set_pk(pk_indexes(p, &columns)?)?,
             TableConstraint::Unique(u) => extras.uniques.push(UniqueSpec::from_constraint(u)?),
+            TableConstraint::ForeignKey(f) => extras.fks.push(crate::fk::FkSpec {
+                columns: f.columns.iter().map(ident).collect(),
+                clause: f.clone(),
+            }),
             TableConstraint::Check(ck) => {
                 let cname = match &ck.name {
                     Some(n) => ident(n),
@@ -486,6 +501,7 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
                 default_expr: None,
                 identity_always: false,
                 hidden: true,
+                generated: None,
             });
             vec![columns.len() - 1]
         }
@@ -509,6 +525,7 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
         checks: extras.checks,
         indexes: Vec::new(),
         next_index_id: crate::rowcodec::PRIMARY_INDEX_ID + 1,
+        foreign_keys: Vec::new(),
     };
     for spec in &extras.uniques {
         let ix = unique_index(ddl.snapshot, &desc, spec)?;
@@ -516,6 +533,10 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
     }
     for spec in &extras.serials {
         create_owned_sequence(ddl, txn, &mut desc, spec).await?;
+    }
+    for spec in &extras.fks {
+        let fk = crate::fk::resolve(ddl.snapshot, ddl.db, &desc, spec)?;
+        desc.foreign_keys.push(fk);
     }
     // Compiling the checks now reports unknown columns or non-boolean expressions at once.
     crate::check::Checks::compile(ddl.state, &desc)?;
@@ -558,6 +579,7 @@ fn name_taken(snapshot: &CatalogSnapshot, schema: &str, name: &str) -> bool {
         checks: vec![],
         indexes: vec![],
         next_index_id: 0,
+        foreign_keys: Vec::new(),
     };
     relation_taken(snapshot, &probe, name)
 }
@@ -1212,13 +1234,15 @@ pub fn drop_view(
     Ok("DROP VIEW".into())
 }
 
-pub fn drop_table(
+pub async fn drop_table(
     ddl: &DdlCtx<'_>,
     txn: &mut Txn,
     names: &[ObjectName],
     if_exists: bool,
+    cascade: bool,
     after: &mut Vec<AfterCommit>,
 ) -> SqlResult<String> {
+    let mut doomed: Vec<&TableDesc> = Vec::new();
     for n in names {
         let (schema, name) = table_name(n, ddl.db)?;
         if ddl
@@ -1239,18 +1263,30 @@ pub fn drop_table(
                     format!("table \"{name}\" does not exist"),
                 ))
             }
-            Some(desc) => {
-                catalog::delete_table(txn, desc)?;
-                for s in ddl.snapshot.sequences.values() {
-                    if s.owner.is_some_and(|(t, _)| t == desc.id) {
-                        crate::sequence::delete_sequence(txn, s)?;
-                        ddl.sequences.forget(s.uid);
-                    }
-                }
-                let (s, e) = table_span(desc.id);
-                after.push(AfterCommit::ClearSpan(s, e));
+            Some(desc) => doomed.push(desc),
+        }
+    }
+    if !cascade {
+        crate::fk::referenced_from_outside(ddl.snapshot, &doomed, false)?;
+    }
+    for desc in &doomed {
+        catalog::delete_table(txn, desc)?;
+        for s in ddl.snapshot.sequences.values() {
+            if s.owner.is_some_and(|(t, _)| t == desc.id) {
+                crate::sequence::delete_sequence(txn, s)?;
+                ddl.sequences.forget(s.uid);
             }
         }
+        let (s, e) = table_span(desc.id);
+        after.push(AfterCommit::ClearSpan(s, e));
+    }
+    // CASCADE: the foreign keys of surviving tables that referenced a dropped one go.
+    for desc in &doomed {
+        let id = desc.id;
+        crate::fk::edit_referencing(txn, ddl.snapshot, id, id, &move |fks| {
+            fks.retain(|fk| fk.parent != id)
+        })
+        .await?;
     }
     Ok("DROP TABLE".into())
 }

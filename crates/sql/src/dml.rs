@@ -129,7 +129,7 @@ async fn delete_collected(
         key_cols.push((i, idx));
     }
     let writer = TableWriter::new(desc);
-    let full = if ctx.returning.is_some() || !writer.is_empty() {
+    let full = if ctx.returning.is_some() || !writer.is_empty() || ctx.fk.involves(desc.id) {
         full_rows(desc, schema, quals, batches)?
     } else {
         Vec::new()
@@ -166,6 +166,7 @@ async fn delete_collected(
             }
         }
     }
+    ctx.fk.deleted(desc, &full);
     ctx.capture(full);
     Ok(n)
 }
@@ -282,6 +283,7 @@ async fn update_plan(
             if !new_keys.insert(new_key.clone()) {
                 return Err(duplicate_key_error(desc, &row));
             }
+            ctx.fk.updated(desc, &old_row, &row);
             if !writer.is_empty() {
                 moved.push((old_row, old_key.clone(), row.clone(), new_key.clone()));
             }

@@ -24,6 +24,7 @@ pub mod code {
     pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const FOREIGN_KEY_VIOLATION: &str = "23503";
     pub const CHECK_VIOLATION: &str = "23514";
     pub const INVALID_TRANSACTION_STATE: &str = "25000";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
@@ -44,7 +45,9 @@ pub mod code {
     pub const WRONG_OBJECT_TYPE: &str = "42809";
     pub const GENERATED_ALWAYS: &str = "428C9";
     pub const DATATYPE_MISMATCH: &str = "42804";
+    pub const INVALID_FOREIGN_KEY: &str = "42830";
     pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const DUPLICATE_OBJECT: &str = "42710";
     pub const INVALID_CATALOG_NAME: &str = "3D000";
     pub const INVALID_SCHEMA_NAME: &str = "3F000";
     pub const DUPLICATE_SCHEMA: &str = "42P06";

@@ -301,6 +301,7 @@ mod tests {
             default_expr: None,
             identity_always: false,
             hidden: false,
+            generated: None,
         };
         let ix = IndexDesc {
             id: 2,
@@ -321,6 +322,7 @@ mod tests {
             checks: vec![],
             indexes: vec![ix.clone()],
             next_index_id: 3,
+            foreign_keys: Vec::new(),
         };
         let r = Resolved {
             desc: ix,

@@ -13,6 +13,8 @@
 //!   FROM` and `DELETE … USING`, which DataFusion does not plan, become the equivalent join.
 //! * Every row write goes through [`index::TableWriter`], which keeps secondary indexes and
 //!   UNIQUE claims in step with the rows; `ON CONFLICT` ([`upsert`]) decides per proposed row.
+//!   The write paths log rows of tables in a foreign key; [`fk::enforce`] checks parents and
+//!   runs referential actions when the statement's own writes are done.
 //! * Sequence functions ([`sequence`]) are scalar UDFs rebound per statement to its catalog
 //!   snapshot; per-row DEFAULTs are compiled per statement ([`stmt::StmtCtx`]).
 //! * PostgreSQL syntax DataFusion reads differently is rewritten on the AST first
@@ -58,6 +60,7 @@ pub mod ddl;
 pub mod dml;
 pub mod error;
 pub mod exec;
+pub mod fk;
 pub mod index;
 pub mod json;
 mod metrics;

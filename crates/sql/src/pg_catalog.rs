@@ -62,6 +62,8 @@ pub fn index_oid(table_id: u32, index_id: u32) -> i64 {
     0x8000_0000 + ((table_id as i64) << 12) + (index_id as i64 & 0xfff)
 }
 
+/// Constraint oids of a table by `n`: 0 the primary key, index ids for UNIQUE constraints,
+/// 1024 + i foreign keys, 2048 + i checks, 3072 + i column defaults (12 bits in all).
 fn constraint_oid(table_id: u32, n: i64) -> i64 {
     0x4000_0000 + ((table_id as i64) << 12) + (n & 0xfff)
 }
@@ -430,6 +432,7 @@ impl CatalogInfo {
                     index: index_oid(t.id, 1),
                     columns: t.primary_key.iter().map(|&p| attnum(t, p)).collect(),
                     check: None,
+                    fk: None,
                 });
             }
             for ix in t.indexes.iter().filter(|i| i.constraint) {
@@ -445,6 +448,7 @@ impl CatalogInfo {
                         .map(|p| attnum(t, p))
                         .collect(),
                     check: None,
+                    fk: None,
                 });
             }
             for (i, c) in t.checks.iter().enumerate() {
@@ -456,10 +460,95 @@ impl CatalogInfo {
                     index: 0,
                     columns: Vec::new(),
                     check: Some(c.expr.clone()),
+                    fk: None,
                 });
+            }
+            for (i, fk) in t.foreign_keys.iter().enumerate() {
+                if let Some(c) = self.foreign_key(t, i as i64, fk) {
+                    out.push(c);
+                }
             }
         }
         out
+    }
+
+    /// The `pg_constraint` row of foreign key `fk` (number `i`) of `t`.
+    fn foreign_key(
+        &self,
+        t: &Arc<TableDesc>,
+        i: i64,
+        fk: &crate::catalog::ForeignKeyDesc,
+    ) -> Option<Constraint> {
+        let parent = self.snapshot.table_by_id(fk.parent)?.clone();
+        let attnums = |t: &TableDesc, ids: &[u16]| -> Option<Vec<i64>> {
+            ids.iter()
+                .map(|id| {
+                    t.columns
+                        .iter()
+                        .position(|c| c.id == *id)
+                        .map(|p| attnum(t, p))
+                })
+                .collect()
+        };
+        let columns = attnums(t, &fk.columns)?;
+        let parent_columns = attnums(&parent, &fk.parent_columns)?;
+        // The unique constraint the key leans on: the primary key or a unique index.
+        let want: std::collections::BTreeSet<u16> = fk.parent_columns.iter().copied().collect();
+        let pk_ids: std::collections::BTreeSet<u16> = parent
+            .primary_key
+            .iter()
+            .map(|&p| parent.columns[p].id)
+            .collect();
+        let (index, unique_name, unique_ids) = match parent.indexes.iter().find(|ix| {
+            ix.unique
+                && ix
+                    .columns
+                    .iter()
+                    .copied()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    == want
+        }) {
+            _ if pk_ids == want => (
+                index_oid(parent.id, 1),
+                parent.pkey_name(),
+                parent
+                    .primary_key
+                    .iter()
+                    .map(|&p| parent.columns[p].id)
+                    .collect(),
+            ),
+            Some(ix) => (
+                index_oid(parent.id, ix.id),
+                ix.name.clone(),
+                ix.columns.clone(),
+            ),
+            None => (0, String::new(), Vec::new()),
+        };
+        Some(Constraint {
+            oid: constraint_oid(t.id, 1024 + i),
+            name: fk.name.clone(),
+            table: t.clone(),
+            kind: "f",
+            index,
+            columns,
+            check: None,
+            fk: Some(ForeignKeyInfo {
+                positions_in_unique: fk
+                    .parent_columns
+                    .iter()
+                    .map(|id| {
+                        unique_ids
+                            .iter()
+                            .position(|u| u == id)
+                            .map_or(0, |p| p as i64 + 1)
+                    })
+                    .collect(),
+                parent,
+                parent_columns,
+                unique_name,
+                desc: fk.clone(),
+            }),
+        })
     }
 
     /// `pg_get_constraintdef` (`pretty`: without the CHECK expression's own parentheses).
@@ -476,6 +565,34 @@ impl CatalogInfo {
         Some(match c.kind {
             "p" => format!("PRIMARY KEY ({})", cols(&c)),
             "u" => format!("UNIQUE ({})", cols(&c)),
+            "f" => {
+                let f = c.fk.as_ref()?;
+                let pcols: Vec<String> = f
+                    .parent_columns
+                    .iter()
+                    .filter_map(|&n| column_by_attnum(&f.parent, n))
+                    .map(|n| quote_ident(&n))
+                    .collect();
+                let parent = match f.parent.schema.as_str() {
+                    crate::catalog::DEFAULT_SCHEMA => quote_ident(&f.parent.name),
+                    s => format!("{}.{}", quote_ident(s), quote_ident(&f.parent.name)),
+                };
+                let mut def = format!(
+                    "FOREIGN KEY ({}) REFERENCES {parent}({})",
+                    cols(&c),
+                    pcols.join(", ")
+                );
+                if f.desc.match_full {
+                    def.push_str(" MATCH FULL");
+                }
+                if f.desc.on_update != crate::catalog::FkAction::NoAction {
+                    def.push_str(&format!(" ON UPDATE {}", f.desc.on_update.sql()));
+                }
+                if f.desc.on_delete != crate::catalog::FkAction::NoAction {
+                    def.push_str(&format!(" ON DELETE {}", f.desc.on_delete.sql()));
+                }
+                def
+            }
             _ if pretty => format!("CHECK ({})", c.check.unwrap_or_default()),
             _ => format!("CHECK (({}))", c.check.unwrap_or_default()),
         })
@@ -491,6 +608,19 @@ pub struct Constraint {
     pub index: i64,
     pub columns: Vec<i64>,
     pub check: Option<String>,
+    /// For a foreign key (`f`): what it references.
+    pub fk: Option<ForeignKeyInfo>,
+}
+
+pub struct ForeignKeyInfo {
+    pub parent: Arc<TableDesc>,
+    /// The referenced columns' attnums, paired with the constraint's `columns`.
+    pub parent_columns: Vec<i64>,
+    /// The parent's primary key or unique constraint the key references.
+    pub unique_name: String,
+    /// Each referenced column's 1-based position in that unique constraint.
+    pub positions_in_unique: Vec<i64>,
+    pub desc: crate::catalog::ForeignKeyDesc,
 }
 
 /// A column's `attnum`: its 1-based position among the visible columns.
@@ -1501,6 +1631,16 @@ fn constraint_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
                 "c" => Cell::Null,
                 _ => Cell::IL(c.columns.clone()),
             };
+            let (confrelid, upd, del, matchtype, confkey) = match &c.fk {
+                Some(f) => (
+                    desc_oid(f.parent.id),
+                    f.desc.on_update.letter(),
+                    f.desc.on_delete.letter(),
+                    if f.desc.match_full { "f" } else { "s" },
+                    Cell::IL(f.parent_columns.clone()),
+                ),
+                None => (0, " ", " ", " ", Cell::Null),
+            };
             vec![
                 c.oid.into(),
                 c.name.clone().into(),
@@ -1513,15 +1653,15 @@ fn constraint_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
                 0i64.into(),
                 c.index.into(),
                 0i64.into(),
-                0i64.into(),
-                " ".into(),
-                " ".into(),
-                " ".into(),
+                confrelid.into(),
+                upd.into(),
+                del.into(),
+                matchtype.into(),
                 true.into(),
                 0.into(),
                 false.into(),
                 keys,
-                N,
+                confkey,
                 N,
                 N,
                 N,
@@ -1604,6 +1744,7 @@ fn information_schema_rows(info: &CatalogInfo, name: &str) -> Vec<Vec<Cell>> {
                 let ty = match c.kind {
                     "p" => "PRIMARY KEY",
                     "u" => "UNIQUE",
+                    "f" => "FOREIGN KEY",
                     _ => "CHECK",
                 };
                 row![
@@ -1625,6 +1766,9 @@ fn information_schema_rows(info: &CatalogInfo, name: &str) -> Vec<Vec<Cell>> {
             let mut out = Vec::new();
             for c in info.constraints().into_iter().filter(|c| c.kind != "c") {
                 for (i, n) in c.columns.iter().enumerate() {
+                    let in_unique =
+                        c.fk.as_ref()
+                            .and_then(|f| f.positions_in_unique.get(i).copied());
                     out.push(row![
                         db.clone(),
                         c.table.schema.clone(),
@@ -1634,12 +1778,30 @@ fn information_schema_rows(info: &CatalogInfo, name: &str) -> Vec<Vec<Cell>> {
                         c.table.name.clone(),
                         column_by_attnum(&c.table, *n),
                         (i + 1) as i64,
-                        N
+                        in_unique
                     ]);
                 }
             }
             out
         }
+        "referential_constraints" => info
+            .constraints()
+            .into_iter()
+            .filter_map(|c| {
+                let f = c.fk?;
+                Some(row![
+                    db.clone(),
+                    c.table.schema.clone(),
+                    c.name.clone(),
+                    db.clone(),
+                    f.parent.schema.clone(),
+                    f.unique_name.clone(),
+                    if f.desc.match_full { "FULL" } else { "NONE" },
+                    f.desc.on_update.sql(),
+                    f.desc.on_delete.sql()
+                ])
+            })
+            .collect(),
         "check_constraints" => info
             .constraints()
             .into_iter()

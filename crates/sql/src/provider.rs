@@ -900,7 +900,7 @@ impl DataSink for KvInsertSink {
         let mut txn = self.ctx.txn.write().await;
         if let Some(up) = &self.upsert {
             let written = up
-                .run(&mut txn, &self.desc, &self.checks, rows)
+                .run(&mut txn, &self.desc, &self.checks, rows, &self.ctx.fk)
                 .await
                 .map_err(SqlError::into_datafusion)?;
             let n = written.len() as u64;
@@ -909,12 +909,13 @@ impl DataSink for KvInsertSink {
         }
         let n = rows.len() as u64;
         let writer = TableWriter::new(&self.desc);
-        for row in rows {
+        for row in &rows {
             writer
-                .insert_row(&mut txn, &self.desc, &row)
+                .insert_row(&mut txn, &self.desc, row)
                 .await
                 .map_err(SqlError::into_datafusion)?;
         }
+        self.ctx.fk.inserted(&self.desc, &rows);
         Ok(n)
     }
 }

@@ -288,6 +288,7 @@ mod tests {
             default_expr: None,
             identity_always: false,
             hidden: false,
+            generated: None,
         }
     }
 
@@ -308,6 +309,7 @@ mod tests {
             checks: vec![],
             indexes: vec![],
             next_index_id: 2,
+            foreign_keys: Vec::new(),
         }
     }
 

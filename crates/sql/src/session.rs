@@ -919,7 +919,7 @@ impl Session {
                 (Arc::new(RwLock::new(t)), true)
             }
         };
-        let snapshot = CatalogSnapshot::load(&*txn.read().await, &self.database).await?;
+        let snapshot = Arc::new(CatalogSnapshot::load(&*txn.read().await, &self.database).await?);
         let (schema, name) = ddl::table_name(table_name, &self.database)?;
         let desc = snapshot.table(&schema, &name).cloned().ok_or_else(|| {
             SqlError::new(
@@ -984,7 +984,8 @@ impl Session {
             autocommit,
             Box::new(move || kv.unique_id()),
         )
-        .with_per_row_defaults(per_row);
+        .with_per_row_defaults(per_row)
+        .with_foreign_keys(snapshot);
         let columns = copy.columns();
         self.copy_in = Some(copy);
         self.copy_error = None;
@@ -1343,6 +1344,7 @@ impl Session {
                     returning_schema(&state, r).await?;
                 }
                 let res = self.run_datafusion(&state, &ctx, &stmt, params).await?;
+                ctx.enforce_foreign_keys(&state).await?;
                 match returning {
                     None => Ok(res),
                     Some(r) => self.returned(&state, &ctx, &txn, r).await,
@@ -1384,6 +1386,8 @@ impl Session {
             on_conflict,
             defaults: std::sync::OnceLock::new(),
             views: snapshot.views.clone(),
+            fk: crate::fk::FkLog::new(&snapshot),
+            catalog: snapshot.clone(),
         });
         let info = Arc::new(crate::pg_catalog::CatalogInfo::new(
             snapshot.clone(),
@@ -1612,8 +1616,9 @@ impl Session {
                 object_type: ObjectType::Table,
                 names,
                 if_exists,
+                cascade,
                 ..
-            } => ddl::drop_table(&ddl, txn, names, *if_exists, after),
+            } => ddl::drop_table(&ddl, txn, names, *if_exists, *cascade, after).await,
             SqlStatement::CreateIndex(ci) => ddl::create_index(&ddl, txn, ci).await,
             SqlStatement::CreateView(cv) => ddl::create_view(&ddl, txn, cv),
             SqlStatement::Drop {

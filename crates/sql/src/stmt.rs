@@ -59,9 +59,21 @@ pub struct StmtCtx {
     pub defaults: std::sync::OnceLock<HashMap<(u32, String), datafusion::logical_expr::Expr>>,
     /// The views of the statement's catalog snapshot (expanded into the statement).
     pub views: crate::catalog::ViewMap,
+    /// The statement's catalog snapshot (foreign keys find their tables in it).
+    pub catalog: Arc<crate::catalog::CatalogSnapshot>,
+    /// Row changes the statement's foreign keys must look at ([`crate::fk::enforce`]).
+    pub fk: crate::fk::FkLog,
 }
 
 impl StmtCtx {
+    /// The foreign-key work of the statement, once its own writes are done.
+    pub async fn enforce_foreign_keys(
+        &self,
+        state: &datafusion::execution::SessionState,
+    ) -> crate::SqlResult<()> {
+        crate::fk::enforce(state, &self.txn, &self.catalog, &self.fk).await
+    }
+
     /// Keeps `rows` for RETURNING, if the statement has one.
     pub fn capture(&self, rows: impl IntoIterator<Item = Vec<crate::datum::Datum>>) {
         if let Some(r) = &self.returning {

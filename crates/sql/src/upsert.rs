@@ -255,6 +255,7 @@ impl Upsert {
         desc: &TableDesc,
         checks: &crate::check::Checks,
         rows: Vec<Vec<Datum>>,
+        fk: &crate::fk::FkLog,
     ) -> SqlResult<Vec<Vec<Datum>>> {
         let writer = TableWriter::new(desc);
         let mut written = Vec::new();
@@ -272,6 +273,7 @@ impl Upsert {
                         return Err(crate::provider::duplicate_key_error(desc, &row));
                     }
                     writer.insert_row(txn, desc, &row).await?;
+                    fk.inserted(desc, [&row]);
                     touched.insert(key);
                     written.push(row);
                     order.push(true);
@@ -293,7 +295,7 @@ impl Upsert {
             return Ok(written);
         };
         let updated = self
-            .update_rows(txn, desc, checks, &writer, u, updates)
+            .update_rows(txn, desc, checks, &writer, u, updates, fk)
             .await?;
         let (mut ins, mut upd) = (written.into_iter(), updated.into_iter());
         Ok(order
@@ -316,6 +318,7 @@ impl Upsert {
         writer: &TableWriter,
         u: &Update,
         updates: Vec<(Vec<u8>, Vec<Datum>, Vec<Datum>)>,
+        fk: &crate::fk::FkLog,
     ) -> SqlResult<Vec<Option<Vec<Datum>>>> {
         if updates.is_empty() {
             return Ok(Vec::new());
@@ -350,6 +353,7 @@ impl Upsert {
                 }
                 txn.insert(new_key.clone(), value)?;
             }
+            fk.updated(desc, &old, &row);
             moved.push((old, old_key, row.clone(), new_key));
             out.push(Some(row));
         }
