@@ -302,6 +302,7 @@ async fn alter_one(
                 if let Some(i) = visible_column(desc, &ident(n)) {
                     let col = desc.columns[i].id;
                     crate::fk::drop_column(txn, ddl.snapshot, desc, col, cascade).await?;
+                    generated_depends(desc, i)?;
                 }
                 drop_column_indexes(desc, &ident(n), after);
                 drop_owned_sequences(ddl, txn, desc, &ident(n))?;
@@ -328,6 +329,11 @@ async fn alter_one(
             desc.columns[i].name = new.clone();
             for c in desc.checks.iter_mut() {
                 c.expr = rename_in_expr(&c.expr, &old, &new)?;
+            }
+            for c in desc.columns.iter_mut() {
+                if let Some(g) = &c.generated {
+                    c.generated = Some(rename_in_expr(g, &old, &new)?);
+                }
             }
             catalog::put_table(txn, desc)
         }
@@ -413,13 +419,18 @@ async fn alter_column(
 }
 
 /// `expr` (SQL text) with column `old` renamed to `new`.
-fn rename_in_expr(expr: &str, old: &str, new: &str) -> SqlResult<String> {
+/// A CHECK or generation expression as stored in a descriptor.
+fn stored_expr(sql: &str) -> SqlResult<ast::Expr> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
-    let mut e = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(expr)
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
-        .map_err(|e| SqlError::internal(format!("stored check expression: {e}")))?;
+        .map_err(|e| SqlError::internal(format!("stored expression {sql:?}: {e}")))
+}
+
+fn rename_in_expr(expr: &str, old: &str, new: &str) -> SqlResult<String> {
+    let mut e = stored_expr(expr)?;
     let _ = ast::visit_expressions_mut(&mut e, |x| {
         if let ast::Expr::Identifier(i) = x {
             if ident(i) == old {
@@ -502,9 +513,9 @@ async fn add_column(
         ..Default::default()
     };
     let (col, is_pk) = column_desc(ddl, &desc.name, def, desc.next_column_id, &mut extras).await?;
-    if !extras.serials.is_empty() || col.default_expr.is_some() {
+    if !extras.serials.is_empty() || col.default_expr.is_some() || col.generated.is_some() {
         return Err(SqlError::unsupported(
-            "ADD COLUMN with a SERIAL, IDENTITY or per-row DEFAULT",
+            "ADD COLUMN with a SERIAL, IDENTITY, generated column or per-row DEFAULT",
         ));
     }
     let (checks, uniques, fks) = (extras.checks, extras.uniques, extras.fks);
@@ -656,11 +667,41 @@ async fn add_check(
 
 /// Drops the checks that no longer compile once a column is gone (PostgreSQL drops the
 /// constraints that depend on a dropped column).
+/// 2BP01 if a generated column's expression reads column `i` (about to be dropped).
+fn generated_depends(desc: &TableDesc, i: usize) -> SqlResult<()> {
+    let name = &desc.columns[i].name;
+    for c in desc.columns.iter().filter(|c| c.generated.is_some()) {
+        let mut e = stored_expr(c.generated.as_deref().unwrap_or(""))?;
+        let mut reads = false;
+        let _ = ast::visit_expressions_mut(&mut e, |x| {
+            if let ast::Expr::Identifier(id) = x {
+                reads |= ident(id) == *name;
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        if reads && c.name != *name {
+            return Err(SqlError::new(
+                code::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop column {name} of table {} because other objects depend on it",
+                    desc.name
+                ),
+            )
+            .with_detail(format!(
+                "column {} of table {} depends on column {name} of table {}",
+                c.name, desc.name, desc.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn prune_checks(ddl: &DdlCtx<'_>, desc: &mut TableDesc) {
     let mut keep = Vec::new();
     for c in std::mem::take(&mut desc.checks) {
         let mut one = desc.clone();
         one.checks = vec![c.clone()];
+        one.columns.iter_mut().for_each(|c| c.generated = None);
         if crate::check::Checks::compile(ddl.state, &one).is_ok() {
             keep.push(c);
         }

@@ -535,8 +535,7 @@ impl CopyIn {
                 row[i] = v;
             }
         }
-        let mut full = Vec::with_capacity(rows.len());
-        for mut row in rows {
+        for row in rows.iter_mut() {
             for (i, c) in self.desc.columns.iter().enumerate() {
                 if self.targets.contains(&i) || c.default_expr.is_some() {
                     continue;
@@ -547,6 +546,10 @@ impl CopyIn {
                     row[i] = d.clone();
                 }
             }
+        }
+        self.checks.generate(&self.desc, &mut rows)?;
+        let mut full = Vec::with_capacity(rows.len());
+        for mut row in rows {
             validate_row(&self.desc, &mut row)?;
             full.push(row);
         }

@@ -261,6 +261,19 @@ pub async fn column_desc(
                 });
                 col.nullable = false;
             }
+            ColumnOption::Generated {
+                generation_expr: Some(e),
+                generation_expr_mode,
+                ..
+            } => {
+                if !matches!(
+                    generation_expr_mode,
+                    Some(ast::GeneratedExpressionMode::Stored)
+                ) {
+                    return Err(SqlError::unsupported("virtual generated columns"));
+                }
+                col.generated = Some(e.to_string());
+            }
             ColumnOption::PrimaryKey(_) => is_pk = true,
             ColumnOption::ForeignKey(f) => {
                 let mut clause = f.clone();
@@ -288,6 +301,12 @@ pub async fn column_desc(
             }
             other => return Err(SqlError::unsupported(format!("column constraint {other}"))),
         }
+    }
+    if col.generated.is_some() && (col.default.is_some() || col.default_expr.is_some()) {
+        return Err(SqlError::syntax(format!(
+            "both default and generation expression specified for column \"{}\" of table \"{table}\"",
+            col.name
+        )));
     }
     Ok((col, is_pk))
 }

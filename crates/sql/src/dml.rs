@@ -275,6 +275,7 @@ async fn update_plan(
                 continue; // a joined UPDATE … FROM may produce a row twice: the first wins
             }
             let mut row: Vec<Datum> = new.iter().map(|col| col[r].clone()).collect();
+            checks.generate(desc, std::slice::from_mut(&mut row))?;
             validate_row(desc, &mut row)?;
             if !checks.is_empty() || ctx.returning.is_some() {
                 checked.push(row.clone());

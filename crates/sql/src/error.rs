@@ -61,6 +61,7 @@ pub mod code {
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const INVALID_NAME: &str = "42602";
     pub const INVALID_RECURSION: &str = "42P19";
+    pub const INVALID_OBJECT_DEFINITION: &str = "42P17";
     pub const IO_ERROR: &str = "58030";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const INTERNAL_ERROR: &str = "XX000";

@@ -881,6 +881,7 @@ async fn apply(
                 log.deleted(child, [&old]);
             }
             Some(mut new) => {
+                checks.generate(child, std::slice::from_mut(&mut new))?;
                 crate::provider::validate_row(child, &mut new)?;
                 let new_key = encode_key(child, &new)?;
                 if new_key != old_key {

@@ -1432,8 +1432,11 @@ fn class_row(r: &Rel) -> Vec<Cell> {
     ]
 }
 
-/// `(attname, type oid, typmod, not null, has default, identity)` of a relation's columns.
-fn rel_columns(r: &Rel) -> Vec<(String, i64, i32, bool, bool, &'static str)> {
+/// `(attname, type oid, typmod, not null, has default, identity, generated)` of a relation's
+/// columns (`identity` `a` for GENERATED ALWAYS AS IDENTITY, `generated` `s` for STORED).
+type ColumnFacts = (String, i64, i32, bool, bool, &'static str, &'static str);
+
+fn rel_columns(r: &Rel) -> Vec<ColumnFacts> {
     match &r.kind {
         RelKind::Table(t) => t
             .visible_columns(false)
@@ -1441,8 +1444,10 @@ fn rel_columns(r: &Rel) -> Vec<(String, i64, i32, bool, bool, &'static str)> {
             .map(|p| {
                 let c = &t.columns[p];
                 let (oid, typmod) = type_of(&c.ty);
-                let has_default = c.default.is_some() || c.default_expr.is_some();
+                let has_default =
+                    c.default.is_some() || c.default_expr.is_some() || c.generated.is_some();
                 let identity = if c.identity_always { "a" } else { "" };
+                let generated = if c.generated.is_some() { "s" } else { "" };
                 (
                     c.name.clone(),
                     oid,
@@ -1450,6 +1455,7 @@ fn rel_columns(r: &Rel) -> Vec<(String, i64, i32, bool, bool, &'static str)> {
                     !c.nullable,
                     has_default,
                     identity,
+                    generated,
                 )
             })
             .collect(),
@@ -1458,19 +1464,19 @@ fn rel_columns(r: &Rel) -> Vec<(String, i64, i32, bool, bool, &'static str)> {
             .map(|p| {
                 let c = &t.columns[p];
                 let (oid, typmod) = type_of(&c.ty);
-                (c.name.clone(), oid, typmod, false, false, "")
+                (c.name.clone(), oid, typmod, false, false, "", "")
             })
             .collect(),
         RelKind::Sequence(_) => vec![
-            ("last_value".into(), 20, -1, true, false, ""),
-            ("log_cnt".into(), 20, -1, true, false, ""),
-            ("is_called".into(), 16, -1, true, false, ""),
+            ("last_value".into(), 20, -1, true, false, "", ""),
+            ("log_cnt".into(), 20, -1, true, false, "", ""),
+            ("is_called".into(), 16, -1, true, false, "", ""),
         ],
         RelKind::View(_) => Vec::new(),
         RelKind::System(d) => d
             .columns
             .iter()
-            .map(|(n, t)| (n.to_string(), t.pg().0, -1, false, false, ""))
+            .map(|(n, t)| (n.to_string(), t.pg().0, -1, false, false, "", ""))
             .collect(),
     }
 }
@@ -1493,7 +1499,7 @@ fn collation_of(type_oid: i64) -> i64 {
 fn attribute_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
     let mut out = Vec::new();
     for r in info.rels() {
-        for (i, (name, ty, typmod, notnull, hasdef, identity)) in
+        for (i, (name, ty, typmod, notnull, hasdef, identity, generated)) in
             rel_columns(r).into_iter().enumerate()
         {
             let len = type_len(ty);
@@ -1515,7 +1521,7 @@ fn attribute_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
                 hasdef,
                 false,
                 identity,
-                "",
+                generated,
                 false,
                 true,
                 0,
@@ -1678,10 +1684,11 @@ fn attrdef_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
     for t in info.snapshot.tables.values() {
         for (i, p) in t.visible_columns(false).into_iter().enumerate() {
             let c = &t.columns[p];
-            let text = match (&c.default_expr, &c.default) {
-                (Some(e), _) => e.clone(),
-                (None, Some((text, _))) => text.clone(),
-                (None, None) => continue,
+            let text = match (&c.default_expr, &c.default, &c.generated) {
+                (Some(e), _, _) => e.clone(),
+                (None, Some((text, _)), _) => text.clone(),
+                (None, None, Some(g)) => g.clone(),
+                (None, None, None) => continue,
             };
             out.push(row![
                 constraint_oid(t.id, 3072 + i as i64),
@@ -1887,11 +1894,12 @@ fn column_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
                     c.default_expr
                         .clone()
                         .or_else(|| c.default.as_ref().map(|d| d.0.clone()))
+                        .or_else(|| c.generated.clone())
                 })
                 .collect(),
             _ => Vec::new(),
         };
-        for (i, (name, ty_oid, _typmod, notnull, _, identity)) in
+        for (i, (name, ty_oid, _typmod, notnull, _, identity, generated)) in
             rel_columns(r).into_iter().enumerate()
         {
             let sql = types.get(i).cloned().flatten();
@@ -1901,10 +1909,14 @@ fn column_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
                 .iter()
                 .find(|t| t.0 == ty_oid)
                 .map(|t| t.1.to_string());
-            let default = if identity.is_empty() {
+            let default = if identity.is_empty() && generated.is_empty() {
                 defaults.get(i).cloned().flatten()
             } else {
                 None
+            };
+            let generation = match generated {
+                "s" => defaults.get(i).cloned().flatten(),
+                _ => None,
             };
             out.push(row![
                 db.clone(),
@@ -1956,8 +1968,12 @@ fn column_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
                 } else {
                     Some("NO")
                 },
-                "NEVER",
-                N,
+                if generated.is_empty() {
+                    "NEVER"
+                } else {
+                    "ALWAYS"
+                },
+                generation,
                 yes(matches!(r.kind, RelKind::Table(_)))
             ]);
         }

@@ -166,7 +166,7 @@ impl datafusion::catalog::TableProvider for KestrelTable {
         }
         let checks = match state.as_any().downcast_ref::<SessionState>() {
             Some(s) => Checks::compile(s, &self.desc).map_err(SqlError::into_datafusion)?,
-            None if self.desc.checks.is_empty() => Checks::compile_none(),
+            None if !crate::check::needed(&self.desc) => Checks::compile_none(),
             None => {
                 return Err(
                     SqlError::internal("no session state to compile CHECK constraints")
@@ -947,6 +947,8 @@ impl KvInsertSink {
                     row[i] = Datum::I64(self.ctx.kv.unique_id());
                 }
             }
+            self.checks
+                .generate(&self.desc, std::slice::from_mut(&mut row))?;
             validate_row(&self.desc, &mut row)?;
             if self.upsert.is_none() {
                 let key = encode_key(&self.desc, &row)?;

@@ -928,7 +928,9 @@ impl Session {
             )
         })?;
         let targets = if columns.is_empty() {
-            desc.visible_columns(false)
+            let mut v = desc.visible_columns(false);
+            v.retain(|&i| desc.columns[i].generated.is_none());
+            v
         } else {
             columns
                 .iter()
@@ -946,6 +948,16 @@ impl Session {
                 })
                 .collect::<SqlResult<Vec<_>>>()?
         };
+        if let Some(&i) = targets
+            .iter()
+            .find(|&&i| desc.columns[i].generated.is_some())
+        {
+            return Err(SqlError::new(
+                code::INVALID_COLUMN_REFERENCE,
+                format!("column \"{}\" is a generated column", desc.columns[i].name),
+            )
+            .with_detail("Generated columns cannot be used in COPY."));
+        }
         let kv = self.engine.kv.clone();
         let checks = crate::check::Checks::compile(&self.base, &desc)?;
         let mut per_row = Vec::new();

@@ -340,6 +340,7 @@ impl Upsert {
                 out.push(None);
                 continue;
             };
+            checks.generate(desc, std::slice::from_mut(&mut row))?;
             crate::provider::validate_row(desc, &mut row)?;
             checks.verify(desc, std::slice::from_ref(&row))?;
             let new_key = encode_key(desc, &row)?;
@@ -601,7 +602,7 @@ pub async fn rewrite_insert(
         let Some(p) = t else { continue };
         let c = &desc.columns[*p];
         let all_default = values_width.is_some() && defaults_used[j];
-        if c.identity_always && !all_default {
+        if (c.identity_always || c.generated.is_some()) && !all_default {
             return Err(SqlError::new(
                 code::GENERATED_ALWAYS,
                 format!(
@@ -609,10 +610,7 @@ pub async fn rewrite_insert(
                     c.name
                 ),
             )
-            .with_detail(format!(
-                "Column \"{}\" is an identity column defined as GENERATED ALWAYS.",
-                c.name
-            )));
+            .with_detail(generated_detail(c)));
         }
     }
     Ok(DFStatement::Statement(Box::new(SqlStatement::Insert(i))))
@@ -639,7 +637,17 @@ fn physical(
         .map_err(from_datafusion)
 }
 
-/// `UPDATE … SET id = …` of a `GENERATED ALWAYS AS IDENTITY` column is 428C9, as in
+fn generated_detail(c: &crate::catalog::ColumnDesc) -> String {
+    match c.generated {
+        Some(_) => format!("Column \"{}\" is a generated column.", c.name),
+        None => format!(
+            "Column \"{}\" is an identity column defined as GENERATED ALWAYS.",
+            c.name
+        ),
+    }
+}
+
+/// `UPDATE … SET id = …` of a `GENERATED ALWAYS` (identity or generated) column is 428C9, as in
 /// PostgreSQL.
 pub async fn check_update_identity(
     stmt: &DFStatement,
@@ -667,15 +675,12 @@ pub async fn check_update_identity(
             continue;
         };
         let is_default = crate::ddl::is_default_keyword(&a.value);
-        if c.identity_always && !is_default {
+        if (c.identity_always || c.generated.is_some()) && !is_default {
             return Err(SqlError::new(
                 code::GENERATED_ALWAYS,
                 format!("column \"{}\" can only be updated to DEFAULT", c.name),
             )
-            .with_detail(format!(
-                "Column \"{}\" is an identity column defined as GENERATED ALWAYS.",
-                c.name
-            )));
+            .with_detail(generated_detail(c)));
         }
     }
     Ok(())
