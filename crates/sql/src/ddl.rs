@@ -753,8 +753,17 @@ pub async fn create_index(
         return Err(SqlError::unsupported("CREATE INDEX … INCLUDE"));
     }
     if let Some(u) = &ci.using {
-        if !u.to_string().eq_ignore_ascii_case("btree") {
-            return Err(SqlError::unsupported(format!("index access method {u}")));
+        let method = u.to_string().to_ascii_lowercase();
+        if !["btree", "hash", "gist", "gin", "spgist", "brin"].contains(&method.as_str()) {
+            return Err(SqlError::new(
+                code::UNDEFINED_OBJECT,
+                format!("access method \"{method}\" does not exist"),
+            ));
+        }
+        if method != "btree" {
+            return Err(SqlError::unsupported(format!(
+                "index access method {method}"
+            )));
         }
     }
     let (schema, table) = table_name(&ci.table_name, ddl.db)?;

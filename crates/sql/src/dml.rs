@@ -242,6 +242,7 @@ async fn update_plan(
     let mut checked: Vec<Vec<Datum>> = Vec::new();
     let mut writes: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut new_keys = HashSet::new();
+    let mut twice: Option<Vec<Datum>> = None;
     let mut old_keys = HashSet::new();
     let mut moved = Vec::new();
     for b in &batches {
@@ -281,8 +282,9 @@ async fn update_plan(
                 checked.push(row.clone());
             }
             let new_key = encode_key(desc, &row)?;
-            if !new_keys.insert(new_key.clone()) {
-                return Err(duplicate_key_error(desc, &row));
+            if !new_keys.insert(new_key.clone()) && twice.is_none() {
+                // Reported after the CHECK constraints, which PostgreSQL tests first.
+                twice = Some(row.clone());
             }
             ctx.fk.updated(desc, &old_row, &row);
             if !writer.is_empty() {
@@ -292,6 +294,9 @@ async fn update_plan(
         }
     }
     checks.verify(desc, &checked)?;
+    if let Some(row) = twice {
+        return Err(duplicate_key_error(desc, &row));
+    }
     ctx.capture(checked);
     let n = writes.len() as u64;
     let mut txn = ctx.txn.write().await;

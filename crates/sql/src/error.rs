@@ -14,6 +14,10 @@ pub mod code {
     pub const INVALID_DATETIME_FORMAT: &str = "22007";
     pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
     pub const DIVISION_BY_ZERO: &str = "22012";
+    pub const SUBSTRING_ERROR: &str = "22011";
+    pub const INVALID_ARGUMENT_FOR_NTILE: &str = "22014";
+    pub const INVALID_ARGUMENT_FOR_POWER_FUNCTION: &str = "2201F";
+    pub const WINDOWING_ERROR: &str = "42P20";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const NULL_VALUE_NOT_ALLOWED: &str = "22004";
     pub const SEQUENCE_GENERATOR_LIMIT_EXCEEDED: &str = "2200H";
@@ -54,6 +58,7 @@ pub mod code {
     pub const DUPLICATE_DATABASE: &str = "42P04";
     pub const OBJECT_IN_USE: &str = "55006";
     pub const AMBIGUOUS_COLUMN: &str = "42702";
+    pub const DUPLICATE_ALIAS: &str = "42712";
     pub const GROUPING_ERROR: &str = "42803";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
@@ -298,9 +303,67 @@ fn classify_plan(m: &str) -> SqlError {
     classify_message(m)
 }
 
+/// DataFusion errors whose text names a PostgreSQL condition: `(fragment, SQLSTATE,
+/// PostgreSQL's message)`.
+const KNOWN_MESSAGES: &[(&str, &str, &str)] = &[
+    (
+        "non-boolean predicate",
+        code::DATATYPE_MISMATCH,
+        "argument of WHERE must be type boolean",
+    ),
+    (
+        "to common types in case",
+        code::DATATYPE_MISMATCH,
+        "CASE types cannot be matched",
+    ),
+    (
+        "negative count not allowed",
+        code::SUBSTRING_ERROR,
+        "negative substring length not allowed",
+    ),
+    (
+        "field position must not be zero",
+        code::INVALID_PARAMETER_VALUE,
+        "field position must not be zero",
+    ),
+    (
+        "square root of a negative number",
+        code::INVALID_ARGUMENT_FOR_POWER_FUNCTION,
+        "cannot take square root of a negative number",
+    ),
+    (
+        "ntile requires a positive",
+        code::INVALID_ARGUMENT_FOR_NTILE,
+        "argument of ntile must be greater than zero",
+    ),
+    (
+        "invalid window frame",
+        code::WINDOWING_ERROR,
+        "frame starting from current row cannot have preceding rows",
+    ),
+    (
+        "range requires exactly one order by column",
+        code::WINDOWING_ERROR,
+        "RANGE with offset PRECEDING/FOLLOWING requires exactly one ORDER BY column",
+    ),
+    (
+        "with query name",
+        code::DUPLICATE_ALIAS,
+        "WITH query name specified more than once",
+    ),
+    (
+        "unary operator '-' only supports",
+        code::UNDEFINED_FUNCTION,
+        "operator does not exist: - for this type",
+    ),
+];
+
 /// Last resort: DataFusion and Arrow report many user errors only as text.
 fn classify_message(m: &str) -> SqlError {
     let lower = m.to_ascii_lowercase();
+    if let Some((_, c, pg)) = KNOWN_MESSAGES.iter().find(|(f, _, _)| lower.contains(f)) {
+        return SqlError::new(c, format!("{pg} ({m})"));
+    }
     let c = if lower.contains("divide by zero") || lower.contains("division by zero") {
         code::DIVISION_BY_ZERO
     } else if lower.contains("can't cast value")
@@ -339,6 +402,29 @@ mod tests {
         assert_eq!(back, e);
         let ctx = DataFusionError::Context("ctx".into(), Box::new(e.clone().into_datafusion()));
         assert_eq!(from_datafusion(ctx), e);
+    }
+
+    #[test]
+    fn datafusion_messages_map_to_postgres_conditions() {
+        let plan = |m: &str| from_datafusion(DataFusionError::Plan(m.into())).code;
+        let exec = |m: &str| from_datafusion(DataFusionError::Execution(m.into())).code;
+        assert_eq!(
+            plan("Cannot create filter with non-boolean predicate 'p.qty' returning Int32"),
+            code::DATATYPE_MISMATCH
+        );
+        assert_eq!(
+            exec("negative count not allowed: -1"),
+            code::SUBSTRING_ERROR
+        );
+        assert_eq!(
+            exec("NTILE requires a positive integer"),
+            code::INVALID_ARGUMENT_FOR_NTILE
+        );
+        assert_eq!(
+            plan("WITH query name \"a\" specified more than once"),
+            code::DUPLICATE_ALIAS
+        );
+        assert_eq!(plan("something unheard of"), code::INTERNAL_ERROR);
     }
 
     #[test]

@@ -579,7 +579,34 @@ fn grouping_error(m: &str) -> SqlError {
 
 /// Aggregates and window functions where PostgreSQL does not allow them (42803, 42P20), and
 /// a JOIN without ON/USING (42601; only CROSS JOIN may omit it).
+/// The name a FROM item is known by: its alias, else a table's own name.
+fn exposed_name(f: &ast::TableFactor) -> Option<String> {
+    match f {
+        ast::TableFactor::Table { alias: Some(a), .. }
+        | ast::TableFactor::Derived { alias: Some(a), .. }
+        | ast::TableFactor::Function { alias: Some(a), .. }
+        | ast::TableFactor::UNNEST { alias: Some(a), .. } => Some(crate::ddl::ident(&a.name)),
+        ast::TableFactor::Table { name, .. } => Some(name.to_string()),
+        _ => None,
+    }
+}
+
 fn check_select(s: &Select) -> Result<(), SqlError> {
+    let mut names = std::collections::HashSet::new();
+    let factors = s
+        .from
+        .iter()
+        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)));
+    for f in factors {
+        if let Some(n) = exposed_name(f) {
+            if !names.insert(n.clone()) {
+                return Err(SqlError::new(
+                    code::DUPLICATE_ALIAS,
+                    format!("table name \"{n}\" specified more than once"),
+                ));
+            }
+        }
+    }
     for t in &s.from {
         for j in &t.joins {
             use ast::{JoinConstraint as C, JoinOperator as J};

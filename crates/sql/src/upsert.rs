@@ -544,6 +544,17 @@ pub async fn rewrite_insert(
     ctx.compile_defaults(state, &desc)?;
     let visible = desc.visible_columns(false);
     let mut i = i.clone();
+    if i.source.is_none() && i.columns.is_empty() {
+        // `INSERT INTO t DEFAULT VALUES`: one row of DEFAULTs.
+        let row = vec!["DEFAULT"; visible.len()].join(", ");
+        let q = datafusion::sql::sqlparser::parser::Parser::new(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+        )
+        .try_with_sql(&format!("VALUES ({row})"))
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| SqlError::internal(format!("DEFAULT VALUES: {e}")))?;
+        i.source = Some(q);
+    }
     let values_width = match i.source.as_deref().map(|q| q.body.as_ref()) {
         Some(ast::SetExpr::Values(v)) => v.rows.first().map(|r| r.len()),
         _ => None,
