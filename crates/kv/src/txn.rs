@@ -168,6 +168,11 @@ impl Txn {
         }
     }
 
+    /// Whether the transaction buffered writes since `mark` (then it cannot refresh).
+    pub fn wrote_since(&self, mark: &StatementMark) -> bool {
+        self.write_seq != mark.write_seq
+    }
+
     /// Moves the snapshot forward to now, keeping serializability: every span read before
     /// the statement at `mark` must hold no newer write (else [`KvError::ReadConflict`]).
     /// The statement's own reads are forgotten (it wrote nothing yet), so it can run again at

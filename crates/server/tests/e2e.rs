@@ -290,7 +290,7 @@ async fn errors_carry_postgres_sqlstates() {
         ("SELECT 1/0", "22012"),
         ("CREATE INDEX ON t ((name || 'x'))", "0A000"),
         (
-            "CREATE TABLE v (a INT, b INT GENERATED ALWAYS AS (a * 2) STORED)",
+            "CREATE TABLE v (a INT, b INT GENERATED ALWAYS AS (a * 2) VIRTUAL)",
             "0A000",
         ),
         ("CREATE MATERIALIZED VIEW vw AS SELECT 1", "0A000"),

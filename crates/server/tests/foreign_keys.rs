@@ -1,6 +1,6 @@
 //! Foreign keys through the real binary: COPY into a child table, the race between a child
-//! insert and a parent delete in concurrent transactions (at both isolation levels), and
-//! durability of the constraint across kill -9.
+//! insert and a parent delete in concurrent transactions (at both isolation levels),
+//! durability of the constraint across kill -9, and data-modifying CTEs cascading into them.
 
 mod common;
 
@@ -117,4 +117,53 @@ async fn concurrent_child_insert_and_parent_delete_leave_no_orphan() {
             race(&node, isolation, child_first).await;
         }
     }
+}
+
+/// Data-modifying CTEs through the extended protocol (with a parameter), cascading into a
+/// child table: the CTE's RETURNING rows feed the main statement.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_modifying_ctes_over_the_extended_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE TABLE parent (id INT PRIMARY KEY, name TEXT);
+         CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent ON DELETE CASCADE);
+         CREATE TABLE archive (id INT PRIMARY KEY, name TEXT);
+         INSERT INTO parent VALUES (1, 'a'), (2, 'b'), (3, 'c');
+         INSERT INTO child VALUES (10, 1), (20, 2)",
+    )
+    .await
+    .unwrap();
+    let rows = c
+        .query(
+            "WITH gone AS (DELETE FROM parent WHERE id <= $1 RETURNING id, name) \
+             INSERT INTO archive SELECT id, name FROM gone RETURNING id",
+            &[&2i32],
+        )
+        .await
+        .unwrap();
+    let mut ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2]);
+    assert_eq!(count(&c, "SELECT count(*) FROM child").await, 0);
+    assert_eq!(count(&c, "SELECT count(*) FROM archive").await, 2);
+    let n: i64 = c
+        .query_one(
+            "WITH up AS (UPDATE parent SET name = upper(name) RETURNING id) SELECT count(*) FROM up",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // A failing main statement rolls the CTE's writes back with it.
+    let e = c
+        .batch_execute(
+            "WITH d AS (DELETE FROM parent RETURNING id) INSERT INTO child SELECT 99, 42 FROM d",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23503");
+    assert_eq!(count(&c, "SELECT count(*) FROM parent").await, 1);
 }

@@ -19,6 +19,9 @@
 //!   `FROM (SELECT x.*, unnest(f(x.col)) AS c FROM t x) AS x` with `u.c` read as `x.c`
 //!   ([`lateral_unnest`]).
 //!
+//! * `WITH x AS (INSERT | UPDATE | DELETE …) …`: [`split_modifying_ctes`] takes the
+//!   data-modifying CTEs out, for the session to run first.
+//!
 //! * `LIMIT '2'` is `LIMIT 2`; [`check_limits`] gives LIMIT/OFFSET/ORDER BY position errors
 //!   PostgreSQL's codes.
 
@@ -892,4 +895,95 @@ mod tests {
             Ok(())
         );
     }
+}
+
+fn is_dml(body: &SetExpr) -> bool {
+    matches!(
+        body,
+        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_)
+    )
+}
+
+/// Whether a query writes: a data-modifying CTE, or `WITH … INSERT/UPDATE/DELETE`.
+pub fn modifies(q: &Query) -> bool {
+    is_dml(&q.body)
+        || q.with
+            .as_ref()
+            .is_some_and(|w| w.cte_tables.iter().any(|c| is_dml(&c.query.body)))
+}
+
+/// A data-modifying CTE: its name, its column aliases and its statement.
+pub type ModifyingCte = (String, Vec<String>, ast::Statement);
+
+/// Splits `WITH a AS (DML …), b AS (SELECT …) <main>` into the data-modifying CTEs (in
+/// order) and the main statement with the remaining CTEs; `None` if there is none.
+pub fn split_modifying_ctes(
+    stmt: &datafusion::sql::parser::Statement,
+) -> Result<Option<(Vec<ModifyingCte>, datafusion::sql::parser::Statement)>, SqlError> {
+    use datafusion::sql::parser::Statement as DF;
+    let DF::Statement(s) = stmt else {
+        return Ok(None);
+    };
+    let ast::Statement::Query(q) = s.as_ref() else {
+        return Ok(None);
+    };
+    if !modifies(q) {
+        return Ok(None);
+    }
+    let mut q = q.as_ref().clone();
+    let mut parts = Vec::new();
+    if let Some(w) = q.with.as_mut() {
+        if w.recursive && w.cte_tables.iter().any(|c| is_dml(&c.query.body)) {
+            return Err(SqlError::unsupported(
+                "data-modifying statements in WITH RECURSIVE",
+            ));
+        }
+        let mut kept = Vec::new();
+        for cte in std::mem::take(&mut w.cte_tables) {
+            match *cte.query.body {
+                SetExpr::Insert(st) | SetExpr::Update(st) | SetExpr::Delete(st) => {
+                    let name = crate::ddl::ident(&cte.alias.name);
+                    let cols = cte
+                        .alias
+                        .columns
+                        .iter()
+                        .map(|c| crate::ddl::ident(&c.name))
+                        .collect();
+                    parts.push((name, cols, st));
+                }
+                _ => kept.push(cte),
+            }
+        }
+        w.cte_tables = kept;
+    }
+    let kept = q.with.take().filter(|w| !w.cte_tables.is_empty());
+    let main = match *q.body {
+        SetExpr::Insert(ast::Statement::Insert(mut ins)) => {
+            if let (Some(w), Some(src)) = (kept, ins.source.as_mut()) {
+                match src.with.as_mut() {
+                    Some(inner) => {
+                        let mut all = w.cte_tables;
+                        all.append(&mut inner.cte_tables);
+                        inner.cte_tables = all;
+                    }
+                    None => src.with = Some(w),
+                }
+            }
+            ast::Statement::Insert(ins)
+        }
+        SetExpr::Update(st) | SetExpr::Delete(st) => {
+            if kept.is_some() {
+                return Err(SqlError::unsupported(
+                    "WITH queries before UPDATE or DELETE (other than data-modifying ones)",
+                ));
+            }
+            st
+        }
+        body => {
+            q.body = Box::new(body);
+            q.with = kept;
+            ast::Statement::Query(Box::new(q))
+        }
+    };
+    Ok(Some((parts, DF::Statement(Box::new(main)))))
 }

@@ -1,13 +1,14 @@
 //! Sessions: parse, plan and execute statements, in autocommit transactions or in explicit
 //! transaction blocks ([`crate::txn_block`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{FunctionRegistry, SessionState};
@@ -265,6 +266,10 @@ fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
         return Ok(Kind::Transaction(op));
     }
     Ok(match s {
+        SqlStatement::Query(q) if crate::query_rewrite::modifies(q) => Kind::DataFusion {
+            expose_hidden: true,
+            writes: true,
+        },
         SqlStatement::Query(_) | SqlStatement::Explain { .. } => READ,
         SqlStatement::Insert(_) => Kind::DataFusion {
             expose_hidden: false,
@@ -542,6 +547,32 @@ fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
     Some(out)
 }
 
+/// The RETURNING rows of a data-modifying CTE as a table (columns renamed by `WITH x(a, b)`).
+fn cte_table(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    columns: &[String],
+) -> SqlResult<Arc<dyn TableProvider>> {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match columns.get(i) {
+            Some(n) => f.as_ref().clone().with_name(n),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let batches = batches
+        .into_iter()
+        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SqlError::internal(format!("CTE rows: {e}")))?;
+    let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])
+        .map_err(from_datafusion)?;
+    Ok(Arc::new(table))
+}
+
 fn show_schema(name: &str) -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]))
 }
@@ -627,30 +658,26 @@ impl Session {
                     None => Arc::new(RwLock::new(self.engine.kv.begin())),
                 };
                 let (state, ctx) = self.state_for(txn, expose_hidden, false, None).await?;
-                let (planned, returning) = crate::returning::split(&pg_rewrite(&stmt))?;
-                let (planned, _) = crate::upsert::split(planned)?;
-                let planned = with_views(planned, &ctx.views, &self.database)?;
-                let planned =
-                    crate::upsert::rewrite_insert(planned, &state, &ctx, &self.database).await?;
-                let join_dml = self.join_dml_plan(&state, &planned).await?;
-                let writes_only = join_dml.is_some();
-                let plan = match join_dml {
-                    Some(p) => p,
-                    None => state
-                        .statement_to_plan(planned)
-                        .await
-                        .map_err(from_datafusion)?,
+                let (parts, main) = match crate::query_rewrite::split_modifying_ctes(&stmt)? {
+                    Some((parts, main)) => (parts, main),
+                    None => (Vec::new(), stmt.clone()),
                 };
-                let types = plan.get_parameter_fields().map_err(from_datafusion)?;
-                let mut ordered: Vec<(usize, Option<FieldRef>)> = types
-                    .into_iter()
-                    .filter_map(|(k, v)| {
-                        k.trim_start_matches('$')
-                            .parse::<usize>()
-                            .ok()
-                            .map(|i| (i, v))
-                    })
-                    .collect();
+                // Each data-modifying CTE is described first; the main statement then sees
+                // an empty table of its RETURNING shape under the CTE's name.
+                let mut ordered = Vec::new();
+                for (name, columns, part) in parts {
+                    let part = DFStatement::Statement(Box::new(part));
+                    let (types, schema) = self.describe(&state, &ctx, &part).await?;
+                    ordered.extend(types);
+                    if let Some(schema) = schema {
+                        let table = cte_table(schema, Vec::new(), &columns)?;
+                        if let Ok(mut m) = ctx.cte_results.lock() {
+                            m.insert(name, table);
+                        }
+                    }
+                }
+                let (types, schema) = self.describe(&state, &ctx, &main).await?;
+                ordered.extend(types);
                 ordered.sort_by_key(|(i, _)| *i);
                 let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
                 if n > PARAMS_MAX || ordered.first().is_some_and(|(i, _)| *i == 0) {
@@ -660,16 +687,10 @@ impl Session {
                 }
                 let mut params = vec![None; n];
                 for (i, t) in ordered {
-                    params[i - 1] = t;
-                }
-                let schema = match (&plan, returning) {
-                    (_, Some(r)) => Some(returning_schema(&state, &r).await?),
-                    _ if writes_only => None,
-                    (LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_), _) => {
-                        None
+                    if params[i - 1].is_none() {
+                        params[i - 1] = t;
                     }
-                    (p, None) => Some(Arc::new(p.schema().as_arrow().clone())),
-                };
+                }
                 (params, schema)
             }
             Kind::Show => {
@@ -1211,6 +1232,11 @@ impl Session {
                         && restarts < self.engine.limits.statement_restarts_max =>
                 {
                     let Some(mark) = &mark else { return Err(e) };
+                    // A statement that already wrote (a data-modifying CTE, a foreign-key
+                    // action after the main write) cannot re-run: the transaction retries.
+                    if txn.read().await.wrote_since(mark) {
+                        return Err(e);
+                    }
                     restarts += 1;
                     txn.write().await.refresh(mark).await?;
                 }
@@ -1331,21 +1357,23 @@ impl Session {
         after: &mut Vec<AfterCommit>,
     ) -> SqlResult<ExecResult> {
         match kind {
-            Kind::DataFusion { expose_hidden, .. } => {
-                let stmt = pg_rewrite(stmt);
+            Kind::DataFusion { .. } => {
+                let (stmt, ctes) = self.modifying_ctes(&txn, stmt, &params, after).await?;
+                let Kind::DataFusion { expose_hidden, .. } = classify(&stmt)? else {
+                    return Err(SqlError::internal("a CTE's main statement is not a query"));
+                };
+                let stmt = pg_rewrite(&stmt);
                 let (stmt, returning) = crate::returning::split(&stmt)?;
                 let (stmt, mut on_conflict) = crate::upsert::split(stmt)?;
                 if let Some(c) = on_conflict.as_mut() {
                     c.params = params.clone().unwrap_or_default();
                 }
                 let (state, ctx) = self
-                    .state_for(
-                        txn.clone(),
-                        *expose_hidden,
-                        returning.is_some(),
-                        on_conflict,
-                    )
+                    .state_for(txn.clone(), expose_hidden, returning.is_some(), on_conflict)
                     .await?;
+                if let Ok(mut m) = ctx.cte_results.lock() {
+                    *m = ctes;
+                }
                 let stmt = with_views(stmt, &ctx.views, &self.database)?;
                 crate::upsert::check_update_identity(&stmt, &state, &self.database).await?;
                 let stmt = crate::upsert::rewrite_update(stmt, &state, &self.database).await?;
@@ -1381,6 +1409,77 @@ impl Session {
         }
     }
 
+    /// The parameters (`$n` → type) and the result columns of one planned statement.
+    async fn describe(
+        &self,
+        state: &SessionState,
+        ctx: &Arc<StmtCtx>,
+        stmt: &DFStatement,
+    ) -> SqlResult<(Vec<(usize, Option<FieldRef>)>, Option<SchemaRef>)> {
+        let (planned, returning) = crate::returning::split(&pg_rewrite(stmt))?;
+        let (planned, _) = crate::upsert::split(planned)?;
+        let planned = with_views(planned, &ctx.views, &self.database)?;
+        let planned = crate::upsert::rewrite_insert(planned, state, ctx, &self.database).await?;
+        let join_dml = self.join_dml_plan(state, &planned).await?;
+        let writes_only = join_dml.is_some();
+        let plan = match join_dml {
+            Some(p) => p,
+            None => state
+                .statement_to_plan(planned)
+                .await
+                .map_err(from_datafusion)?,
+        };
+        let types = plan.get_parameter_fields().map_err(from_datafusion)?;
+        let ordered: Vec<(usize, Option<FieldRef>)> = types
+            .into_iter()
+            .filter_map(|(k, v)| {
+                k.trim_start_matches('$')
+                    .parse::<usize>()
+                    .ok()
+                    .map(|i| (i, v))
+            })
+            .collect();
+        let schema = match (&plan, returning) {
+            (_, Some(r)) => Some(returning_schema(state, &r).await?),
+            _ if writes_only => None,
+            (LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_), _) => None,
+            (p, None) => Some(Arc::new(p.schema().as_arrow().clone())),
+        };
+        Ok((ordered, schema))
+    }
+
+    /// `WITH x AS (INSERT | UPDATE | DELETE … RETURNING …) <main statement>`: each
+    /// data-modifying CTE runs first, in order, as a statement of its own in the transaction;
+    /// its RETURNING rows become a table the main statement reads under the CTE's name.
+    /// Unlike PostgreSQL, whose parts all read one snapshot, the main statement sees the
+    /// CTEs' changes. Other statements come back unchanged.
+    async fn modifying_ctes(
+        &self,
+        txn: &Arc<RwLock<Txn>>,
+        stmt: &DFStatement,
+        params: &Option<Vec<ScalarValue>>,
+        after: &mut Vec<AfterCommit>,
+    ) -> SqlResult<(DFStatement, HashMap<String, Arc<dyn TableProvider>>)> {
+        let mut tables: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
+        let Some((parts, main)) = crate::query_rewrite::split_modifying_ctes(stmt)? else {
+            return Ok((stmt.clone(), tables));
+        };
+        for (name, columns, part) in parts {
+            let part = DFStatement::Statement(Box::new(part));
+            let kind = classify(&part)?;
+            let res =
+                Box::pin(self.run_statement_once(txn.clone(), &part, &kind, params.clone(), after))
+                    .await?;
+            if let ExecResult::Returned {
+                schema, batches, ..
+            } = res
+            {
+                tables.insert(name, cte_table(schema, batches, &columns)?);
+            }
+        }
+        Ok((main, tables))
+    }
+
     async fn state_for(
         &self,
         txn: Arc<RwLock<Txn>>,
@@ -1400,6 +1499,7 @@ impl Session {
             views: snapshot.views.clone(),
             fk: crate::fk::FkLog::new(&snapshot),
             catalog: snapshot.clone(),
+            cte_results: Default::default(),
         });
         let info = Arc::new(crate::pg_catalog::CatalogInfo::new(
             snapshot.clone(),

@@ -63,6 +63,9 @@ pub struct StmtCtx {
     pub catalog: Arc<crate::catalog::CatalogSnapshot>,
     /// Row changes the statement's foreign keys must look at ([`crate::fk::enforce`]).
     pub fk: crate::fk::FkLog,
+    /// The RETURNING rows of the statement's data-modifying CTEs, by CTE name; unqualified
+    /// names resolve to them first.
+    pub cte_results: std::sync::Mutex<HashMap<String, Arc<dyn TableProvider>>>,
 }
 
 impl StmtCtx {
@@ -237,6 +240,17 @@ impl SchemaProvider for KSchema {
         self.tables.keys().cloned().collect()
     }
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if self.system.is_some() {
+            let cte = self
+                .ctx
+                .cte_results
+                .lock()
+                .ok()
+                .and_then(|m| m.get(name).cloned());
+            if cte.is_some() {
+                return Ok(cte);
+            }
+        }
         if let Some(system) = self.system.as_ref().filter(|s| s.table_exist(name)) {
             return system.table(name).await;
         }
@@ -249,6 +263,13 @@ impl SchemaProvider for KSchema {
         }
     }
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.contains_key(name) || self.system.as_ref().is_some_and(|s| s.table_exist(name))
+        let cte = self.system.is_some()
+            && self
+                .ctx
+                .cte_results
+                .lock()
+                .is_ok_and(|m| m.contains_key(name));
+        cte || self.tables.contains_key(name)
+            || self.system.as_ref().is_some_and(|s| s.table_exist(name))
     }
 }
