@@ -290,8 +290,9 @@ async fn errors_carry_postgres_sqlstates() {
         ("SELECT 1/0", "22012"),
         ("CREATE INDEX ON t ((name || 'x'))", "0A000"),
         (
+            // PostgreSQL 15 has only STORED generated columns.
             "CREATE TABLE v (a INT, b INT GENERATED ALWAYS AS (a * 2) VIRTUAL)",
-            "0A000",
+            "42601",
         ),
         ("CREATE MATERIALIZED VIEW vw AS SELECT 1", "0A000"),
         (
