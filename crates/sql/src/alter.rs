@@ -22,6 +22,7 @@ use crate::datum::Datum;
 use crate::ddl::{column_desc, ident, pk_indexes, table_name, AfterCommit, DdlCtx, UniqueSpec};
 use crate::error::{code, SqlError, SqlResult};
 use crate::rowcodec;
+use crate::types::SqlType;
 
 /// Rows read per scan batch while rewriting a table.
 const REWRITE_BATCH_ROWS: usize = 4096;
@@ -353,12 +354,127 @@ async fn alter_one(
             desc.name = name;
             catalog::put_table(txn, desc)
         }
+        AlterTableOperation::AlterColumn {
+            column_name,
+            op:
+                ast::AlterColumnOperation::SetDataType {
+                    data_type, using, ..
+                },
+        } => {
+            let name = ident(column_name);
+            change_type(ddl, txn, desc, &name, data_type, using.as_ref(), after).await
+        }
         AlterTableOperation::AlterColumn { column_name, op } => {
             alter_column(ddl, txn, desc, &ident(column_name), op).await?;
             catalog::put_table(txn, desc)
         }
         other => Err(SqlError::unsupported(format!("ALTER TABLE … {other}"))),
     }
+}
+
+/// `ALTER COLUMN c [SET DATA] TYPE t [USING expr]`: every row is converted (the USING
+/// expression, else a cast — which, as in PostgreSQL, text only takes to text types without
+/// USING, 42804) and written under a fresh table id, as key encodings may change; indexes
+/// are rebuilt and CHECK constraints re-verified. Columns in a foreign key or read by a
+/// generated column keep their type (0A000).
+async fn change_type(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    desc: &mut TableDesc,
+    name: &str,
+    data_type: &ast::DataType,
+    using: Option<&ast::Expr>,
+    after: &mut Vec<AfterCommit>,
+) -> SqlResult<()> {
+    let i = visible_column(desc, name).ok_or_else(|| no_column(desc, name))?;
+    let ty = SqlType::from_ast(data_type)?;
+    let id = desc.columns[i].id;
+    let in_fk = desc.foreign_keys.iter().any(|f| f.columns.contains(&id))
+        || ddl
+            .snapshot
+            .referencing(desc.id)
+            .iter()
+            .any(|(c, k)| c.foreign_keys[*k].parent_columns.contains(&id));
+    let generated = desc.columns.iter().any(|c| c.generated.is_some());
+    if in_fk || generated {
+        return Err(SqlError::unsupported(
+            "changing the type of a column in a foreign key or of a table with generated columns",
+        ));
+    }
+    let old_ty = desc.columns[i].ty.clone();
+    let texty = |t: &SqlType| matches!(t, SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_));
+    if using.is_none() && texty(&old_ty) && !texty(&ty) {
+        return Err(SqlError::new(
+            code::DATATYPE_MISMATCH,
+            format!(
+                "column \"{name}\" cannot be cast automatically to type {}",
+                ty.pg_name()
+            ),
+        )
+        .with_detail(format!(
+            "You might need to specify \"USING {name}::{}\".",
+            ty.pg_name()
+        )));
+    }
+    if matches!(ty, SqlType::Array(_)) && desc.primary_key.contains(&i) {
+        return Err(SqlError::unsupported("array primary keys"));
+    }
+    // Without USING, the column itself, cast to the new type's Arrow type below.
+    let convert = match using {
+        Some(e) => e.to_string(),
+        None => ast::Ident::with_quote('"', name).to_string(),
+    };
+    let old = desc.clone();
+    let schema = old.arrow_schema(true);
+    let df_schema = datafusion::common::DFSchema::try_from(schema.as_ref().clone())
+        .map_err(crate::error::from_datafusion)?;
+    let expr = {
+        use datafusion::logical_expr::ExprSchemable;
+        let e = ddl
+            .state
+            .create_logical_expr(&convert, &df_schema)
+            .and_then(|e| e.cast_to(&ty.arrow(), &df_schema))
+            .map_err(crate::error::from_datafusion)?;
+        ddl.state
+            .create_physical_expr(e, &df_schema)
+            .map_err(crate::error::from_datafusion)?
+    };
+    let mut new = old.clone();
+    new.columns[i].ty = ty.clone();
+    if let Some((text, _)) = &old.columns[i].default {
+        let v = (ddl.eval)(&stored_expr(text)?, &ty).await?;
+        new.columns[i].default = Some((text.clone(), v));
+    }
+    renumber(ddl, txn, &mut new, after).await?;
+    let checks = crate::check::Checks::compile(ddl.state, &new)?;
+    let mut cursor = RowCursor::new(&old);
+    while let Some(mut rows) = cursor.next(txn, &old).await? {
+        let batch = crate::check::batch_of(&old, &rows)?;
+        let out = expr
+            .evaluate(&batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(crate::error::from_datafusion)?;
+        let vals = crate::datum::datums_from_array(&ty, &out)?;
+        for (row, v) in rows.iter_mut().zip(vals) {
+            row[i] = v;
+            crate::provider::validate_row(&new, row)?;
+            let key = rowcodec::encode_key(&new, row)?;
+            if txn.get(&key).await?.is_some() {
+                return Err(SqlError::new(
+                    code::UNIQUE_VIOLATION,
+                    format!("could not create unique index \"{}\"", new.pkey_name()),
+                ));
+            }
+            txn.put(key, rowcodec::encode_value(&new, row))?;
+        }
+        checks.verify(&new, &rows)?;
+    }
+    for r in crate::index::TableWriter::new(&new).indexes {
+        crate::index::backfill(txn, &new, &r).await?;
+    }
+    catalog::put_table(txn, &new)?;
+    *desc = new;
+    Ok(())
 }
 
 /// `ALTER COLUMN … SET/DROP DEFAULT`, `SET/DROP NOT NULL`.
@@ -418,7 +534,6 @@ async fn alter_column(
     Ok(())
 }
 
-/// `expr` (SQL text) with column `old` renamed to `new`.
 /// A CHECK or generation expression as stored in a descriptor.
 fn stored_expr(sql: &str) -> SqlResult<ast::Expr> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -429,6 +544,7 @@ fn stored_expr(sql: &str) -> SqlResult<ast::Expr> {
         .map_err(|e| SqlError::internal(format!("stored expression {sql:?}: {e}")))
 }
 
+/// `expr` (SQL text) with column `old` renamed to `new`.
 fn rename_in_expr(expr: &str, old: &str, new: &str) -> SqlResult<String> {
     let mut e = stored_expr(expr)?;
     let _ = ast::visit_expressions_mut(&mut e, |x| {

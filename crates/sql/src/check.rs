@@ -124,7 +124,7 @@ impl Checks {
 }
 
 /// `rows` (full rows of `desc`) as one Arrow batch.
-fn batch_of(desc: &TableDesc, rows: &[Vec<Datum>]) -> SqlResult<RecordBatch> {
+pub(crate) fn batch_of(desc: &TableDesc, rows: &[Vec<Datum>]) -> SqlResult<RecordBatch> {
     let schema = desc.arrow_schema(true);
     let columns: Vec<ArrayRef> = desc
         .columns

@@ -399,6 +399,86 @@ fn is_create_sequence(tokens: &[datafusion::sql::sqlparser::tokenizer::Token]) -
     words.len() == 2 && words[1].eq_ignore_ascii_case("sequence")
 }
 
+/// `CREATE TABLE t (a, b) AS query` (names without types) and `… AS query WITH [NO] DATA`,
+/// which sqlparser does not read, as `CREATE TABLE t AS SELECT * FROM (query) AS q(a, b)
+/// [LIMIT 0]`; `None` for any other statement.
+fn ctas_text(tokens: &[datafusion::sql::sqlparser::tokenizer::Token]) -> Option<String> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let sig: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let kw = |i: usize, k: Keyword| matches!(sig.get(i), Some(Token::Word(w)) if w.keyword == k);
+    if !(kw(0, Keyword::CREATE) && kw(1, Keyword::TABLE)) {
+        return None;
+    }
+    let mut i = 2;
+    if kw(2, Keyword::IF) && kw(3, Keyword::NOT) && kw(4, Keyword::EXISTS) {
+        i = 5;
+    }
+    // The table name: word (. word)*.
+    let name_start = i;
+    while matches!(sig.get(i), Some(Token::Word(_))) {
+        i += 1;
+        if matches!(sig.get(i), Some(Token::Period)) {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let head: String = sig[..i].iter().map(|t| format!("{t} ")).collect();
+    if i == name_start {
+        return None;
+    }
+    let mut names = Vec::new();
+    if matches!(sig.get(i), Some(Token::LParen)) {
+        i += 1;
+        loop {
+            match (sig.get(i), sig.get(i + 1)) {
+                (Some(Token::Word(w)), Some(Token::Comma)) => names.push(w.to_string()),
+                (Some(Token::Word(w)), Some(Token::RParen)) => {
+                    names.push(w.to_string());
+                    i += 2;
+                    break;
+                }
+                _ => return None, // typed columns: sqlparser reads those itself
+            }
+            i += 2;
+        }
+    }
+    if !kw(i, Keyword::AS) {
+        return None;
+    }
+    let mut query = &sig[i + 1..];
+    let mut no_data = false;
+    let n = query.len();
+    if n >= 3
+        && matches!(query[n - 3], Token::Word(w) if w.keyword == Keyword::WITH)
+        && matches!(query[n - 2], Token::Word(w) if w.keyword == Keyword::NO)
+        && matches!(query[n - 1], Token::Word(w) if w.keyword == Keyword::DATA)
+    {
+        query = &query[..n - 3];
+        no_data = true;
+    } else if n >= 2
+        && matches!(query[n - 2], Token::Word(w) if w.keyword == Keyword::WITH)
+        && matches!(query[n - 1], Token::Word(w) if w.keyword == Keyword::DATA)
+    {
+        query = &query[..n - 2];
+    } else if names.is_empty() {
+        return None;
+    }
+    let query: String = query.iter().map(|t| format!("{t} ")).collect();
+    let alias = match names.is_empty() {
+        true => String::new(),
+        false => format!("({})", names.join(", ")),
+    };
+    let limit = if no_data { " LIMIT 0" } else { "" };
+    Some(format!(
+        "{head}AS SELECT * FROM ({query}) AS kestrel_ctas{alias}{limit}"
+    ))
+}
+
 /// PostgreSQL takes CREATE SEQUENCE options in any order; sqlparser wants them in one order,
 /// so the option clauses are sorted into it at the token level.
 fn sequence_options_in_order(tokens: &[datafusion::sql::sqlparser::tokenizer::Token]) -> String {
@@ -516,6 +596,14 @@ fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
                     chain: false,
                     savepoint: None,
                 }
+            }
+            Token::Word(w) if w.keyword == Keyword::CREATE && ctas_text(piece).is_some() => {
+                let text = ctas_text(piece)?;
+                let mut v = Parser::parse_sql(&dialect, &text).ok()?;
+                if v.len() != 1 {
+                    return None;
+                }
+                v.pop()?
             }
             Token::Word(w) if w.keyword == Keyword::CREATE && is_create_sequence(piece) => {
                 let text = sequence_options_in_order(piece);
@@ -2019,6 +2107,27 @@ fn statement_verb(stmt: &DFStatement) -> String {
 #[cfg(test)]
 mod parse_tests {
     use super::*;
+
+    #[test]
+    fn create_table_as_with_names_or_no_data_parses() {
+        use datafusion::sql::sqlparser::tokenizer::Tokenizer;
+        let text = |sql: &str| {
+            let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+                .tokenize()
+                .unwrap();
+            ctas_text(&tokens)
+        };
+        assert_eq!(
+            text("CREATE TABLE t (a, b) AS VALUES (1, 'x')").as_deref(),
+            Some("CREATE TABLE t AS SELECT * FROM (VALUES ( 1 , 'x' ) ) AS kestrel_ctas(a, b)")
+        );
+        assert!(text("CREATE TABLE s.t AS SELECT 1 WITH NO DATA")
+            .unwrap()
+            .ends_with("LIMIT 0"));
+        assert_eq!(text("CREATE TABLE t (a INT)"), None);
+        assert_eq!(text("CREATE TABLE t AS SELECT 1"), None);
+        assert_eq!(parse("CREATE TABLE t (a) AS SELECT 1").unwrap().len(), 1);
+    }
 
     #[test]
     fn postgres_copy_and_vacuum_parse() {
