@@ -453,8 +453,13 @@ fn prepare_column(field: &Field, array: &ArrayRef) -> Result<Column, SqlError> {
             // Types without a native encoding here (lists, intervals, times …) go out as text.
             let fmt = ArrayFormatter::try_new(array.as_ref(), &ArrowFormat::default())
                 .map_err(|e| SqlError::internal(e.to_string()))?;
+            // Logical nulls: a `NullArray` (`SELECT NULL`) has no null buffer.
+            let nulls = array.logical_nulls();
             let text = (0..array.len())
-                .map(|i| (!array.is_null(i)).then(|| fmt.value(i).to_string()))
+                .map(|i| {
+                    let null = nulls.as_ref().is_some_and(|n| n.is_null(i));
+                    (!null).then(|| fmt.value(i).to_string())
+                })
                 .collect();
             Ok(Column {
                 ty,

@@ -264,6 +264,32 @@ mod tests {
         assert!(array_literal("{x}", &DataType::Int64).is_none());
     }
 
+    fn rewritten(sql: &str) -> String {
+        let mut e = datafusion::sql::sqlparser::parser::Parser::new(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+        )
+        .try_with_sql(sql)
+        .unwrap()
+        .parse_expr()
+        .unwrap();
+        pg_expr(&mut e).map(|n| n.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn row_comparisons_compare_field_by_field() {
+        assert_eq!(rewritten("(a, b) = (1, 2)"), "(a = 1 AND b = 2)");
+        assert_eq!(rewritten("(a, b) <> (1, 2)"), "(a <> 1 OR b <> 2)");
+        assert_eq!(
+            rewritten("(a, b) <= (1, 2)"),
+            "(a < 1 OR (a = 1 AND (b <= 2)))"
+        );
+        assert_eq!(
+            rewritten("ROW(a, b) IS NOT NULL"),
+            "(a IS NOT NULL AND b IS NOT NULL)"
+        );
+        assert_eq!(rewritten("(a, b, c) = (1, 2)"), "");
+    }
+
     #[test]
     fn bytea_input_formats() {
         assert_eq!(parse_bytea("\\x0102ff").unwrap(), vec![1, 2, 255]);
@@ -873,6 +899,29 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
             left,
             right,
         } => overlaps(left, right),
+        Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
+            // `ROW(a, b) IS [NOT] NULL`: every field is [not] NULL.
+            let items = row_items(inner)?;
+            let not = matches!(e, Expr::IsNotNull(_));
+            let each = items.into_iter().map(|i| match not {
+                true => Expr::IsNotNull(Box::new(i)),
+                false => Expr::IsNull(Box::new(i)),
+            });
+            each.reduce(|a, b| and_or(a, Op::And, b))
+                .map(|e| Expr::Nested(Box::new(e)))
+        }
+        Expr::BinaryOp { left, op, right }
+            if matches!(
+                op,
+                Op::Eq | Op::NotEq | Op::Lt | Op::LtEq | Op::Gt | Op::GtEq
+            ) =>
+        {
+            let (l, r) = (row_items(left)?, row_items(right)?);
+            if l.len() != r.len() {
+                return None;
+            }
+            row_compare(&l, op, &r).map(|e| Expr::Nested(Box::new(e)))
+        }
         Expr::BinaryOp { op, .. } => {
             if let Op::PGCustomBinaryOperator(parts) = op {
                 let last = parts.last().map(|s| s.as_str());
@@ -1007,6 +1056,65 @@ enum CastTarget {
 
 /// A LIKE pattern using escape character `esc` (one character, or empty for none) rewritten
 /// to use backslash.
+/// The fields of a row constructor: `(a, b)` or `ROW(a, …)`.
+fn row_items(e: &ast::Expr) -> Option<Vec<ast::Expr>> {
+    match e {
+        ast::Expr::Tuple(items) if items.len() >= 2 => Some(items.clone()),
+        ast::Expr::Function(f)
+            if f.name.0.len() == 1
+                && f.name.0[0].as_ident().is_some_and(|i| ident_is(i, "row")) =>
+        {
+            match &f.args {
+                ast::FunctionArguments::List(l) => plain_args(&l.args),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn and_or(a: ast::Expr, op: ast::BinaryOperator, b: ast::Expr) -> ast::Expr {
+    ast::Expr::BinaryOp {
+        left: Box::new(a),
+        op,
+        right: Box::new(b),
+    }
+}
+
+/// Row comparison as PostgreSQL defines it: `=` all fields equal, `<>` some field differs,
+/// ordering by the first field that is not equal (`a < c OR (a = c AND (b < d))`), so a NULL
+/// in a deciding field makes the answer NULL.
+fn row_compare(l: &[ast::Expr], op: &ast::BinaryOperator, r: &[ast::Expr]) -> Option<ast::Expr> {
+    use ast::BinaryOperator as Op;
+    let pair = |i: usize, op: Op| and_or(l[i].clone(), op, r[i].clone());
+    let n = l.len();
+    match op {
+        Op::Eq => (0..n)
+            .map(|i| pair(i, Op::Eq))
+            .reduce(|a, b| and_or(a, Op::And, b)),
+        Op::NotEq => (0..n)
+            .map(|i| pair(i, Op::NotEq))
+            .reduce(|a, b| and_or(a, Op::Or, b)),
+        _ => {
+            let strict = match op {
+                Op::LtEq => Op::Lt,
+                Op::GtEq => Op::Gt,
+                other => other.clone(),
+            };
+            let mut acc = pair(n - 1, op.clone());
+            for i in (0..n - 1).rev() {
+                let tail = and_or(pair(i, Op::Eq), Op::And, ast::Expr::Nested(Box::new(acc)));
+                acc = and_or(
+                    pair(i, strict.clone()),
+                    Op::Or,
+                    ast::Expr::Nested(Box::new(tail)),
+                );
+            }
+            Some(acc)
+        }
+    }
+}
+
 fn backslash_escaped(p: &str, esc: &str) -> Option<String> {
     let mut chars = esc.chars();
     let e = match (chars.next(), chars.next()) {

@@ -71,11 +71,21 @@ pub fn rewrite(stmt: &mut ast::Statement) {
             visit_selects(&mut q.body, &mut |s| {
                 inline_named_windows(s);
                 expand_series_items(s);
+                drop_empty_grouping(s);
             });
             ControlFlow::Continue(())
         }
     }
     let _ = stmt.visit(&mut Rewrites);
+}
+
+/// `GROUP BY ()` — the empty grouping set — groups all rows into one, as no GROUP BY does.
+fn drop_empty_grouping(s: &mut Select) {
+    if let ast::GroupByExpr::Expressions(exprs, modifiers) = &mut s.group_by {
+        if modifiers.is_empty() {
+            exprs.retain(|e| !matches!(e, Expr::Tuple(t) if t.is_empty()));
+        }
+    }
 }
 
 fn visit_selects(body: &mut SetExpr, f: &mut dyn FnMut(&mut Select)) {

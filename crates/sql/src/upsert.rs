@@ -597,6 +597,9 @@ pub async fn rewrite_insert(
             for (j, e) in row.iter_mut().enumerate() {
                 let is_default = crate::ddl::is_default_keyword(e);
                 if !is_default {
+                    if let Some(c) = targets.get(j).copied().flatten().map(|p| &desc.columns[p]) {
+                        literal_fits(e, c)?;
+                    }
                     continue;
                 }
                 let col = targets.get(j).copied().flatten().map(|p| &desc.columns[p]);
@@ -646,6 +649,45 @@ fn physical(
     state
         .create_physical_expr(e, schema)
         .map_err(from_datafusion)
+}
+
+/// PostgreSQL has no assignment cast from a number to a boolean, date/time, uuid, bytea,
+/// json or array column, nor from a boolean to anything but boolean and text: such a
+/// literal in VALUES is 42804.
+fn literal_fits(e: &ast::Expr, c: &crate::catalog::ColumnDesc) -> SqlResult<()> {
+    use crate::types::SqlType as T;
+    let number = |e: &ast::Expr| matches!(e, ast::Expr::Value(v) if matches!(v.value, ast::Value::Number(..)));
+    let kind = match e {
+        e if number(e) => "integer",
+        ast::Expr::UnaryOp { expr, .. } if number(expr) => "integer",
+        ast::Expr::Value(v) if matches!(v.value, ast::Value::Boolean(_)) => "boolean",
+        _ => return Ok(()),
+    };
+    let numeric = matches!(
+        c.ty,
+        T::Int2 | T::Int4 | T::Int8 | T::Float4 | T::Float8 | T::Numeric { .. }
+    );
+    let text = matches!(c.ty, T::Text | T::Varchar(_) | T::Char(_));
+    let fits = match kind {
+        "integer" => numeric || text,
+        _ => matches!(c.ty, T::Bool) || text,
+    };
+    if fits {
+        return Ok(());
+    }
+    let kind = match (kind, e.to_string().contains('.')) {
+        ("integer", true) => "numeric",
+        (k, _) => k,
+    };
+    Err(SqlError::new(
+        code::DATATYPE_MISMATCH,
+        format!(
+            "column \"{}\" is of type {} but expression is of type {kind}",
+            c.name,
+            c.ty.pg_name()
+        ),
+    )
+    .with_detail("You will need to rewrite or cast the expression."))
 }
 
 fn generated_detail(c: &crate::catalog::ColumnDesc) -> String {
