@@ -635,6 +635,40 @@ fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
     Some(out)
 }
 
+/// A query's result columns: the names (and PostgreSQL type tags) of the planned statement
+/// with the types its analyzed plan produces — type coercion may widen a column after
+/// planning (`SELECT 1 UNION SELECT 2.5` is numeric, not an integer).
+fn output_schema(
+    state: &SessionState,
+    plan: &LogicalPlan,
+    batches: &[RecordBatch],
+) -> SqlResult<SchemaRef> {
+    let logical = plan.schema().as_arrow();
+    let actual: SchemaRef = match batches.first() {
+        Some(b) => b.schema(),
+        None => match state.optimize(plan) {
+            Ok(p) => Arc::new(p.schema().as_arrow().clone()),
+            Err(_) => return Ok(Arc::new(logical.clone())),
+        },
+    };
+    if actual.fields().len() != logical.fields().len() {
+        return Ok(Arc::new(logical.clone()));
+    }
+    let fields: Vec<Field> = logical
+        .fields()
+        .iter()
+        .zip(actual.fields())
+        .map(|(l, a)| match l.data_type() == a.data_type() {
+            true => l.as_ref().clone(),
+            false => l.as_ref().clone().with_data_type(a.data_type().clone()),
+        })
+        .collect();
+    Ok(Arc::new(Schema::new_with_metadata(
+        fields,
+        logical.metadata().clone(),
+    )))
+}
+
 /// The RETURNING rows of a data-modifying CTE as a table (columns renamed by `WITH x(a, b)`).
 fn cte_table(
     schema: SchemaRef,
@@ -1531,7 +1565,7 @@ impl Session {
             (_, Some(r)) => Some(returning_schema(state, &r).await?),
             _ if writes_only => None,
             (LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_), _) => None,
-            (p, None) => Some(Arc::new(p.schema().as_arrow().clone())),
+            (p, None) => Some(output_schema(state, p, &[])?),
         };
         Ok((ordered, schema))
     }
@@ -1674,7 +1708,7 @@ impl Session {
             _ => {
                 let batches = self.collect(state, &plan).await?;
                 Ok(ExecResult::Rows {
-                    schema: Arc::new(plan.schema().as_arrow().clone()),
+                    schema: output_schema(state, &plan, &batches)?,
                     batches,
                 })
             }
