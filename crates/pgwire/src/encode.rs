@@ -24,13 +24,26 @@ use postgres_types::{to_sql_checked, IsNull, ToSql};
 
 /// The PostgreSQL type of a result column.
 pub fn pg_type(field: &Field) -> Type {
+    // A tag counts only on the Arrow type it annotates: DataFusion keeps field metadata
+    // through casts, so `x::numeric::int` arrives as Int32 still tagged `numeric`.
+    let text = matches!(
+        field.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    );
+    let decimal = matches!(
+        field.data_type(),
+        DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+    );
     match kestrel_sql::types::pg_tag(field) {
-        Some("uuid") => return Type::UUID,
-        Some("varchar") => return Type::VARCHAR,
-        Some("bpchar") => return Type::BPCHAR,
-        Some("numeric") => return Type::NUMERIC,
-        Some("jsonb") => return Type::JSONB,
-        Some("json") => return Type::JSON,
+        Some("uuid") if text => return Type::UUID,
+        Some("varchar") if text => return Type::VARCHAR,
+        Some("bpchar") if text => return Type::BPCHAR,
+        Some("numeric") if decimal => return Type::NUMERIC,
+        Some("jsonb") if text => return Type::JSONB,
+        Some("json") if text => return Type::JSON,
         Some("int2vector") => return Type::INT2_VECTOR,
         Some("oidvector") => return Type::OID_VECTOR,
         _ => {}
@@ -706,6 +719,20 @@ pub fn text_cells(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_tags_count_only_on_their_arrow_type() {
+        let tagged = |ty: DataType, tag: &str| {
+            Field::new("c", ty, true).with_metadata(kestrel_sql::types::tag_metadata(tag))
+        };
+        assert_eq!(
+            pg_type(&tagged(DataType::Decimal128(38, 10), "numeric")),
+            Type::NUMERIC
+        );
+        assert_eq!(pg_type(&tagged(DataType::Int32, "numeric")), Type::INT4);
+        assert_eq!(pg_type(&tagged(DataType::Utf8, "uuid")), Type::UUID);
+        assert_eq!(pg_type(&tagged(DataType::Int64, "varchar")), Type::INT8);
+    }
 
     #[test]
     fn intervals_print_like_postgres() {

@@ -117,6 +117,52 @@ static BYTEA_IN: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
     }))
 });
 
+/// `kestrel_numeric(x)`: `x` (already cast to numeric) unchanged, its result field tagged as
+/// unconstrained `numeric`, so the wire prints it without the storage scale's trailing
+/// zeros (`3::numeric` is `3`, as in PostgreSQL). `x::numeric` is rewritten to it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct NumericTag {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for NumericTag {
+    fn name(&self) -> &str {
+        "kestrel_numeric"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(arg_types.first().cloned().unwrap_or(DataType::Null))
+    }
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
+        let ty = args
+            .arg_fields
+            .first()
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::Null);
+        Ok(Arc::new(
+            datafusion::arrow::datatypes::Field::new("numeric", ty, true)
+                .with_metadata(crate::types::tag_metadata("numeric")),
+        ))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        args.args.into_iter().next().ok_or_else(|| {
+            SqlError::internal("kestrel_numeric takes one argument").into_datafusion()
+        })
+    }
+}
+
+/// The functions this module's rewrites call by name.
+pub fn udfs() -> Vec<Arc<ScalarUDF>> {
+    vec![Arc::new(ScalarUDF::from(NumericTag {
+        signature: Signature::any(1, Volatility::Immutable),
+    }))]
+}
+
 #[derive(Debug, Default)]
 pub struct PgCastRule;
 
@@ -960,6 +1006,16 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
             expr, data_type, ..
         } => match cast_target(data_type)? {
             CastTarget::Call(f) => Some(call(f, vec![expr.as_ref().clone()])),
+            CastTarget::Tag(f) => {
+                let cast = Expr::Cast {
+                    kind: ast::CastKind::DoubleColon,
+                    expr: expr.clone(),
+                    data_type: data_type.clone(),
+                    array: false,
+                    format: None,
+                };
+                Some(call(f, vec![cast]))
+            }
             CastTarget::Truncate(n) => {
                 let text = Expr::Cast {
                     kind: ast::CastKind::DoubleColon,
@@ -1049,6 +1105,8 @@ fn set_returning(f: &ast::Function) -> Option<ast::Expr> {
 
 enum CastTarget {
     Call(&'static str),
+    /// The cast stays; its result goes through this (type-tagging) function.
+    Tag(&'static str),
     Type(ast::DataType),
     /// `varchar(n)`: PostgreSQL truncates an explicit cast to n characters.
     Truncate(u64),
@@ -1264,6 +1322,9 @@ fn cast_target(t: &ast::DataType) -> Option<CastTarget> {
         D::JSONB => return Some(CastTarget::Call("kestrel_jsonb_in")),
         D::JSON => return Some(CastTarget::Call("kestrel_json_in")),
         D::Uuid => return Some(CastTarget::Call("kestrel_uuid_in")),
+        D::Numeric(ast::ExactNumberInfo::None) | D::Decimal(ast::ExactNumberInfo::None) => {
+            return Some(CastTarget::Tag("kestrel_numeric"))
+        }
         D::Varchar(Some(ast::CharacterLength::IntegerLength { length, .. }))
         | D::CharacterVarying(Some(ast::CharacterLength::IntegerLength { length, .. })) => {
             return Some(CastTarget::Truncate(*length))
@@ -1273,7 +1334,7 @@ fn cast_target(t: &ast::DataType) -> Option<CastTarget> {
                 CastTarget::Type(t) => Some(CastTarget::Type(D::Array(
                     ast::ArrayElemTypeDef::SquareBracket(Box::new(t), *n),
                 ))),
-                CastTarget::Call(_) | CastTarget::Truncate(_) => None,
+                CastTarget::Call(_) | CastTarget::Tag(_) | CastTarget::Truncate(_) => None,
             };
         }
         D::Custom(name, mods) if mods.is_empty() => name,

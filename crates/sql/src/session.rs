@@ -113,6 +113,9 @@ impl SqlEngine {
         for udf in crate::json::udfs() {
             base.register_udf(udf).map_err(from_datafusion)?;
         }
+        for udf in crate::pgcompat::udfs() {
+            base.register_udf(udf).map_err(from_datafusion)?;
+        }
         base.register_expr_planner(Arc::new(crate::json::JsonPlanner))
             .map_err(from_datafusion)?;
         base.register_expr_planner(Arc::new(crate::pg_ops::TemporalPlanner))
