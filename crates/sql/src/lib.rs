@@ -38,7 +38,8 @@
 //! block's ([`txn_block`]: BEGIN … COMMIT, savepoints, failed blocks) or a fresh autocommit
 //! one. It loads the catalog snapshot through that transaction, builds a per-statement
 //! DataFusion `SessionState` whose catalog is bound to it, plans (binding `$n` parameters;
-//! RETURNING is split off first, [`returning`]) and executes. Autocommit statements then
+//! RETURNING is split off first, [`returning`]; data-modifying CTEs run first as statements
+//! of their own whose rows the main statement reads by name) and executes. Autocommit statements then
 //! commit, and a serialization conflict (40001) retries the whole statement with a fresh
 //! snapshot — invisible to the client because nothing was sent yet. An UPDATE/DELETE that
 //! waited for another transaction's row lock re-runs on a refreshed snapshot instead. Writes
