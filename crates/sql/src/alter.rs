@@ -39,6 +39,14 @@ fn undefined_table(name: &ObjectName) -> SqlError {
     )
 }
 
+/// The id `desc` has in the statement's catalog snapshot (other tables' foreign keys are
+/// found by it) — `current` unless an earlier operation of this statement renumbered it.
+fn snapshot_id(ddl: &DdlCtx<'_>, desc: &TableDesc, current: u32) -> u32 {
+    ddl.snapshot
+        .table(&desc.schema, &desc.name)
+        .map_or(current, |t| t.id)
+}
+
 /// Gives `desc` a fresh, empty span; the old one is cleared after commit.
 async fn renumber(
     ddl: &DdlCtx<'_>,
@@ -55,7 +63,8 @@ async fn renumber(
     for fk in desc.foreign_keys.iter_mut().filter(|f| f.parent == old) {
         fk.parent = id;
     }
-    crate::fk::edit_referencing(txn, ddl.snapshot, old, old, &move |fks| {
+    let snap = snapshot_id(ddl, desc, old);
+    crate::fk::edit_referencing(txn, ddl.snapshot, snap, snap, &move |fks| {
         for fk in fks.iter_mut().filter(|f| f.parent == old) {
             fk.parent = id;
         }
@@ -270,6 +279,8 @@ async fn alter_one(
             let is_unique = desc.indexes.iter().any(|ix| ix.name == n && ix.constraint);
             if is_unique {
                 crate::ddl::remove_index(desc, &n, after);
+                let snap = snapshot_id(ddl, desc, desc.id);
+                crate::fk::keys_still_backed(ddl.snapshot, desc, snap, &n)?;
             } else if desc.checks.len() == before {
                 if n == desc.pkey_name() {
                     return Err(SqlError::unsupported("dropping a primary key"));
@@ -302,7 +313,8 @@ async fn alter_one(
             for n in column_names {
                 if let Some(i) = visible_column(desc, &ident(n)) {
                     let col = desc.columns[i].id;
-                    crate::fk::drop_column(txn, ddl.snapshot, desc, col, cascade).await?;
+                    let snap = snapshot_id(ddl, desc, desc.id);
+                    crate::fk::drop_column(txn, ddl.snapshot, desc, snap, col, cascade).await?;
                     generated_depends(desc, i)?;
                 }
                 drop_column_indexes(desc, &ident(n), after);
@@ -392,7 +404,7 @@ async fn change_type(
     let in_fk = desc.foreign_keys.iter().any(|f| f.columns.contains(&id))
         || ddl
             .snapshot
-            .referencing(desc.id)
+            .referencing(snapshot_id(ddl, desc, desc.id))
             .iter()
             .any(|(c, k)| c.foreign_keys[*k].parent_columns.contains(&id));
     let generated = desc.columns.iter().any(|c| c.generated.is_some());

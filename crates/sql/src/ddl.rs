@@ -853,6 +853,11 @@ pub fn drop_index(
             ));
         }
         remove_index(desc, &name, after);
+        let snap_id = ddl
+            .snapshot
+            .table(&desc.schema, &desc.name)
+            .map_or(desc.id, |t| t.id);
+        crate::fk::keys_still_backed(ddl.snapshot, desc, snap_id, &name)?;
     }
     for desc in &changed {
         catalog::put_table(txn, desc)?;
@@ -1088,7 +1093,7 @@ pub fn create_schema(
     Ok("CREATE SCHEMA".into())
 }
 
-pub fn drop_schema(
+pub async fn drop_schema(
     ddl: &DdlCtx<'_>,
     txn: &mut Txn,
     names: &[ObjectName],
@@ -1128,10 +1133,18 @@ pub fn drop_schema(
                 format!("cannot drop schema {schema} because other objects depend on it"),
             ));
         }
-        for t in tables {
+        for t in &tables {
             catalog::delete_table(txn, t)?;
             let (s, e) = table_span(t.id);
             after.push(AfterCommit::ClearSpan(s, e));
+        }
+        // Foreign keys of tables elsewhere that referenced a dropped table go with it.
+        for t in &tables {
+            let id = t.id;
+            crate::fk::edit_referencing(txn, ddl.snapshot, id, id, &move |fks| {
+                fks.retain(|fk| fk.parent != id)
+            })
+            .await?;
         }
         for s in seqs {
             crate::sequence::delete_sequence(txn, s)?;

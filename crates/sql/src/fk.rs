@@ -38,12 +38,13 @@ use crate::catalog::{CatalogSnapshot, FkAction, ForeignKeyDesc, TableDesc};
 use crate::datum::Datum;
 use crate::error::{code, SqlError, SqlResult};
 use crate::index::{entry, Resolved, TableWriter};
-use crate::rowcodec::{append_key_datum, decode_row, encode_key, encode_value, primary_prefix};
+use crate::rowcodec::{append_key_datum, encode_key, encode_value, primary_prefix};
 use crate::types::SqlType;
 
 /// Rounds of referential actions one statement may trigger (each round follows the rows the
-/// previous one changed one level further down).
-pub const FK_CASCADE_ROUNDS_MAX: usize = 32;
+/// previous one changed one level further down, so this bounds the depth of a cascade —
+/// and stops cyclic ON UPDATE CASCADE chains).
+pub const FK_CASCADE_ROUNDS_MAX: usize = 1024;
 
 /// A row change in a table that takes part in a foreign key.
 #[derive(Debug, Clone)]
@@ -420,6 +421,33 @@ pub async fn edit_referencing(
     Ok(())
 }
 
+/// After an index of `t` (snapshot id `snap_id`) was dropped: every foreign key that
+/// references `t` must still find a primary key or unique index over its columns, else the
+/// drop fails with 2BP01 as in PostgreSQL.
+pub fn keys_still_backed(
+    snapshot: &CatalogSnapshot,
+    t: &TableDesc,
+    snap_id: u32,
+    index: &str,
+) -> SqlResult<()> {
+    for (child, i) in snapshot.referencing(snap_id) {
+        let fk = &child.foreign_keys[i];
+        let Ok(ppos) = positions(t, &fk.parent_columns) else {
+            continue; // a dropped column: handled (and refused) by DROP COLUMN
+        };
+        if !backed_by_unique(t, &ppos) {
+            return Err(SqlError::new(
+                code::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop index {index} because constraint {} on table {} requires it",
+                    fk.name, child.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The tables (other than `t` itself) whose foreign keys reference `t`.
 pub fn children_of(snapshot: &CatalogSnapshot, t: u32) -> Vec<Arc<TableDesc>> {
     let mut out: Vec<Arc<TableDesc>> = Vec::new();
@@ -437,18 +465,19 @@ pub async fn drop_column(
     txn: &mut Txn,
     snapshot: &CatalogSnapshot,
     t: &mut TableDesc,
+    snap_id: u32,
     col: u16,
     cascade: bool,
 ) -> SqlResult<()> {
     t.foreign_keys.retain(|fk| {
         !fk.columns.contains(&col) && !(fk.parent == t.id && fk.parent_columns.contains(&col))
     });
-    let uses = |fk: &ForeignKeyDesc| fk.parent == t.id && fk.parent_columns.contains(&col);
+    let uses = |fk: &ForeignKeyDesc| fk.parent == snap_id && fk.parent_columns.contains(&col);
     if !cascade {
         let blocker = snapshot
-            .referencing(t.id)
+            .referencing(snap_id)
             .into_iter()
-            .find(|(child, i)| child.id != t.id && uses(&child.foreign_keys[*i]));
+            .find(|(child, i)| child.id != snap_id && uses(&child.foreign_keys[*i]));
         if let Some((child, i)) = blocker {
             let column = t
                 .columns
@@ -469,7 +498,7 @@ pub async fn drop_column(
         }
     }
     let parent = t.id;
-    edit_referencing(txn, snapshot, parent, parent, &move |fks| {
+    edit_referencing(txn, snapshot, snap_id, snap_id, &move |fks| {
         fks.retain(|fk| !(fk.parent == parent && fk.parent_columns.contains(&col)))
     })
     .await
@@ -714,8 +743,9 @@ pub async fn enforce(
 /// logged its own, newer version).
 async fn still_live(txn: &Txn, t: &TableDesc, row: &[Datum]) -> SqlResult<bool> {
     let key = encode_key(t, row)?;
+    // Compared as stored bytes: `Datum` equality says NaN != NaN.
     Ok(match txn.get(&key).await? {
-        Some(v) => decode_row(t, &key, &v)? == row,
+        Some(v) => v == encode_value(t, row),
         None => false,
     })
 }
@@ -790,7 +820,15 @@ async fn referenced_keys(
                 Some(nk) => {
                     let mut new = row.clone();
                     for (&c, d) in cpos.iter().zip(nk) {
-                        new[c] = convert(d, &child.columns[c].ty).unwrap_or(Datum::Null);
+                        new[c] = convert(d, &child.columns[c].ty).ok_or_else(|| {
+                            SqlError::new(
+                                code::NUMERIC_VALUE_OUT_OF_RANGE,
+                                format!(
+                                    "value out of range for column \"{}\" of \"{}\"",
+                                    child.columns[c].name, child.name
+                                ),
+                            )
+                        })?;
                     }
                     writes.push((row, Some(new)));
                 }

@@ -782,7 +782,9 @@ impl Session {
                     Some(b) => b.txn.clone(),
                     None => Arc::new(RwLock::new(self.engine.kv.begin())),
                 };
-                let (state, ctx) = self.state_for(txn, expose_hidden, false, None).await?;
+                let (state, ctx) = self
+                    .state_for(txn.clone(), expose_hidden, false, None)
+                    .await?;
                 let (parts, main) = match crate::query_rewrite::split_modifying_ctes(&stmt)? {
                     Some((parts, main)) => (parts, main),
                     None => (Vec::new(), stmt.clone()),
@@ -801,7 +803,28 @@ impl Session {
                         }
                     }
                 }
-                let (types, schema) = self.describe(&state, &ctx, &main).await?;
+                // The main statement alone decides whether hidden rowids are visible.
+                let main_hidden = matches!(
+                    classify(&main)?,
+                    Kind::DataFusion {
+                        expose_hidden: true,
+                        ..
+                    }
+                );
+                let (types, schema) = if main_hidden == expose_hidden {
+                    self.describe(&state, &ctx, &main).await?
+                } else {
+                    let (state, main_ctx) = self.state_for(txn, main_hidden, false, None).await?;
+                    let ctes = ctx
+                        .cte_results
+                        .lock()
+                        .map(|m| m.clone())
+                        .unwrap_or_default();
+                    if let Ok(mut m) = main_ctx.cte_results.lock() {
+                        *m = ctes;
+                    }
+                    self.describe(&state, &main_ctx, &main).await?
+                };
                 ordered.extend(types);
                 ordered.sort_by_key(|(i, _)| *i);
                 let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
@@ -1880,7 +1903,7 @@ impl Session {
                 if_exists,
                 cascade,
                 ..
-            } => ddl::drop_schema(&ddl, txn, names, *if_exists, *cascade, after),
+            } => ddl::drop_schema(&ddl, txn, names, *if_exists, *cascade, after).await,
             SqlStatement::Drop {
                 object_type: ObjectType::Database,
                 names,
