@@ -1140,11 +1140,7 @@ pub async fn drop_schema(
         }
         // Foreign keys of tables elsewhere that referenced a dropped table go with it.
         for t in &tables {
-            let id = t.id;
-            crate::fk::edit_referencing(txn, ddl.snapshot, id, id, &move |fks| {
-                fks.retain(|fk| fk.parent != id)
-            })
-            .await?;
+            crate::fk::forget_parent(txn, ddl.snapshot, t.id).await?;
         }
         for s in seqs {
             crate::sequence::delete_sequence(txn, s)?;
@@ -1323,11 +1319,7 @@ pub async fn drop_table(
     }
     // CASCADE: the foreign keys of surviving tables that referenced a dropped one go.
     for desc in &doomed {
-        let id = desc.id;
-        crate::fk::edit_referencing(txn, ddl.snapshot, id, id, &move |fks| {
-            fks.retain(|fk| fk.parent != id)
-        })
-        .await?;
+        crate::fk::forget_parent(txn, ddl.snapshot, desc.id).await?;
     }
     Ok("DROP TABLE".into())
 }

@@ -193,14 +193,29 @@ fn backed_by_unique(parent: &TableDesc, positions: &[usize]) -> bool {
     if pk == want && !parent.has_hidden_key() {
         return true;
     }
-    parent.indexes.iter().any(|ix| {
-        ix.unique
-            && parent
-                .index_positions(ix)
-                .into_iter()
-                .collect::<HashSet<_>>()
-                == want
+    unique_index_over(parent, &want).is_some()
+}
+
+/// A unique index of `t` over exactly the column positions `want`.
+fn unique_index_over<'a>(
+    t: &'a TableDesc,
+    want: &HashSet<usize>,
+) -> Option<&'a crate::catalog::IndexDesc> {
+    t.indexes
+        .iter()
+        .find(|ix| ix.unique && t.index_positions(ix).into_iter().collect::<HashSet<_>>() == *want)
+}
+
+/// Removes every other table's foreign keys to `parent` (it is being dropped).
+pub async fn forget_parent(
+    txn: &mut Txn,
+    snapshot: &CatalogSnapshot,
+    parent: u32,
+) -> SqlResult<()> {
+    edit_referencing(txn, snapshot, parent, parent, &move |fks| {
+        fks.retain(|fk| fk.parent != parent)
     })
+    .await
 }
 
 /// Resolves a FOREIGN KEY of `child` (which may be the table being created, and may be its
@@ -567,14 +582,7 @@ async fn parent_has(
     if want == pk {
         return Ok(txn.get(&encode_key(parent, &probe)?).await?.is_some());
     }
-    let Some(ix) = parent.indexes.iter().find(|ix| {
-        ix.unique
-            && parent
-                .index_positions(ix)
-                .into_iter()
-                .collect::<HashSet<_>>()
-                == want
-    }) else {
+    let Some(ix) = unique_index_over(parent, &want) else {
         return Err(SqlError::internal(format!(
             "no unique index of {} backs a foreign key",
             parent.name
