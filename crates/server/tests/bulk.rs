@@ -2,20 +2,9 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{count, sqlstate, TestNode};
-use futures::{SinkExt, StreamExt};
+use common::{copy_in, count, sqlstate, TestNode};
+use futures::StreamExt;
 use tokio_postgres::Client;
-
-async fn copy_in(c: &Client, sql: &str, data: &str) -> Result<u64, tokio_postgres::Error> {
-    let sink = c.copy_in(sql).await?;
-    futures::pin_mut!(sink);
-    // Split the data at awkward places to exercise lines spanning CopyData messages.
-    for chunk in data.as_bytes().chunks(7) {
-        sink.send(Bytes::copy_from_slice(chunk)).await?;
-    }
-    sink.finish().await
-}
 
 async fn copy_out(c: &Client, sql: &str) -> String {
     let stream = c.copy_out(sql).await.unwrap();

@@ -4,17 +4,7 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{count, sqlstate, TestNode};
-use futures::SinkExt;
-use tokio_postgres::Client;
-
-async fn copy_in(c: &Client, sql: &str, data: &str) -> Result<u64, tokio_postgres::Error> {
-    let sink = c.copy_in(sql).await?;
-    futures::pin_mut!(sink);
-    sink.send(Bytes::copy_from_slice(data.as_bytes())).await?;
-    sink.finish().await
-}
+use common::{copy_in, count, sqlstate, TestNode};
 
 const ORPHANS: &str =
     "SELECT count(*) FROM child WHERE pid IS NOT NULL AND pid NOT IN (SELECT id FROM parent)";

@@ -462,10 +462,7 @@ async fn change_type(
     let mut cursor = RowCursor::new(&old);
     while let Some(mut rows) = cursor.next(txn, &old).await? {
         let batch = crate::check::batch_of(&old, &rows)?;
-        let out = expr
-            .evaluate(&batch)
-            .and_then(|v| v.into_array(batch.num_rows()))
-            .map_err(crate::error::from_datafusion)?;
+        let out = crate::check::evaluate(&expr, &batch)?;
         let vals = crate::datum::datums_from_array(&ty, &out)?;
         for (row, v) in rows.iter_mut().zip(vals) {
             row[i] = v;

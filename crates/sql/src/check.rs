@@ -80,10 +80,7 @@ impl Checks {
         }
         let batch = batch_of(desc, rows)?;
         for (i, expr) in &self.generated {
-            let out = expr
-                .evaluate(&batch)
-                .and_then(|v| v.into_array(batch.num_rows()))
-                .map_err(from_datafusion)?;
+            let out = evaluate(expr, &batch)?;
             let vals = crate::datum::datums_from_array(&desc.columns[*i].ty, &out)?;
             for (row, v) in rows.iter_mut().zip(vals) {
                 row[*i] = v;
@@ -99,10 +96,7 @@ impl Checks {
         }
         let batch = batch_of(desc, rows)?;
         for (name, expr) in &self.exprs {
-            let out = expr
-                .evaluate(&batch)
-                .and_then(|v| v.into_array(batch.num_rows()))
-                .map_err(from_datafusion)?;
+            let out = evaluate(expr, &batch)?;
             let Some(b) = out.as_any().downcast_ref::<BooleanArray>() else {
                 return Err(SqlError::new(
                     code::DATATYPE_MISMATCH,
@@ -121,6 +115,13 @@ impl Checks {
         }
         Ok(())
     }
+}
+
+/// `expr` over every row of `batch`, as one array.
+pub(crate) fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> SqlResult<ArrayRef> {
+    expr.evaluate(batch)
+        .and_then(|v| v.into_array(batch.num_rows()))
+        .map_err(from_datafusion)
 }
 
 /// `rows` (full rows of `desc`) as one Arrow batch.

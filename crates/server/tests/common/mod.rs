@@ -173,6 +173,22 @@ impl Drop for TestNode {
 }
 
 /// The SQLSTATE of a failed statement.
+/// `COPY … FROM STDIN` of `data`, split at awkward places (every 7 bytes) so lines span
+/// CopyData messages.
+pub async fn copy_in(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    data: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    use futures::SinkExt;
+    let sink = c.copy_in(sql).await?;
+    futures::pin_mut!(sink);
+    for chunk in data.as_bytes().chunks(7) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk)).await?;
+    }
+    sink.finish().await
+}
+
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code()
         .map(|c| c.code().to_string())
