@@ -545,9 +545,9 @@ async fn alter_column(
 
 /// A CHECK or generation expression as stored in a descriptor.
 fn stored_expr(sql: &str) -> SqlResult<ast::Expr> {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use crate::dialect::KestrelDialect;
     use datafusion::sql::sqlparser::parser::Parser;
-    Parser::new(&PostgreSqlDialect {})
+    Parser::new(&KestrelDialect)
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| SqlError::internal(format!("stored expression {sql:?}: {e}")))

@@ -359,7 +359,7 @@ fn with_columns_of(
         )
     })?;
     let defaults = matches!(l.defaults, Some(ast::CreateTableLikeDefaults::Including));
-    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let dialect = crate::dialect::KestrelDialect;
     let parse_type = |c: &ColumnDesc| {
         datafusion::sql::sqlparser::parser::Parser::new(&dialect)
             .try_with_sql(&c.ty.pg_name())

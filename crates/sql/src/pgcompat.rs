@@ -312,7 +312,7 @@ mod tests {
 
     fn rewritten(sql: &str) -> String {
         let mut e = datafusion::sql::sqlparser::parser::Parser::new(
-            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            &crate::dialect::KestrelDialect,
         )
         .try_with_sql(sql)
         .unwrap()
@@ -357,9 +357,10 @@ mod tests {
 
     #[test]
     fn repeated_output_names_are_marked_and_displayed_plainly() {
-        use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+        use crate::dialect::KestrelDialect;
+        use datafusion::sql::sqlparser::parser::Parser;
         let sql = "INSERT INTO t SELECT g, g, 1 AS x, 2 AS X FROM (SELECT 1, 1) s";
-        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        let mut stmt = Parser::parse_sql(&KestrelDialect, sql)
             .unwrap()
             .remove(0);
         rewrite_statement(&mut stmt);
@@ -455,7 +456,7 @@ fn nested_values_as_selects(source: &mut ast::Query) {
 }
 
 fn values_as_union(rows: &[ast::Parens<Vec<ast::Expr>>]) -> Option<ast::SetExpr> {
-    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let dialect = crate::dialect::KestrelDialect;
     let template = match datafusion::sql::sqlparser::parser::Parser::new(&dialect)
         .try_with_sql("SELECT 1")
         .ok()?
@@ -894,6 +895,12 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
             }
             set_returning(f)
         }
+        Expr::Between {
+            expr,
+            negated,
+            low,
+            high,
+        } => symmetric_between(expr, *negated, low, high),
         // substring(s FROM 'pattern'): a regular expression, not a position.
         Expr::Substring {
             expr,
@@ -1131,6 +1138,49 @@ fn row_items(e: &ast::Expr) -> Option<Vec<ast::Expr>> {
     }
 }
 
+/// `x [NOT] BETWEEN SYMMETRIC a AND b` (lower bound marked by [`crate::syntax`]) as PostgreSQL
+/// defines it: `x BETWEEN a AND b OR x BETWEEN b AND a`, negated as a whole.
+fn symmetric_between(
+    x: &ast::Expr,
+    negated: bool,
+    low: &ast::Expr,
+    high: &ast::Expr,
+) -> Option<ast::Expr> {
+    let ast::Expr::Function(f) = low else {
+        return None;
+    };
+    if f.name.0.len() != 1
+        || !f.name.0[0]
+            .as_ident()
+            .is_some_and(|i| ident_is(i, crate::syntax::SYMMETRIC_MARKER))
+    {
+        return None;
+    }
+    let ast::FunctionArguments::List(l) = &f.args else {
+        return None;
+    };
+    let [a] = plain_args(&l.args)?.try_into().ok()?;
+    let between = |lo: &ast::Expr, hi: &ast::Expr| ast::Expr::Between {
+        expr: Box::new(x.clone()),
+        negated: false,
+        low: Box::new(lo.clone()),
+        high: Box::new(hi.clone()),
+    };
+    let either = ast::Expr::Nested(Box::new(and_or(
+        between(&a, high),
+        ast::BinaryOperator::Or,
+        between(high, &a),
+    )));
+    Some(if negated {
+        ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Not,
+            expr: Box::new(either),
+        }
+    } else {
+        either
+    })
+}
+
 fn and_or(a: ast::Expr, op: ast::BinaryOperator, b: ast::Expr) -> ast::Expr {
     ast::Expr::BinaryOp {
         left: Box::new(a),
@@ -1355,7 +1405,7 @@ fn cast_target(t: &ast::DataType) -> Option<CastTarget> {
         "char" if last.quote_style.is_some() => CastTarget::Type(D::Text),
         "oid" | "xid" | "regoper" => CastTarget::Type(D::BigInt(None)),
         _ if qualified => {
-            let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+            let dialect = crate::dialect::KestrelDialect;
             let t = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
                 .try_with_sql(&last.to_string())
                 .ok()?
@@ -1405,7 +1455,7 @@ fn array_of_subquery(q: &ast::Query) -> Option<ast::Expr> {
         ),
         _ => String::new(),
     };
-    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let dialect = crate::dialect::KestrelDialect;
     let agg = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
         .try_with_sql(&format!("array_agg({expr}{order})"))
         .ok()?
@@ -1643,7 +1693,7 @@ pub fn expand_views(
         Ident, Query, TableAlias, TableAliasColumnDef, TableFactor, Visit, VisitMut, Visitor,
         VisitorMut,
     };
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use crate::dialect::KestrelDialect;
     use datafusion::sql::sqlparser::parser::Parser;
     use std::ops::ControlFlow;
     if views.is_empty() {
@@ -1701,7 +1751,7 @@ pub fn expand_views(
                 ));
                 return ControlFlow::Break(());
             }
-            let query = match Parser::new(&PostgreSqlDialect {})
+            let query = match Parser::new(&KestrelDialect)
                 .try_with_sql(&view.query)
                 .and_then(|mut p| p.parse_query())
             {

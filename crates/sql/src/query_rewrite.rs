@@ -31,13 +31,13 @@ use datafusion::sql::sqlparser::ast::{
     self, Expr, Query, Select, SelectItem, SetExpr, SetOperator, SetQuantifier, VisitMut,
     VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use crate::dialect::KestrelDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::{code, SqlError};
 
 fn parse_expr(sql: &str) -> Option<Expr> {
-    Parser::new(&PostgreSqlDialect {})
+    Parser::new(&KestrelDialect)
         .try_with_sql(sql)
         .ok()?
         .parse_expr()
@@ -45,7 +45,7 @@ fn parse_expr(sql: &str) -> Option<Expr> {
 }
 
 fn parse_query(sql: &str) -> Option<Query> {
-    Parser::new(&PostgreSqlDialect {})
+    Parser::new(&KestrelDialect)
         .try_with_sql(sql)
         .ok()?
         .parse_query()
@@ -817,7 +817,7 @@ mod tests {
     use super::*;
 
     fn rewritten(sql: &str) -> String {
-        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        let mut stmt = Parser::parse_sql(&KestrelDialect, sql)
             .unwrap()
             .remove(0);
         rewrite(&mut stmt);
@@ -840,7 +840,7 @@ mod tests {
         );
         assert!(w.contains("OVER (PARTITION BY g ORDER BY d ROWS"), "{w}");
         let mut stmt = Parser::parse_sql(
-            &PostgreSqlDialect {},
+            &KestrelDialect,
             "SELECT d.id, t.v FROM docs d, unnest(d.tags) AS t(v) ORDER BY t.v",
         )
         .unwrap()
@@ -858,7 +858,7 @@ mod tests {
     #[test]
     fn limit_errors() {
         let check = |sql: &str| {
-            let stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            let stmt = Parser::parse_sql(&KestrelDialect, sql)
                 .unwrap()
                 .remove(0);
             check_limits(&stmt).map_err(|e| e.code)

@@ -16,7 +16,7 @@ use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{self, ObjectType, Statement as SqlStatement};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use crate::dialect::KestrelDialect;
 use futures::FutureExt;
 use kestrel_kv::{Isolation, Kv, Txn};
 use tokio::sync::RwLock;
@@ -324,7 +324,7 @@ fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
 /// at top-level semicolons and PostgreSQL's COPY (by sqlparser) and VACUUM (ignored, any
 /// options) are read piece by piece. Other syntax errors are reported as DataFusion saw them.
 pub fn parse(sql: &str) -> SqlResult<Vec<DFStatement>> {
-    match DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}) {
+    match DFParser::parse_sql_with_dialect(sql, &KestrelDialect) {
         Ok(v) => Ok(v.into_iter().collect()),
         Err(e) => parse_piecewise(sql).ok_or_else(|| from_datafusion(e)),
     }
@@ -557,7 +557,7 @@ fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
     use datafusion::sql::sqlparser::keywords::Keyword;
     use datafusion::sql::sqlparser::parser::Parser;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let dialect = PostgreSqlDialect {};
+    let dialect = KestrelDialect;
     let tokens = Tokenizer::new(&dialect, sql).tokenize().ok()?;
     let mut out = Vec::new();
     for piece in tokens.split(|t| *t == Token::SemiColon) {
@@ -625,7 +625,13 @@ fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
                 v.pop()?
             }
             _ => {
-                let mut v = DFParser::parse_sql_with_dialect(&text, &dialect).ok()?;
+                let mut v = match DFParser::parse_sql_with_dialect(&text, &dialect) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        let fixed = crate::syntax::rewrite(piece)?;
+                        DFParser::parse_sql_with_dialect(&fixed, &dialect).ok()?
+                    }
+                };
                 if v.len() != 1 {
                     return None;
                 }
@@ -2172,7 +2178,7 @@ mod parse_tests {
     fn create_table_as_with_names_or_no_data_parses() {
         use datafusion::sql::sqlparser::tokenizer::Tokenizer;
         let text = |sql: &str| {
-            let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+            let tokens = Tokenizer::new(&KestrelDialect, sql)
                 .tokenize()
                 .unwrap();
             ctas_text(&tokens)

@@ -548,7 +548,7 @@ pub async fn rewrite_insert(
         // `INSERT INTO t DEFAULT VALUES`: one row of DEFAULTs.
         let row = vec!["DEFAULT"; visible.len()].join(", ");
         let q = datafusion::sql::sqlparser::parser::Parser::new(
-            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            &crate::dialect::KestrelDialect,
         )
         .try_with_sql(&format!("VALUES ({row})"))
         .and_then(|mut p| p.parse_query())
@@ -851,14 +851,14 @@ pub async fn target_table(
 
 /// A column's default as an expression (NULL without one).
 pub fn default_sql(c: &crate::catalog::ColumnDesc) -> SqlResult<ast::Expr> {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use crate::dialect::KestrelDialect;
     use datafusion::sql::sqlparser::parser::Parser;
     let text = match (&c.default_expr, &c.default) {
         (Some(e), _) => e.clone(),
         (None, Some((src, _))) => format!("({src})"),
         (None, None) => return Ok(ast::Expr::value(ast::Value::Null)),
     };
-    Parser::new(&PostgreSqlDialect {})
+    Parser::new(&KestrelDialect)
         .try_with_sql(&text)
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| SqlError::internal(format!("stored default {text}: {e}")))
