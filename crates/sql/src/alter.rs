@@ -348,6 +348,14 @@ async fn alter_one(
                     c.generated = Some(rename_in_expr(g, &old, &new)?);
                 }
             }
+            for ix in desc.indexes.iter_mut() {
+                for e in ix.exprs.iter_mut() {
+                    *e = rename_in_expr(e, &old, &new)?;
+                }
+                if let Some(p) = &ix.predicate {
+                    ix.predicate = Some(rename_in_expr(p, &old, &new)?);
+                }
+            }
             catalog::put_table(txn, desc)
         }
         AlterTableOperation::RenameTable { table_name } => {
@@ -478,7 +486,7 @@ async fn change_type(
         }
         checks.verify(&new, &rows)?;
     }
-    for r in crate::index::TableWriter::new(&new).indexes {
+    for r in crate::index::TableWriter::new(&new)?.indexes {
         crate::index::backfill(txn, &new, &r).await?;
     }
     catalog::put_table(txn, &new)?;
@@ -559,7 +567,13 @@ fn rename_in_expr(expr: &str, old: &str, new: &str) -> SqlResult<String> {
     let _ = ast::visit_expressions_mut(&mut e, |x| {
         if let ast::Expr::Identifier(i) = x {
             if ident(i) == old {
-                *i = ast::Ident::with_quote('"', new);
+                // Quoted only where PostgreSQL's quote_ident would quote it.
+                let quoted = crate::pg_catalog::quote_ident(new);
+                *i = if quoted == new {
+                    ast::Ident::new(new)
+                } else {
+                    ast::Ident::with_quote('"', new)
+                };
             }
         }
         std::ops::ControlFlow::<()>::Continue(())
@@ -618,7 +632,7 @@ async fn add_primary_key(
     };
     rewrite(txn, &old, &new, &drop_hidden).await?;
     // Entries point at primary keys, which all changed: rebuild every index under the new id.
-    for r in crate::index::TableWriter::new(&new).indexes {
+    for r in crate::index::TableWriter::new(&new)?.indexes {
         crate::index::backfill(txn, &new, &r).await?;
     }
     catalog::put_table(txn, &new)?;

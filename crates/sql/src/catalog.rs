@@ -132,6 +132,21 @@ pub struct IndexDesc {
     pub nulls_not_distinct: bool,
     /// Created by a UNIQUE constraint (dropped with ALTER TABLE … DROP CONSTRAINT).
     pub constraint: bool,
+    /// An expression index's keys, as SQL over the table's column names (a plain column key
+    /// is written as its quoted name); empty for a column index. When set, `columns` holds
+    /// the ids of every column the keys and the predicate read.
+    pub exprs: Vec<String>,
+    /// A partial index's `WHERE`, as SQL over the table's column names: only rows for which
+    /// it is true have an entry.
+    pub predicate: Option<String>,
+}
+
+impl IndexDesc {
+    /// A plain index: its keys are `columns` and every row has an entry. Only such indexes
+    /// serve scans and back foreign keys.
+    pub fn is_plain(&self) -> bool {
+        self.exprs.is_empty() && self.predicate.is_none()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -303,38 +318,44 @@ fn id_key() -> Vec<u8> {
 /// written before the header existed hold bare bincode of the version-1 layouts
 /// ([`legacy`]); such a value cannot start with the magic (its first field is a small id).
 const DESC_MAGIC: [u8; 3] = [0xFF, b'K', b'D'];
-/// Version 2 added `ColumnDesc::generated` and `TableDesc::foreign_keys`.
-const DESC_VERSION: u8 = 2;
+/// Version 2 added `ColumnDesc::generated` and `TableDesc::foreign_keys`; version 3 added
+/// `IndexDesc::exprs` and `IndexDesc::predicate` (only table descriptors changed).
+const DESC_VERSION: u8 = 3;
 
 fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> SqlResult<T> {
     let body = match split_header(b, what)? {
-        Some(body) => body,
+        Some((_, body)) => body,
         None => b,
     };
     bincode::deserialize(body)
         .map_err(|e| SqlError::internal(format!("corrupt {what} descriptor: {e}")))
 }
 
-/// The body after a descriptor header; `None` for a headerless (version 1) value.
-fn split_header<'a>(b: &'a [u8], what: &str) -> SqlResult<Option<&'a [u8]>> {
+/// The version and body after a descriptor header; `None` for a headerless (version 1)
+/// value.
+fn split_header<'a>(b: &'a [u8], what: &str) -> SqlResult<Option<(u8, &'a [u8])>> {
     if b.len() < 4 || b[..3] != DESC_MAGIC {
         return Ok(None);
     }
-    if b[3] != DESC_VERSION {
+    if !(2..=DESC_VERSION).contains(&b[3]) {
         return Err(SqlError::internal(format!(
             "{what} descriptor has format version {} (this build reads up to {DESC_VERSION})",
             b[3]
         )));
     }
-    Ok(Some(&b[4..]))
+    Ok(Some((b[3], &b[4..])))
 }
 
 fn decode_table(b: &[u8]) -> SqlResult<TableDesc> {
+    let corrupt = |e: bincode::Error| SqlError::internal(format!("corrupt table descriptor: {e}"));
     match split_header(b, "table")? {
-        Some(_) => decode(b, "table"),
+        Some((DESC_VERSION, body)) => bincode::deserialize(body).map_err(corrupt),
+        Some((_, body)) => bincode::deserialize::<legacy::TableDescV2>(body)
+            .map(TableDesc::from)
+            .map_err(corrupt),
         None => bincode::deserialize::<legacy::TableDescV1>(b)
             .map(TableDesc::from)
-            .map_err(|e| SqlError::internal(format!("corrupt table descriptor: {e}"))),
+            .map_err(corrupt),
     }
 }
 
@@ -345,11 +366,71 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
-/// The version-1 descriptor layouts, read from stores written before version 2.
+/// Older descriptor layouts: version 1 (headerless, before version 2) and version 2's
+/// index layout, read and converted to the current one.
 mod legacy {
-    use super::{CheckDesc, ColumnDesc, IndexDesc, TableDesc};
+    use super::{CheckDesc, ColumnDesc, ForeignKeyDesc, IndexDesc, TableDesc};
     use crate::datum::Datum;
     use crate::types::SqlType;
+
+    /// Indexes of versions 1 and 2 (no expressions, no predicate).
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub struct IndexDescV2 {
+        pub id: u32,
+        pub name: String,
+        pub columns: Vec<u16>,
+        pub unique: bool,
+        pub nulls_not_distinct: bool,
+        pub constraint: bool,
+    }
+
+    impl From<IndexDescV2> for IndexDesc {
+        fn from(i: IndexDescV2) -> Self {
+            IndexDesc {
+                id: i.id,
+                name: i.name,
+                columns: i.columns,
+                unique: i.unique,
+                nulls_not_distinct: i.nulls_not_distinct,
+                constraint: i.constraint,
+                exprs: Vec::new(),
+                predicate: None,
+            }
+        }
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub struct TableDescV2 {
+        pub id: u32,
+        pub db_id: u32,
+        pub schema: String,
+        pub name: String,
+        pub columns: Vec<ColumnDesc>,
+        pub primary_key: Vec<usize>,
+        pub next_column_id: u16,
+        pub checks: Vec<CheckDesc>,
+        pub indexes: Vec<IndexDescV2>,
+        pub next_index_id: u32,
+        pub foreign_keys: Vec<ForeignKeyDesc>,
+    }
+
+    impl From<TableDescV2> for TableDesc {
+        fn from(t: TableDescV2) -> Self {
+            TableDesc {
+                id: t.id,
+                db_id: t.db_id,
+                schema: t.schema,
+                name: t.name,
+                columns: t.columns,
+                primary_key: t.primary_key,
+                next_column_id: t.next_column_id,
+                checks: t.checks,
+                indexes: t.indexes.into_iter().map(IndexDesc::from).collect(),
+                next_index_id: t.next_index_id,
+                foreign_keys: t.foreign_keys,
+            }
+        }
+    }
 
     #[derive(serde::Serialize, serde::Deserialize)]
     pub struct ColumnDescV1 {
@@ -373,7 +454,7 @@ mod legacy {
         pub primary_key: Vec<usize>,
         pub next_column_id: u16,
         pub checks: Vec<CheckDesc>,
-        pub indexes: Vec<IndexDesc>,
+        pub indexes: Vec<IndexDescV2>,
         pub next_index_id: u32,
     }
 
@@ -403,7 +484,7 @@ mod legacy {
                 primary_key: t.primary_key,
                 next_column_id: t.next_column_id,
                 checks: t.checks,
-                indexes: t.indexes,
+                indexes: t.indexes.into_iter().map(IndexDesc::from).collect(),
                 next_index_id: t.next_index_id,
                 foreign_keys: Vec::new(),
             }
@@ -616,6 +697,38 @@ mod tests {
         // Written back, it carries the header and reads as the current layout.
         let again = decode_table(&encode(&t)).expect("current layout decodes");
         assert_eq!(again, t);
+    }
+
+    #[test]
+    fn version_2_table_descriptors_still_decode() {
+        let v2 = legacy::TableDescV2 {
+            id: 100,
+            db_id: 1,
+            schema: "public".into(),
+            name: "t".into(),
+            columns: TableDesc::from(v1_table()).columns,
+            primary_key: vec![0],
+            next_column_id: 2,
+            checks: vec![],
+            indexes: vec![legacy::IndexDescV2 {
+                id: 2,
+                name: "t_a_idx".into(),
+                columns: vec![1],
+                unique: true,
+                nulls_not_distinct: false,
+                constraint: false,
+            }],
+            next_index_id: 3,
+            foreign_keys: vec![],
+        };
+        let mut bytes = DESC_MAGIC.to_vec();
+        bytes.push(2);
+        bytes.extend(bincode::serialize(&v2).expect("serializes"));
+        let t = decode_table(&bytes).expect("version 2 decodes");
+        assert_eq!(t.indexes.len(), 1);
+        assert!(t.indexes[0].is_plain() && t.indexes[0].unique);
+        assert_eq!(t.indexes[0].columns, vec![1]);
+        assert_eq!(decode_table(&encode(&t)).expect("current layout decodes"), t);
     }
 
     #[test]

@@ -117,6 +117,18 @@ impl Checks {
     }
 }
 
+/// The column a stored expression names when it is nothing but a column reference.
+pub fn stored_column_ref(sql: &str) -> Option<String> {
+    let e = datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .ok()?;
+    match e {
+        datafusion::sql::sqlparser::ast::Expr::Identifier(i) => Some(crate::ddl::ident(&i)),
+        _ => None,
+    }
+}
+
 /// `expr` over every row of `batch`, as one array.
 pub(crate) fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> SqlResult<ArrayRef> {
     expr.evaluate(batch)

@@ -373,10 +373,10 @@ impl CopyIn {
         txn: Arc<RwLock<Txn>>,
         autocommit: bool,
         unique_id: Box<dyn Fn() -> i64 + Send + Sync>,
-    ) -> Self {
+    ) -> SqlResult<Self> {
         let header_pending = opts.header;
-        let writer = crate::index::TableWriter::new(&desc);
-        Self {
+        let writer = crate::index::TableWriter::new(&desc)?;
+        Ok(Self {
             desc,
             checks,
             targets,
@@ -395,7 +395,7 @@ impl CopyIn {
             writer,
             per_row: Vec::new(),
             parents: None,
-        }
+        })
     }
 
     /// Checks every copied row's foreign keys against `catalog`'s parent tables.

@@ -664,6 +664,8 @@ pub fn unique_index(
         unique: true,
         nulls_not_distinct: spec.nulls_not_distinct,
         constraint: true,
+        exprs: Vec::new(),
+        predicate: None,
     })
 }
 
@@ -707,10 +709,7 @@ pub async fn add_index(
     desc.next_index_id += 1;
     desc.indexes.push(ix.clone());
     if backfill {
-        let resolved = Resolved {
-            positions: desc.index_positions(&ix),
-            desc: ix,
-        };
+        let resolved = Resolved::new(desc, &ix)?;
         crate::index::backfill(txn, desc, &resolved).await?;
     }
     Ok(())
@@ -739,16 +738,69 @@ fn index_owner<'a>(
         .find(|t| t.schema == schema && t.indexes.iter().any(|ix| ix.name == name))
 }
 
+/// The keys of a CREATE INDEX: plain column keys, or (for an expression or partial index)
+/// each key's SQL and every column the keys and the predicate read.
+struct IndexKeys {
+    columns: Vec<u16>,
+    exprs: Vec<String>,
+    predicate: Option<String>,
+    /// What the default index name is made of (`{table}_{parts}_idx`).
+    name_parts: Vec<String>,
+}
+
+impl IndexKeys {
+    fn of(desc: &TableDesc, ci: &ast::CreateIndex) -> SqlResult<Self> {
+        let plain = ci
+            .columns
+            .iter()
+            .all(|ic| matches!(ic.column.expr, ast::Expr::Identifier(_)));
+        if plain && ci.predicate.is_none() {
+            let names = index_column_names(&ci.columns)?;
+            return Ok(Self {
+                columns: column_ids(desc, &names)?,
+                exprs: Vec::new(),
+                predicate: None,
+                name_parts: names,
+            });
+        }
+        let mut read: Vec<usize> = Vec::new();
+        let mut note = |e: &ast::Expr| {
+            let _ = ast::visit_expressions(e, |x| {
+                let name = match x {
+                    ast::Expr::Identifier(i) => Some(ident(i)),
+                    ast::Expr::CompoundIdentifier(p) => p.last().map(ident),
+                    _ => None,
+                };
+                if let Some((pos, _)) = name.and_then(|n| desc.column(&n)) {
+                    read.push(pos);
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+        };
+        ci.columns.iter().for_each(|ic| note(&ic.column.expr));
+        if let Some(p) = &ci.predicate {
+            note(p);
+        }
+        read.sort();
+        read.dedup();
+        Ok(Self {
+            columns: read.iter().map(|&i| desc.columns[i].id).collect(),
+            exprs: ci.columns.iter().map(|ic| ic.column.expr.to_string()).collect(),
+            predicate: ci.predicate.as_ref().map(|p| p.to_string()),
+            name_parts: ci
+                .columns
+                .iter()
+                .map(|ic| crate::pgcompat::column_name(&ic.column.expr).unwrap_or("expr".into()))
+                .collect(),
+        })
+    }
+}
+
 pub async fn create_index(
     ddl: &DdlCtx<'_>,
     txn: &mut Txn,
     ci: &ast::CreateIndex,
 ) -> SqlResult<String> {
-    if ci.predicate.is_some() {
-        return Err(SqlError::unsupported(
-            "partial indexes (CREATE INDEX … WHERE)",
-        ));
-    }
     if !ci.include.is_empty() {
         return Err(SqlError::unsupported("CREATE INDEX … INCLUDE"));
     }
@@ -774,8 +826,8 @@ pub async fn create_index(
         ));
     };
     let mut desc = desc.as_ref().clone();
-    let names = index_column_names(&ci.columns)?;
-    let columns = column_ids(&desc, &names)?;
+    let keys = IndexKeys::of(&desc, ci)?;
+    let names = keys.name_parts;
     let name = match &ci.name {
         Some(n) => {
             let (_, n) = table_name(n, ddl.db)?;
@@ -799,11 +851,15 @@ pub async fn create_index(
     let ix = IndexDesc {
         id: desc.next_index_id,
         name,
-        columns,
+        columns: keys.columns,
         unique: ci.unique,
         nulls_not_distinct: ci.nulls_distinct == Some(false),
         constraint: false,
+        exprs: keys.exprs,
+        predicate: keys.predicate,
     };
+    // Compiling checks the expressions now (unknown columns, volatile functions).
+    Resolved::new(&desc, &ix)?;
     add_index(txn, &mut desc, ix, true).await?;
     catalog::put_table(txn, &desc)?;
     Ok("CREATE INDEX".into())

@@ -128,7 +128,7 @@ async fn delete_collected(
             .ok_or_else(|| SqlError::internal(format!("DELETE plan lacks key column {name}")))?;
         key_cols.push((i, idx));
     }
-    let writer = TableWriter::new(desc);
+    let writer = TableWriter::new(desc)?;
     let full = if ctx.returning.is_some() || !writer.is_empty() || ctx.fk.involves(desc.id) {
         full_rows(desc, schema, quals, batches)?
     } else {
@@ -193,7 +193,7 @@ async fn update(
             Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("__kestrel_old_key_{j}")),
         );
     }
-    let writer = TableWriter::new(desc);
+    let writer = TableWriter::new(desc)?;
     let mut indexed: Vec<usize> = writer.indexed_positions().into_iter().collect();
     indexed.sort();
     for (j, &i) in indexed.iter().enumerate() {
@@ -228,7 +228,7 @@ async fn update_plan(
     plan: &LogicalPlan,
     indexed: &[usize],
 ) -> SqlResult<u64> {
-    let writer = TableWriter::new(desc);
+    let writer = TableWriter::new(desc)?;
     let k = desc.primary_key.len();
     let k_old = k + indexed.len();
     let batches = crate::exec::collect(
@@ -411,7 +411,7 @@ fn update_from_sql(desc: &TableDesc, u: &ast::Update) -> SqlResult<(String, Vec<
             format!("CAST(({value}) AS {})", crate::session::cast_name(&col.ty)),
         );
     }
-    let writer = TableWriter::new(desc);
+    let writer = TableWriter::new(desc)?;
     let mut indexed: Vec<usize> = writer.indexed_positions().into_iter().collect();
     indexed.sort();
     let old = |i: usize| format!("{}.{}", q(&qual), q(&desc.columns[i].name));

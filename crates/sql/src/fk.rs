@@ -203,7 +203,11 @@ fn unique_index_over<'a>(
 ) -> Option<&'a crate::catalog::IndexDesc> {
     t.indexes
         .iter()
-        .find(|ix| ix.unique && t.index_positions(ix).into_iter().collect::<HashSet<_>>() == *want)
+        .find(|ix| {
+            ix.unique
+                && ix.is_plain()
+                && t.index_positions(ix).into_iter().collect::<HashSet<_>>() == *want
+        })
 }
 
 /// Removes every other table's foreign keys to `parent` (it is being dropped).
@@ -588,11 +592,10 @@ async fn parent_has(
             parent.name
         )));
     };
-    let resolved = Resolved {
-        desc: ix.clone(),
-        positions: parent.index_positions(ix),
+    let resolved = Resolved::new(parent, ix)?;
+    let Some(e) = entry(parent, &resolved, &probe, &primary_prefix(parent.id))? else {
+        return Err(SqlError::internal("a foreign key's unique index is partial"));
     };
-    let e = entry(parent, &resolved, &probe, &primary_prefix(parent.id))?;
     Ok(txn.get(&e.key).await?.is_some())
 }
 
@@ -914,7 +917,7 @@ async fn apply(
     if txn.lock_for_write(&locked).await? {
         return Err(SqlError::restart_statement());
     }
-    let writer = TableWriter::new(child);
+    let writer = TableWriter::new(child)?;
     let checks = crate::check::Checks::compile(state, child)?;
     let mut moved = Vec::new();
     let mut checked = Vec::new();

@@ -19,14 +19,20 @@
 //! [`TableWriter`] is the one place that writes rows together with their entries.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray};
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
 
 use kestrel_kv::keys::table_prefix;
 use kestrel_kv::Txn;
 use kestrel_storage::keycode;
 
 use crate::catalog::{IndexDesc, TableDesc};
-use crate::datum::Datum;
-use crate::error::{code, SqlError, SqlResult};
+use crate::datum::{datums_from_array, Datum};
+use crate::error::{code, from_datafusion, SqlError, SqlResult};
+use crate::types::SqlType;
 use crate::rowcodec::{append_key_datum, encode_key, encode_value, primary_prefix};
 
 /// The most secondary indexes one table may have.
@@ -65,20 +71,152 @@ pub struct Entry {
     pub claim: bool,
 }
 
-/// An index with its column positions resolved against the table.
+/// An index with its column positions resolved against the table (and, for an expression
+/// or partial index, its keys and predicate compiled).
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub desc: IndexDesc,
+    /// Positions of `desc.columns`: a plain index's keys; every column any index
+    /// expression reads otherwise.
     pub positions: Vec<usize>,
+    compiled: Option<Arc<Compiled>>,
 }
 
-/// The entry of `ix` for `row` (which holds at least the key and index columns).
-pub fn entry(table: &TableDesc, ix: &Resolved, row: &[Datum], pk_key: &[u8]) -> SqlResult<Entry> {
+/// The compiled keys (with their types) and predicate of a non-plain index.
+struct Compiled {
+    keys: Vec<(Arc<dyn PhysicalExpr>, SqlType)>,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Compiled({} keys)", self.keys.len())
+    }
+}
+
+impl Resolved {
+    pub fn new(table: &TableDesc, ix: &IndexDesc) -> SqlResult<Self> {
+        let compiled = if ix.is_plain() {
+            None
+        } else {
+            Some(Arc::new(compile(table, ix)?))
+        };
+        Ok(Self {
+            desc: ix.clone(),
+            positions: table.index_positions(ix),
+            compiled,
+        })
+    }
+
+    /// The key values of `row`'s entry, or `None` when a partial index's predicate leaves
+    /// the row out.
+    pub fn key_values(&self, table: &TableDesc, row: &[Datum]) -> SqlResult<Option<Vec<Datum>>> {
+        let Some(c) = &self.compiled else {
+            return Ok(Some(self.positions.iter().map(|&i| row[i].clone()).collect()));
+        };
+        let batch = crate::check::batch_of(table, std::slice::from_ref(&row.to_vec()))?;
+        if let Some(p) = &c.predicate {
+            let out = crate::check::evaluate(p, &batch)?;
+            let included = out
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .is_some_and(|b| b.is_valid(0) && b.value(0));
+            if !included {
+                return Ok(None);
+            }
+        }
+        if c.keys.is_empty() {
+            return Ok(Some(self.positions.iter().map(|&i| row[i].clone()).collect()));
+        }
+        let mut vals = Vec::with_capacity(c.keys.len());
+        for (expr, ty) in &c.keys {
+            let out = crate::check::evaluate(expr, &batch)?;
+            let mut d = datums_from_array(ty, &out)?;
+            vals.push(d.pop().unwrap_or(Datum::Null));
+        }
+        Ok(Some(vals))
+    }
+
+    /// The key's column names (or expressions) and their types, for messages.
+    fn key_names(&self, table: &TableDesc) -> Vec<(String, SqlType)> {
+        match &self.compiled {
+            Some(c) if !c.keys.is_empty() => self
+                .desc
+                .exprs
+                .iter()
+                .zip(&c.keys)
+                .map(|(e, (_, ty))| (e.clone(), ty.clone()))
+                .collect(),
+            _ => self
+                .positions
+                .iter()
+                .map(|&i| (table.columns[i].name.clone(), table.columns[i].ty.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Compiles a non-plain index's keys and predicate over the table's full row. As in
+/// PostgreSQL they may only call immutable functions (42P17).
+fn compile(table: &TableDesc, ix: &IndexDesc) -> SqlResult<Compiled> {
+    use datafusion::logical_expr::ExprSchemable;
+    let state = crate::session::expression_state()?;
+    let schema = table.arrow_schema(true);
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(from_datafusion)?;
+    let logical = |sql: &str, what: &str| -> SqlResult<datafusion::logical_expr::Expr> {
+        let e = state
+            .create_logical_expr(sql, &df_schema)
+            .map_err(from_datafusion)?;
+        if e.is_volatile() {
+            return Err(SqlError::new(
+                code::INVALID_OBJECT_DEFINITION,
+                format!("functions in index {what} must be marked IMMUTABLE"),
+            ));
+        }
+        Ok(e)
+    };
+    let mut keys = Vec::with_capacity(ix.exprs.len());
+    for sql in &ix.exprs {
+        let e = logical(sql, "expression")?;
+        let arrow = e.get_type(&df_schema).map_err(from_datafusion)?;
+        let ty = SqlType::from_arrow(&arrow).ok_or_else(|| {
+            SqlError::unsupported(format!("an index key of type {arrow}"))
+        })?;
+        let phys = state
+            .create_physical_expr(e, &df_schema)
+            .map_err(from_datafusion)?;
+        keys.push((phys, ty));
+    }
+    let predicate = match &ix.predicate {
+        None => None,
+        Some(sql) => {
+            let e = logical(sql, "predicate")?;
+            Some(
+                state
+                    .create_physical_expr(e, &df_schema)
+                    .map_err(from_datafusion)?,
+            )
+        }
+    };
+    Ok(Compiled { keys, predicate })
+}
+
+/// The entry of `ix` for `row` (which holds at least the key and index columns); `None`
+/// when a partial index leaves the row out.
+pub fn entry(
+    table: &TableDesc,
+    ix: &Resolved,
+    row: &[Datum],
+    pk_key: &[u8],
+) -> SqlResult<Option<Entry>> {
+    let Some(vals) = ix.key_values(table, row)? else {
+        return Ok(None);
+    };
     let mut key = index_prefix(table.id, ix.desc.id);
     let mut has_null = false;
-    for &i in &ix.positions {
-        has_null |= row[i].is_null();
-        append_index_datum(&mut key, &row[i])?;
+    for v in &vals {
+        has_null |= v.is_null();
+        append_index_datum(&mut key, v)?;
     }
     let pk = pk_key
         .get(primary_prefix(table.id).len()..)
@@ -88,16 +226,29 @@ pub fn entry(table: &TableDesc, ix: &Resolved, row: &[Datum], pk_key: &[u8]) -> 
     if !claim {
         key.extend_from_slice(&pk);
     }
-    Ok(Entry {
+    Ok(Some(Entry {
         key,
         value: pk,
         claim,
-    })
+    }))
+}
+
+/// `("a, b", "1, x")`: the key of `ix` in `row`, for messages.
+fn index_key_text(table: &TableDesc, ix: &Resolved, row: &[Datum]) -> (String, String) {
+    let names = ix.key_names(table);
+    let vals = ix.key_values(table, row).ok().flatten().unwrap_or_default();
+    let cols: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+    let shown: Vec<String> = names
+        .iter()
+        .zip(vals.iter())
+        .map(|((_, ty), v)| v.display(ty))
+        .collect();
+    (cols.join(", "), shown.join(", "))
 }
 
 /// PostgreSQL's error for a value a unique index already holds.
 pub fn unique_violation(table: &TableDesc, ix: &Resolved, row: &[Datum]) -> SqlError {
-    let (cols, vals) = key_text(table, &ix.positions, row);
+    let (cols, vals) = index_key_text(table, ix, row);
     SqlError::new(
         code::UNIQUE_VIOLATION,
         format!(
@@ -128,16 +279,13 @@ pub struct TableWriter {
 }
 
 impl TableWriter {
-    pub fn new(table: &TableDesc) -> Self {
+    pub fn new(table: &TableDesc) -> SqlResult<Self> {
         let indexes = table
             .indexes
             .iter()
-            .map(|ix| Resolved {
-                desc: ix.clone(),
-                positions: table.index_positions(ix),
-            })
-            .collect();
-        Self { indexes }
+            .map(|ix| Resolved::new(table, ix))
+            .collect::<SqlResult<_>>()?;
+        Ok(Self { indexes })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -161,8 +309,9 @@ impl TableWriter {
         pk_key: &[u8],
     ) -> SqlResult<()> {
         for ix in &self.indexes {
-            let e = entry(table, ix, row, pk_key)?;
-            self.write_entry(txn, table, ix, row, e).await?;
+            if let Some(e) = entry(table, ix, row, pk_key)? {
+                self.write_entry(txn, table, ix, row, e).await?;
+            }
         }
         Ok(())
     }
@@ -215,8 +364,9 @@ impl TableWriter {
         pk_key: &[u8],
     ) -> SqlResult<()> {
         for ix in &self.indexes {
-            let e = entry(table, ix, row, pk_key)?;
-            txn.delete(e.key)?;
+            if let Some(e) = entry(table, ix, row, pk_key)? {
+                txn.delete(e.key)?;
+            }
         }
         Ok(())
     }
@@ -234,15 +384,20 @@ impl TableWriter {
             for (old, old_key, new, new_key) in rows {
                 let before = entry(table, ix, old, old_key)?;
                 let after = entry(table, ix, new, new_key)?;
-                if before == after {
-                    continue;
-                }
-                if before.key != after.key {
-                    txn.delete(before.key)?;
-                    writes.push((ix, new, after));
-                } else {
-                    // Same claimed values, new primary key: the entry moves to the new row.
-                    txn.put(after.key, after.value)?;
+                match (before, after) {
+                    (before, after) if before == after => {}
+                    (Some(before), Some(after)) if before.key == after.key => {
+                        // Same claimed values, new primary key: the entry moves to the new row.
+                        txn.put(after.key, after.value)?;
+                    }
+                    (before, after) => {
+                        if let Some(b) = before {
+                            txn.delete(b.key)?;
+                        }
+                        if let Some(a) = after {
+                            writes.push((ix, new, a));
+                        }
+                    }
                 }
             }
         }
@@ -267,9 +422,11 @@ pub async fn backfill(txn: &mut Txn, table: &TableDesc, ix: &Resolved) -> SqlRes
         from = resume;
         for (k, v) in rows {
             let row = crate::rowcodec::decode_row(table, &k, &v)?;
-            let e = entry(table, ix, &row, &k)?;
+            let Some(e) = entry(table, ix, &row, &k)? else {
+                continue;
+            };
             if e.claim && txn.get(&e.key).await?.is_some() {
-                let (cols, vals) = key_text(table, &ix.positions, &row);
+                let (cols, vals) = index_key_text(table, ix, &row);
                 return Err(SqlError::new(
                     code::UNIQUE_VIOLATION,
                     format!("could not create unique index \"{}\"", ix.desc.name),
@@ -310,6 +467,8 @@ mod tests {
             unique,
             nulls_not_distinct: nnd,
             constraint: true,
+            exprs: Vec::new(),
+            predicate: None,
         };
         let t = TableDesc {
             id: 100,
@@ -324,10 +483,7 @@ mod tests {
             next_index_id: 3,
             foreign_keys: Vec::new(),
         };
-        let r = Resolved {
-            desc: ix,
-            positions: vec![1],
-        };
+        let r = Resolved::new(&t, &ix).unwrap();
         (t, r)
     }
 
@@ -336,22 +492,51 @@ mod tests {
         let (t, ix) = table(true, false);
         let r1 = [Datum::I32(1), Datum::I32(7)];
         let r2 = [Datum::I32(2), Datum::I32(7)];
-        let e1 = entry(&t, &ix, &r1, &encode_key(&t, &r1).unwrap()).unwrap();
-        let e2 = entry(&t, &ix, &r2, &encode_key(&t, &r2).unwrap()).unwrap();
+        let e1 = entry(&t, &ix, &r1, &encode_key(&t, &r1).unwrap()).unwrap().unwrap();
+        let e2 = entry(&t, &ix, &r2, &encode_key(&t, &r2).unwrap()).unwrap().unwrap();
         assert!(e1.claim && e2.claim);
         assert_eq!(e1.key, e2.key, "same value, same claim");
         assert_ne!(e1.value, e2.value, "values point at different rows");
         let n1 = [Datum::I32(1), Datum::Null];
         let n2 = [Datum::I32(2), Datum::Null];
-        let m1 = entry(&t, &ix, &n1, &encode_key(&t, &n1).unwrap()).unwrap();
-        let m2 = entry(&t, &ix, &n2, &encode_key(&t, &n2).unwrap()).unwrap();
+        let m1 = entry(&t, &ix, &n1, &encode_key(&t, &n1).unwrap()).unwrap().unwrap();
+        let m2 = entry(&t, &ix, &n2, &encode_key(&t, &n2).unwrap()).unwrap().unwrap();
         assert!(!m1.claim);
         assert_ne!(m1.key, m2.key, "NULLs are distinct");
         let (t, ix) = table(true, true);
-        let m1 = entry(&t, &ix, &n1, &encode_key(&t, &n1).unwrap()).unwrap();
-        let m2 = entry(&t, &ix, &n2, &encode_key(&t, &n2).unwrap()).unwrap();
+        let m1 = entry(&t, &ix, &n1, &encode_key(&t, &n1).unwrap()).unwrap().unwrap();
+        let m2 = entry(&t, &ix, &n2, &encode_key(&t, &n2).unwrap()).unwrap().unwrap();
         assert!(m1.claim);
         assert_eq!(m1.key, m2.key, "NULLS NOT DISTINCT collide");
+    }
+
+    #[test]
+    fn partial_and_expression_indexes() {
+        let (mut t, _) = table(true, false);
+        t.columns[1].ty = SqlType::Text;
+        let ix = IndexDesc {
+            exprs: vec!["lower(b)".into()],
+            predicate: Some("a > 0".into()),
+            columns: vec![1, 2],
+            ..t.indexes[0].clone()
+        };
+        let ix = Resolved::new(&t, &ix).unwrap();
+        let row = |a: i32, b: &str| [Datum::I32(a), Datum::Text(b.into())];
+        let (r1, r2) = (row(1, "Ann"), row(2, "ANN"));
+        let e1 = entry(&t, &ix, &r1, &encode_key(&t, &r1).unwrap()).unwrap().unwrap();
+        let e2 = entry(&t, &ix, &r2, &encode_key(&t, &r2).unwrap()).unwrap().unwrap();
+        assert!(e1.claim);
+        assert_eq!(e1.key, e2.key, "keys are the expression's values");
+        let out = row(-1, "Ann");
+        assert_eq!(entry(&t, &ix, &out, &encode_key(&t, &out).unwrap()).unwrap(), None);
+        let err = unique_violation(&t, &ix, &r2);
+        assert_eq!(err.detail.as_deref(), Some("Key (lower(b))=(ann) already exists."));
+        let volatile = IndexDesc {
+            exprs: vec!["random()".into()],
+            ..t.indexes[0].clone()
+        };
+        let e = Resolved::new(&t, &volatile).expect_err("volatile key");
+        assert_eq!(e.code, code::INVALID_OBJECT_DEFINITION);
     }
 
     #[test]
@@ -365,7 +550,7 @@ mod tests {
         ];
         let mut keys: Vec<Vec<u8>> = rows
             .iter()
-            .map(|r| entry(&t, &ix, r, &encode_key(&t, r).unwrap()).unwrap().key)
+            .map(|r| entry(&t, &ix, r, &encode_key(&t, r).unwrap()).unwrap().unwrap().key)
             .collect();
         let expected = vec![
             keys[3].clone(),

@@ -404,18 +404,21 @@ impl CatalogInfo {
             Some(i) if i.nulls_not_distinct => " NULLS NOT DISTINCT",
             _ => "",
         };
+        // PostgreSQL's deparser parenthesizes every predicate but a bare column.
+        let predicate = match ix.as_ref().and_then(|i| i.predicate.as_ref()) {
+            Some(p) if crate::check::stored_column_ref(p).is_some() => format!(" WHERE {p}"),
+            Some(p) => format!(" WHERE ({p})"),
+            None => String::new(),
+        };
         Some(format!(
-            "CREATE {}INDEX {} ON {}.{} USING btree ({}){}",
+            "CREATE {}INDEX {} ON {}.{} USING btree ({}){}{}",
             if unique { "UNIQUE " } else { "" },
             quote_ident(&rel.name),
             quote_ident(&rel.schema),
             quote_ident(&t.name),
-            names
-                .iter()
-                .map(|n| quote_ident(n))
-                .collect::<Vec<_>>()
-                .join(", "),
-            nnd
+            names.join(", "),
+            nnd,
+            predicate
         ))
     }
 
@@ -646,11 +649,47 @@ fn key_positions(t: &TableDesc, ix: Option<&IndexDesc>) -> Vec<usize> {
     }
 }
 
-fn index_columns(t: &TableDesc, ix: Option<&IndexDesc>) -> Vec<String> {
-    key_positions(t, ix)
-        .into_iter()
-        .map(|p| t.columns[p].name.clone())
+/// An index's keys as `pg_index` sees them: a column (its position) or an expression (its
+/// SQL).
+enum IndexKey {
+    Column(usize),
+    Expr(String),
+}
+
+fn index_keys(t: &TableDesc, ix: Option<&IndexDesc>) -> Vec<IndexKey> {
+    let Some(ix) = ix.filter(|ix| !ix.exprs.is_empty()) else {
+        return key_positions(t, ix).into_iter().map(IndexKey::Column).collect();
+    };
+    ix.exprs
+        .iter()
+        .map(|e| {
+            let column = crate::check::stored_column_ref(e).and_then(|n| t.column(&n));
+            match column {
+                Some((pos, _)) => IndexKey::Column(pos),
+                None => IndexKey::Expr(e.clone()),
+            }
+        })
         .collect()
+}
+
+/// Each key as `pg_get_indexdef` writes it.
+fn index_columns(t: &TableDesc, ix: Option<&IndexDesc>) -> Vec<String> {
+    index_keys(t, ix)
+        .into_iter()
+        .map(|k| match k {
+            IndexKey::Column(p) => quote_ident(&t.columns[p].name),
+            IndexKey::Expr(e) => e,
+        })
+        .collect()
+}
+
+fn expr_column_name(sql: &str) -> String {
+    datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+        .and_then(|e| crate::pgcompat::column_name(&e))
+        .unwrap_or_else(|| "expr".into())
 }
 
 /// An identifier as PostgreSQL's `quote_ident` writes it.
@@ -1459,12 +1498,16 @@ fn rel_columns(r: &Rel) -> Vec<ColumnFacts> {
                 )
             })
             .collect(),
-        RelKind::Index(t, ix) => key_positions(t, ix.as_ref())
+        RelKind::Index(t, ix) => index_keys(t, ix.as_ref())
             .into_iter()
-            .map(|p| {
-                let c = &t.columns[p];
-                let (oid, typmod) = type_of(&c.ty);
-                (c.name.clone(), oid, typmod, false, false, "", "")
+            .map(|k| match k {
+                IndexKey::Column(p) => {
+                    let c = &t.columns[p];
+                    let (oid, typmod) = type_of(&c.ty);
+                    (c.name.clone(), oid, typmod, false, false, "", "")
+                }
+                // PostgreSQL names an expression column after the expression's function.
+                IndexKey::Expr(e) => (expr_column_name(&e), 25, -1, false, false, "", ""),
             })
             .collect(),
         RelKind::Sequence(_) => vec![
@@ -1594,10 +1637,18 @@ fn index_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
         let RelKind::Index(t, ix) = &r.kind else {
             continue;
         };
-        let keys: Vec<i64> = key_positions(t, ix.as_ref())
+        let keys: Vec<i64> = index_keys(t, ix.as_ref())
             .iter()
-            .map(|&p| attnum(t, p))
+            .map(|k| match k {
+                IndexKey::Column(p) => attnum(t, *p),
+                IndexKey::Expr(_) => 0,
+            })
             .collect();
+        let exprs = ix
+            .as_ref()
+            .filter(|i| !i.exprs.is_empty())
+            .map(|i| i.exprs.join(", "));
+        let predicate = ix.as_ref().and_then(|i| i.predicate.clone());
         let n = keys.len() as i64;
         let unique = ix.as_ref().map(|i| i.unique).unwrap_or(true);
         let nnd = ix.as_ref().is_some_and(|i| i.nulls_not_distinct);
@@ -1622,8 +1673,8 @@ fn index_rows(info: &CatalogInfo) -> Vec<Vec<Cell>> {
             zeros.clone(),
             zeros.clone(),
             zeros,
-            N,
-            N
+            exprs,
+            predicate
         ]);
     }
     out

@@ -478,7 +478,7 @@ fn choose_index(
     filters: &[Expr],
 ) -> SqlResult<Option<(Bounds, crate::index::Resolved)>> {
     let mut best: Option<(usize, Bounds, crate::index::Resolved)> = None;
-    for ix in TableWriter::new(desc).indexes {
+    for ix in TableWriter::new(desc)?.indexes.into_iter().filter(|ix| ix.desc.is_plain()) {
         let space = KeySpace {
             prefix: crate::index::index_prefix(desc.id, ix.desc.id),
             cols: &ix.positions,
@@ -908,7 +908,7 @@ impl DataSink for KvInsertSink {
             return Ok(n);
         }
         let n = rows.len() as u64;
-        let writer = TableWriter::new(&self.desc);
+        let writer = TableWriter::new(&self.desc).map_err(SqlError::into_datafusion)?;
         for row in &rows {
             writer
                 .insert_row(&mut txn, &self.desc, row)

@@ -88,38 +88,7 @@ impl SqlEngine {
         for udf in unbound.udfs() {
             base.register_udf(udf).map_err(from_datafusion)?;
         }
-        // PostgreSQL's name for a random (v4) uuid.
-        let uuid = datafusion::functions::string::uuid()
-            .as_ref()
-            .clone()
-            .with_aliases(["gen_random_uuid"]);
-        base.register_udf(Arc::new(uuid)).map_err(from_datafusion)?;
-        base.register_udaf(crate::pgcompat::SingleValue::udaf())
-            .map_err(from_datafusion)?;
-        // Replacing a built-in must drop it with its aliases: a stale alias entry would bring
-        // it back when a statement's state is rebuilt from this one.
-        base.deregister_udf("to_char").map_err(from_datafusion)?;
-        base.register_udf(crate::to_char::ToChar::udf())
-            .map_err(from_datafusion)?;
-        base.deregister_udf("make_date").map_err(from_datafusion)?;
-        base.deregister_udf("encode").map_err(from_datafusion)?;
-        base.deregister_udf("decode").map_err(from_datafusion)?;
-        for udf in crate::string_fns::udfs() {
-            base.register_udf(udf).map_err(from_datafusion)?;
-        }
-        for udf in crate::date_fns::udfs() {
-            base.register_udf(udf).map_err(from_datafusion)?;
-        }
-        for udf in crate::json::udfs() {
-            base.register_udf(udf).map_err(from_datafusion)?;
-        }
-        for udf in crate::pgcompat::udfs() {
-            base.register_udf(udf).map_err(from_datafusion)?;
-        }
-        base.register_expr_planner(Arc::new(crate::json::JsonPlanner))
-            .map_err(from_datafusion)?;
-        base.register_expr_planner(Arc::new(crate::pg_ops::TemporalPlanner))
-            .map_err(from_datafusion)?;
+        register_functions(&mut base)?;
         for udf in crate::pg_functions::session_udfs(database, user) {
             base.register_udf(udf).map_err(from_datafusion)?;
         }
@@ -316,6 +285,63 @@ fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
             )));
         }
     })
+}
+
+/// Registers PostgreSQL's functions and operators (everything a session has except the
+/// sequence functions and the session-bound ones like `current_user`).
+fn register_functions(base: &mut SessionState) -> SqlResult<()> {
+    // PostgreSQL's name for a random (v4) uuid.
+    let uuid = datafusion::functions::string::uuid()
+        .as_ref()
+        .clone()
+        .with_aliases(["gen_random_uuid"]);
+    base.register_udf(Arc::new(uuid)).map_err(from_datafusion)?;
+    base.register_udaf(crate::pgcompat::SingleValue::udaf())
+        .map_err(from_datafusion)?;
+    // Replacing a built-in must drop it with its aliases: a stale alias entry would bring
+    // it back when a statement's state is rebuilt from this one.
+    base.deregister_udf("to_char").map_err(from_datafusion)?;
+    base.register_udf(crate::to_char::ToChar::udf())
+        .map_err(from_datafusion)?;
+    base.deregister_udf("make_date").map_err(from_datafusion)?;
+    base.deregister_udf("encode").map_err(from_datafusion)?;
+    base.deregister_udf("decode").map_err(from_datafusion)?;
+    for udf in crate::string_fns::udfs() {
+        base.register_udf(udf).map_err(from_datafusion)?;
+    }
+    for udf in crate::date_fns::udfs() {
+        base.register_udf(udf).map_err(from_datafusion)?;
+    }
+    for udf in crate::json::udfs() {
+        base.register_udf(udf).map_err(from_datafusion)?;
+    }
+    for udf in crate::pgcompat::udfs() {
+        base.register_udf(udf).map_err(from_datafusion)?;
+    }
+    base.register_expr_planner(Arc::new(crate::json::JsonPlanner))
+        .map_err(from_datafusion)?;
+    base.register_expr_planner(Arc::new(crate::pg_ops::TemporalPlanner))
+        .map_err(from_datafusion)?;
+    Ok(())
+}
+
+/// A session-independent state for compiling stored expressions (index keys and
+/// predicates), which may only use immutable functions.
+pub fn expression_state() -> SqlResult<&'static SessionState> {
+    static STATE: std::sync::OnceLock<SessionState> = std::sync::OnceLock::new();
+    if let Some(s) = STATE.get() {
+        return Ok(s);
+    }
+    let config = SessionConfig::new()
+        .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+        .set_str("datafusion.execution.time_zone", "+00:00");
+    let mut base = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_analyzer_rules(analyzer_rules())
+        .build();
+    register_functions(&mut base)?;
+    Ok(STATE.get_or_init(|| base))
 }
 
 /// Splits SQL text into statements.
@@ -1170,7 +1196,7 @@ impl Session {
             txn,
             autocommit,
             Box::new(move || kv.unique_id()),
-        )
+        )?
         .with_per_row_defaults(per_row)
         .with_foreign_keys(snapshot);
         let columns = copy.columns();

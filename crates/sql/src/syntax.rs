@@ -9,8 +9,14 @@
 //!   `(x BETWEEN a AND b OR x BETWEEN b AND a)`. `BETWEEN ASYMMETRIC` is plain BETWEEN.
 //! - a column's inline `UNIQUE NULLS [NOT] DISTINCT` becomes the same table constraint over
 //!   that column.
+//! - `ON CONFLICT (expr, …) [WHERE predicate] DO …` (an inference specification sqlparser
+//!   reads only as plain column names) becomes `ON CONFLICT ON CONSTRAINT "<marker><hex of
+//!   the specification>" DO …`; [`crate::upsert`] reads the specification back out of the
+//!   name ([`inference_spec`]) and infers the arbiter indexes from it.
 
+use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 /// The marker function around a symmetric BETWEEN's lower bound.
@@ -25,6 +31,10 @@ pub fn rewrite(tokens: &[Token]) -> Option<String> {
         changed = true;
     }
     if let Some(t) = inline_unique_nulls(&toks) {
+        toks = t;
+        changed = true;
+    }
+    if let Some(t) = conflict_inference(&toks) {
         toks = t;
         changed = true;
     }
@@ -187,6 +197,72 @@ fn unique_nulls_tail(toks: &[Token], from: usize) -> Option<(bool, usize)> {
     is_kw(&toks[c], Keyword::DISTINCT).then_some((not, c + 1))
 }
 
+/// The constraint-name prefix that carries an ON CONFLICT inference specification.
+const INFERENCE_MARKER: &str = "__kestrel_infer:";
+
+fn conflict_inference(toks: &[Token]) -> Option<Vec<Token>> {
+    let on = (0..toks.len()).find(|&i| {
+        is_kw(&toks[i], Keyword::ON)
+            && next_solid(toks, i + 1).is_some_and(|j| is_kw(&toks[j], Keyword::CONFLICT))
+    })?;
+    let conflict = next_solid(toks, on + 1)?;
+    let open = next_solid(toks, conflict + 1)?;
+    if toks[open] != Token::LParen {
+        return None;
+    }
+    // The specification runs to the DO at depth 0.
+    let mut depth = 0;
+    let mut k = open;
+    while k < toks.len() && !(depth == 0 && is_kw(&toks[k], Keyword::DO)) {
+        depth_step(&toks[k], &mut depth);
+        k += 1;
+    }
+    if k == toks.len() {
+        return None;
+    }
+    let spec: String = toks[open..k].iter().map(|t| t.to_string()).collect();
+    let mut out = toks[..=conflict].to_vec();
+    // Hex keeps the specification's own quotes out of the quoted name.
+    let hex: String = spec.trim().bytes().map(|b| format!("{b:02x}")).collect();
+    let text = format!(" ON CONSTRAINT \"{INFERENCE_MARKER}{hex}\" ");
+    out.extend(
+        datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&crate::dialect::KestrelDialect, &text)
+            .tokenize()
+            .ok()?,
+    );
+    out.extend_from_slice(&toks[k..]);
+    Some(out)
+}
+
+/// The inference specification carried by a constraint name ([`conflict_inference`]):
+/// `(expr, …) [WHERE predicate]` as its key expressions and predicate.
+pub fn inference_spec(
+    name: &str,
+) -> Option<Result<(Vec<ast::Expr>, Option<ast::Expr>), crate::error::SqlError>> {
+    let hex = name.strip_prefix(INFERENCE_MARKER)?;
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    let Some(text) = bytes.and_then(|b| String::from_utf8(b).ok()) else {
+        return Some(Err(crate::error::SqlError::syntax("malformed ON CONFLICT target")));
+    };
+    let parse = || -> Result<_, datafusion::sql::sqlparser::parser::ParserError> {
+        let mut p = Parser::new(&crate::dialect::KestrelDialect).try_with_sql(&text)?;
+        p.expect_token(&Token::LParen)?;
+        let keys = p.parse_comma_separated(|p| p.parse_expr())?;
+        p.expect_token(&Token::RParen)?;
+        let predicate = if p.parse_keyword(Keyword::WHERE) {
+            Some(p.parse_expr()?)
+        } else {
+            None
+        };
+        p.expect_token(&Token::EOF)?;
+        Ok((keys, predicate))
+    };
+    Some(parse().map_err(|e| crate::error::SqlError::syntax(e.to_string())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +301,27 @@ mod tests {
             Some("CREATE TABLE t (\"A b\" INT , UNIQUE NULLS DISTINCT (\"A b\"))")
         );
         assert_eq!(fix("CREATE TABLE t (a INT UNIQUE, UNIQUE NULLS NOT DISTINCT (a))"), None);
+    }
+
+    #[test]
+    fn conflict_inference_travels_in_a_constraint_name() {
+        let sql = fix("INSERT INTO t VALUES (1) ON CONFLICT (lower(\"N\"), b) WHERE b > 0 DO NOTHING")
+            .expect("rewritten");
+        let stmts = Parser::parse_sql(&crate::dialect::KestrelDialect, &sql).expect("parses");
+        let ast::Statement::Insert(ins) = &stmts[0] else {
+            panic!("{stmts:?}");
+        };
+        let Some(ast::OnInsert::OnConflict(c)) = &ins.on else {
+            panic!("{ins:?}");
+        };
+        let Some(ast::ConflictTarget::OnConstraint(name)) = &c.conflict_target else {
+            panic!("{c:?}");
+        };
+        let name = crate::ddl::last_ident(name);
+        let (keys, pred) = inference_spec(&name).expect("marked").expect("parses");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].to_string(), "lower(\"N\")");
+        assert_eq!(pred.map(|p| p.to_string()).as_deref(), Some("b > 0"));
+        assert!(inference_spec("t_pkey").is_none());
     }
 }

@@ -106,9 +106,112 @@ fn no_matching_constraint() -> SqlError {
     )
 }
 
+fn indexes_of(desc: &TableDesc) -> SqlResult<Vec<Resolved>> {
+    Ok(TableWriter::new(desc)?
+        .indexes
+        .into_iter()
+        .filter(|ix| ix.desc.unique)
+        .collect())
+}
+
+/// An inference element or index key in comparable form: a column's name, or the
+/// expression's text with unquoted names lower-cased and column references unqualified.
+fn normalized(e: &ast::Expr) -> String {
+    let mut e = e.clone();
+    let _ = ast::visit_expressions_mut(&mut e, |x| {
+        if let ast::Expr::CompoundIdentifier(parts) = x {
+            if let Some(last) = parts.last() {
+                *x = ast::Expr::Identifier(last.clone());
+            }
+        }
+        match x {
+            ast::Expr::Identifier(i) => *x = ast::Expr::Identifier(ast::Ident::new(ident(i))),
+            ast::Expr::Function(f) => {
+                for p in f.name.0.iter_mut() {
+                    if let ast::ObjectNamePart::Identifier(i) = p {
+                        *i = ast::Ident::new(ident(i));
+                    }
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    match &e {
+        ast::Expr::Nested(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn stored_expr(sql: &str) -> SqlResult<ast::Expr> {
+    datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| SqlError::internal(format!("stored index expression {sql}: {e}")))
+}
+
+/// The unique indexes (and primary key) an inference specification names: PostgreSQL's
+/// rule — the same set of key columns or expressions, and a partial index only when the
+/// specification's WHERE matches its predicate. 42P10 when none does.
+fn infer(
+    desc: &TableDesc,
+    unique: Vec<Resolved>,
+    keys: &[ast::Expr],
+    predicate: Option<&ast::Expr>,
+) -> SqlResult<Vec<Arbiter>> {
+    let mut want: Vec<String> = Vec::with_capacity(keys.len());
+    for k in keys {
+        if let ast::Expr::Identifier(i) = k {
+            let n = ident(i);
+            if desc.column(&n).filter(|(_, c)| !c.hidden).is_none() {
+                return Err(SqlError::new(
+                    code::UNDEFINED_COLUMN,
+                    format!("column \"{n}\" does not exist"),
+                ));
+            }
+        }
+        want.push(normalized(k));
+    }
+    want.sort();
+    want.dedup();
+    let same = |mut got: Vec<String>| {
+        got.sort();
+        got.dedup();
+        got == want
+    };
+    let column_keys =
+        |positions: &[usize]| positions.iter().map(|&i| desc.columns[i].name.clone()).collect();
+    if !desc.has_hidden_key() && same(column_keys(&desc.primary_key)) {
+        return Ok(vec![Arbiter::Primary]);
+    }
+    let want_predicate = predicate.map(normalized);
+    let mut found = Vec::new();
+    for ix in unique {
+        let predicate_ok = match &ix.desc.predicate {
+            None => true,
+            Some(p) => Some(normalized(&stored_expr(p)?)) == want_predicate,
+        };
+        let keys: Vec<String> = if ix.desc.exprs.is_empty() {
+            column_keys(&ix.positions)
+        } else {
+            ix.desc
+                .exprs
+                .iter()
+                .map(|e| stored_expr(e).map(|e| normalized(&e)))
+                .collect::<SqlResult<_>>()?
+        };
+        if predicate_ok && same(keys) {
+            found.push(Arbiter::Index(ix));
+        }
+    }
+    if found.is_empty() {
+        return Err(no_matching_constraint());
+    }
+    Ok(found)
+}
+
 fn arbiters(desc: &TableDesc, target: &Option<ConflictTarget>) -> SqlResult<Vec<Arbiter>> {
-    let indexes = TableWriter::new(desc).indexes;
-    let unique = indexes.into_iter().filter(|ix| ix.desc.unique);
+    let unique = indexes_of(desc)?.into_iter();
     match target {
         None => {
             let mut all = Vec::new();
@@ -119,38 +222,15 @@ fn arbiters(desc: &TableDesc, target: &Option<ConflictTarget>) -> SqlResult<Vec<
             Ok(all)
         }
         Some(ConflictTarget::Columns(cols)) => {
-            let mut want: Vec<usize> = Vec::new();
-            for c in cols {
-                let n = ident(c);
-                let (pos, _) = desc
-                    .column(&n)
-                    .filter(|(_, col)| !col.hidden)
-                    .ok_or_else(|| {
-                        SqlError::new(
-                            code::UNDEFINED_COLUMN,
-                            format!("column \"{n}\" does not exist"),
-                        )
-                    })?;
-                want.push(pos);
-            }
-            want.sort();
-            want.dedup();
-            let same = |cols: &[usize]| {
-                let mut c = cols.to_vec();
-                c.sort();
-                c == want
-            };
-            if !desc.has_hidden_key() && same(&desc.primary_key) {
-                return Ok(vec![Arbiter::Primary]);
-            }
-            let found: Vec<Arbiter> = unique
-                .filter(|ix| same(&ix.positions))
-                .map(Arbiter::Index)
-                .collect();
-            if found.is_empty() {
-                return Err(no_matching_constraint());
-            }
-            Ok(found)
+            let keys: Vec<ast::Expr> = cols.iter().cloned().map(ast::Expr::Identifier).collect();
+            infer(desc, indexes_of(desc)?, &keys, None)
+        }
+        Some(ConflictTarget::OnConstraint(name))
+            if crate::syntax::inference_spec(&crate::ddl::last_ident(name)).is_some() =>
+        {
+            let spec = crate::syntax::inference_spec(&crate::ddl::last_ident(name));
+            let (keys, predicate) = spec.unwrap_or_else(|| Ok((Vec::new(), None)))?;
+            infer(desc, indexes_of(desc)?, &keys, predicate.as_ref())
         }
         Some(ConflictTarget::OnConstraint(name)) => {
             let n = crate::ddl::last_ident(name);
@@ -226,7 +306,9 @@ impl Upsert {
             let other = match a {
                 Arbiter::Primary => key.clone(),
                 Arbiter::Index(ix) => {
-                    let e = entry(desc, ix, row, &key)?;
+                    let Some(e) = entry(desc, ix, row, &key)? else {
+                        continue;
+                    };
                     if !e.claim {
                         continue;
                     }
@@ -257,7 +339,7 @@ impl Upsert {
         rows: Vec<Vec<Datum>>,
         fk: &crate::fk::FkLog,
     ) -> SqlResult<Vec<Vec<Datum>>> {
-        let writer = TableWriter::new(desc);
+        let writer = TableWriter::new(desc)?;
         let mut written = Vec::new();
         let mut touched = std::collections::HashSet::new();
         let mut updates: Vec<(Vec<u8>, Vec<Datum>, Vec<Datum>)> = Vec::new();
