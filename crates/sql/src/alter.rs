@@ -658,6 +658,7 @@ async fn add_column(
         ));
     }
     let (checks, uniques, fks) = (extras.checks, extras.uniques, extras.fks);
+    crate::ddl::note_domain_users(txn, desc.id, &extras.domains)?;
     if visible_column(desc, &col.name).is_some() {
         if if_not_exists {
             return Ok(());

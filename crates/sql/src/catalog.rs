@@ -281,6 +281,51 @@ pub struct ViewDesc {
     pub columns: Vec<String>,
 }
 
+/// `CREATE DOMAIN`: a base type with constraints. A column declared with the domain gets
+/// the base type, the domain's NOT NULL and DEFAULT, and its CHECKs (`VALUE` replaced by the
+/// column) when the table is created; `users` records those columns so DROP DOMAIN can
+/// refuse while one still exists (entries of dropped tables or columns are ignored).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DomainDesc {
+    pub db_id: u32,
+    pub schema: String,
+    pub name: String,
+    pub base: SqlType,
+    /// The DEFAULT expression, as SQL.
+    pub default: Option<String>,
+    /// CHECK constraints as SQL over `VALUE`.
+    pub checks: Vec<CheckDesc>,
+    /// `(table id, column id)` of the columns declared with this domain.
+    pub users: Vec<(u32, u16)>,
+}
+
+/// Domains by `(schema, name)`.
+pub type DomainMap = Arc<BTreeMap<(String, String), Arc<DomainDesc>>>;
+
+fn domains_prefix(db_id: u32) -> Vec<u8> {
+    let mut k = SYSTEM_START.to_vec();
+    k.extend_from_slice(b"dm");
+    keycode::put_u32(&mut k, db_id);
+    k
+}
+
+fn domain_key(db_id: u32, schema: &str, name: &str) -> Vec<u8> {
+    let mut k = domains_prefix(db_id);
+    keycode::put_bytes(&mut k, schema.as_bytes());
+    keycode::put_bytes(&mut k, name.as_bytes());
+    k
+}
+
+pub fn put_domain(txn: &mut Txn, d: &DomainDesc) -> SqlResult<()> {
+    txn.put(domain_key(d.db_id, &d.schema, &d.name), encode(d))?;
+    Ok(())
+}
+
+pub fn delete_domain(txn: &mut Txn, d: &DomainDesc) -> SqlResult<()> {
+    txn.delete(domain_key(d.db_id, &d.schema, &d.name))?;
+    Ok(())
+}
+
 fn views_prefix(db_id: u32) -> Vec<u8> {
     let mut k = SYSTEM_START.to_vec();
     k.extend_from_slice(b"vw");
@@ -545,6 +590,7 @@ pub struct CatalogSnapshot {
     pub tables: BTreeMap<(String, String), Arc<TableDesc>>,
     pub sequences: crate::sequence::SeqMap,
     pub views: ViewMap,
+    pub domains: DomainMap,
 }
 
 impl CatalogSnapshot {
@@ -586,9 +632,18 @@ impl CatalogSnapshot {
             let view: ViewDesc = decode(&v, "view")?;
             views.insert((view.schema.clone(), view.name.clone()), Arc::new(view));
         }
+        let prefix = domains_prefix(db.id);
+        let end = keycode::prefix_end(&prefix);
+        let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
+        let mut domains = BTreeMap::new();
+        for (_, v) in rows {
+            let d: DomainDesc = decode(&v, "domain")?;
+            domains.insert((d.schema.clone(), d.name.clone()), Arc::new(d));
+        }
         Ok(Self {
             db: Some(db),
             views: Arc::new(views),
+            domains: Arc::new(domains),
             created_schemas,
             tables,
             sequences: Arc::new(sequences),

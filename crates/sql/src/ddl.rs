@@ -1,5 +1,6 @@
 //! CREATE TABLE and DROP TABLE: catalog changes inside the statement's transaction.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::sql::sqlparser::ast::{
@@ -144,6 +145,175 @@ pub struct ColumnExtras {
     pub uniques: Vec<UniqueSpec>,
     pub serials: Vec<SerialSpec>,
     pub fks: Vec<crate::fk::FkSpec>,
+    /// `(domain, column id)` of the columns declared with a domain.
+    pub domains: Vec<(Arc<catalog::DomainDesc>, u16)>,
+}
+
+/// The domain a column type names, if it names one.
+fn domain_of(ddl: &DdlCtx<'_>, dt: &ast::DataType) -> SqlResult<Option<Arc<catalog::DomainDesc>>> {
+    let ast::DataType::Custom(name, mods) = dt else {
+        return Ok(None);
+    };
+    if !mods.is_empty() {
+        return Ok(None);
+    }
+    let (schema, n) = table_name(name, ddl.db)?;
+    Ok(ddl.snapshot.domains.get(&(schema, n)).cloned())
+}
+
+/// A domain's DEFAULT (unless the column has its own) and CHECKs (over the column instead
+/// of `VALUE`, keeping the domain's constraint names) as options of a column.
+fn domain_options(
+    d: &catalog::DomainDesc,
+    column: &ast::Ident,
+    options: &mut Vec<ast::ColumnOptionDef>,
+) -> SqlResult<()> {
+    let parse = |sql: &str| {
+        datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|e| SqlError::internal(format!("stored domain expression {sql}: {e}")))
+    };
+    let has_default = options
+        .iter()
+        .any(|o| matches!(o.option, ColumnOption::Default(_)));
+    if let (Some(def), false) = (&d.default, has_default) {
+        options.push(ast::ColumnOptionDef {
+            name: None,
+            option: ColumnOption::Default(parse(def)?),
+        });
+    }
+    for ck in &d.checks {
+        let mut e = parse(&ck.expr)?;
+        let _ = ast::visit_expressions_mut(&mut e, |x| {
+            if matches!(x, ast::Expr::Identifier(i) if ident(i) == "value") {
+                *x = ast::Expr::Identifier(column.clone());
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        options.push(ast::ColumnOptionDef {
+            name: Some(ast::Ident::with_quote('"', ck.name.clone())),
+            option: ColumnOption::Check(ast::CheckConstraint {
+                name: None,
+                expr: Box::new(e),
+                enforced: None,
+            }),
+        });
+    }
+    Ok(())
+}
+
+/// `CREATE DOMAIN name AS type [DEFAULT expr] [CONSTRAINT c] CHECK (…) …`.
+pub fn create_domain(ddl: &DdlCtx<'_>, txn: &mut Txn, cd: &ast::CreateDomain) -> SqlResult<String> {
+    let (schema, name) = table_name(&cd.name, ddl.db)?;
+    if ddl.snapshot.domains.contains_key(&(schema.clone(), name.clone())) {
+        return Err(SqlError::new(
+            code::DUPLICATE_OBJECT,
+            format!("type \"{name}\" already exists"),
+        ));
+    }
+    let base = SqlType::from_ast(&cd.data_type)?;
+    let mut checks: Vec<CheckDesc> = Vec::new();
+    for c in &cd.constraints {
+        let ast::TableConstraint::Check(ck) = c else {
+            return Err(SqlError::unsupported(format!("domain constraint {c}")));
+        };
+        let name = match &ck.name {
+            Some(n) => ident(n),
+            None => unique_check_name(&checks, &format!("{name}_check")),
+        };
+        checks.push(CheckDesc {
+            name,
+            expr: ck.expr.to_string(),
+        });
+    }
+    let d = catalog::DomainDesc {
+        db_id: ddl.snapshot.db_id(),
+        schema,
+        name,
+        base,
+        default: cd.default.as_ref().map(|e| e.to_string()),
+        checks,
+        users: Vec::new(),
+    };
+    // The checks must compile over a column of the base type.
+    let probe = TableDesc {
+        id: 0,
+        db_id: d.db_id,
+        schema: d.schema.clone(),
+        name: d.name.clone(),
+        columns: vec![ColumnDesc {
+            id: 1,
+            name: "value".into(),
+            ty: d.base.clone(),
+            nullable: true,
+            default: None,
+            default_expr: None,
+            identity_always: false,
+            hidden: false,
+            generated: None,
+        }],
+        primary_key: vec![],
+        next_column_id: 2,
+        checks: d.checks.clone(),
+        indexes: vec![],
+        next_index_id: 2,
+        foreign_keys: vec![],
+    };
+    crate::check::Checks::compile(ddl.state, &probe)?;
+    catalog::put_domain(txn, &d)?;
+    Ok("CREATE DOMAIN".into())
+}
+
+/// `DROP DOMAIN`: 2BP01 while a column still uses it (CASCADE is not supported).
+pub fn drop_domain(ddl: &DdlCtx<'_>, txn: &mut Txn, dd: &ast::DropDomain) -> SqlResult<String> {
+    let (schema, name) = table_name(&dd.name, ddl.db)?;
+    let Some(d) = ddl.snapshot.domains.get(&(schema, name.clone())) else {
+        if dd.if_exists {
+            return Ok("DROP DOMAIN".into());
+        }
+        return Err(SqlError::new(
+            code::UNDEFINED_OBJECT,
+            format!("type \"{name}\" does not exist"),
+        ));
+    };
+    let user = d.users.iter().find_map(|&(table, column)| {
+        let t = ddl.snapshot.tables.values().find(|t| t.id == table)?;
+        let c = t.columns.iter().find(|c| c.id == column)?;
+        Some((t.name.clone(), c.name.clone()))
+    });
+    if let Some((t, c)) = user {
+        if matches!(dd.drop_behavior, Some(ast::DropBehavior::Cascade)) {
+            return Err(SqlError::unsupported("DROP DOMAIN … CASCADE"));
+        }
+        return Err(SqlError::new(
+            code::DEPENDENT_OBJECTS_STILL_EXIST,
+            format!("cannot drop type {name} because other objects depend on it"),
+        )
+        .with_detail(format!("column {c} of table {t} depends on type {name}")));
+    }
+    catalog::delete_domain(txn, d)?;
+    Ok("DROP DOMAIN".into())
+}
+
+/// Records the columns of `table` declared with a domain in the domains' descriptors.
+pub fn note_domain_users(
+    txn: &mut Txn,
+    table: u32,
+    users: &[(Arc<catalog::DomainDesc>, u16)],
+) -> SqlResult<()> {
+    let mut changed: BTreeMap<(String, String), catalog::DomainDesc> = BTreeMap::new();
+    for (d, column) in users {
+        changed
+            .entry((d.schema.clone(), d.name.clone()))
+            .or_insert_with(|| d.as_ref().clone())
+            .users
+            .push((table, *column));
+    }
+    for d in changed.values() {
+        catalog::put_domain(txn, d)?;
+    }
+    Ok(())
 }
 
 /// The integer type behind `SERIAL`-style pseudo types.
@@ -200,9 +370,11 @@ pub async fn column_desc(
     extras: &mut ColumnExtras,
 ) -> SqlResult<(ColumnDesc, bool)> {
     let serial = serial_type(&c.data_type);
-    let ty = match &serial {
-        Some(t) => t.clone(),
-        None => SqlType::from_ast(&c.data_type)?,
+    let domain = domain_of(ddl, &c.data_type)?;
+    let ty = match (&serial, &domain) {
+        (Some(t), _) => t.clone(),
+        (None, Some(d)) => d.base.clone(),
+        (None, None) => SqlType::from_ast(&c.data_type)?,
     };
     let mut col = ColumnDesc {
         id,
@@ -224,11 +396,16 @@ pub async fn column_desc(
         });
         col.nullable = false;
     }
+    let mut options = c.options.clone();
+    if let Some(d) = &domain {
+        domain_options(d, &c.name, &mut options)?;
+        extras.domains.push((d.clone(), id));
+    }
     let checks = &mut extras.checks;
     let uniques = &mut extras.uniques;
     let serials = &mut extras.serials;
     let fks = &mut extras.fks;
-    for opt in &c.options {
+    for opt in &options {
         match &opt.option {
             ColumnOption::Null => {}
             ColumnOption::NotNull => col.nullable = false,
@@ -559,6 +736,7 @@ pub async fn create_table(ddl: &DdlCtx<'_>, txn: &mut Txn, ct: &CreateTable) -> 
     }
     // Compiling the checks now reports unknown columns or non-boolean expressions at once.
     crate::check::Checks::compile(ddl.state, &desc)?;
+    note_domain_users(txn, id, &extras.domains)?;
     // The table's own range exists before the catalog names it; if this transaction aborts the
     // empty range stays behind unused (table ids are never reused).
     let (start, end) = table_span(id);

@@ -423,6 +423,7 @@ pub fn rewrite_statement(stmt: &mut datafusion::sql::sqlparser::ast::Statement) 
     unique_select_names(stmt);
     crate::query_rewrite::rewrite(stmt);
     rewrite_pg_syntax(stmt);
+    untag_recursive_ctes(stmt);
     crate::query_rewrite::lateral_unnest(stmt);
     if let datafusion::sql::sqlparser::ast::Statement::Insert(ins) = stmt {
         if let Some(source) = ins.source.as_mut() {
@@ -431,6 +432,95 @@ pub fn rewrite_statement(stmt: &mut datafusion::sql::sqlparser::ast::Statement) 
             }
         }
     }
+}
+
+/// A recursive CTE's terms must produce identical fields, metadata included, but usually
+/// only the non-recursive term says `::numeric`: where its item carries the numeric display
+/// tag, the recursive term's item at the same position gets it too. DataFusion also names
+/// the non-recursive term's unnamed items by their text, so `SELECT 1, 1::numeric(30,0)`
+/// would collide; they are aliased with the CTE's column names.
+fn untag_recursive_ctes(stmt: &mut ast::Statement) {
+    use ast::{VisitMut, VisitorMut};
+    use std::ops::ControlFlow;
+    struct Untag;
+    impl VisitorMut for Untag {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<()> {
+            let Some(with) = q.with.as_mut().filter(|w| w.recursive) else {
+                return ControlFlow::Continue(());
+            };
+            for cte in with.cte_tables.iter_mut() {
+                let columns: Vec<ast::Ident> =
+                    cte.alias.columns.iter().map(|c| c.name.clone()).collect();
+                recursive_cte_terms(cte.query.as_mut(), &columns);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Untag);
+}
+
+fn recursive_cte_terms(q: &mut ast::Query, columns: &[ast::Ident]) {
+    let ast::SetExpr::SetOperation { left, right, .. } = q.body.as_mut() else {
+        return;
+    };
+    let (ast::SetExpr::Select(l), ast::SetExpr::Select(r)) = (left.as_mut(), right.as_mut())
+    else {
+        return;
+    };
+    let item_expr = |item: &ast::SelectItem| match item {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+            Some(e.clone())
+        }
+        _ => None,
+    };
+    for (i, item) in l.projection.iter_mut().enumerate() {
+        let Some(e) = item_expr(item) else { continue };
+        let tagged = numeric_tag_arg(&e).is_some();
+        if let (ast::SelectItem::UnnamedExpr(_), Some(name)) = (&item, columns.get(i)) {
+            *item = ast::SelectItem::ExprWithAlias {
+                expr: e.clone(),
+                alias: name.clone(),
+            };
+        }
+        if !tagged {
+            continue;
+        }
+        let Some(ritem) = r.projection.get_mut(i) else { continue };
+        let Some(re) = item_expr(ritem) else { continue };
+        if numeric_tag_arg(&re).is_some() {
+            continue;
+        }
+        let cast = ast::Expr::Cast {
+            kind: ast::CastKind::DoubleColon,
+            expr: Box::new(re),
+            data_type: ast::DataType::Numeric(ast::ExactNumberInfo::None),
+            array: false,
+            format: None,
+        };
+        let wrapped = call("kestrel_numeric", vec![cast]);
+        *ritem = match ritem {
+            ast::SelectItem::ExprWithAlias { alias, .. } => ast::SelectItem::ExprWithAlias {
+                expr: wrapped,
+                alias: alias.clone(),
+            },
+            _ => ast::SelectItem::UnnamedExpr(wrapped),
+        };
+    }
+}
+
+fn numeric_tag_arg(e: &ast::Expr) -> Option<ast::Expr> {
+    let ast::Expr::Function(f) = e else {
+        return None;
+    };
+    if f.name.0.len() != 1 || !f.name.0[0].as_ident().is_some_and(|i| ident_is(i, "kestrel_numeric")) {
+        return None;
+    }
+    let ast::FunctionArguments::List(l) = &f.args else {
+        return None;
+    };
+    let [a] = plain_args(&l.args)?.try_into().ok()?;
+    Some(a)
 }
 
 /// DataFusion plans every VALUES list inside an INSERT's source with the target's columns,

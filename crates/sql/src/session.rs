@@ -260,6 +260,8 @@ fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
         }
         | SqlStatement::CreateSchema { .. }
         | SqlStatement::CreateView(_)
+        | SqlStatement::CreateDomain(_)
+        | SqlStatement::DropDomain(_)
         | SqlStatement::CreateDatabase { .. }
         | SqlStatement::Drop {
             object_type:
@@ -1913,6 +1915,8 @@ impl Session {
             } => ddl::drop_table(&ddl, txn, names, *if_exists, *cascade, after).await,
             SqlStatement::CreateIndex(ci) => ddl::create_index(&ddl, txn, ci).await,
             SqlStatement::CreateView(cv) => ddl::create_view(&ddl, txn, cv),
+            SqlStatement::CreateDomain(cd) => ddl::create_domain(&ddl, txn, cd),
+            SqlStatement::DropDomain(dd) => ddl::drop_domain(&ddl, txn, dd),
             SqlStatement::Drop {
                 object_type: ObjectType::View,
                 names,
