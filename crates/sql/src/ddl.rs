@@ -1477,16 +1477,84 @@ pub fn create_view(ddl: &DdlCtx<'_>, txn: &mut Txn, cv: &ast::CreateView) -> Sql
     Ok("CREATE VIEW".into())
 }
 
+/// The views whose query names relation `schema.name` (a view or table), by `(schema,
+/// name)`. A CTE of the same name counts too: the check errs on the side of refusing.
+fn views_naming(snapshot: &CatalogSnapshot, db: &str, schema: &str, name: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (key, v) in snapshot.views.iter() {
+        let Ok(stmts) = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &crate::dialect::KestrelDialect,
+            &v.query,
+        ) else {
+            continue;
+        };
+        let mut names = false;
+        let _ = ast::visit_relations(&stmts, |r| {
+            names |= table_name(r, db).is_ok_and(|(s, n)| s == schema && n == name);
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        if names && key != &(schema.to_string(), name.to_string()) {
+            out.push(key.clone());
+        }
+    }
+    out
+}
+
+/// 2BP01 unless `cascade` when views depend on `schema.name`; with CASCADE the dependent
+/// views (and theirs) are dropped. `dropping` holds views already being dropped.
+fn dependent_views(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    what: &str,
+    schema: &str,
+    name: &str,
+    cascade: bool,
+    dropping: &mut Vec<(String, String)>,
+) -> SqlResult<()> {
+    let deps: Vec<(String, String)> = views_naming(ddl.snapshot, ddl.db, schema, name)
+        .into_iter()
+        .filter(|k| !dropping.contains(k))
+        .collect();
+    let Some(first) = deps.first() else {
+        return Ok(());
+    };
+    if !cascade {
+        return Err(SqlError::new(
+            code::DEPENDENT_OBJECTS_STILL_EXIST,
+            format!("cannot drop {what} {name} because other objects depend on it"),
+        )
+        .with_detail(format!("view {} depends on {what} {name}", first.1)));
+    }
+    for k in deps {
+        if let Some(v) = ddl.snapshot.views.get(&k) {
+            catalog::delete_view(txn, v)?;
+        }
+        dropping.push(k.clone());
+        dependent_views(ddl, txn, "view", &k.0, &k.1, true, dropping)?;
+    }
+    Ok(())
+}
+
 pub fn drop_view(
     ddl: &DdlCtx<'_>,
     txn: &mut Txn,
     names: &[ObjectName],
     if_exists: bool,
+    cascade: bool,
 ) -> SqlResult<String> {
+    let mut dropping: Vec<(String, String)> = Vec::new();
+    for n in names {
+        if let Ok(k) = table_name(n, ddl.db) {
+            dropping.push(k);
+        }
+    }
     for n in names {
         let (schema, name) = table_name(n, ddl.db)?;
         match ddl.snapshot.views.get(&(schema.clone(), name.clone())) {
-            Some(v) => catalog::delete_view(txn, v)?,
+            Some(v) => {
+                dependent_views(ddl, txn, "view", &schema, &name, cascade, &mut dropping)?;
+                catalog::delete_view(txn, v)?
+            }
             None if ddl.snapshot.table(&schema, &name).is_some() => {
                 return Err(SqlError::new(
                     code::WRONG_OBJECT_TYPE,
@@ -1539,6 +1607,10 @@ pub async fn drop_table(
     }
     if !cascade {
         crate::fk::referenced_from_outside(ddl.snapshot, &doomed, false)?;
+    }
+    let mut dropping = Vec::new();
+    for desc in &doomed {
+        dependent_views(ddl, txn, "table", &desc.schema, &desc.name, cascade, &mut dropping)?;
     }
     for desc in &doomed {
         catalog::delete_table(txn, desc)?;

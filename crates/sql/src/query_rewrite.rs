@@ -453,6 +453,72 @@ pub fn check_limits(stmt: &ast::Statement) -> Result<(), SqlError> {
     v.0.map_or(Ok(()), Err)
 }
 
+fn has_subquery(e: &Expr) -> bool {
+    let mut found = false;
+    let _ = ast::visit_expressions(e, |x| {
+        found |= matches!(x, Expr::Subquery(_));
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+/// LIMIT and OFFSET expressions that hold a subquery, which DataFusion cannot plan. The
+/// session evaluates each once (as PostgreSQL does per execution) and puts the value in its
+/// place with [`set_limit_values`].
+pub fn limit_subqueries(stmt: &ast::Statement) -> Vec<Expr> {
+    use ast::{Visit, Visitor};
+    struct Collect(Vec<Expr>);
+    impl Visitor for Collect {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let Some(ast::LimitClause::LimitOffset { limit, offset, .. }) = &q.limit_clause {
+                let offset = offset.as_ref().map(|o| &o.value);
+                for e in [limit.as_ref(), offset].into_iter().flatten() {
+                    if has_subquery(e) {
+                        self.0.push(e.clone());
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut c = Collect(Vec::new());
+    let _ = stmt.visit(&mut c);
+    c.0
+}
+
+/// Replaces each LIMIT/OFFSET expression found by [`limit_subqueries`] with its value
+/// (matched by text): NULL means no LIMIT and OFFSET 0, as in PostgreSQL.
+pub fn set_limit_values(stmt: &mut ast::Statement, values: &[(Expr, Option<i64>)]) {
+    use ast::{VisitMut, VisitorMut};
+    struct Set<'a>(&'a [(Expr, Option<i64>)]);
+    impl Set<'_> {
+        fn value(&self, e: &Expr) -> Option<Option<Expr>> {
+            self.0.iter().find(|(k, _)| k == e).map(|(_, v)| {
+                v.map(|n| Expr::Value(ast::Value::Number(n.to_string(), false).into()))
+            })
+        }
+    }
+    impl VisitorMut for Set<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            if let Some(ast::LimitClause::LimitOffset { limit, offset, .. }) = &mut q.limit_clause {
+                if let Some(v) = limit.as_ref().and_then(|l| self.value(l)) {
+                    *limit = v;
+                }
+                if let Some(v) = offset.as_ref().and_then(|o| self.value(&o.value)) {
+                    match (v, offset.as_mut()) {
+                        (Some(n), Some(o)) => o.value = n,
+                        _ => *offset = None,
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Set(values));
+}
+
 /// The text of a constant LIMIT/OFFSET (`2`, `'2'`, `-1`), if it is one.
 fn count_text(e: &Expr) -> Option<String> {
     match e {

@@ -289,6 +289,45 @@ fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
     })
 }
 
+/// `stmt` with every LIMIT/OFFSET that holds a subquery replaced by its value, evaluated
+/// once in the statement's transaction (DataFusion plans only constant limits).
+async fn limits_evaluated(state: &SessionState, stmt: &DFStatement) -> SqlResult<DFStatement> {
+    let DFStatement::Statement(s) = stmt else {
+        return Ok(stmt.clone());
+    };
+    let exprs = crate::query_rewrite::limit_subqueries(s);
+    if exprs.is_empty() {
+        return Ok(stmt.clone());
+    }
+    let mut values = Vec::with_capacity(exprs.len());
+    for e in exprs {
+        let plan = state
+            .create_logical_plan(&format!("SELECT CAST(({e}) AS BIGINT)"))
+            .await
+            .map_err(from_datafusion)?;
+        let batches = datafusion::dataframe::DataFrame::new(state.clone(), plan)
+            .collect()
+            .await
+            .map_err(from_datafusion)?;
+        let value = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                    .filter(|a| a.is_valid(0))
+                    .map(|a| a.value(0))
+            });
+        values.push((e, value));
+    }
+    let mut s = s.as_ref().clone();
+    crate::query_rewrite::set_limit_values(&mut s, &values);
+    // A negative value fails as a negative constant would.
+    crate::query_rewrite::check_limits(&s)?;
+    Ok(DFStatement::Statement(Box::new(s)))
+}
+
 /// Registers PostgreSQL's functions and operators (everything a session has except the
 /// sequence functions and the session-bound ones like `current_user`).
 fn register_functions(base: &mut SessionState) -> SqlResult<()> {
@@ -1728,6 +1767,7 @@ impl Session {
             crate::pgcompat::check_recursive_ctes(s)?;
             crate::query_rewrite::check_limits(s)?;
         }
+        let stmt = &limits_evaluated(state, stmt).await?;
         if let Some(res) = self.join_dml(state, ctx, stmt, &params).await? {
             return Ok(res);
         }
@@ -1921,8 +1961,9 @@ impl Session {
                 object_type: ObjectType::View,
                 names,
                 if_exists,
+                cascade,
                 ..
-            } => ddl::drop_view(&ddl, txn, names, *if_exists),
+            } => ddl::drop_view(&ddl, txn, names, *if_exists, *cascade),
             SqlStatement::CreateSchema {
                 schema_name,
                 if_not_exists,
