@@ -991,6 +991,14 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
             low,
             high,
         } => symmetric_between(expr, *negated, low, high),
+        Expr::AnyOp {
+            left,
+            compare_op: Op::Eq,
+            right,
+            ..
+        } if !matches!(right.as_ref(), Expr::Subquery(_)) => {
+            Some(any_eq_with_nulls(left, right))
+        }
         // substring(s FROM 'pattern'): a regular expression, not a position.
         Expr::Substring {
             expr,
@@ -1269,6 +1277,45 @@ fn symmetric_between(
     } else {
         either
     })
+}
+
+/// `x = ANY(array)` with PostgreSQL's NULL rules: true if some element equals `x`, else
+/// NULL if `x`, the array or some element is NULL, else false (an empty array: false).
+/// DataFusion answers false where an element is NULL. (The rewrite visits bottom-up, so the
+/// `= ANY` inside the result is not rewritten again.)
+fn any_eq_with_nulls(x: &ast::Expr, arr: &ast::Expr) -> ast::Expr {
+    use ast::{BinaryOperator as Op, Expr};
+    let null = || Expr::Value(ast::Value::Null.into());
+    let boolean = |b: bool| Expr::Value(ast::Value::Boolean(b).into());
+    let is_null = |e: Expr| Expr::IsNull(Box::new(e));
+    let any = Expr::AnyOp {
+        left: Box::new(x.clone()),
+        compare_op: Op::Eq,
+        right: Box::new(arr.clone()),
+        is_some: false,
+    };
+    let empty = and_or(
+        call("cardinality", vec![arr.clone()]),
+        Op::Eq,
+        Expr::Value(ast::Value::Number("0".into(), false).into()),
+    );
+    let has_null = Expr::IsNotNull(Box::new(call("array_position", vec![arr.clone(), null()])));
+    let unknown = and_or(
+        and_or(is_null(x.clone()), Op::Or, is_null(arr.clone())),
+        Op::Or,
+        has_null,
+    );
+    Expr::Nested(Box::new(Expr::Case {
+        case_token: ast::helpers::attached_token::AttachedToken::empty(),
+        end_token: ast::helpers::attached_token::AttachedToken::empty(),
+        operand: None,
+        conditions: vec![
+            ast::CaseWhen { condition: empty, result: boolean(false) },
+            ast::CaseWhen { condition: any, result: boolean(true) },
+            ast::CaseWhen { condition: unknown, result: null() },
+        ],
+        else_result: Some(Box::new(boolean(false))),
+    }))
 }
 
 fn and_or(a: ast::Expr, op: ast::BinaryOperator, b: ast::Expr) -> ast::Expr {
