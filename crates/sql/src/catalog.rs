@@ -281,6 +281,39 @@ pub struct ViewDesc {
     pub columns: Vec<String>,
 }
 
+/// `COMMENT ON TABLE | COLUMN`: comments by `(table id, column id)` (0 for the table).
+pub type CommentMap = Arc<BTreeMap<(u32, u16), String>>;
+
+fn comments_prefix(db_id: u32) -> Vec<u8> {
+    let mut k = SYSTEM_START.to_vec();
+    k.extend_from_slice(b"cm");
+    keycode::put_u32(&mut k, db_id);
+    k
+}
+
+fn comment_key(db_id: u32, table: u32, column: u16) -> Vec<u8> {
+    let mut k = comments_prefix(db_id);
+    keycode::put_u32(&mut k, table);
+    keycode::put_u32(&mut k, column as u32);
+    k
+}
+
+/// Sets (or with `None` removes) the comment on a table (`column` 0) or one of its columns.
+pub fn set_comment(
+    txn: &mut Txn,
+    db_id: u32,
+    table: u32,
+    column: u16,
+    text: Option<&str>,
+) -> SqlResult<()> {
+    let key = comment_key(db_id, table, column);
+    match text {
+        Some(t) => txn.put(key, t.as_bytes().to_vec())?,
+        None => txn.delete(key)?,
+    }
+    Ok(())
+}
+
 /// `CREATE DOMAIN`: a base type with constraints. A column declared with the domain gets
 /// the base type, the domain's NOT NULL and DEFAULT, and its CHECKs (`VALUE` replaced by the
 /// column) when the table is created; `users` records those columns so DROP DOMAIN can
@@ -591,6 +624,7 @@ pub struct CatalogSnapshot {
     pub sequences: crate::sequence::SeqMap,
     pub views: ViewMap,
     pub domains: DomainMap,
+    pub comments: CommentMap,
 }
 
 impl CatalogSnapshot {
@@ -640,10 +674,25 @@ impl CatalogSnapshot {
             let d: DomainDesc = decode(&v, "domain")?;
             domains.insert((d.schema.clone(), d.name.clone()), Arc::new(d));
         }
+        let prefix = comments_prefix(db.id);
+        let end = keycode::prefix_end(&prefix);
+        let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
+        let mut comments = BTreeMap::new();
+        for (k, v) in rows {
+            let rest = &k[prefix.len()..];
+            if rest.len() != 8 {
+                return Err(SqlError::internal("corrupt comment key"));
+            }
+            let table = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let column = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+            let column = u16::try_from(column).map_err(|_| SqlError::internal("corrupt comment key"))?;
+            comments.insert((table, column), String::from_utf8_lossy(&v).into_owned());
+        }
         Ok(Self {
             db: Some(db),
             views: Arc::new(views),
             domains: Arc::new(domains),
+            comments: Arc::new(comments),
             created_schemas,
             tables,
             sequences: Arc::new(sequences),

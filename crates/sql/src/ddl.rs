@@ -203,6 +203,54 @@ fn domain_options(
     Ok(())
 }
 
+/// `COMMENT ON TABLE t | COLUMN t.c IS 'text' | NULL`.
+pub fn comment_on(
+    ddl: &DdlCtx<'_>,
+    txn: &mut Txn,
+    kind: &ast::CommentObject,
+    name: &ObjectName,
+    text: Option<&str>,
+) -> SqlResult<String> {
+    let (table_part, column) = match kind {
+        ast::CommentObject::Table => (name.clone(), None),
+        ast::CommentObject::Column => {
+            let mut parts = name.0.clone();
+            let col = parts
+                .pop()
+                .and_then(|p| p.as_ident().map(ident))
+                .filter(|_| !parts.is_empty())
+                .ok_or_else(|| SqlError::syntax("column name must be qualified"))?;
+            (ObjectName(parts), Some(col))
+        }
+        other => return Err(SqlError::unsupported(format!("COMMENT ON {other}"))),
+    };
+    let (schema, table) = table_name(&table_part, ddl.db)?;
+    let Some(t) = ddl.snapshot.table(&schema, &table) else {
+        return Err(SqlError::new(
+            code::UNDEFINED_TABLE,
+            format!("relation \"{table}\" does not exist"),
+        ));
+    };
+    let column_id = match &column {
+        None => 0,
+        Some(c) => {
+            let col = t
+                .columns
+                .iter()
+                .find(|x| &x.name == c && !x.hidden)
+                .ok_or_else(|| {
+                    SqlError::new(
+                        code::UNDEFINED_COLUMN,
+                        format!("column \"{c}\" of relation \"{table}\" does not exist"),
+                    )
+                })?;
+            col.id
+        }
+    };
+    catalog::set_comment(txn, t.db_id, t.id, column_id, text)?;
+    Ok("COMMENT".into())
+}
+
 /// `CREATE DOMAIN name AS type [DEFAULT expr] [CONSTRAINT c] CHECK (…) …`.
 pub fn create_domain(ddl: &DdlCtx<'_>, txn: &mut Txn, cd: &ast::CreateDomain) -> SqlResult<String> {
     let (schema, name) = table_name(&cd.name, ddl.db)?;
@@ -1613,6 +1661,11 @@ pub async fn drop_table(
         dependent_views(ddl, txn, "table", &desc.schema, &desc.name, cascade, &mut dropping)?;
     }
     for desc in &doomed {
+        for &(table, column) in ddl.snapshot.comments.keys() {
+            if table == desc.id {
+                catalog::set_comment(txn, desc.db_id, table, column, None)?;
+            }
+        }
         catalog::delete_table(txn, desc)?;
         for s in ddl.snapshot.sequences.values() {
             if s.owner.is_some_and(|(t, _)| t == desc.id) {

@@ -83,6 +83,7 @@ pub mod syntax;
 pub mod to_char;
 pub mod txn_block;
 pub mod types;
+pub mod updatable_view;
 pub mod upsert;
 
 pub use error::{SqlError, SqlResult};

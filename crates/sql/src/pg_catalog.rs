@@ -626,6 +626,35 @@ pub struct ForeignKeyInfo {
     pub desc: crate::catalog::ForeignKeyDesc,
 }
 
+impl CatalogInfo {
+    /// `(table oid, attnum or 0, text)` of every COMMENT ON TABLE | COLUMN.
+    pub fn comments(&self) -> Vec<(i64, i64, String)> {
+        let mut out = Vec::new();
+        for ((table, column), text) in self.snapshot.comments.iter() {
+            let Some(t) = self.snapshot.tables.values().find(|t| t.id == *table) else {
+                continue;
+            };
+            let sub = match *column {
+                0 => 0,
+                id => match t.columns.iter().position(|c| c.id == id) {
+                    Some(pos) => attnum(t, pos),
+                    None => continue,
+                },
+            };
+            out.push((desc_oid(t.id), sub, text.clone()));
+        }
+        out
+    }
+
+    /// The comment on relation `oid` (`attnum` 0) or one of its columns.
+    pub fn comment(&self, oid: i64, attnum: i64) -> Option<String> {
+        self.comments()
+            .into_iter()
+            .find(|(o, s, _)| *o == oid && *s == attnum)
+            .map(|(_, _, t)| t)
+    }
+}
+
 /// A column's `attnum`: its 1-based position among the visible columns.
 fn attnum(t: &TableDesc, pos: usize) -> i64 {
     t.visible_columns(false)
@@ -1314,6 +1343,11 @@ pub fn rows(
                 N
             ],
         ],
+        (PG_CATALOG, "pg_description") => info
+            .comments()
+            .into_iter()
+            .map(|(oid, sub, text)| row![oid, 1259i64, sub, text])
+            .collect(),
         (PG_CATALOG, "pg_tablespace") => vec![
             row![1663i64, "pg_default", ROLE_OID, N, N],
             row![1664i64, "pg_global", ROLE_OID, N, N],

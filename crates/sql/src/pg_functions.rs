@@ -353,12 +353,6 @@ pub fn session_udfs(database: &str, user: &str) -> Vec<Arc<ScalarUDF>> {
         udf("pg_get_expr", &[2, 3], DataType::Utf8, STABLE, |a| {
             Ok(utf8(text(&a[0])))
         }),
-        udf("obj_description", &[1, 2], DataType::Utf8, STABLE, |_| {
-            Ok(utf8(None))
-        }),
-        udf("col_description", &[2], DataType::Utf8, STABLE, |_| {
-            Ok(utf8(None))
-        }),
         udf("shobj_description", &[2], DataType::Utf8, STABLE, |_| {
             Ok(utf8(None))
         }),
@@ -633,8 +627,24 @@ pub fn catalog_udfs(info: Arc<CatalogInfo>) -> Vec<Arc<ScalarUDF>> {
     let i5 = info.clone();
     let i6 = info.clone();
     let i7 = info.clone();
-    let i8 = info;
+    let i8 = info.clone();
+    let i9 = info.clone();
+    let i10 = info;
     vec![
+        // COMMENT ON: relations (catalog pg_class) and their columns.
+        udf("obj_description", &[1, 2], DataType::Utf8, STABLE, move |a| {
+            let class = a.get(1).map(text).unwrap_or(Some("pg_class".into()));
+            Ok(utf8(match (int(&a[0]), class.as_deref()) {
+                (Some(oid), Some("pg_class")) => i9.comment(oid, 0),
+                _ => None,
+            }))
+        }),
+        udf("col_description", &[2], DataType::Utf8, STABLE, move |a| {
+            Ok(utf8(match (int(&a[0]), int(&a[1])) {
+                (Some(oid), Some(n)) if n > 0 => i10.comment(oid, n),
+                _ => None,
+            }))
+        }),
         // The sequence a SERIAL / IDENTITY column draws from, schema-qualified.
         udf(
             "pg_get_serial_sequence",

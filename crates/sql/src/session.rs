@@ -262,6 +262,7 @@ fn classify(stmt: &DFStatement) -> SqlResult<Kind> {
         | SqlStatement::CreateView(_)
         | SqlStatement::CreateDomain(_)
         | SqlStatement::DropDomain(_)
+        | SqlStatement::Comment { .. }
         | SqlStatement::CreateDatabase { .. }
         | SqlStatement::Drop {
             object_type:
@@ -437,6 +438,7 @@ fn with_views(
     match stmt {
         DFStatement::Statement(s) if !views.is_empty() => {
             let mut s = *s;
+            crate::updatable_view::rewrite(&mut s, views, db)?;
             crate::pgcompat::expand_views(&mut s, views, db)?;
             Ok(DFStatement::Statement(Box::new(s)))
         }
@@ -1957,6 +1959,12 @@ impl Session {
             SqlStatement::CreateView(cv) => ddl::create_view(&ddl, txn, cv),
             SqlStatement::CreateDomain(cd) => ddl::create_domain(&ddl, txn, cd),
             SqlStatement::DropDomain(dd) => ddl::drop_domain(&ddl, txn, dd),
+            SqlStatement::Comment {
+                object_type,
+                object_name,
+                comment,
+                ..
+            } => ddl::comment_on(&ddl, txn, object_type, object_name, comment.as_deref()),
             SqlStatement::Drop {
                 object_type: ObjectType::View,
                 names,
