@@ -65,6 +65,7 @@ pub fn rewrite(stmt: &mut ast::Statement) {
             ControlFlow::Continue(())
         }
         fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            fetch_with_ties(q);
             fetch_as_limit(q);
             unquote_limits(q);
             set_operations_all(&mut q.body);
@@ -155,6 +156,98 @@ fn fetch_as_limit(q: &mut Query) {
     q.fetch = None;
 }
 
+/// `ORDER BY k FETCH FIRST n ROWS WITH TIES`: the rows ranked (`rank() OVER (ORDER BY k)`)
+/// at most `n`, which are the first `n` rows and every row that ties with the last of them.
+/// Only for a plain SELECT (no DISTINCT, OFFSET or wildcard); other forms stay 0A000.
+fn fetch_with_ties(q: &mut Query) {
+    let Some(fetch) = q.fetch.as_ref().filter(|f| f.with_ties && !f.percent) else {
+        return;
+    };
+    let Some(order) = q.order_by.as_ref() else {
+        return;
+    };
+    let ast::OrderByKind::Expressions(keys) = &order.kind else {
+        return;
+    };
+    if q.limit_clause.is_some() || q.with.is_some() {
+        return;
+    }
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return;
+    };
+    if s.distinct.is_some() {
+        return;
+    }
+    let Some(names) = output_names(&q.body) else {
+        return;
+    };
+    let item_expr = |i: usize| match &s.projection[i] {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e.clone()),
+        _ => None,
+    };
+    // Window ORDER BY sees the FROM clause, not output names or positions.
+    let mut window_keys = Vec::with_capacity(keys.len());
+    for k in keys {
+        let mut k = k.clone();
+        let replaced = match &k.expr {
+            Expr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&i| i >= 1 && i <= s.projection.len())
+                    .and_then(|i| item_expr(i - 1)),
+                _ => None,
+            },
+            Expr::Identifier(id) => s.projection.iter().find_map(|item| match item {
+                SelectItem::ExprWithAlias { expr, alias } if alias.value == id.value => {
+                    Some(expr.clone())
+                }
+                _ => None,
+            }),
+            _ => None,
+        };
+        if let Some(e) = replaced {
+            k.expr = e;
+        }
+        window_keys.push(k.to_string());
+    }
+    let n = fetch
+        .quantity
+        .as_ref()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "1".into());
+    let mut inner = s.as_ref().clone();
+    for (i, item) in inner.projection.iter_mut().enumerate() {
+        if let Some(e) = item_expr(i) {
+            *item = SelectItem::ExprWithAlias {
+                expr: e,
+                alias: ast::Ident::new(format!("_kestrel_c{i}")),
+            };
+        }
+    }
+    let outs: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("_kestrel_c{i} AS \"{}\"", n.replace('"', "\"\"")))
+        .collect();
+    let Some(rank) = parse_expr(&format!("rank() OVER (ORDER BY {})", window_keys.join(", ")))
+    else {
+        return;
+    };
+    inner.projection.push(SelectItem::ExprWithAlias {
+        expr: rank,
+        alias: ast::Ident::new("_kestrel_rank"),
+    });
+    let sql = format!(
+        "SELECT {} FROM ({inner}) AS _kestrel_ties WHERE _kestrel_rank <= ({n}) \
+         ORDER BY _kestrel_rank",
+        outs.join(", ")
+    );
+    if let Some(new) = parse_query(&sql) {
+        *q = new;
+    }
+}
+
 /// The output names of a select list without wildcards (`None` if it has one).
 fn output_names(body: &SetExpr) -> Option<Vec<String>> {
     match body {
@@ -176,6 +269,56 @@ fn output_names(body: &SetExpr) -> Option<Vec<String>> {
 }
 
 fn set_operations_all(body: &mut SetExpr) {
+    set_operations_all_named(body, &[]);
+}
+
+/// Left operands of INTERSECT/EXCEPT ALL whose column names the statement does not show
+/// (`SELECT *`): the session plans them to learn the names ([`name_set_operands`]).
+pub fn unnamed_set_operands(stmt: &ast::Statement) -> Vec<SetExpr> {
+    use ast::{Visit, Visitor};
+    struct Collect(Vec<SetExpr>);
+    fn walk(body: &SetExpr, out: &mut Vec<SetExpr>) {
+        if let SetExpr::SetOperation {
+            op,
+            set_quantifier: SetQuantifier::All,
+            left,
+            ..
+        } = body
+        {
+            if matches!(op, SetOperator::Intersect | SetOperator::Except)
+                && output_names(left).is_none()
+            {
+                out.push(left.as_ref().clone());
+            }
+            walk(left, out);
+        }
+    }
+    impl Visitor for Collect {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            walk(&q.body, &mut self.0);
+            ControlFlow::Continue(())
+        }
+    }
+    let mut c = Collect(Vec::new());
+    let _ = stmt.visit(&mut c);
+    c.0
+}
+
+/// Rewrites INTERSECT/EXCEPT ALL whose left operand's names were learned by planning.
+pub fn name_set_operands(stmt: &mut ast::Statement, names: &[(SetExpr, Vec<String>)]) {
+    struct Named<'a>(&'a [(SetExpr, Vec<String>)]);
+    impl VisitorMut for Named<'_> {
+        type Break = ();
+        fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            set_operations_all_named(&mut q.body, self.0);
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Named(names));
+}
+
+fn set_operations_all_named(body: &mut SetExpr, known: &[(SetExpr, Vec<String>)]) {
     let SetExpr::SetOperation {
         op,
         set_quantifier: SetQuantifier::All,
@@ -188,8 +331,14 @@ fn set_operations_all(body: &mut SetExpr) {
     if !matches!(op, SetOperator::Intersect | SetOperator::Except) {
         return;
     }
-    set_operations_all(left);
-    let Some(names) = output_names(left) else {
+    set_operations_all_named(left, known);
+    let looked_up = || {
+        known
+            .iter()
+            .find(|(k, _)| k == left.as_ref())
+            .map(|(_, n)| n.clone())
+    };
+    let Some(names) = output_names(left).or_else(looked_up) else {
         return;
     };
     let cols: Vec<String> = (1..=names.len()).map(|i| format!("c{i}")).collect();
@@ -774,11 +923,24 @@ fn width(body: &SetExpr) -> Option<usize> {
 
 fn check_set_operations(body: &SetExpr) -> Result<(), SqlError> {
     if let SetExpr::SetOperation {
-        op, left, right, ..
+        op,
+        left,
+        right,
+        set_quantifier,
     } = body
     {
         check_set_operations(left)?;
         check_set_operations(right)?;
+        // [`set_operations_all`] rewrites these when it can name the columns; DataFusion's
+        // own INTERSECT/EXCEPT ALL lose duplicates, so refusing beats a wrong answer.
+        if matches!(op, SetOperator::Intersect | SetOperator::Except)
+            && matches!(set_quantifier, SetQuantifier::All)
+        {
+            return Err(SqlError::unsupported(format!(
+                "{} ALL over a select list Kestrel cannot name (write the columns instead of *)",
+                op.to_string().to_uppercase()
+            )));
+        }
         if let (Some(l), Some(r)) = (width(left), width(right)) {
             if l != r {
                 return Err(SqlError::new(

@@ -329,6 +329,52 @@ async fn limits_evaluated(state: &SessionState, stmt: &DFStatement) -> SqlResult
     Ok(DFStatement::Statement(Box::new(s)))
 }
 
+/// `stmt` with INTERSECT/EXCEPT ALL over `SELECT *` rewritten once their left operands'
+/// column names are known from planning them ([`crate::query_rewrite::name_set_operands`]).
+async fn set_operands_named(state: &SessionState, stmt: &DFStatement) -> SqlResult<DFStatement> {
+    let DFStatement::Statement(s) = stmt else {
+        return Ok(stmt.clone());
+    };
+    let operands = crate::query_rewrite::unnamed_set_operands(s);
+    if operands.is_empty() {
+        return Ok(stmt.clone());
+    }
+    let mut names = Vec::with_capacity(operands.len());
+    for body in operands {
+        let query = ast::Query {
+            with: None,
+            body: Box::new(body.clone()),
+            order_by: None,
+            limit_clause: None,
+            fetch: None,
+            locks: vec![],
+            for_clause: None,
+            settings: None,
+            format_clause: None,
+            pipe_operators: vec![],
+        };
+        // An operand that cannot be planned alone (it reads a CTE) stays unnamed (0A000).
+        let Ok(plan) = state
+            .statement_to_plan(DFStatement::Statement(Box::new(SqlStatement::Query(Box::new(
+                query,
+            )))))
+            .await
+        else {
+            continue;
+        };
+        let fields: Vec<String> = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        names.push((body, fields));
+    }
+    let mut s = s.as_ref().clone();
+    crate::query_rewrite::name_set_operands(&mut s, &names);
+    Ok(DFStatement::Statement(Box::new(s)))
+}
+
 /// Registers PostgreSQL's functions and operators (everything a session has except the
 /// sequence functions and the session-bound ones like `current_user`).
 fn register_functions(base: &mut SessionState) -> SqlResult<()> {
@@ -1765,11 +1811,12 @@ impl Session {
         stmt: &DFStatement,
         params: Option<Vec<ScalarValue>>,
     ) -> SqlResult<ExecResult> {
+        let stmt = &limits_evaluated(state, stmt).await?;
+        let stmt = &set_operands_named(state, stmt).await?;
         if let DFStatement::Statement(s) = stmt {
             crate::pgcompat::check_recursive_ctes(s)?;
             crate::query_rewrite::check_limits(s)?;
         }
-        let stmt = &limits_evaluated(state, stmt).await?;
         if let Some(res) = self.join_dml(state, ctx, stmt, &params).await? {
             return Ok(res);
         }
