@@ -685,7 +685,8 @@ impl CatalogSnapshot {
             }
             let table = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
             let column = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
-            let column = u16::try_from(column).map_err(|_| SqlError::internal("corrupt comment key"))?;
+            let column =
+                u16::try_from(column).map_err(|_| SqlError::internal("corrupt comment key"))?;
             comments.insert((table, column), String::from_utf8_lossy(&v).into_owned());
         }
         Ok(Self {
@@ -832,7 +833,10 @@ mod tests {
         assert_eq!(t.indexes.len(), 1);
         assert!(t.indexes[0].is_plain() && t.indexes[0].unique);
         assert_eq!(t.indexes[0].columns, vec![1]);
-        assert_eq!(decode_table(&encode(&t)).expect("current layout decodes"), t);
+        assert_eq!(
+            decode_table(&encode(&t)).expect("current layout decodes"),
+            t
+        );
     }
 
     #[test]

@@ -254,7 +254,11 @@ pub fn comment_on(
 /// `CREATE DOMAIN name AS type [DEFAULT expr] [CONSTRAINT c] CHECK (…) …`.
 pub fn create_domain(ddl: &DdlCtx<'_>, txn: &mut Txn, cd: &ast::CreateDomain) -> SqlResult<String> {
     let (schema, name) = table_name(&cd.name, ddl.db)?;
-    if ddl.snapshot.domains.contains_key(&(schema.clone(), name.clone())) {
+    if ddl
+        .snapshot
+        .domains
+        .contains_key(&(schema.clone(), name.clone()))
+    {
         return Err(SqlError::new(
             code::DUPLICATE_OBJECT,
             format!("type \"{name}\" already exists"),
@@ -1011,7 +1015,11 @@ impl IndexKeys {
         read.dedup();
         Ok(Self {
             columns: read.iter().map(|&i| desc.columns[i].id).collect(),
-            exprs: ci.columns.iter().map(|ic| ic.column.expr.to_string()).collect(),
+            exprs: ci
+                .columns
+                .iter()
+                .map(|ic| ic.column.expr.to_string())
+                .collect(),
             predicate: ci.predicate.as_ref().map(|p| p.to_string()),
             name_parts: ci
                 .columns
@@ -1527,7 +1535,12 @@ pub fn create_view(ddl: &DdlCtx<'_>, txn: &mut Txn, cv: &ast::CreateView) -> Sql
 
 /// The views whose query names relation `schema.name` (a view or table), by `(schema,
 /// name)`. A CTE of the same name counts too: the check errs on the side of refusing.
-fn views_naming(snapshot: &CatalogSnapshot, db: &str, schema: &str, name: &str) -> Vec<(String, String)> {
+fn views_naming(
+    snapshot: &CatalogSnapshot,
+    db: &str,
+    schema: &str,
+    name: &str,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (key, v) in snapshot.views.iter() {
         let Ok(stmts) = datafusion::sql::sqlparser::parser::Parser::parse_sql(
@@ -1658,7 +1671,15 @@ pub async fn drop_table(
     }
     let mut dropping = Vec::new();
     for desc in &doomed {
-        dependent_views(ddl, txn, "table", &desc.schema, &desc.name, cascade, &mut dropping)?;
+        dependent_views(
+            ddl,
+            txn,
+            "table",
+            &desc.schema,
+            &desc.name,
+            cascade,
+            &mut dropping,
+        )?;
     }
     for desc in &doomed {
         for &(table, column) in ddl.snapshot.comments.keys() {

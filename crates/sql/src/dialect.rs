@@ -117,7 +117,8 @@ mod tests {
 
     #[test]
     fn on_is_not_a_select_alias() {
-        let stmts = parse("INSERT INTO t SELECT 'a', 100 ON CONFLICT (w) DO NOTHING").expect("parses");
+        let stmts =
+            parse("INSERT INTO t SELECT 'a', 100 ON CONFLICT (w) DO NOTHING").expect("parses");
         let Statement::Insert(ins) = &stmts[0] else {
             panic!("not an insert: {stmts:?}");
         };
@@ -130,7 +131,9 @@ mod tests {
     fn postgres_behaviour_is_kept() {
         // Parser branches keyed on the PostgreSQL dialect's type id.
         assert!((&KestrelDialect as &dyn Dialect).is::<PostgreSqlDialect>());
-        assert!(parse("SELECT 'a'::text, $1, x::int[] FROM t WHERE a ~ 'b' AND b ILIKE 'c'").is_ok());
+        assert!(
+            parse("SELECT 'a'::text, $1, x::int[] FROM t WHERE a ~ 'b' AND b ILIKE 'c'").is_ok()
+        );
         assert!(parse("SELECT E'\\n', 1_000, 5 !").is_ok());
     }
 }

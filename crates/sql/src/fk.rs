@@ -201,13 +201,11 @@ fn unique_index_over<'a>(
     t: &'a TableDesc,
     want: &HashSet<usize>,
 ) -> Option<&'a crate::catalog::IndexDesc> {
-    t.indexes
-        .iter()
-        .find(|ix| {
-            ix.unique
-                && ix.is_plain()
-                && t.index_positions(ix).into_iter().collect::<HashSet<_>>() == *want
-        })
+    t.indexes.iter().find(|ix| {
+        ix.unique
+            && ix.is_plain()
+            && t.index_positions(ix).into_iter().collect::<HashSet<_>>() == *want
+    })
 }
 
 /// Removes every other table's foreign keys to `parent` (it is being dropped).
@@ -594,7 +592,9 @@ async fn parent_has(
     };
     let resolved = Resolved::new(parent, ix)?;
     let Some(e) = entry(parent, &resolved, &probe, &primary_prefix(parent.id))? else {
-        return Err(SqlError::internal("a foreign key's unique index is partial"));
+        return Err(SqlError::internal(
+            "a foreign key's unique index is partial",
+        ));
     };
     Ok(txn.get(&e.key).await?.is_some())
 }

@@ -32,8 +32,8 @@ use kestrel_storage::keycode;
 use crate::catalog::{IndexDesc, TableDesc};
 use crate::datum::{datums_from_array, Datum};
 use crate::error::{code, from_datafusion, SqlError, SqlResult};
-use crate::types::SqlType;
 use crate::rowcodec::{append_key_datum, encode_key, encode_value, primary_prefix};
+use crate::types::SqlType;
 
 /// The most secondary indexes one table may have.
 pub const INDEXES_MAX: usize = 64;
@@ -112,7 +112,9 @@ impl Resolved {
     /// the row out.
     pub fn key_values(&self, table: &TableDesc, row: &[Datum]) -> SqlResult<Option<Vec<Datum>>> {
         let Some(c) = &self.compiled else {
-            return Ok(Some(self.positions.iter().map(|&i| row[i].clone()).collect()));
+            return Ok(Some(
+                self.positions.iter().map(|&i| row[i].clone()).collect(),
+            ));
         };
         let batch = crate::check::batch_of(table, std::slice::from_ref(&row.to_vec()))?;
         if let Some(p) = &c.predicate {
@@ -126,7 +128,9 @@ impl Resolved {
             }
         }
         if c.keys.is_empty() {
-            return Ok(Some(self.positions.iter().map(|&i| row[i].clone()).collect()));
+            return Ok(Some(
+                self.positions.iter().map(|&i| row[i].clone()).collect(),
+            ));
         }
         let mut vals = Vec::with_capacity(c.keys.len());
         for (expr, ty) in &c.keys {
@@ -179,9 +183,8 @@ fn compile(table: &TableDesc, ix: &IndexDesc) -> SqlResult<Compiled> {
     for sql in &ix.exprs {
         let e = logical(sql, "expression")?;
         let arrow = e.get_type(&df_schema).map_err(from_datafusion)?;
-        let ty = SqlType::from_arrow(&arrow).ok_or_else(|| {
-            SqlError::unsupported(format!("an index key of type {arrow}"))
-        })?;
+        let ty = SqlType::from_arrow(&arrow)
+            .ok_or_else(|| SqlError::unsupported(format!("an index key of type {arrow}")))?;
         let phys = state
             .create_physical_expr(e, &df_schema)
             .map_err(from_datafusion)?;
@@ -492,20 +495,32 @@ mod tests {
         let (t, ix) = table(true, false);
         let r1 = [Datum::I32(1), Datum::I32(7)];
         let r2 = [Datum::I32(2), Datum::I32(7)];
-        let e1 = entry(&t, &ix, &r1, &encode_key(&t, &r1).unwrap()).unwrap().unwrap();
-        let e2 = entry(&t, &ix, &r2, &encode_key(&t, &r2).unwrap()).unwrap().unwrap();
+        let e1 = entry(&t, &ix, &r1, &encode_key(&t, &r1).unwrap())
+            .unwrap()
+            .unwrap();
+        let e2 = entry(&t, &ix, &r2, &encode_key(&t, &r2).unwrap())
+            .unwrap()
+            .unwrap();
         assert!(e1.claim && e2.claim);
         assert_eq!(e1.key, e2.key, "same value, same claim");
         assert_ne!(e1.value, e2.value, "values point at different rows");
         let n1 = [Datum::I32(1), Datum::Null];
         let n2 = [Datum::I32(2), Datum::Null];
-        let m1 = entry(&t, &ix, &n1, &encode_key(&t, &n1).unwrap()).unwrap().unwrap();
-        let m2 = entry(&t, &ix, &n2, &encode_key(&t, &n2).unwrap()).unwrap().unwrap();
+        let m1 = entry(&t, &ix, &n1, &encode_key(&t, &n1).unwrap())
+            .unwrap()
+            .unwrap();
+        let m2 = entry(&t, &ix, &n2, &encode_key(&t, &n2).unwrap())
+            .unwrap()
+            .unwrap();
         assert!(!m1.claim);
         assert_ne!(m1.key, m2.key, "NULLs are distinct");
         let (t, ix) = table(true, true);
-        let m1 = entry(&t, &ix, &n1, &encode_key(&t, &n1).unwrap()).unwrap().unwrap();
-        let m2 = entry(&t, &ix, &n2, &encode_key(&t, &n2).unwrap()).unwrap().unwrap();
+        let m1 = entry(&t, &ix, &n1, &encode_key(&t, &n1).unwrap())
+            .unwrap()
+            .unwrap();
+        let m2 = entry(&t, &ix, &n2, &encode_key(&t, &n2).unwrap())
+            .unwrap()
+            .unwrap();
         assert!(m1.claim);
         assert_eq!(m1.key, m2.key, "NULLS NOT DISTINCT collide");
     }
@@ -523,14 +538,24 @@ mod tests {
         let ix = Resolved::new(&t, &ix).unwrap();
         let row = |a: i32, b: &str| [Datum::I32(a), Datum::Text(b.into())];
         let (r1, r2) = (row(1, "Ann"), row(2, "ANN"));
-        let e1 = entry(&t, &ix, &r1, &encode_key(&t, &r1).unwrap()).unwrap().unwrap();
-        let e2 = entry(&t, &ix, &r2, &encode_key(&t, &r2).unwrap()).unwrap().unwrap();
+        let e1 = entry(&t, &ix, &r1, &encode_key(&t, &r1).unwrap())
+            .unwrap()
+            .unwrap();
+        let e2 = entry(&t, &ix, &r2, &encode_key(&t, &r2).unwrap())
+            .unwrap()
+            .unwrap();
         assert!(e1.claim);
         assert_eq!(e1.key, e2.key, "keys are the expression's values");
         let out = row(-1, "Ann");
-        assert_eq!(entry(&t, &ix, &out, &encode_key(&t, &out).unwrap()).unwrap(), None);
+        assert_eq!(
+            entry(&t, &ix, &out, &encode_key(&t, &out).unwrap()).unwrap(),
+            None
+        );
         let err = unique_violation(&t, &ix, &r2);
-        assert_eq!(err.detail.as_deref(), Some("Key (lower(b))=(ann) already exists."));
+        assert_eq!(
+            err.detail.as_deref(),
+            Some("Key (lower(b))=(ann) already exists.")
+        );
         let volatile = IndexDesc {
             exprs: vec!["random()".into()],
             ..t.indexes[0].clone()
@@ -550,7 +575,12 @@ mod tests {
         ];
         let mut keys: Vec<Vec<u8>> = rows
             .iter()
-            .map(|r| entry(&t, &ix, r, &encode_key(&t, r).unwrap()).unwrap().unwrap().key)
+            .map(|r| {
+                entry(&t, &ix, r, &encode_key(&t, r).unwrap())
+                    .unwrap()
+                    .unwrap()
+                    .key
+            })
             .collect();
         let expected = vec![
             keys[3].clone(),

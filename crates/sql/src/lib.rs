@@ -11,16 +11,20 @@
 //! * UPDATE/DELETE ([`dml`]) run the input of DataFusion's DML plan as a query and write the
 //!   changed rows — so any WHERE / SET expression DataFusion can evaluate works. `UPDATE …
 //!   FROM` and `DELETE … USING`, which DataFusion does not plan, become the equivalent join.
-//! * Every row write goes through [`index::TableWriter`], which keeps secondary indexes and
-//!   UNIQUE claims in step with the rows; `ON CONFLICT` ([`upsert`]) decides per proposed row.
+//! * Every row write goes through [`index::TableWriter`], which keeps secondary indexes
+//!   (plain, expression and partial) and UNIQUE claims in step with the rows; `ON CONFLICT`
+//!   ([`upsert`]) infers its arbiters and decides per proposed row. DML on a simple view is
+//!   rewritten onto its table first ([`updatable_view`]).
 //!   The write paths log rows of tables in a foreign key; [`fk::enforce`] checks parents and
 //!   runs referential actions when the statement's own writes are done.
 //! * Sequence functions ([`sequence`]) are scalar UDFs rebound per statement to its catalog
 //!   snapshot; per-row DEFAULTs are compiled per statement ([`stmt::StmtCtx`]).
-//! * PostgreSQL syntax DataFusion reads differently is rewritten on the AST first
-//!   ([`pgcompat`], [`upsert::rewrite_insert`]), and so are query shapes it answers
-//!   differently from PostgreSQL ([`query_rewrite`]: ANY/ALL subqueries, INTERSECT/EXCEPT
-//!   ALL, named windows, lateral set-returning functions).
+//! * Every parse uses one dialect ([`dialect`]); syntax sqlparser cannot read at all is
+//!   rewritten at the token level and retried ([`syntax`]). PostgreSQL syntax DataFusion reads
+//!   differently is rewritten on the AST first ([`pgcompat`], [`upsert::rewrite_insert`]), and
+//!   so are query shapes it answers differently from PostgreSQL ([`query_rewrite`]: ANY/ALL
+//!   subqueries, INTERSECT/EXCEPT ALL, FETCH WITH TIES, named windows, lateral set-returning
+//!   functions); LIMIT/OFFSET subqueries are evaluated before planning.
 //! * PostgreSQL's operator semantics (int4 literals, overflow-checked integer arithmetic,
 //!   date/interval arithmetic, rounding casts, PostgreSQL input formats) are analyzer rules
 //!   and an `ExprPlanner` around DataFusion's type coercion ([`pg_ops`], [`datetime`]);

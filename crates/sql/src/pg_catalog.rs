@@ -687,7 +687,10 @@ enum IndexKey {
 
 fn index_keys(t: &TableDesc, ix: Option<&IndexDesc>) -> Vec<IndexKey> {
     let Some(ix) = ix.filter(|ix| !ix.exprs.is_empty()) else {
-        return key_positions(t, ix).into_iter().map(IndexKey::Column).collect();
+        return key_positions(t, ix)
+            .into_iter()
+            .map(IndexKey::Column)
+            .collect();
     };
     ix.exprs
         .iter()

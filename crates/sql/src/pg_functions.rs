@@ -632,13 +632,19 @@ pub fn catalog_udfs(info: Arc<CatalogInfo>) -> Vec<Arc<ScalarUDF>> {
     let i10 = info;
     vec![
         // COMMENT ON: relations (catalog pg_class) and their columns.
-        udf("obj_description", &[1, 2], DataType::Utf8, STABLE, move |a| {
-            let class = a.get(1).map(text).unwrap_or(Some("pg_class".into()));
-            Ok(utf8(match (int(&a[0]), class.as_deref()) {
-                (Some(oid), Some("pg_class")) => i9.comment(oid, 0),
-                _ => None,
-            }))
-        }),
+        udf(
+            "obj_description",
+            &[1, 2],
+            DataType::Utf8,
+            STABLE,
+            move |a| {
+                let class = a.get(1).map(text).unwrap_or(Some("pg_class".into()));
+                Ok(utf8(match (int(&a[0]), class.as_deref()) {
+                    (Some(oid), Some("pg_class")) => i9.comment(oid, 0),
+                    _ => None,
+                }))
+            },
+        ),
         udf("col_description", &[2], DataType::Utf8, STABLE, move |a| {
             Ok(utf8(match (int(&a[0]), int(&a[1])) {
                 (Some(oid), Some(n)) if n > 0 => i10.comment(oid, n),

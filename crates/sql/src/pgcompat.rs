@@ -311,13 +311,12 @@ mod tests {
     }
 
     fn rewritten(sql: &str) -> String {
-        let mut e = datafusion::sql::sqlparser::parser::Parser::new(
-            &crate::dialect::KestrelDialect,
-        )
-        .try_with_sql(sql)
-        .unwrap()
-        .parse_expr()
-        .unwrap();
+        let mut e =
+            datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
+                .try_with_sql(sql)
+                .unwrap()
+                .parse_expr()
+                .unwrap();
         pg_expr(&mut e).map(|n| n.to_string()).unwrap_or_default()
     }
 
@@ -360,9 +359,7 @@ mod tests {
         use crate::dialect::KestrelDialect;
         use datafusion::sql::sqlparser::parser::Parser;
         let sql = "INSERT INTO t SELECT g, g, 1 AS x, 2 AS X FROM (SELECT 1, 1) s";
-        let mut stmt = Parser::parse_sql(&KestrelDialect, sql)
-            .unwrap()
-            .remove(0);
+        let mut stmt = Parser::parse_sql(&KestrelDialect, sql).unwrap().remove(0);
         rewrite_statement(&mut stmt);
         let text = stmt.to_string();
         assert!(text.contains("g AS \"g\u{1f}2\""), "{text}");
@@ -464,8 +461,7 @@ fn recursive_cte_terms(q: &mut ast::Query, columns: &[ast::Ident]) {
     let ast::SetExpr::SetOperation { left, right, .. } = q.body.as_mut() else {
         return;
     };
-    let (ast::SetExpr::Select(l), ast::SetExpr::Select(r)) = (left.as_mut(), right.as_mut())
-    else {
+    let (ast::SetExpr::Select(l), ast::SetExpr::Select(r)) = (left.as_mut(), right.as_mut()) else {
         return;
     };
     let item_expr = |item: &ast::SelectItem| match item {
@@ -486,7 +482,9 @@ fn recursive_cte_terms(q: &mut ast::Query, columns: &[ast::Ident]) {
         if !tagged {
             continue;
         }
-        let Some(ritem) = r.projection.get_mut(i) else { continue };
+        let Some(ritem) = r.projection.get_mut(i) else {
+            continue;
+        };
         let Some(re) = item_expr(ritem) else { continue };
         if numeric_tag_arg(&re).is_some() {
             continue;
@@ -513,7 +511,11 @@ fn numeric_tag_arg(e: &ast::Expr) -> Option<ast::Expr> {
     let ast::Expr::Function(f) = e else {
         return None;
     };
-    if f.name.0.len() != 1 || !f.name.0[0].as_ident().is_some_and(|i| ident_is(i, "kestrel_numeric")) {
+    if f.name.0.len() != 1
+        || !f.name.0[0]
+            .as_ident()
+            .is_some_and(|i| ident_is(i, "kestrel_numeric"))
+    {
         return None;
     }
     let ast::FunctionArguments::List(l) = &f.args else {
@@ -996,9 +998,7 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
             compare_op: Op::Eq,
             right,
             ..
-        } if !matches!(right.as_ref(), Expr::Subquery(_)) => {
-            Some(any_eq_with_nulls(left, right))
-        }
+        } if !matches!(right.as_ref(), Expr::Subquery(_)) => Some(any_eq_with_nulls(left, right)),
         // substring(s FROM 'pattern'): a regular expression, not a position.
         Expr::Substring {
             expr,
@@ -1310,9 +1310,18 @@ fn any_eq_with_nulls(x: &ast::Expr, arr: &ast::Expr) -> ast::Expr {
         end_token: ast::helpers::attached_token::AttachedToken::empty(),
         operand: None,
         conditions: vec![
-            ast::CaseWhen { condition: empty, result: boolean(false) },
-            ast::CaseWhen { condition: any, result: boolean(true) },
-            ast::CaseWhen { condition: unknown, result: null() },
+            ast::CaseWhen {
+                condition: empty,
+                result: boolean(false),
+            },
+            ast::CaseWhen {
+                condition: any,
+                result: boolean(true),
+            },
+            ast::CaseWhen {
+                condition: unknown,
+                result: null(),
+            },
         ],
         else_result: Some(Box::new(boolean(false))),
     }))
@@ -1826,11 +1835,11 @@ pub fn expand_views(
     views: &crate::catalog::ViewMap,
     db: &str,
 ) -> Result<(), SqlError> {
+    use crate::dialect::KestrelDialect;
     use datafusion::sql::sqlparser::ast::{
         Ident, Query, TableAlias, TableAliasColumnDef, TableFactor, Visit, VisitMut, Visitor,
         VisitorMut,
     };
-    use crate::dialect::KestrelDialect;
     use datafusion::sql::sqlparser::parser::Parser;
     use std::ops::ControlFlow;
     if views.is_empty() {

@@ -478,7 +478,11 @@ fn choose_index(
     filters: &[Expr],
 ) -> SqlResult<Option<(Bounds, crate::index::Resolved)>> {
     let mut best: Option<(usize, Bounds, crate::index::Resolved)> = None;
-    for ix in TableWriter::new(desc)?.indexes.into_iter().filter(|ix| ix.desc.is_plain()) {
+    for ix in TableWriter::new(desc)?
+        .indexes
+        .into_iter()
+        .filter(|ix| ix.desc.is_plain())
+    {
         let space = KeySpace {
             prefix: crate::index::index_prefix(desc.id, ix.desc.id),
             cols: &ix.positions,

@@ -27,11 +27,11 @@
 
 use std::ops::ControlFlow;
 
+use crate::dialect::KestrelDialect;
 use datafusion::sql::sqlparser::ast::{
     self, Expr, Query, Select, SelectItem, SetExpr, SetOperator, SetQuantifier, VisitMut,
     VisitorMut,
 };
-use crate::dialect::KestrelDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::{code, SqlError};
@@ -230,8 +230,10 @@ fn fetch_with_ties(q: &mut Query) {
         .enumerate()
         .map(|(i, n)| format!("_kestrel_c{i} AS \"{}\"", n.replace('"', "\"\"")))
         .collect();
-    let Some(rank) = parse_expr(&format!("rank() OVER (ORDER BY {})", window_keys.join(", ")))
-    else {
+    let Some(rank) = parse_expr(&format!(
+        "rank() OVER (ORDER BY {})",
+        window_keys.join(", ")
+    )) else {
         return;
     };
     inner.projection.push(SelectItem::ExprWithAlias {
@@ -1045,9 +1047,7 @@ mod tests {
     use super::*;
 
     fn rewritten(sql: &str) -> String {
-        let mut stmt = Parser::parse_sql(&KestrelDialect, sql)
-            .unwrap()
-            .remove(0);
+        let mut stmt = Parser::parse_sql(&KestrelDialect, sql).unwrap().remove(0);
         rewrite(&mut stmt);
         stmt.to_string()
     }
@@ -1086,9 +1086,7 @@ mod tests {
     #[test]
     fn limit_errors() {
         let check = |sql: &str| {
-            let stmt = Parser::parse_sql(&KestrelDialect, sql)
-                .unwrap()
-                .remove(0);
+            let stmt = Parser::parse_sql(&KestrelDialect, sql).unwrap().remove(0);
             check_limits(&stmt).map_err(|e| e.code)
         };
         assert_eq!(check("SELECT 1 LIMIT -1"), Err("2201W"));

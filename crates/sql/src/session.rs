@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::dialect::KestrelDialect;
 use datafusion::arrow::array::{Array, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -16,7 +17,6 @@ use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{self, ObjectType, Statement as SqlStatement};
-use crate::dialect::KestrelDialect;
 use futures::FutureExt;
 use kestrel_kv::{Isolation, Kv, Txn};
 use tokio::sync::RwLock;
@@ -310,16 +310,13 @@ async fn limits_evaluated(state: &SessionState, stmt: &DFStatement) -> SqlResult
             .collect()
             .await
             .map_err(from_datafusion)?;
-        let value = batches
-            .iter()
-            .find(|b| b.num_rows() > 0)
-            .and_then(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                    .filter(|a| a.is_valid(0))
-                    .map(|a| a.value(0))
-            });
+        let value = batches.iter().find(|b| b.num_rows() > 0).and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .filter(|a| a.is_valid(0))
+                .map(|a| a.value(0))
+        });
         values.push((e, value));
     }
     let mut s = s.as_ref().clone();
@@ -355,9 +352,9 @@ async fn set_operands_named(state: &SessionState, stmt: &DFStatement) -> SqlResu
         };
         // An operand that cannot be planned alone (it reads a CTE) stays unnamed (0A000).
         let Ok(plan) = state
-            .statement_to_plan(DFStatement::Statement(Box::new(SqlStatement::Query(Box::new(
-                query,
-            )))))
+            .statement_to_plan(DFStatement::Statement(Box::new(SqlStatement::Query(
+                Box::new(query),
+            ))))
             .await
         else {
             continue;
@@ -2304,9 +2301,7 @@ mod parse_tests {
     fn create_table_as_with_names_or_no_data_parses() {
         use datafusion::sql::sqlparser::tokenizer::Tokenizer;
         let text = |sql: &str| {
-            let tokens = Tokenizer::new(&KestrelDialect, sql)
-                .tokenize()
-                .unwrap();
+            let tokens = Tokenizer::new(&KestrelDialect, sql).tokenize().unwrap();
             ctas_text(&tokens)
         };
         assert_eq!(

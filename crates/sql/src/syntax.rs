@@ -226,9 +226,12 @@ fn conflict_inference(toks: &[Token]) -> Option<Vec<Token>> {
     let hex: String = spec.trim().bytes().map(|b| format!("{b:02x}")).collect();
     let text = format!(" ON CONSTRAINT \"{INFERENCE_MARKER}{hex}\" ");
     out.extend(
-        datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&crate::dialect::KestrelDialect, &text)
-            .tokenize()
-            .ok()?,
+        datafusion::sql::sqlparser::tokenizer::Tokenizer::new(
+            &crate::dialect::KestrelDialect,
+            &text,
+        )
+        .tokenize()
+        .ok()?,
     );
     out.extend_from_slice(&toks[k..]);
     Some(out)
@@ -242,10 +245,15 @@ pub fn inference_spec(
     let hex = name.strip_prefix(INFERENCE_MARKER)?;
     let bytes: Option<Vec<u8>> = (0..hex.len())
         .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect();
     let Some(text) = bytes.and_then(|b| String::from_utf8(b).ok()) else {
-        return Some(Err(crate::error::SqlError::syntax("malformed ON CONFLICT target")));
+        return Some(Err(crate::error::SqlError::syntax(
+            "malformed ON CONFLICT target",
+        )));
     };
     let parse = || -> Result<_, datafusion::sql::sqlparser::parser::ParserError> {
         let mut p = Parser::new(&crate::dialect::KestrelDialect).try_with_sql(&text)?;
@@ -300,13 +308,17 @@ mod tests {
             fix("CREATE TABLE t (\"A b\" INT UNIQUE NULLS DISTINCT)").as_deref(),
             Some("CREATE TABLE t (\"A b\" INT , UNIQUE NULLS DISTINCT (\"A b\"))")
         );
-        assert_eq!(fix("CREATE TABLE t (a INT UNIQUE, UNIQUE NULLS NOT DISTINCT (a))"), None);
+        assert_eq!(
+            fix("CREATE TABLE t (a INT UNIQUE, UNIQUE NULLS NOT DISTINCT (a))"),
+            None
+        );
     }
 
     #[test]
     fn conflict_inference_travels_in_a_constraint_name() {
-        let sql = fix("INSERT INTO t VALUES (1) ON CONFLICT (lower(\"N\"), b) WHERE b > 0 DO NOTHING")
-            .expect("rewritten");
+        let sql =
+            fix("INSERT INTO t VALUES (1) ON CONFLICT (lower(\"N\"), b) WHERE b > 0 DO NOTHING")
+                .expect("rewritten");
         let stmts = Parser::parse_sql(&crate::dialect::KestrelDialect, &sql).expect("parses");
         let ast::Statement::Insert(ins) = &stmts[0] else {
             panic!("{stmts:?}");

@@ -105,9 +105,13 @@ fn simple(view: &ViewDesc, verb: &str) -> SqlResult<Simple> {
     let stmts = Parser::parse_sql(&crate::dialect::KestrelDialect, &view.query)
         .map_err(|e| SqlError::internal(format!("stored view {}: {e}", view.name)))?;
     let Some(Statement::Query(q)) = stmts.first() else {
-        return Err(SqlError::internal(format!("view {} is not a query", view.name)));
+        return Err(SqlError::internal(format!(
+            "view {} is not a query",
+            view.name
+        )));
     };
-    let single = "Views that do not select from a single table or view are not automatically updatable.";
+    let single =
+        "Views that do not select from a single table or view are not automatically updatable.";
     if q.with.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
         return Err(not_updatable(
             view,
@@ -201,7 +205,10 @@ fn restrict(selection: Option<Expr>, simple: &Simple) -> Option<Expr> {
 fn read_only(view: &ViewDesc, column: &str) -> SqlError {
     SqlError::new(
         code::FEATURE_NOT_SUPPORTED,
-        format!("cannot update column \"{column}\" of view \"{}\"", view.name),
+        format!(
+            "cannot update column \"{column}\" of view \"{}\"",
+            view.name
+        ),
     )
     .with_detail("View columns that are not columns of their base relation are not updatable.")
 }

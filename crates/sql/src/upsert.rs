@@ -179,8 +179,12 @@ fn infer(
         got.dedup();
         got == want
     };
-    let column_keys =
-        |positions: &[usize]| positions.iter().map(|&i| desc.columns[i].name.clone()).collect();
+    let column_keys = |positions: &[usize]| {
+        positions
+            .iter()
+            .map(|&i| desc.columns[i].name.clone())
+            .collect()
+    };
     if !desc.has_hidden_key() && same(column_keys(&desc.primary_key)) {
         return Ok(vec![Arbiter::Primary]);
     }
@@ -629,12 +633,10 @@ pub async fn rewrite_insert(
     if i.source.is_none() && i.columns.is_empty() {
         // `INSERT INTO t DEFAULT VALUES`: one row of DEFAULTs.
         let row = vec!["DEFAULT"; visible.len()].join(", ");
-        let q = datafusion::sql::sqlparser::parser::Parser::new(
-            &crate::dialect::KestrelDialect,
-        )
-        .try_with_sql(&format!("VALUES ({row})"))
-        .and_then(|mut p| p.parse_query())
-        .map_err(|e| SqlError::internal(format!("DEFAULT VALUES: {e}")))?;
+        let q = datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
+            .try_with_sql(&format!("VALUES ({row})"))
+            .and_then(|mut p| p.parse_query())
+            .map_err(|e| SqlError::internal(format!("DEFAULT VALUES: {e}")))?;
         i.source = Some(q);
     }
     let values_width = match i.source.as_deref().map(|q| q.body.as_ref()) {
