@@ -80,6 +80,25 @@ async fn renumber(
             crate::sequence::put_sequence(txn, &moved)?;
         }
     }
+    // So do its comments and the domains' records of its columns (found under the id the
+    // statement's snapshot knows, in case one ALTER renumbers twice).
+    let snap = snapshot_id(ddl, desc, old);
+    for ((table, column), text) in ddl.snapshot.comments.iter() {
+        if *table == snap {
+            catalog::set_comment(txn, desc.db_id, snap, *column, None)?;
+            catalog::set_comment(txn, desc.db_id, old, *column, None)?;
+            catalog::set_comment(txn, desc.db_id, id, *column, Some(text))?;
+        }
+    }
+    for d in ddl.snapshot.domains.values() {
+        if d.users.iter().any(|(t, _)| *t == snap) {
+            let mut moved = d.as_ref().clone();
+            for u in moved.users.iter_mut().filter(|(t, _)| *t == snap) {
+                u.0 = id;
+            }
+            catalog::put_domain(txn, &moved)?;
+        }
+    }
     Ok(old)
 }
 
@@ -567,13 +586,9 @@ fn rename_in_expr(expr: &str, old: &str, new: &str) -> SqlResult<String> {
     let _ = ast::visit_expressions_mut(&mut e, |x| {
         if let ast::Expr::Identifier(i) = x {
             if ident(i) == old {
-                // Quoted only where PostgreSQL's quote_ident would quote it.
-                let quoted = crate::pg_catalog::quote_ident(new);
-                *i = if quoted == new {
-                    ast::Ident::new(new)
-                } else {
-                    ast::Ident::with_quote('"', new)
-                };
+                // Always quoted: a bare name could read as a keyword or special function
+                // (`current_user`) and change what the stored expression means.
+                *i = ast::Ident::with_quote('"', new);
             }
         }
         std::ops::ControlFlow::<()>::Continue(())
@@ -658,7 +673,6 @@ async fn add_column(
         ));
     }
     let (checks, uniques, fks) = (extras.checks, extras.uniques, extras.fks);
-    crate::ddl::note_domain_users(txn, desc.id, &extras.domains)?;
     if visible_column(desc, &col.name).is_some() {
         if if_not_exists {
             return Ok(());
@@ -671,6 +685,7 @@ async fn add_column(
             ),
         ));
     }
+    crate::ddl::note_domain_users(txn, desc.id, &extras.domains)?;
     if is_pk {
         return Err(SqlError::unsupported(
             "ADD COLUMN … PRIMARY KEY (add the column, then ADD PRIMARY KEY)",

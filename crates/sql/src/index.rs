@@ -171,7 +171,7 @@ fn compile(table: &TableDesc, ix: &IndexDesc) -> SqlResult<Compiled> {
         let e = state
             .create_logical_expr(sql, &df_schema)
             .map_err(from_datafusion)?;
-        if e.is_volatile() {
+        if !is_immutable(&e) {
             return Err(SqlError::new(
                 code::INVALID_OBJECT_DEFINITION,
                 format!("functions in index {what} must be marked IMMUTABLE"),
@@ -202,6 +202,24 @@ fn compile(table: &TableDesc, ix: &IndexDesc) -> SqlResult<Compiled> {
         }
     };
     Ok(Compiled { keys, predicate })
+}
+
+/// Whether every function `e` calls is immutable (PostgreSQL's rule for index expressions:
+/// a stable function such as `now()` could key a row differently at insert and at delete).
+fn is_immutable(e: &datafusion::logical_expr::Expr) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, Volatility};
+    let mut immutable = true;
+    let _ = e.apply(|x| {
+        if let Expr::ScalarFunction(f) = x {
+            if f.func.signature().volatility != Volatility::Immutable {
+                immutable = false;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    immutable
 }
 
 /// The entry of `ix` for `row` (which holds at least the key and index columns); `None`

@@ -710,9 +710,30 @@ fn index_columns(t: &TableDesc, ix: Option<&IndexDesc>) -> Vec<String> {
         .into_iter()
         .map(|k| match k {
             IndexKey::Column(p) => quote_ident(&t.columns[p].name),
-            IndexKey::Expr(e) => e,
+            IndexKey::Expr(e) => display_expr(&e),
         })
         .collect()
+}
+
+/// A stored expression with its column names quoted only where PostgreSQL's deparser would.
+fn display_expr(sql: &str) -> String {
+    use datafusion::sql::sqlparser::ast;
+    let parsed = datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr());
+    let Ok(mut e) = parsed else {
+        return sql.to_string();
+    };
+    let _ = ast::visit_expressions_mut(&mut e, |x| {
+        if let ast::Expr::Identifier(i) = x {
+            let name = crate::ddl::ident(i);
+            if quote_ident(&name) == name {
+                *i = ast::Ident::new(name);
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    e.to_string()
 }
 
 fn expr_column_name(sql: &str) -> String {

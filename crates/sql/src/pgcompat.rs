@@ -1907,6 +1907,14 @@ pub fn expand_views(
                     return ControlFlow::Break(());
                 }
             };
+            // The view's query gets the expression and query-shape rewrites the statement
+            // got before its views were expanded (its select list keeps its own names).
+            let mut as_stmt = ast::Statement::Query(query);
+            crate::query_rewrite::rewrite(&mut as_stmt);
+            rewrite_pg_syntax(&mut as_stmt);
+            let ast::Statement::Query(query) = as_stmt else {
+                return ControlFlow::Break(());
+            };
             let alias = alias.take().unwrap_or(TableAlias {
                 explicit: true,
                 name: Ident::with_quote('"', &view.name),

@@ -199,7 +199,9 @@ fn fetch_with_ties(q: &mut Query) {
                 _ => None,
             },
             Expr::Identifier(id) => s.projection.iter().find_map(|item| match item {
-                SelectItem::ExprWithAlias { expr, alias } if alias.value == id.value => {
+                SelectItem::ExprWithAlias { expr, alias }
+                    if crate::ddl::ident(alias) == crate::ddl::ident(id) =>
+                {
                     Some(expr.clone())
                 }
                 _ => None,

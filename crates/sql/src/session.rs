@@ -320,9 +320,8 @@ async fn limits_evaluated(state: &SessionState, stmt: &DFStatement) -> SqlResult
         values.push((e, value));
     }
     let mut s = s.as_ref().clone();
+    // A negative value fails in `check_limits` afterwards, as a negative constant would.
     crate::query_rewrite::set_limit_values(&mut s, &values);
-    // A negative value fails as a negative constant would.
-    crate::query_rewrite::check_limits(&s)?;
     Ok(DFStatement::Statement(Box::new(s)))
 }
 
@@ -670,7 +669,12 @@ fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
     use datafusion::sql::sqlparser::parser::Parser;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     let dialect = KestrelDialect;
-    let tokens = Tokenizer::new(&dialect, sql).tokenize().ok()?;
+    // Raw tokens: pieces are printed back to text and parsed again, so quotes inside
+    // literals and identifiers must keep their escapes (`'a''b'` stays one literal).
+    let tokens = Tokenizer::new(&dialect, sql)
+        .with_unescape(false)
+        .tokenize()
+        .ok()?;
     let mut out = Vec::new();
     for piece in tokens.split(|t| *t == Token::SemiColon) {
         let first = piece.iter().find(|t| !matches!(t, Token::Whitespace(_)));
@@ -2296,6 +2300,22 @@ fn statement_verb(stmt: &DFStatement) -> String {
 #[cfg(test)]
 mod parse_tests {
     use super::*;
+
+    #[test]
+    fn rewritten_statements_keep_their_quotes() {
+        // These only parse after a token-level rewrite; the literal must stay one literal.
+        let sql = "INSERT INTO t VALUES ('x''), (''admin', E'a\\'b') \
+                   ON CONFLICT (lower(n)) DO NOTHING";
+        let stmts = parse(sql).expect("parses");
+        assert_eq!(stmts.len(), 1);
+        let text = stmts[0].to_string();
+        assert!(text.contains("'x''), (''admin'"), "{text}");
+        let sql =
+            "SELECT \"a\"\"b\" FROM t WHERE x BETWEEN SYMMETRIC 1 AND 2 AND y = 'p'' OR 1=1 --'";
+        let text = parse(sql).expect("parses")[0].to_string();
+        assert!(text.contains("'p'' OR 1=1 --'"), "{text}");
+        assert!(text.contains("\"a\"\"b\""), "{text}");
+    }
 
     #[test]
     fn create_table_as_with_names_or_no_data_parses() {

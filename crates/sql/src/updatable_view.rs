@@ -78,13 +78,16 @@ pub fn rewrite(stmt: &mut Statement, views: &ViewMap, db: &str) -> SqlResult<()>
         Statement::Delete(d) => {
             let (ast::FromTable::WithFromKeyword(t) | ast::FromTable::WithoutKeyword(t)) =
                 &mut d.from;
+            let mut names = vec![view.name.clone()];
             if let Some(TableFactor::Table { name, alias, .. }) =
                 t.first_mut().map(|t| &mut t.relation)
             {
+                if let Some(a) = alias.take() {
+                    names.push(ident(&a.name));
+                }
                 *name = simple.base.clone();
-                *alias = None;
             }
-            d.selection = restrict(d.selection.take(), &simple);
+            d.selection = restrict(d.selection.take(), &simple, &names)?;
             Ok(())
         }
         Statement::Insert(i) => insert(i, view, &simple),
@@ -102,8 +105,13 @@ fn not_updatable(view: &ViewDesc, verb: &str, why: &str) -> SqlError {
 
 /// The view's query as a [`Simple`], or 0A000 when it is not updatable.
 fn simple(view: &ViewDesc, verb: &str) -> SqlResult<Simple> {
-    let stmts = Parser::parse_sql(&crate::dialect::KestrelDialect, &view.query)
+    let mut stmts = Parser::parse_sql(&crate::dialect::KestrelDialect, &view.query)
         .map_err(|e| SqlError::internal(format!("stored view {}: {e}", view.name)))?;
+    // The statement around it is already rewritten; the view's query gets the same rewrites.
+    for s in stmts.iter_mut() {
+        crate::query_rewrite::rewrite(s);
+        crate::pgcompat::rewrite_pg_syntax(s);
+    }
     let Some(Statement::Query(q)) = stmts.first() else {
         return Err(SqlError::internal(format!(
             "view {} is not a query",
@@ -139,6 +147,19 @@ fn simple(view: &ViewDesc, verb: &str) -> SqlResult<Simple> {
         },
         _ => return Err(not_updatable(view, verb, single)),
     };
+    let computed = s.projection.iter().any(|item| match item {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+            not_row_wise(e)
+        }
+        _ => false,
+    });
+    if computed || s.selection.as_ref().is_some_and(not_row_wise) {
+        return Err(not_updatable(
+            view,
+            verb,
+            "Views that return aggregate, window or set-returning functions are not automatically updatable.",
+        ));
+    }
     let mut columns = HashMap::new();
     for (i, item) in s.projection.iter().enumerate() {
         let (expr, own) = match item {
@@ -173,33 +194,155 @@ fn base_column(simple: &Simple, view_column: &str) -> Option<ast::Ident> {
     }
 }
 
-/// `e` with references to view columns replaced by the expressions they show.
-fn mapped(mut e: Expr, simple: &Simple) -> Expr {
-    let _ = ast::visit_expressions_mut(&mut e, |x| {
-        let name = match x {
-            Expr::Identifier(i) => Some(ident(i)),
-            Expr::CompoundIdentifier(p) if p.len() == 2 => Some(ident(&p[1])),
-            _ => None,
-        };
-        if let Some(target) = name.and_then(|n| simple.columns.get(&n)) {
-            *x = Expr::Nested(Box::new(target.clone()));
-        }
+/// `e` (a WHERE or SET expression of a statement on the view) with references to view
+/// columns replaced by the expressions they show. `names` are what the statement calls the
+/// view (its name and alias). Names that are not view columns fail as in PostgreSQL; a
+/// subquery is refused (0A000) rather than risk resolving its names against the view.
+fn mapped(mut e: Expr, simple: &Simple, names: &[String]) -> SqlResult<Expr> {
+    let mut subquery = false;
+    let _ = ast::visit_expressions(&e, |x| {
+        subquery |= matches!(
+            x,
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. }
+        );
         ControlFlow::<()>::Continue(())
     });
-    e
+    if subquery {
+        return Err(SqlError::unsupported("a subquery in DML on a view"));
+    }
+    let mut err = None;
+    let _ = ast::visit_expressions_mut(&mut e, |x| {
+        let name = match x {
+            Expr::Identifier(i) => ident(i),
+            Expr::CompoundIdentifier(p) if p.len() == 2 && names.contains(&ident(&p[0])) => {
+                ident(&p[1])
+            }
+            Expr::CompoundIdentifier(p) => {
+                err = Some(SqlError::new(
+                    code::UNDEFINED_TABLE,
+                    format!(
+                        "missing FROM-clause entry for table \"{}\"",
+                        p.first().map(ident).unwrap_or_default()
+                    ),
+                ));
+                return ControlFlow::Break(());
+            }
+            _ => return ControlFlow::Continue(()),
+        };
+        match simple.columns.get(&name) {
+            Some(target) => *x = Expr::Nested(Box::new(target.clone())),
+            None => {
+                err = Some(SqlError::new(
+                    code::UNDEFINED_COLUMN,
+                    format!("column \"{name}\" does not exist"),
+                ));
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(e),
+    }
 }
 
 /// A DML statement's WHERE, over the base table and limited to the rows the view shows.
-fn restrict(selection: Option<Expr>, simple: &Simple) -> Option<Expr> {
-    let own = selection.map(|w| mapped(w, simple));
-    match (own, simple.filter.clone()) {
+fn restrict(selection: Option<Expr>, simple: &Simple, names: &[String]) -> SqlResult<Option<Expr>> {
+    let own = selection.map(|w| mapped(w, simple, names)).transpose()?;
+    Ok(match (own, simple.filter.clone()) {
         (Some(a), Some(b)) => Some(Expr::BinaryOp {
             left: Box::new(Expr::Nested(Box::new(a))),
             op: ast::BinaryOperator::And,
             right: Box::new(Expr::Nested(Box::new(b))),
         }),
         (a, b) => a.or(b),
+    })
+}
+
+/// The names a statement calls its target view by: the view's name and its alias.
+fn target_names(view: &ViewDesc, relation: &TableFactor) -> Vec<String> {
+    let mut names = vec![view.name.clone()];
+    if let TableFactor::Table { alias: Some(a), .. } = relation {
+        names.push(ident(&a.name));
     }
+    names
+}
+
+/// Calls that make a select item a computed aggregate, window or set-returning value.
+const NOT_ROW_WISE: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "covar_pop",
+    "covar_samp",
+    "corr",
+    "regr_slope",
+    "regr_intercept",
+    "regr_count",
+    "regr_r2",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_sxx",
+    "regr_syy",
+    "regr_sxy",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "median",
+    "mode",
+    "percentile_cont",
+    "percentile_disc",
+    "approx_distinct",
+    "approx_median",
+    "approx_percentile_cont",
+    "first_value",
+    "last_value",
+    "nth_value",
+    "grouping",
+    "generate_series",
+    "unnest",
+    "jsonb_array_elements",
+    "jsonb_array_elements_text",
+    "json_array_elements",
+    "jsonb_each",
+    "jsonb_each_text",
+    "jsonb_object_keys",
+    "regexp_split_to_table",
+    "generate_subscripts",
+];
+
+/// Whether `e` holds an aggregate, window or set-returning call (outside subqueries too).
+fn not_row_wise(e: &Expr) -> bool {
+    let mut found = false;
+    let _ = ast::visit_expressions(e, |x| {
+        if let Expr::Function(f) = x {
+            let name = f.name.0.last().and_then(|p| p.as_ident()).map(ident);
+            found |= f.over.is_some()
+                || f.filter.is_some()
+                || !f.within_group.is_empty()
+                || name.is_some_and(|n| NOT_ROW_WISE.contains(&n.as_str()));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
 }
 
 fn read_only(view: &ViewDesc, column: &str) -> SqlError {
@@ -217,6 +360,7 @@ fn update(u: &mut ast::Update, view: &ViewDesc, simple: &Simple) -> SqlResult<()
     if u.from.is_some() {
         return Err(SqlError::unsupported("UPDATE … FROM on a view"));
     }
+    let names = target_names(view, &u.table.relation);
     for a in u.assignments.iter_mut() {
         let ast::AssignmentTarget::ColumnName(n) = &mut a.target else {
             return Err(SqlError::unsupported("assigning a tuple of view columns"));
@@ -224,13 +368,13 @@ fn update(u: &mut ast::Update, view: &ViewDesc, simple: &Simple) -> SqlResult<()
         let col = crate::ddl::last_ident(n);
         let base = base_column(simple, &col).ok_or_else(|| read_only(view, &col))?;
         *n = ObjectName::from(vec![base]);
-        a.value = mapped(a.value.clone(), simple);
+        a.value = mapped(a.value.clone(), simple, &names)?;
     }
     if let TableFactor::Table { name, alias, .. } = &mut u.table.relation {
         *name = simple.base.clone();
         *alias = None;
     }
-    u.selection = restrict(u.selection.take(), simple);
+    u.selection = restrict(u.selection.take(), simple, &names)?;
     Ok(())
 }
 
