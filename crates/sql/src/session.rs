@@ -671,10 +671,18 @@ fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
     let dialect = KestrelDialect;
     // Raw tokens: pieces are printed back to text and parsed again, so quotes inside
     // literals and identifiers must keep their escapes (`'a''b'` stays one literal).
-    let tokens = Tokenizer::new(&dialect, sql)
+    // E'…' strings are unescaped even then, so they become standard strings holding the
+    // same value.
+    let tokens: Vec<Token> = Tokenizer::new(&dialect, sql)
         .with_unescape(false)
         .tokenize()
-        .ok()?;
+        .ok()?
+        .into_iter()
+        .map(|t| match t {
+            Token::EscapedStringLiteral(s) => Token::SingleQuotedString(s.replace('\'', "''")),
+            other => other,
+        })
+        .collect();
     let mut out = Vec::new();
     for piece in tokens.split(|t| *t == Token::SemiColon) {
         let first = piece.iter().find(|t| !matches!(t, Token::Whitespace(_)));

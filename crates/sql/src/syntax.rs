@@ -2,7 +2,8 @@
 //!
 //! [`crate::session::parse`] tries the text as written first; only when that fails is each
 //! statement passed through [`rewrite`] and parsed again, so a rewrite can never change the
-//! meaning of text that already parses. Each rewrite maps the construct onto syntax sqlparser
+//! meaning of text that already parses. Tokens are raw (not unescaped), so printing them
+//! back keeps every quote escape: a literal stays one literal. Each rewrite maps the construct onto syntax sqlparser
 //! reads and that has the same meaning (sometimes with a marker the AST pass resolves):
 //! - `x [NOT] BETWEEN SYMMETRIC a AND b` → `x [NOT] BETWEEN __kestrel_symmetric(a) AND b`;
 //!   [`crate::pgcompat`] expands the marker into PostgreSQL's definition,
@@ -160,6 +161,7 @@ fn inline_unique_nulls(toks: &[Token]) -> Option<Vec<Token>> {
                         &crate::dialect::KestrelDialect,
                         &text,
                     )
+                    .with_unescape(false)
                     .tokenize()
                     .ok()?,
                 );
@@ -230,6 +232,7 @@ fn conflict_inference(toks: &[Token]) -> Option<Vec<Token>> {
             &crate::dialect::KestrelDialect,
             &text,
         )
+        .with_unescape(false)
         .tokenize()
         .ok()?,
     );
@@ -278,6 +281,7 @@ mod tests {
 
     fn fix(sql: &str) -> Option<String> {
         let toks = Tokenizer::new(&crate::dialect::KestrelDialect, sql)
+            .with_unescape(false)
             .tokenize()
             .expect("tokenizes");
         rewrite(&toks)
