@@ -18,6 +18,7 @@ use kestrel_kv::Txn;
 use kestrel_storage::keycode;
 
 use crate::catalog::{self, TableDesc};
+use crate::check::stored_expr;
 use crate::datum::Datum;
 use crate::ddl::{column_desc, ident, pk_indexes, table_name, AfterCommit, DdlCtx, UniqueSpec};
 use crate::error::{code, SqlError, SqlResult};
@@ -571,15 +572,6 @@ async fn alter_column(
 }
 
 /// A CHECK or generation expression as stored in a descriptor.
-fn stored_expr(sql: &str) -> SqlResult<ast::Expr> {
-    use crate::dialect::KestrelDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-    Parser::new(&KestrelDialect)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_expr())
-        .map_err(|e| SqlError::internal(format!("stored expression {sql:?}: {e}")))
-}
-
 /// `expr` (SQL text) with column `old` renamed to `new`.
 fn rename_in_expr(expr: &str, old: &str, new: &str) -> SqlResult<String> {
     let mut e = stored_expr(expr)?;

@@ -117,13 +117,18 @@ impl Checks {
     }
 }
 
-/// The column a stored expression names when it is nothing but a column reference.
-pub fn stored_column_ref(sql: &str) -> Option<String> {
-    let e = datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
+/// An expression stored as SQL in a descriptor (CHECK, generated column, index key or
+/// predicate, domain default or check), parsed back.
+pub fn stored_expr(sql: &str) -> SqlResult<datafusion::sql::sqlparser::ast::Expr> {
+    datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
-        .ok()?;
-    match e {
+        .map_err(|e| SqlError::internal(format!("stored expression {sql:?}: {e}")))
+}
+
+/// The column a stored expression names when it is nothing but a column reference.
+pub fn stored_column_ref(sql: &str) -> Option<String> {
+    match stored_expr(sql).ok()? {
         datafusion::sql::sqlparser::ast::Expr::Identifier(i) => Some(crate::ddl::ident(&i)),
         _ => None,
     }

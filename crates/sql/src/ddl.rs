@@ -168,12 +168,7 @@ fn domain_options(
     column: &ast::Ident,
     options: &mut Vec<ast::ColumnOptionDef>,
 ) -> SqlResult<()> {
-    let parse = |sql: &str| {
-        datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
-            .try_with_sql(sql)
-            .and_then(|mut p| p.parse_expr())
-            .map_err(|e| SqlError::internal(format!("stored domain expression {sql}: {e}")))
-    };
+    let parse = crate::check::stored_expr;
     let has_default = options
         .iter()
         .any(|o| matches!(o.option, ColumnOption::Default(_)));

@@ -718,10 +718,7 @@ fn index_columns(t: &TableDesc, ix: Option<&IndexDesc>) -> Vec<String> {
 /// A stored expression with its column names quoted only where PostgreSQL's deparser would.
 fn display_expr(sql: &str) -> String {
     use datafusion::sql::sqlparser::ast;
-    let parsed = datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_expr());
-    let Ok(mut e) = parsed else {
+    let Ok(mut e) = crate::check::stored_expr(sql) else {
         return sql.to_string();
     };
     let _ = ast::visit_expressions_mut(&mut e, |x| {
@@ -737,9 +734,7 @@ fn display_expr(sql: &str) -> String {
 }
 
 fn expr_column_name(sql: &str) -> String {
-    datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_expr())
+    crate::check::stored_expr(sql)
         .ok()
         .and_then(|e| crate::pgcompat::column_name(&e))
         .unwrap_or_else(|| "expr".into())

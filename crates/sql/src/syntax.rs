@@ -42,6 +42,14 @@ pub fn rewrite(tokens: &[Token]) -> Option<String> {
     changed.then(|| toks.iter().map(|t| t.to_string()).collect())
 }
 
+/// Tokens of generated text, raw like the statement's own.
+fn raw_tokens(text: &str) -> Option<Vec<Token>> {
+    datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&crate::dialect::KestrelDialect, text)
+        .with_unescape(false)
+        .tokenize()
+        .ok()
+}
+
 fn is_kw(t: &Token, kw: Keyword) -> bool {
     matches!(t, Token::Word(w) if w.keyword == kw && w.quote_style.is_none())
 }
@@ -156,15 +164,7 @@ fn inline_unique_nulls(toks: &[Token]) -> Option<Vec<Token>> {
                 let (not, end) = tail;
                 let clause = if not { "NOT DISTINCT" } else { "DISTINCT" };
                 let text = format!(", UNIQUE NULLS {clause} ({col})");
-                added.extend(
-                    datafusion::sql::sqlparser::tokenizer::Tokenizer::new(
-                        &crate::dialect::KestrelDialect,
-                        &text,
-                    )
-                    .with_unescape(false)
-                    .tokenize()
-                    .ok()?,
-                );
+                added.extend(raw_tokens(&text)?);
                 i = end;
                 continue;
             }
@@ -227,15 +227,7 @@ fn conflict_inference(toks: &[Token]) -> Option<Vec<Token>> {
     // Hex keeps the specification's own quotes out of the quoted name.
     let hex: String = spec.trim().bytes().map(|b| format!("{b:02x}")).collect();
     let text = format!(" ON CONSTRAINT \"{INFERENCE_MARKER}{hex}\" ");
-    out.extend(
-        datafusion::sql::sqlparser::tokenizer::Tokenizer::new(
-            &crate::dialect::KestrelDialect,
-            &text,
-        )
-        .with_unescape(false)
-        .tokenize()
-        .ok()?,
-    );
+    out.extend(raw_tokens(&text)?);
     out.extend_from_slice(&toks[k..]);
     Some(out)
 }

@@ -29,6 +29,7 @@ use datafusion::sql::sqlparser::ast::{
 use kestrel_kv::Txn;
 
 use crate::catalog::TableDesc;
+use crate::check::stored_expr;
 use crate::datum::{array_from_datums, datums_from_array, Datum};
 use crate::ddl::ident;
 use crate::error::{code, from_datafusion, SqlError, SqlResult};
@@ -141,13 +142,6 @@ fn normalized(e: &ast::Expr) -> String {
         ast::Expr::Nested(inner) => inner.to_string(),
         other => other.to_string(),
     }
-}
-
-fn stored_expr(sql: &str) -> SqlResult<ast::Expr> {
-    datafusion::sql::sqlparser::parser::Parser::new(&crate::dialect::KestrelDialect)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_expr())
-        .map_err(|e| SqlError::internal(format!("stored index expression {sql}: {e}")))
 }
 
 /// The unique indexes (and primary key) an inference specification names: PostgreSQL's
