@@ -285,10 +285,7 @@ pub struct ViewDesc {
 pub type CommentMap = Arc<BTreeMap<(u32, u16), String>>;
 
 fn comments_prefix(db_id: u32) -> Vec<u8> {
-    let mut k = SYSTEM_START.to_vec();
-    k.extend_from_slice(b"cm");
-    keycode::put_u32(&mut k, db_id);
-    k
+    kind_prefix(b"cm", db_id)
 }
 
 fn comment_key(db_id: u32, table: u32, column: u16) -> Vec<u8> {
@@ -335,18 +332,28 @@ pub struct DomainDesc {
 /// Domains by `(schema, name)`.
 pub type DomainMap = Arc<BTreeMap<(String, String), Arc<DomainDesc>>>;
 
-fn domains_prefix(db_id: u32) -> Vec<u8> {
+/// The prefix of one kind of per-database descriptor (`tag` is its two-byte kind).
+fn kind_prefix(tag: &[u8; 2], db_id: u32) -> Vec<u8> {
     let mut k = SYSTEM_START.to_vec();
-    k.extend_from_slice(b"dm");
+    k.extend_from_slice(tag);
     keycode::put_u32(&mut k, db_id);
     k
 }
 
-fn domain_key(db_id: u32, schema: &str, name: &str) -> Vec<u8> {
-    let mut k = domains_prefix(db_id);
+/// The key of a named object of one kind: `kind_prefix ++ escape(schema) ++ escape(name)`.
+fn named_key(tag: &[u8; 2], db_id: u32, schema: &str, name: &str) -> Vec<u8> {
+    let mut k = kind_prefix(tag, db_id);
     keycode::put_bytes(&mut k, schema.as_bytes());
     keycode::put_bytes(&mut k, name.as_bytes());
     k
+}
+
+fn domains_prefix(db_id: u32) -> Vec<u8> {
+    kind_prefix(b"dm", db_id)
+}
+
+fn domain_key(db_id: u32, schema: &str, name: &str) -> Vec<u8> {
+    named_key(b"dm", db_id, schema, name)
 }
 
 pub fn put_domain(txn: &mut Txn, d: &DomainDesc) -> SqlResult<()> {
@@ -360,17 +367,11 @@ pub fn delete_domain(txn: &mut Txn, d: &DomainDesc) -> SqlResult<()> {
 }
 
 fn views_prefix(db_id: u32) -> Vec<u8> {
-    let mut k = SYSTEM_START.to_vec();
-    k.extend_from_slice(b"vw");
-    keycode::put_u32(&mut k, db_id);
-    k
+    kind_prefix(b"vw", db_id)
 }
 
 fn view_key(db_id: u32, schema: &str, name: &str) -> Vec<u8> {
-    let mut k = views_prefix(db_id);
-    keycode::put_bytes(&mut k, schema.as_bytes());
-    keycode::put_bytes(&mut k, name.as_bytes());
-    k
+    named_key(b"vw", db_id, schema, name)
 }
 
 pub fn put_view(txn: &mut Txn, v: &ViewDesc) -> SqlResult<()> {
