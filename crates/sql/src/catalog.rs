@@ -398,8 +398,10 @@ fn id_key() -> Vec<u8> {
 /// ([`legacy`]); such a value cannot start with the magic (its first field is a small id).
 const DESC_MAGIC: [u8; 3] = [0xFF, b'K', b'D'];
 /// Version 2 added `ColumnDesc::generated` and `TableDesc::foreign_keys`; version 3 added
-/// `IndexDesc::exprs` and `IndexDesc::predicate` (only table descriptors changed).
-const DESC_VERSION: u8 = 3;
+/// `IndexDesc::exprs` and `IndexDesc::predicate` (only table descriptors changed); version 4
+/// put sequence descriptors behind the header and added `SeqDesc::type_max` (only
+/// sequences changed: they were headerless before).
+pub(crate) const DESC_VERSION: u8 = 4;
 
 fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> SqlResult<T> {
     let body = match split_header(b, what)? {
@@ -412,7 +414,7 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> SqlResult<T> 
 
 /// The version and body after a descriptor header; `None` for a headerless (version 1)
 /// value.
-fn split_header<'a>(b: &'a [u8], what: &str) -> SqlResult<Option<(u8, &'a [u8])>> {
+pub(crate) fn split_header<'a>(b: &'a [u8], what: &str) -> SqlResult<Option<(u8, &'a [u8])>> {
     if b.len() < 4 || b[..3] != DESC_MAGIC {
         return Ok(None);
     }
@@ -428,7 +430,7 @@ fn split_header<'a>(b: &'a [u8], what: &str) -> SqlResult<Option<(u8, &'a [u8])>
 fn decode_table(b: &[u8]) -> SqlResult<TableDesc> {
     let corrupt = |e: bincode::Error| SqlError::internal(format!("corrupt table descriptor: {e}"));
     match split_header(b, "table")? {
-        Some((DESC_VERSION, body)) => bincode::deserialize(body).map_err(corrupt),
+        Some((3.., body)) => bincode::deserialize(body).map_err(corrupt),
         Some((_, body)) => bincode::deserialize::<legacy::TableDescV2>(body)
             .map(TableDesc::from)
             .map_err(corrupt),
@@ -438,7 +440,7 @@ fn decode_table(b: &[u8]) -> SqlResult<TableDesc> {
     }
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     let mut out = DESC_MAGIC.to_vec();
     out.push(DESC_VERSION);
     out.extend(bincode::serialize(v).expect("descriptor serializes"));

@@ -25,6 +25,8 @@ pub const COLUMNS_MAX: usize = 1600;
 pub enum AfterCommit {
     /// Drop the data of a dropped table.
     ClearSpan(Vec<u8>, Vec<u8>),
+    /// Drop the node's reserved values of an altered sequence (by uid).
+    ForgetSequence(u64),
 }
 
 /// An identifier as PostgreSQL folds it: unquoted names are lower-cased.
@@ -811,7 +813,7 @@ fn relation_taken(snapshot: &CatalogSnapshot, pending: &TableDesc, name: &str) -
 }
 
 /// Whether a new relation (sequence, view) may not be called `name` in `schema`.
-fn name_taken(snapshot: &CatalogSnapshot, schema: &str, name: &str) -> bool {
+pub(crate) fn name_taken(snapshot: &CatalogSnapshot, schema: &str, name: &str) -> bool {
     let probe = TableDesc {
         id: u32::MAX,
         db_id: snapshot.db_id(),
@@ -1184,32 +1186,10 @@ fn sequence_desc(
             O::Cycle(no) => cycle = !*no,
         }
     }
-    let bad = |m: String| Err(SqlError::new(code::INVALID_PARAMETER_VALUE, m));
-    if inc == 0 {
-        return bad("INCREMENT must not be zero".into());
-    }
     let min = min.unwrap_or(if inc > 0 { 1 } else { -type_max - 1 });
     let max = max.unwrap_or(if inc > 0 { type_max } else { -1 });
-    if min >= max {
-        return bad(format!(
-            "MINVALUE ({min}) must be less than MAXVALUE ({max})"
-        ));
-    }
     let start = start.unwrap_or(if inc > 0 { min } else { max });
-    if start < min {
-        return bad(format!(
-            "START value ({start}) cannot be less than MINVALUE ({min})"
-        ));
-    }
-    if start > max {
-        return bad(format!(
-            "START value ({start}) cannot be greater than MAXVALUE ({max})"
-        ));
-    }
-    if cache < 1 {
-        return bad(format!("CACHE ({cache}) must be greater than zero"));
-    }
-    Ok(crate::sequence::SeqDesc {
+    let desc = crate::sequence::SeqDesc {
         id: 0,
         uid: 0,
         db_id,
@@ -1222,9 +1202,11 @@ fn sequence_desc(
         cycle,
         cache,
         owner: None,
-    })
+        type_max,
+    };
+    desc.validate()?;
+    Ok(desc)
 }
-
 /// The sequence of a SERIAL or IDENTITY column, named `{table}_{column}_seq`; the column's
 /// default becomes `nextval('…')`.
 async fn create_owned_sequence(
@@ -1248,16 +1230,17 @@ async fn create_owned_sequence(
         .ok_or_else(|| SqlError::internal("serial column vanished"))?;
     seq.owner = Some((desc.id, col.id));
     col.default = None;
-    let qualified = match desc.schema.as_str() {
-        DEFAULT_SCHEMA => quote_literal_name(&name),
-        schema => format!(
-            "{}.{}",
-            quote_literal_name(schema),
-            quote_literal_name(&name)
-        ),
-    };
-    col.default_expr = Some(format!("nextval('{qualified}')"));
+    col.default_expr = Some(nextval_default(&desc.schema, &name));
     crate::sequence::put_sequence(txn, &seq)
+}
+
+/// The column default that draws from sequence `schema.name`, as SERIAL writes it.
+pub(crate) fn nextval_default(schema: &str, name: &str) -> String {
+    let qualified = match schema {
+        DEFAULT_SCHEMA => quote_literal_name(name),
+        schema => format!("{}.{}", quote_literal_name(schema), quote_literal_name(name)),
+    };
+    format!("nextval('{qualified}')")
 }
 
 /// A relation name as text `nextval` parses back (quoted unless plain lower case).
@@ -1298,9 +1281,6 @@ pub async fn create_sequence(
             format!("relation \"{seq}\" already exists"),
         ));
     }
-    if owned_by.is_some() {
-        return Err(SqlError::unsupported("CREATE SEQUENCE … OWNED BY"));
-    }
     let ty = match data_type {
         Some(t) => SqlType::from_ast(t)?,
         None => SqlType::Int8,
@@ -1312,6 +1292,9 @@ pub async fn create_sequence(
         ));
     }
     let mut desc = sequence_desc(ddl.snapshot.db_id(), &schema, &seq, &ty, options)?;
+    if let Some(owner) = owned_by {
+        desc.owner = crate::alter_sequence::create_owner(ddl, &schema, owner)?;
+    }
     desc.id = catalog::allocate_id(txn).await?;
     desc.uid = ddl.kv.unique_id() as u64;
     crate::sequence::put_sequence(txn, &desc)?;

@@ -55,6 +55,7 @@
 //! classified in [`error`], in one place.
 
 pub mod alter;
+pub mod alter_sequence;
 pub mod catalog;
 pub mod check;
 pub mod copy;

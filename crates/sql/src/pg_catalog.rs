@@ -1460,12 +1460,10 @@ pub fn rows(
 
 /// `(type oid, type name)` of a sequence, read off its bounds.
 fn seq_type(s: &SeqDesc) -> (i64, &'static str) {
-    if s.max <= i16::MAX as i64 && s.min >= i16::MIN as i64 {
-        (21, "smallint")
-    } else if s.max <= i32::MAX as i64 && s.min >= i32::MIN as i64 {
-        (23, "integer")
-    } else {
-        (20, "bigint")
+    match s.type_name() {
+        "smallint" => (21, "smallint"),
+        "integer" => (23, "integer"),
+        _ => (20, "bigint"),
     }
 }
 

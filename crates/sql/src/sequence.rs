@@ -59,6 +59,107 @@ pub struct SeqDesc {
     pub cache: i64,
     /// `(table id, column id)` of the SERIAL/IDENTITY column that owns it (dropped with it).
     pub owner: Option<(u32, u16)>,
+    /// The largest value of the sequence's type (one of [`TYPE_MAXIMA`]).
+    pub type_max: i64,
+}
+
+/// The descriptor layout before catalog format version 4 (headerless bincode, no type).
+#[derive(serde::Deserialize)]
+struct SeqDescV1 {
+    id: u32,
+    uid: u64,
+    db_id: u32,
+    schema: String,
+    name: String,
+    start: i64,
+    increment: i64,
+    min: i64,
+    max: i64,
+    cycle: bool,
+    cache: i64,
+    owner: Option<(u32, u16)>,
+}
+
+impl From<SeqDescV1> for SeqDesc {
+    /// The type was not stored: the smallest integer type that holds the bounds.
+    fn from(v: SeqDescV1) -> Self {
+        let type_max = TYPE_MAXIMA
+            .into_iter()
+            .map(|(m, _)| m)
+            .find(|m| v.max <= *m && v.min >= -*m - 1)
+            .unwrap_or(i64::MAX);
+        SeqDesc {
+            id: v.id,
+            uid: v.uid,
+            db_id: v.db_id,
+            schema: v.schema,
+            name: v.name,
+            start: v.start,
+            increment: v.increment,
+            min: v.min,
+            max: v.max,
+            cycle: v.cycle,
+            cache: v.cache,
+            owner: v.owner,
+            type_max,
+        }
+    }
+}
+
+/// The integer types a sequence can have, by their largest value.
+pub const TYPE_MAXIMA: [(i64, &str); 3] = [
+    (i16::MAX as i64, "smallint"),
+    (i32::MAX as i64, "integer"),
+    (i64::MAX, "bigint"),
+];
+
+impl SeqDesc {
+    /// The name of the sequence's type.
+    pub fn type_name(&self) -> &'static str {
+        TYPE_MAXIMA
+            .into_iter()
+            .find(|(m, _)| *m == self.type_max)
+            .map_or("bigint", |(_, n)| n)
+    }
+
+    /// PostgreSQL's checks of a sequence's options (all 22023).
+    pub fn validate(&self) -> SqlResult<()> {
+        let bad = |m: String| Err(SqlError::new(code::INVALID_PARAMETER_VALUE, m));
+        let (type_max, type_name) = (self.type_max, self.type_name());
+        let (min, max, start) = (self.min, self.max, self.start);
+        if self.increment == 0 {
+            return bad("INCREMENT must not be zero".into());
+        }
+        if max > type_max || max < -type_max - 1 {
+            return bad(format!(
+                "MAXVALUE ({max}) is out of range for sequence data type {type_name}"
+            ));
+        }
+        if min > type_max || min < -type_max - 1 {
+            return bad(format!(
+                "MINVALUE ({min}) is out of range for sequence data type {type_name}"
+            ));
+        }
+        if min >= max {
+            return bad(format!(
+                "MINVALUE ({min}) must be less than MAXVALUE ({max})"
+            ));
+        }
+        if start < min {
+            return bad(format!(
+                "START value ({start}) cannot be less than MINVALUE ({min})"
+            ));
+        }
+        if start > max {
+            return bad(format!(
+                "START value ({start}) cannot be greater than MAXVALUE ({max})"
+            ));
+        }
+        if self.cache < 1 {
+            return bad(format!("CACHE ({}) must be greater than zero", self.cache));
+        }
+        Ok(())
+    }
 }
 
 pub fn seq_prefix(db_id: u32) -> Vec<u8> {
@@ -83,20 +184,35 @@ fn value_key(uid: u64) -> Vec<u8> {
 }
 
 pub fn put_sequence(txn: &mut Txn, s: &SeqDesc) -> SqlResult<()> {
-    let v = bincode::serialize(s).map_err(|e| SqlError::internal(format!("sequence: {e}")))?;
-    txn.put(seq_key(s.db_id, &s.schema, &s.name), v)?;
+    txn.put(seq_key(s.db_id, &s.schema, &s.name), crate::catalog::encode(s))?;
     Ok(())
 }
 
 pub fn delete_sequence(txn: &mut Txn, s: &SeqDesc) -> SqlResult<()> {
-    txn.delete(seq_key(s.db_id, &s.schema, &s.name))?;
+    delete_descriptor(txn, s)?;
     txn.delete(value_key(s.uid))?;
     Ok(())
 }
 
+/// Deletes only the descriptor (a rename writes it again under the new name).
+pub fn delete_descriptor(txn: &mut Txn, s: &SeqDesc) -> SqlResult<()> {
+    txn.delete(seq_key(s.db_id, &s.schema, &s.name))?;
+    Ok(())
+}
+
+/// A stored descriptor: the current layout behind the catalog header, or the headerless
+/// layout of stores written before format version 4.
 pub fn decode_sequence(b: &[u8]) -> SqlResult<SeqDesc> {
-    bincode::deserialize(b)
-        .map_err(|e| SqlError::internal(format!("corrupt sequence descriptor: {e}")))
+    let corrupt = |e: bincode::Error| SqlError::internal(format!("corrupt sequence descriptor: {e}"));
+    match crate::catalog::split_header(b, "sequence")? {
+        Some((4.., body)) => bincode::deserialize(body).map_err(corrupt),
+        Some((v, _)) => Err(SqlError::internal(format!(
+            "sequence descriptor with format version {v}, which never held sequences"
+        ))),
+        None => bincode::deserialize::<SeqDescV1>(b)
+            .map(SeqDesc::from)
+            .map_err(corrupt),
+    }
 }
 
 /// `(last_value, is_called)`; `None` before the first `nextval`.
@@ -115,6 +231,20 @@ fn encode_state(last: i64, called: bool) -> Vec<u8> {
     let mut b = last.to_be_bytes().to_vec();
     b.push(called as u8);
     b
+}
+
+/// The stored `(last_value, is_called)` of sequence `uid` as `txn` sees it.
+pub(crate) async fn stored_state(txn: &mut Txn, uid: u64) -> SqlResult<Option<(i64, bool)>> {
+    match txn.get(&value_key(uid)).await? {
+        Some(b) => decode_state(&b),
+        None => Ok(None),
+    }
+}
+
+/// Writes the state of sequence `uid` in `txn` (ALTER SEQUENCE; `nextval` writes its own).
+pub(crate) fn put_state(txn: &mut Txn, uid: u64, last: i64, called: bool) -> SqlResult<()> {
+    txn.put(value_key(uid), encode_state(last, called))?;
+    Ok(())
 }
 
 /// The value after `state`, if the sequence has one.
@@ -145,11 +275,20 @@ fn limit_reached(s: &SeqDesc) -> SqlError {
     )
 }
 
+/// The values one node reserved for one sequence and has not handed out yet.
+struct Block {
+    rest: VecDeque<i64>,
+    /// The value handed out last (the stored state is the block's end, not this).
+    last: i64,
+    /// The block's last reserved value: what the stored state said when it was reserved.
+    end: i64,
+}
+
 /// The node's sequence allocator: blocks of reserved values per sequence.
 pub struct Sequences {
     kv: Arc<Kv>,
     /// Reserved values by sequence uid.
-    blocks: Mutex<HashMap<u64, VecDeque<i64>>>,
+    blocks: Mutex<HashMap<u64, Block>>,
     refill: tokio::sync::Mutex<()>,
 }
 
@@ -163,13 +302,25 @@ impl Sequences {
     }
 
     fn take(&self, uid: u64) -> Option<i64> {
-        self.blocks.lock().ok()?.get_mut(&uid)?.pop_front()
+        let mut blocks = self.blocks.lock().ok()?;
+        let block = blocks.get_mut(&uid)?;
+        let v = block.rest.pop_front()?;
+        block.last = v;
+        Some(v)
     }
 
     pub fn forget(&self, uid: u64) {
-        if let Ok(mut b) = self.blocks.lock() {
-            b.remove(&uid);
-        }
+        self.drain(uid);
+    }
+
+    /// Discards the node's block of `uid` and returns `(last handed out, block end)`: the
+    /// sequence's true position and the stored state it is behind of while the block lives.
+    pub fn drain(&self, uid: u64) -> Option<(i64, i64)> {
+        self.blocks
+            .lock()
+            .ok()?
+            .remove(&uid)
+            .map(|b| (b.last, b.end))
     }
 
     /// The next value of `s`.
@@ -181,10 +332,18 @@ impl Sequences {
         if let Some(v) = self.take(s.uid) {
             return Ok(v);
         }
-        let mut block: VecDeque<i64> = self.reserve(s).await?.into();
-        let first = block.pop_front().ok_or_else(|| limit_reached(s))?;
+        let mut rest: VecDeque<i64> = self.reserve(s).await?.into();
+        let end = rest.back().copied().ok_or_else(|| limit_reached(s))?;
+        let first = rest.pop_front().ok_or_else(|| limit_reached(s))?;
         if let Ok(mut b) = self.blocks.lock() {
-            b.insert(s.uid, block);
+            b.insert(
+                s.uid,
+                Block {
+                    rest,
+                    last: first,
+                    end,
+                },
+            );
         }
         Ok(first)
     }
@@ -519,7 +678,22 @@ mod tests {
             cycle,
             cache: 1,
             owner: None,
+            type_max: i64::MAX,
         }
+    }
+
+    #[test]
+    fn headerless_descriptors_decode_with_an_inferred_type() {
+        let old = (1u32, 7u64, 1u32, "public", "s", 1i64, 1i64, 1i64, 32767i64, false, 1i64);
+        let mut bytes = bincode::serialize(&old).unwrap();
+        bytes.extend(bincode::serialize(&None::<(u32, u16)>).unwrap());
+        let d = decode_sequence(&bytes).unwrap();
+        assert_eq!((d.uid, d.max, d.type_max), (7, 32767, i16::MAX as i64));
+        assert_eq!(d.type_name(), "smallint");
+        let mut now = seq(1, 1, 1, 100, false);
+        now.type_max = i32::MAX as i64;
+        let round = decode_sequence(&crate::catalog::encode(&now)).unwrap();
+        assert_eq!(round, now, "the type survives: a small MAXVALUE stays an integer");
     }
 
     #[test]

@@ -740,6 +740,11 @@ fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
                 }
                 v.pop()?
             }
+            Token::Word(w)
+                if w.keyword == Keyword::ALTER && crate::alter_sequence::is_alter_sequence(piece) =>
+            {
+                crate::alter_sequence::carrier(piece)?
+            }
             Token::Word(w) if w.keyword == Keyword::COPY => {
                 let text = copy_booleans(piece);
                 let mut v = Parser::parse_sql(&dialect, &text).ok()?;
@@ -1420,6 +1425,7 @@ impl Session {
                         tracing::warn!("clearing a dropped table's data failed: {err}");
                     }
                 }
+                AfterCommit::ForgetSequence(uid) => self.engine.sequences.forget(uid),
             }
         }
     }
@@ -2051,6 +2057,17 @@ impl Session {
                 if_exists,
                 ..
             } => ddl::drop_database(&ddl, txn, names, *if_exists, after).await,
+            SqlStatement::CreateSequence { name, .. }
+                if crate::alter_sequence::carried(name).is_some() =>
+            {
+                match crate::alter_sequence::carried(name) {
+                    Some(Ok(alter)) => {
+                        crate::alter_sequence::execute(&ddl, txn, &alter, after).await
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => Err(SqlError::internal("ALTER SEQUENCE carrier vanished")),
+                }
+            }
             SqlStatement::CreateSequence {
                 temporary: false,
                 if_not_exists,

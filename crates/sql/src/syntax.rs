@@ -43,7 +43,7 @@ pub fn rewrite(tokens: &[Token]) -> Option<String> {
 }
 
 /// Tokens of generated text, raw like the statement's own.
-fn raw_tokens(text: &str) -> Option<Vec<Token>> {
+pub(crate) fn raw_tokens(text: &str) -> Option<Vec<Token>> {
     datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&crate::dialect::KestrelDialect, text)
         .with_unescape(false)
         .tokenize()
