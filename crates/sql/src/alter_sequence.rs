@@ -17,9 +17,13 @@
 //!   `nextval` on the old name follows the new one).
 //!
 //! The node hands out sequence values from a reserved block ([`crate::sequence`]); the
-//! stored position is the block's end. ALTER takes the node's block away first and uses the
-//! value the block handed out last as the position, so a sequence with CACHE 1 continues
-//! exactly where PostgreSQL's would.
+//! stored position is the block's end. ALTER takes the node's block away and stores the value
+//! the block handed out last as the position ([`crate::sequence::Sequences::reposition`]),
+//! so a sequence with CACHE 1 continues exactly where PostgreSQL's would. That write is its
+//! own committed transaction under the node's refill lock, like `setval`'s: `nextval` (which
+//! reserves in its own transactions too) never conflicts with the ALTER, and a `nextval`
+//! later in the ALTER's transaction sees the new position and options. Unlike PostgreSQL,
+//! a RESTART therefore stays when the ALTER's transaction rolls back (the options do not).
 
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Statement as SqlStatement};
 use datafusion::sql::sqlparser::tokenizer::Token;
@@ -95,7 +99,10 @@ pub fn carried(name: &ObjectName) -> Option<SqlResult<AlterSequence>> {
     let hex = part.as_ident()?.value.strip_prefix(MARKER)?;
     let bytes: Option<Vec<u8>> = (0..hex.len())
         .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect();
     let Some(text) = bytes.and_then(|b| String::from_utf8(b).ok()) else {
         return Some(Err(SqlError::syntax("malformed ALTER SEQUENCE")));
@@ -344,7 +351,13 @@ pub async fn execute(
     after: &mut Vec<AfterCommit>,
 ) -> SqlResult<String> {
     let (schema, name) = qualify(&alter.name, ddl.db)?;
-    let Some(old) = ddl.snapshot.sequences.get(&(schema, name.clone())) else {
+    let Some(old) = ddl.snapshot.sequences.get(&(schema.clone(), name.clone())) else {
+        if crate::ddl::name_taken(ddl.snapshot, &schema, &name) {
+            return Err(SqlError::new(
+                code::WRONG_OBJECT_TYPE,
+                format!("\"{name}\" is not a sequence"),
+            ));
+        }
         if alter.if_exists {
             return Ok("ALTER SEQUENCE".into());
         }
@@ -406,51 +419,12 @@ async fn alter_options(
             Some(parts) => Some(owner_column(ddl, &d.schema, parts)?),
         };
     }
-    let (last, called) = position(ddl, txn, old, o.restart, d.start).await?;
-    check_position(&d, last)?;
-    sequence::put_state(txn, d.uid, last, called)?;
+    // The position moves at once, in its own transaction, as `setval` does (see the module
+    // comment); the descriptor commits with the statement.
+    ddl.sequences.reposition(old, &d, o.restart).await?;
     sequence::put_sequence(txn, &d)?;
     // A block the node reserves before this commits follows the old options: drop it.
     after.push(AfterCommit::ForgetSequence(d.uid));
-    Ok(())
-}
-
-/// The sequence's `(last_value, is_called)` after the ALTER: the restart value, or the
-/// value handed out last.
-async fn position(
-    ddl: &DdlCtx<'_>,
-    txn: &mut Txn,
-    old: &SeqDesc,
-    restart: Option<Option<i64>>,
-    start: i64,
-) -> SqlResult<(i64, bool)> {
-    let block = ddl.sequences.drain(old.uid);
-    let stored = sequence::stored_state(txn, old.uid).await?;
-    if let Some(r) = restart {
-        return Ok((r.unwrap_or(start), false));
-    }
-    Ok(match (stored, block) {
-        // The node's block is the newest reservation: its last value is the position.
-        (Some((end, true)), Some((last, block_end))) if end == block_end => (last, true),
-        (Some(state), _) => state,
-        (None, _) => (old.start, false),
-    })
-}
-
-fn check_position(d: &SeqDesc, last: i64) -> SqlResult<()> {
-    let bad = |m: String| Err(SqlError::new(code::INVALID_PARAMETER_VALUE, m));
-    if last < d.min {
-        return bad(format!(
-            "RESTART value ({last}) cannot be less than MINVALUE ({})",
-            d.min
-        ));
-    }
-    if last > d.max {
-        return bad(format!(
-            "RESTART value ({last}) cannot be greater than MAXVALUE ({})",
-            d.max
-        ));
-    }
     Ok(())
 }
 
@@ -496,17 +470,13 @@ fn rename(ddl: &DdlCtx<'_>, txn: &mut Txn, old: &SeqDesc, new: &str) -> SqlResul
     d.name = new.to_string();
     sequence::delete_descriptor(txn, old)?;
     sequence::put_sequence(txn, &d)?;
-    let from = crate::ddl::nextval_default(&old.schema, &old.name);
+    // A default that draws from the sequence becomes the canonical call on the new name
+    // (PostgreSQL stores the sequence's oid; Kestrel stores the text).
     let to = crate::ddl::nextval_default(&old.schema, new);
-    for t in ddl.snapshot.tables.values() {
-        if !t.columns.iter().any(|c| c.default_expr.as_deref() == Some(&from)) {
-            continue;
-        }
+    for (t, columns) in crate::ddl::defaults_using(ddl.snapshot, old) {
         let mut t = t.as_ref().clone();
-        for c in t.columns.iter_mut() {
-            if c.default_expr.as_deref() == Some(&from) {
-                c.default_expr = Some(to.clone());
-            }
+        for i in columns {
+            t.columns[i].default_expr = Some(to.clone());
         }
         catalog::put_table(txn, &t)?;
     }
@@ -551,7 +521,10 @@ mod tests {
         assert_eq!(o.max, Some(None));
         assert_eq!(o.increment, Some(2));
         assert_eq!(o.cycle, Some(true));
-        assert_eq!(o.owned_by, Some(Some(vec!["t".to_string(), "id".to_string()])));
+        assert_eq!(
+            o.owned_by,
+            Some(Some(vec!["t".to_string(), "id".to_string()]))
+        );
         let bare = parsed("alter sequence s restart").unwrap();
         let Action::Options(o) = bare.action else {
             panic!("options expected")
@@ -561,12 +534,20 @@ mod tests {
 
     #[test]
     fn bad_statements_are_refused() {
-        assert_eq!(parsed("ALTER SEQUENCE s").unwrap_err().code, code::SYNTAX_ERROR);
         assert_eq!(
-            parsed("ALTER SEQUENCE s INCREMENT 1 INCREMENT 2").unwrap_err().code,
+            parsed("ALTER SEQUENCE s").unwrap_err().code,
             code::SYNTAX_ERROR
         );
-        assert_eq!(parsed("ALTER SEQUENCE s FOO").unwrap_err().code, code::SYNTAX_ERROR);
+        assert_eq!(
+            parsed("ALTER SEQUENCE s INCREMENT 1 INCREMENT 2")
+                .unwrap_err()
+                .code,
+            code::SYNTAX_ERROR
+        );
+        assert_eq!(
+            parsed("ALTER SEQUENCE s FOO").unwrap_err().code,
+            code::SYNTAX_ERROR
+        );
         assert_eq!(
             parsed("ALTER SEQUENCE s AS text").unwrap_err().code,
             code::INVALID_PARAMETER_VALUE

@@ -1234,11 +1234,43 @@ async fn create_owned_sequence(
     crate::sequence::put_sequence(txn, &seq)
 }
 
+/// The tables whose column defaults call `nextval` on `seq`, with those columns' positions.
+/// (A default that also calls another function is rewritten whole by RENAME: only
+/// `nextval(…)` defaults are expected here.)
+pub(crate) fn defaults_using(
+    snapshot: &CatalogSnapshot,
+    seq: &crate::sequence::SeqDesc,
+) -> Vec<(Arc<TableDesc>, Vec<usize>)> {
+    let me = (seq.schema.clone(), seq.name.clone());
+    let mut out = Vec::new();
+    for t in snapshot.tables.values() {
+        let cols: Vec<usize> = t
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                c.default_expr
+                    .as_deref()
+                    .is_some_and(|e| crate::sequence::default_sequences(e).contains(&me))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if !cols.is_empty() {
+            out.push((t.clone(), cols));
+        }
+    }
+    out
+}
+
 /// The column default that draws from sequence `schema.name`, as SERIAL writes it.
 pub(crate) fn nextval_default(schema: &str, name: &str) -> String {
     let qualified = match schema {
         DEFAULT_SCHEMA => quote_literal_name(name),
-        schema => format!("{}.{}", quote_literal_name(schema), quote_literal_name(name)),
+        schema => format!(
+            "{}.{}",
+            quote_literal_name(schema),
+            quote_literal_name(name)
+        ),
     };
     format!("nextval('{qualified}')")
 }
@@ -1317,7 +1349,9 @@ pub fn drop_sequence(
                     format!("sequence \"{name}\" does not exist"),
                 ))
             }
-            Some(s) if s.owner.is_some() => {
+            // A column default that calls nextval on it depends on it (OWNED BY alone does
+            // not: it only makes the sequence go with its column).
+            Some(s) if !defaults_using(ddl.snapshot, s).is_empty() => {
                 return Err(SqlError::new(
                     code::DEPENDENT_OBJECTS_STILL_EXIST,
                     format!("cannot drop sequence {name} because other objects depend on it"),

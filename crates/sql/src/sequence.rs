@@ -81,12 +81,13 @@ struct SeqDescV1 {
 }
 
 impl From<SeqDescV1> for SeqDesc {
-    /// The type was not stored: the smallest integer type that holds the bounds.
+    /// The type was not stored: smallint or integer when a bound is that type's limit (the
+    /// bounds AS gives by default), bigint otherwise.
     fn from(v: SeqDescV1) -> Self {
         let type_max = TYPE_MAXIMA
             .into_iter()
             .map(|(m, _)| m)
-            .find(|m| v.max <= *m && v.min >= -*m - 1)
+            .find(|m| v.max == *m || v.min == -*m - 1)
             .unwrap_or(i64::MAX);
         SeqDesc {
             id: v.id,
@@ -184,7 +185,10 @@ fn value_key(uid: u64) -> Vec<u8> {
 }
 
 pub fn put_sequence(txn: &mut Txn, s: &SeqDesc) -> SqlResult<()> {
-    txn.put(seq_key(s.db_id, &s.schema, &s.name), crate::catalog::encode(s))?;
+    txn.put(
+        seq_key(s.db_id, &s.schema, &s.name),
+        crate::catalog::encode(s),
+    )?;
     Ok(())
 }
 
@@ -203,7 +207,8 @@ pub fn delete_descriptor(txn: &mut Txn, s: &SeqDesc) -> SqlResult<()> {
 /// A stored descriptor: the current layout behind the catalog header, or the headerless
 /// layout of stores written before format version 4.
 pub fn decode_sequence(b: &[u8]) -> SqlResult<SeqDesc> {
-    let corrupt = |e: bincode::Error| SqlError::internal(format!("corrupt sequence descriptor: {e}"));
+    let corrupt =
+        |e: bincode::Error| SqlError::internal(format!("corrupt sequence descriptor: {e}"));
     match crate::catalog::split_header(b, "sequence")? {
         Some((4.., body)) => bincode::deserialize(body).map_err(corrupt),
         Some((v, _)) => Err(SqlError::internal(format!(
@@ -234,17 +239,11 @@ fn encode_state(last: i64, called: bool) -> Vec<u8> {
 }
 
 /// The stored `(last_value, is_called)` of sequence `uid` as `txn` sees it.
-pub(crate) async fn stored_state(txn: &mut Txn, uid: u64) -> SqlResult<Option<(i64, bool)>> {
+async fn stored_state(txn: &mut Txn, uid: u64) -> SqlResult<Option<(i64, bool)>> {
     match txn.get(&value_key(uid)).await? {
         Some(b) => decode_state(&b),
         None => Ok(None),
     }
-}
-
-/// Writes the state of sequence `uid` in `txn` (ALTER SEQUENCE; `nextval` writes its own).
-pub(crate) fn put_state(txn: &mut Txn, uid: u64, last: i64, called: bool) -> SqlResult<()> {
-    txn.put(value_key(uid), encode_state(last, called))?;
-    Ok(())
 }
 
 /// The value after `state`, if the sequence has one.
@@ -400,6 +399,65 @@ impl Sequences {
         txn.commit().await?;
         Ok(())
     }
+
+    /// ALTER SEQUENCE: discards the node's block and stores the position `new` continues
+    /// from — `restart` (a bare RESTART is `new.start`), or else the value handed out last —
+    /// after checking it against `new`'s bounds. One committed transaction under the refill
+    /// lock, so no value of the node's block can be handed out meanwhile.
+    pub async fn reposition(
+        &self,
+        old: &SeqDesc,
+        new: &SeqDesc,
+        restart: Option<Option<i64>>,
+    ) -> SqlResult<()> {
+        let _refill = self.refill.lock().await;
+        let block = self.drain(old.uid);
+        let mut last_err = None;
+        for _ in 0..REFILL_ATTEMPTS_MAX {
+            let mut txn = self.kv.begin();
+            let stored = stored_state(&mut txn, old.uid).await?;
+            let (last, called) = match (restart, stored, block) {
+                (Some(r), _, _) => (r.unwrap_or(new.start), false),
+                // The node's block is the newest reservation: its last value is the position.
+                (None, Some((end, true)), Some((last, block_end))) if end == block_end => {
+                    (last, true)
+                }
+                (None, Some(state), _) => state,
+                (None, None, _) => (old.start, false),
+            };
+            check_position(new, last)?;
+            txn.put(value_key(old.uid), encode_state(last, called))?;
+            match txn.commit().await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let e = SqlError::from(e);
+                    if !e.is_retryable() {
+                        return Err(e);
+                    }
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| SqlError::internal("sequence reposition failed")))
+    }
+}
+
+/// PostgreSQL's check that a sequence's position lies inside its (new) bounds.
+fn check_position(d: &SeqDesc, last: i64) -> SqlResult<()> {
+    let bad = |m: String| Err(SqlError::new(code::INVALID_PARAMETER_VALUE, m));
+    if last < d.min {
+        return bad(format!(
+            "RESTART value ({last}) cannot be less than MINVALUE ({})",
+            d.min
+        ));
+    }
+    if last > d.max {
+        return bad(format!(
+            "RESTART value ({last}) cannot be greater than MAXVALUE ({})",
+            d.max
+        ));
+    }
+    Ok(())
 }
 
 /// What one session remembers for `currval` and `lastval`.
@@ -424,6 +482,38 @@ impl std::fmt::Debug for SeqFunctions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SeqFunctions")
     }
+}
+
+/// The sequences a column default draws from: the `(schema, name)` of every
+/// `nextval('…')` in it, with or without `::regclass`.
+pub fn default_sequences(default_expr: &str) -> Vec<(String, String)> {
+    const CALL: &str = "nextval('";
+    let mut out = Vec::new();
+    let mut rest = default_expr;
+    while let Some(i) = rest.to_ascii_lowercase().find(CALL) {
+        let after = &rest[i + CALL.len()..];
+        // The literal runs to the first quote that is not doubled.
+        let mut text = String::new();
+        let mut chars = after.char_indices().peekable();
+        let mut end = after.len();
+        while let Some((j, c)) = chars.next() {
+            if c == '\'' {
+                if chars.peek().map(|(_, n)| *n) == Some('\'') {
+                    chars.next();
+                    text.push('\'');
+                    continue;
+                }
+                end = j + 1;
+                break;
+            }
+            text.push(c);
+        }
+        if let Ok(name) = parse_name(&text) {
+            out.push(name);
+        }
+        rest = &after[end.min(after.len())..];
+    }
+    out
 }
 
 /// `(schema, name)` of a sequence named in text the way `regclass` input reads it.
@@ -684,7 +774,9 @@ mod tests {
 
     #[test]
     fn headerless_descriptors_decode_with_an_inferred_type() {
-        let old = (1u32, 7u64, 1u32, "public", "s", 1i64, 1i64, 1i64, 32767i64, false, 1i64);
+        let old = (
+            1u32, 7u64, 1u32, "public", "s", 1i64, 1i64, 1i64, 32767i64, false, 1i64,
+        );
         let mut bytes = bincode::serialize(&old).unwrap();
         bytes.extend(bincode::serialize(&None::<(u32, u16)>).unwrap());
         let d = decode_sequence(&bytes).unwrap();
@@ -693,7 +785,10 @@ mod tests {
         let mut now = seq(1, 1, 1, 100, false);
         now.type_max = i32::MAX as i64;
         let round = decode_sequence(&crate::catalog::encode(&now)).unwrap();
-        assert_eq!(round, now, "the type survives: a small MAXVALUE stays an integer");
+        assert_eq!(
+            round, now,
+            "the type survives: a small MAXVALUE stays an integer"
+        );
     }
 
     #[test]
@@ -709,6 +804,20 @@ mod tests {
         assert_eq!(step(&d, Some((-3, true))), None);
         let big = seq(i64::MAX, 1, 1, i64::MAX, false);
         assert_eq!(step(&big, Some((i64::MAX, true))), None, "no overflow");
+    }
+
+    #[test]
+    fn defaults_name_their_sequences() {
+        let p = |s: &str, n: &str| (s.to_string(), n.to_string());
+        assert_eq!(
+            default_sequences("nextval('t_id_seq')"),
+            vec![p("public", "t_id_seq")]
+        );
+        assert_eq!(
+            default_sequences("NEXTVAL('S.\"It''s\"'::REGCLASS) + nextval('b')"),
+            vec![p("s", "It's"), p("public", "b")]
+        );
+        assert!(default_sequences("now()").is_empty());
     }
 
     #[test]

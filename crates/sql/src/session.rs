@@ -741,7 +741,8 @@ fn parse_piecewise(sql: &str) -> Option<Vec<DFStatement>> {
                 v.pop()?
             }
             Token::Word(w)
-                if w.keyword == Keyword::ALTER && crate::alter_sequence::is_alter_sequence(piece) =>
+                if w.keyword == Keyword::ALTER
+                    && crate::alter_sequence::is_alter_sequence(piece) =>
             {
                 crate::alter_sequence::carrier(piece)?
             }
