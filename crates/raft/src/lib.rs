@@ -83,6 +83,8 @@ pub struct RaftConfig {
     /// Build a snapshot (and so allow purging the log) after this many entries.
     pub snapshot_logs_since_last: u64,
     pub leader_wait_timeout_ms: u64,
+    /// Bytes of each range's newest log entries kept in memory for applying them.
+    pub log_cache_bytes_max: usize,
 }
 
 impl Default for RaftConfig {
@@ -93,6 +95,7 @@ impl Default for RaftConfig {
             election_timeout_max_ms: 3000,
             snapshot_logs_since_last: 20_000,
             leader_wait_timeout_ms: 10_000,
+            log_cache_bytes_max: 4 << 20,
         }
     }
 }
@@ -130,7 +133,7 @@ impl RaftGroup {
         .validate()
         .map_err(|e| RaftError::Raft(e.to_string()))?;
         let span = Arc::new(parking_lot::RwLock::new(span));
-        let log = LogStore::new(engine.clone(), range_id);
+        let log = LogStore::new(engine.clone(), range_id, config.log_cache_bytes_max);
         let sm = StateMachine::open(engine, range_id, span.clone())
             .map_err(|e| RaftError::Raft(e.to_string()))?;
         let raft = openraft::Raft::new(node_id, Arc::new(raft_config), LocalNetwork, log, sm)

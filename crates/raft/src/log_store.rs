@@ -1,5 +1,13 @@
 //! A range's Raft log and vote, kept in the shared engine (cf `raftlog` / `raftmeta`).
+//!
+//! Every commit appends an entry and then applies it, and applying reads the entry back
+//! through [`RaftLogReader`]. The newest entries are therefore also kept in memory (the
+//! [`Tail`], at most `log_cache_bytes_max` per range): a read of entries the tail holds
+//! never touches RocksDB. That matters beyond saving a lookup: a seek in the log's column
+//! family can land in an SST data block of another range's large entries (a bulk load's
+//! batches), which RocksDB reads and checksums whole.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -35,11 +43,91 @@ pub(crate) fn write_err(e: impl std::error::Error + 'static) -> StorageError<Nod
 pub struct LogStore {
     engine: Arc<dyn Engine>,
     range_id: RangeId,
+    /// Shared with the log readers handed to openraft.
+    tail: Arc<parking_lot::Mutex<Tail>>,
+}
+
+/// The newest durable entries of the log, contiguous and ending at the last appended
+/// entry (or empty), within `bytes_max` bytes of encoded entries.
+struct Tail {
+    entries: BTreeMap<u64, (Entry<TypeConfig>, usize)>,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+impl Tail {
+    /// Records entry `e` (encoded in `size` bytes), just made durable after the others.
+    fn push(&mut self, e: &Entry<TypeConfig>, size: usize) {
+        let index = e.log_id.index;
+        let follows = self
+            .entries
+            .last_key_value()
+            .is_none_or(|(last, _)| *last + 1 == index);
+        if !follows || size > self.bytes_max {
+            // Keep the tail contiguous: start again (empty, if this entry is too large).
+            self.clear();
+            if size > self.bytes_max {
+                return;
+            }
+        }
+        self.entries.insert(index, (e.clone(), size));
+        self.bytes += size;
+        while self.bytes > self.bytes_max {
+            match self.entries.pop_first() {
+                Some((_, (_, n))) => self.bytes -= n,
+                None => break,
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Entries `[start, end)` (`end = None`: to the last), if the tail holds all of them.
+    fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry<TypeConfig>>> {
+        let (first, last) = (*self.entries.first_key_value()?.0, *self.entries.last_key_value()?.0);
+        let end = end.unwrap_or(last + 1);
+        if start < first || end > last + 1 {
+            return None;
+        }
+        Some(
+            self.entries
+                .range(start..end)
+                .map(|(_, (e, _))| e.clone())
+                .collect(),
+        )
+    }
+
+    /// Drops entries from `index` on (truncate).
+    fn truncate(&mut self, index: u64) {
+        let gone = self.entries.split_off(&index);
+        self.bytes -= gone.values().map(|(_, n)| n).sum::<usize>();
+    }
+
+    /// Drops entries up to and including `index` (purge).
+    fn purge(&mut self, index: u64) {
+        let kept = self.entries.split_off(&(index + 1));
+        self.entries = kept;
+        self.bytes = self.entries.values().map(|(_, n)| n).sum();
+    }
 }
 
 impl LogStore {
-    pub fn new(engine: Arc<dyn Engine>, range_id: RangeId) -> Self {
-        Self { engine, range_id }
+    /// The log of `range_id`, keeping up to `cache_bytes_max` bytes of its newest entries in
+    /// memory.
+    pub fn new(engine: Arc<dyn Engine>, range_id: RangeId, cache_bytes_max: usize) -> Self {
+        let tail = Tail {
+            entries: BTreeMap::new(),
+            bytes: 0,
+            bytes_max: cache_bytes_max,
+        };
+        Self {
+            engine,
+            range_id,
+            tail: Arc::new(parking_lot::Mutex::new(tail)),
+        }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -100,10 +188,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i + 1,
             Bound::Unbounded => 0,
         };
-        let end = match range.end_bound() {
-            Bound::Included(i) => log_key(self.range_id, i + 1),
-            Bound::Excluded(i) => log_key(self.range_id, *i),
-            Bound::Unbounded => log_key(self.range_id + 1, 0),
+        let end_index = match range.end_bound() {
+            Bound::Included(i) => Some(i + 1),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        if let Some(hit) = self.tail.lock().get(start, end_index) {
+            METRICS.log_cache_hits.inc();
+            return Ok(hit);
+        }
+        METRICS.log_cache_misses.inc();
+        let end = match end_index {
+            Some(i) => log_key(self.range_id, i),
+            None => log_key(self.range_id + 1, 0),
         };
         let mut out = Vec::new();
         let mut err = None;
@@ -182,11 +279,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut b = Batch::new();
+        let mut written = Vec::new();
         for e in entries {
+            let bytes = bincode::serialize(&e).map_err(write_err)?;
+            written.push((bytes.len(), e));
             b.put(
                 Cf::RaftLog,
-                log_key(self.range_id, e.log_id.index),
-                bincode::serialize(&e).map_err(write_err)?,
+                log_key(self.range_id, written[written.len() - 1].1.log_id.index),
+                bytes,
             );
         }
         METRICS.log_appends.inc();
@@ -197,6 +297,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let res = self.engine.write(&b, true);
         match res {
             Ok(()) => {
+                let mut tail = self.tail.lock();
+                for (size, e) in &written {
+                    tail.push(e, *size);
+                }
+                drop(tail);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -208,6 +313,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.tail.lock().truncate(log_id.index);
         let mut b = Batch::new();
         b.delete_range(
             Cf::RaftLog,
@@ -218,6 +324,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.tail.lock().purge(log_id.index);
         // Record the purge point first, then drop the entries; both in one synced batch. The
         // state machine's applied state covers every purged entry: make it durable too (the
         // synced write flushes the shared WAL, which holds the unsynced apply batches).
@@ -234,5 +341,77 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         );
         METRICS.log_fsyncs.inc();
         self.engine.write(&b, true).map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(v: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<u64>> {
+        v.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    fn tail(bytes_max: usize) -> Tail {
+        Tail {
+            entries: BTreeMap::new(),
+            bytes: 0,
+            bytes_max,
+        }
+    }
+
+    #[test]
+    fn serves_only_ranges_it_holds_whole() {
+        let mut t = tail(100);
+        for i in 5..10 {
+            t.push(&entry(i), 10);
+        }
+        assert_eq!(indexes(t.get(6, Some(8))), Some(vec![6, 7]));
+        assert_eq!(indexes(t.get(8, None)), Some(vec![8, 9]));
+        assert_eq!(indexes(t.get(4, Some(6))), None, "entry 4 is not held");
+        assert_eq!(indexes(t.get(9, Some(11))), None, "entry 10 does not exist yet");
+    }
+
+    #[test]
+    fn evicts_oldest_and_stays_contiguous() {
+        let mut t = tail(30);
+        for i in 1..=5 {
+            t.push(&entry(i), 10);
+        }
+        assert_eq!(indexes(t.get(3, None)), Some(vec![3, 4, 5]));
+        assert_eq!(t.bytes, 30);
+        // A gap (after a restart, say) starts the tail again.
+        t.push(&entry(9), 10);
+        assert_eq!(indexes(t.get(9, None)), Some(vec![9]));
+        // An entry larger than the bound empties it.
+        t.push(&entry(10), 31);
+        assert_eq!(indexes(t.get(10, None)), None);
+        assert_eq!(t.bytes, 0);
+        t.push(&entry(11), 10);
+        assert_eq!(indexes(t.get(11, None)), Some(vec![11]));
+    }
+
+    #[test]
+    fn truncate_and_purge_drop_their_entries() {
+        let mut t = tail(1000);
+        for i in 1..=6 {
+            t.push(&entry(i), 10);
+        }
+        t.truncate(5);
+        assert_eq!(indexes(t.get(1, None)), Some(vec![1, 2, 3, 4]));
+        t.purge(2);
+        assert_eq!(indexes(t.get(3, None)), Some(vec![3, 4]));
+        assert_eq!(t.bytes, 20);
+        // Appending after a truncation continues from the truncation point.
+        t.push(&entry(5), 10);
+        assert_eq!(indexes(t.get(3, None)), Some(vec![3, 4, 5]));
     }
 }

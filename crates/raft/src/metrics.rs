@@ -10,6 +10,8 @@ pub struct RaftMetrics {
     pub log_entries: IntCounter,
     pub log_fsyncs: IntCounter,
     pub applied_entries: IntCounter,
+    pub log_cache_hits: IntCounter,
+    pub log_cache_misses: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -39,6 +41,14 @@ pub static METRICS: LazyLock<RaftMetrics> = LazyLock::new(|| RaftMetrics {
     applied_entries: counter(
         "kestrel_raft_applied_entries_total",
         "Raft log entries applied to state machines",
+    ),
+    log_cache_hits: counter(
+        "kestrel_raft_log_cache_hits_total",
+        "Raft log reads served from the in-memory tail",
+    ),
+    log_cache_misses: counter(
+        "kestrel_raft_log_cache_misses_total",
+        "Raft log reads that went to the engine",
     ),
 });
 
