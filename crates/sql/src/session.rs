@@ -1798,9 +1798,11 @@ impl Session {
             ctx.clone(),
             info.clone(),
         ));
-        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_catalog_list(list)
-            .build();
+        // A clone of the session's state with this statement's catalogs. (Not
+        // `SessionStateBuilder::new_from_existing`: its build re-registers every function,
+        // which cost more than planning a point query.)
+        let mut state = self.base.clone();
+        state.register_catalog_list(list);
         for udf in crate::pg_functions::catalog_udfs(info) {
             state.register_udf(udf).map_err(from_datafusion)?;
         }
