@@ -87,7 +87,10 @@ impl Tail {
 
     /// Entries `[start, end)` (`end = None`: to the last), if the tail holds all of them.
     fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry<TypeConfig>>> {
-        let (first, last) = (*self.entries.first_key_value()?.0, *self.entries.last_key_value()?.0);
+        let (first, last) = (
+            *self.entries.first_key_value()?.0,
+            *self.entries.last_key_value()?.0,
+        );
         let end = end.unwrap_or(last + 1);
         if start < first || end > last + 1 {
             return None;
@@ -377,7 +380,11 @@ mod tail_tests {
         assert_eq!(indexes(t.get(6, Some(8))), Some(vec![6, 7]));
         assert_eq!(indexes(t.get(8, None)), Some(vec![8, 9]));
         assert_eq!(indexes(t.get(4, Some(6))), None, "entry 4 is not held");
-        assert_eq!(indexes(t.get(9, Some(11))), None, "entry 10 does not exist yet");
+        assert_eq!(
+            indexes(t.get(9, Some(11))),
+            None,
+            "entry 10 does not exist yet"
+        );
     }
 
     #[test]

@@ -230,7 +230,7 @@ async fn sequences_survive_rollbacks_and_table_rewrites() {
 #[tokio::test]
 async fn alter_sequence_under_concurrent_nextval_hands_out_no_value_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = TestNode::start(dir.path());
+    let node = TestNode::start(dir.path());
     let admin = node.client().await;
     admin.batch_execute("CREATE SEQUENCE hot").await.unwrap();
     let mut drawers = Vec::new();

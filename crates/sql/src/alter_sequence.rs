@@ -29,8 +29,8 @@ use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Statement as SqlStateme
 use datafusion::sql::sqlparser::tokenizer::Token;
 use kestrel_kv::Txn;
 
-use crate::catalog::{self, DEFAULT_SCHEMA};
-use crate::ddl::{AfterCommit, DdlCtx};
+use crate::catalog;
+use crate::ddl::{qualify, AfterCommit, DdlCtx};
 use crate::error::{code, SqlError, SqlResult};
 use crate::sequence::{self, SeqDesc};
 
@@ -80,7 +80,7 @@ pub fn is_alter_sequence(tokens: &[Token]) -> bool {
 /// syntax error reported, when it executes).
 pub fn carrier(tokens: &[Token]) -> Option<SqlStatement> {
     let text: String = tokens.iter().map(|t| t.to_string()).collect();
-    let hex: String = text.trim().bytes().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::syntax::hex(text.trim());
     Some(SqlStatement::CreateSequence {
         temporary: false,
         if_not_exists: false,
@@ -97,14 +97,7 @@ pub fn carried(name: &ObjectName) -> Option<SqlResult<AlterSequence>> {
         return None;
     };
     let hex = part.as_ident()?.value.strip_prefix(MARKER)?;
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect();
-    let Some(text) = bytes.and_then(|b| String::from_utf8(b).ok()) else {
+    let Some(text) = crate::syntax::unhex(hex) else {
         return Some(Err(SqlError::syntax("malformed ALTER SEQUENCE")));
     };
     let tokens = match crate::syntax::raw_tokens(&text) {
@@ -325,22 +318,6 @@ fn options(c: &mut Cursor<'_>) -> SqlResult<Options> {
         }
     }
     Ok(o)
-}
-
-/// `(schema, name)` of a relation named by folded parts in database `db`.
-fn qualify(parts: &[String], db: &str) -> SqlResult<(String, String)> {
-    match parts {
-        [t] => Ok((DEFAULT_SCHEMA.to_string(), t.clone())),
-        [s, t] => Ok((s.clone(), t.clone())),
-        [d, s, t] if d == db => Ok((s.clone(), t.clone())),
-        [d, _, _] => Err(SqlError::unsupported(format!(
-            "cross-database reference to \"{d}\""
-        ))),
-        _ => Err(SqlError::syntax(format!(
-            "improper qualified name (too many dotted names): {}",
-            parts.join(".")
-        ))),
-    }
 }
 
 /// Executes a carried ALTER SEQUENCE in the DDL transaction.

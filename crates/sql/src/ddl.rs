@@ -63,7 +63,12 @@ pub fn table_name(name: &ObjectName, db: &str) -> SqlResult<(String, String)> {
                 .ok_or_else(|| SqlError::syntax(format!("invalid name {name}")))
         })
         .collect::<SqlResult<_>>()?;
-    match parts.as_slice() {
+    qualify(&parts, db)
+}
+
+/// `(schema, name)` of a relation named by folded name parts in database `db`.
+pub(crate) fn qualify(parts: &[String], db: &str) -> SqlResult<(String, String)> {
+    match parts {
         [t] => Ok((DEFAULT_SCHEMA.to_string(), t.clone())),
         [s, t] => Ok((s.clone(), t.clone())),
         [d, s, t] if d == db => Ok((s.clone(), t.clone())),
@@ -71,7 +76,8 @@ pub fn table_name(name: &ObjectName, db: &str) -> SqlResult<(String, String)> {
             "cross-database reference to \"{d}\""
         ))),
         _ => Err(SqlError::syntax(format!(
-            "improper qualified name (too many dotted names): {name}"
+            "improper qualified name (too many dotted names): {}",
+            parts.join(".")
         ))),
     }
 }

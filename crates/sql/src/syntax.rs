@@ -199,6 +199,24 @@ fn unique_nulls_tail(toks: &[Token], from: usize) -> Option<(bool, usize)> {
     is_kw(&toks[c], Keyword::DISTINCT).then_some((not, c + 1))
 }
 
+/// `text` as lower-case hex: carries SQL text inside a quoted identifier (a marker name)
+/// without its quotes getting in the way.
+pub(crate) fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The text [`hex`] encoded, if `hex` is well-formed.
+pub(crate) fn unhex(hex: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
 /// The constraint-name prefix that carries an ON CONFLICT inference specification.
 const INFERENCE_MARKER: &str = "__kestrel_infer:";
 
@@ -225,8 +243,7 @@ fn conflict_inference(toks: &[Token]) -> Option<Vec<Token>> {
     let spec: String = toks[open..k].iter().map(|t| t.to_string()).collect();
     let mut out = toks[..=conflict].to_vec();
     // Hex keeps the specification's own quotes out of the quoted name.
-    let hex: String = spec.trim().bytes().map(|b| format!("{b:02x}")).collect();
-    let text = format!(" ON CONSTRAINT \"{INFERENCE_MARKER}{hex}\" ");
+    let text = format!(" ON CONSTRAINT \"{INFERENCE_MARKER}{}\" ", hex(spec.trim()));
     out.extend(raw_tokens(&text)?);
     out.extend_from_slice(&toks[k..]);
     Some(out)
@@ -238,14 +255,7 @@ pub fn inference_spec(
     name: &str,
 ) -> Option<Result<(Vec<ast::Expr>, Option<ast::Expr>), crate::error::SqlError>> {
     let hex = name.strip_prefix(INFERENCE_MARKER)?;
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect();
-    let Some(text) = bytes.and_then(|b| String::from_utf8(b).ok()) else {
+    let Some(text) = unhex(hex) else {
         return Some(Err(crate::error::SqlError::syntax(
             "malformed ON CONFLICT target",
         )));
