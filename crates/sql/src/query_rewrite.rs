@@ -729,7 +729,8 @@ fn unquote_limits(q: &mut Query) {
     }
 }
 
-const AGGREGATES: [&str; 22] = [
+/// The aggregate names the rewrites recognise (PostgreSQL's common ones).
+pub(crate) const AGGREGATES: [&str; 22] = [
     "count",
     "sum",
     "avg",

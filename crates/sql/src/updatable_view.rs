@@ -269,30 +269,15 @@ fn target_names(view: &ViewDesc, relation: &TableFactor) -> Vec<String> {
     names
 }
 
-/// Calls that make a select item a computed aggregate, window or set-returning value.
+/// Calls that, besides the aggregates query rewriting knows
+/// ([`crate::query_rewrite::AGGREGATES`]), make a select item a computed aggregate, window or
+/// set-returning value.
 const NOT_ROW_WISE: &[&str] = &[
-    "count",
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "array_agg",
-    "string_agg",
-    "bool_and",
-    "bool_or",
-    "every",
     "bit_and",
     "bit_or",
     "bit_xor",
-    "stddev",
-    "stddev_pop",
-    "stddev_samp",
-    "variance",
-    "var_pop",
-    "var_samp",
     "covar_pop",
     "covar_samp",
-    "corr",
     "regr_slope",
     "regr_intercept",
     "regr_count",
@@ -302,11 +287,6 @@ const NOT_ROW_WISE: &[&str] = &[
     "regr_sxx",
     "regr_syy",
     "regr_sxy",
-    "json_agg",
-    "jsonb_agg",
-    "json_object_agg",
-    "jsonb_object_agg",
-    "median",
     "mode",
     "percentile_cont",
     "percentile_disc",
@@ -338,7 +318,10 @@ fn not_row_wise(e: &Expr) -> bool {
             found |= f.over.is_some()
                 || f.filter.is_some()
                 || !f.within_group.is_empty()
-                || name.is_some_and(|n| NOT_ROW_WISE.contains(&n.as_str()));
+                || name.is_some_and(|n| {
+                    crate::query_rewrite::AGGREGATES.contains(&n.as_str())
+                        || NOT_ROW_WISE.contains(&n.as_str())
+                });
         }
         ControlFlow::<()>::Continue(())
     });
