@@ -33,6 +33,12 @@
 //!   serves) aborts; after it, recovery finishes the resolution. So a multi-range transaction is
 //!   all-or-nothing under `kill -9` at any point.
 //!
+//! **Durability costs one fsync per commit, shared.** The one-phase batch and the two-phase
+//! record are synced proposals; the locks and resolutions around a record are *deferred*
+//! (`Durability::Deferred`): they are applied at once and become durable with the record's own
+//! fsync or a later one, because all ranges share one engine WAL that is recovered in write
+//! order. Concurrent commits of all ranges share each fsync (`kestrel_raft::GroupCommit`).
+//!
 //! Readers never wait on locks. Instead every commit registers its timestamp with the
 //! [`pending`] registry of each range it writes *before* it picks `commit_ts`, and a reader at
 //! `read_ts` first waits until no registered commit at or below `read_ts` is still in flight

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kestrel_raft::{RaftConfig, RaftGroup, Span};
+use kestrel_raft::{GroupCommit, RaftConfig, RaftGroup, Span};
 use kestrel_storage::{keycode, mvcc, Batch, Cf, Engine, Ts};
 
 use crate::clock::Clock;
@@ -52,6 +52,8 @@ const CLOCK_FLOOR_KEY: &[u8] = b"node/clock_floor";
 
 pub struct Kv {
     pub(crate) engine: Arc<dyn Engine>,
+    /// The WAL syncer every range's log shares.
+    wal: Arc<GroupCommit>,
     pub(crate) clock: Clock,
     pub(crate) router: Router,
     pub(crate) config: KvConfig,
@@ -76,8 +78,10 @@ impl Kv {
             Some(_) => return Err(KvError::Corrupt("clock floor".into())),
             None => Ts::ZERO,
         };
+        let wal = GroupCommit::start(engine.clone(), &config.raft)?;
         let kv = Arc::new(Kv {
             engine: engine.clone(),
+            wal,
             clock: Clock::new(floor),
             router: Router::default(),
             config,
@@ -119,7 +123,7 @@ impl Kv {
 
     async fn open_replica(&self, desc: RangeDescriptor) -> Result<Arc<Replica>> {
         let group = RaftGroup::open(
-            self.engine.clone(),
+            &self.wal,
             desc.range_id,
             self.config.node_id,
             desc.span(),

@@ -191,7 +191,12 @@ impl Txn {
         for s in &mark.reads {
             for r in self.kv.router.overlapping(&s.start, s.end.as_deref()) {
                 r.pending
-                    .wait_through(new_ts, self.kv.config.read_wait_timeout_ms)
+                    .wait_through(
+                        new_ts,
+                        &s.start,
+                        s.end.as_deref(),
+                        self.kv.config.read_wait_timeout_ms,
+                    )
                     .await?;
             }
             if let Some(key) = mvcc::first_newer(engine, &s.start, s.end.as_deref(), self.read_ts)?
@@ -282,11 +287,17 @@ impl Txn {
         if let Some(w) = self.writes.get(key) {
             return Ok(w.value.clone());
         }
-        self.record_read(key, Some(&keycode::next_key(key)));
+        let end = keycode::next_key(key);
+        self.record_read(key, Some(&end));
         let replica = self.kv.replica_for(key)?;
         replica
             .pending
-            .wait_through(self.read_ts, self.kv.config.read_wait_timeout_ms)
+            .wait_through(
+                self.read_ts,
+                key,
+                Some(&end),
+                self.kv.config.read_wait_timeout_ms,
+            )
             .await?;
         Ok(mvcc::get(self.kv.engine.as_ref(), key, self.read_ts)?)
     }
@@ -305,7 +316,7 @@ impl Txn {
         for replica in self.kv.router.overlapping(start, end) {
             replica
                 .pending
-                .wait_through(self.read_ts, self.kv.config.read_wait_timeout_ms)
+                .wait_through(self.read_ts, start, end, self.kv.config.read_wait_timeout_ms)
                 .await?;
             let d = replica.desc.read().clone();
             let lo = if d.start.as_slice() > start {
@@ -479,7 +490,9 @@ impl Txn {
     async fn one_phase(&self, replica: &Arc<Replica>, writes: &[(Vec<u8>, Write)]) -> Result<Ts> {
         let keys: Vec<Vec<u8>> = writes.iter().map(|(k, _)| k.clone()).collect();
         let _latches = self.latch_reads(Some((replica, keys))).await?;
-        let pending = replica.pending.register(&self.kv.clock);
+        let pending = replica
+            .pending
+            .register(&self.kv.clock, writes.iter().map(|(k, _)| k.as_slice()));
         let commit_ts = self.kv.clock.now();
         debug_assert!(commit_ts > pending.ts() && commit_ts > self.read_ts);
         self.evaluate(writes)?;
@@ -586,7 +599,10 @@ impl Txn {
         // or above it wait for the resolution below.
         let pendings: Vec<_> = groups
             .iter()
-            .map(|(r, _)| r.pending.register(&self.kv.clock))
+            .map(|(r, ws)| {
+                r.pending
+                    .register(&self.kv.clock, ws.iter().map(|(k, _)| k.as_slice()))
+            })
             .collect();
         let commit_ts = self.kv.clock.now();
         if let Err(e) = self.validate_reads() {
@@ -609,7 +625,9 @@ impl Txn {
                 mvcc::put_version(&mut b, k, commit_ts, w.value.as_deref());
                 b.delete(Cf::Locks, k.clone());
             }
-            if let Err(e) = replica.group.propose(b).await {
+            // Deferred: the synced record already made the commit durable, and a resolution
+            // lost in a crash is redone by recovery from the record.
+            if let Err(e) = replica.group.propose_deferred(b).await {
                 // Committed but not fully resolved: keep every participant's registration, so
                 // readers at or above commit_ts wait (and time out with 40001) instead of seeing
                 // part of the commit. Recovery at the next start finishes the resolution.
@@ -645,7 +663,10 @@ impl Txn {
             };
             b.put(Cf::Locks, k.clone(), lock.encode());
         }
-        replica.group.propose(b).await?;
+        // Deferred: the commit record is synced after every lock, which makes the locks durable
+        // too (one WAL, recovered in order); locks lost in a crash before it abort the
+        // transaction at recovery, which is what happens to them anyway.
+        replica.group.propose_deferred(b).await?;
         Ok(())
     }
 
@@ -655,7 +676,8 @@ impl Txn {
             for k in keys {
                 b.delete(Cf::Locks, k.clone());
             }
-            if let Err(e) = replica.group.propose(b).await {
+            // Deferred: locks that outlive a crash without a commit record are aborted anyway.
+            if let Err(e) = replica.group.propose_deferred(b).await {
                 tracing::warn!("rolling back locks failed (recovery will finish it): {e}");
             }
         }

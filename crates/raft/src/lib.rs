@@ -6,13 +6,17 @@
 //!
 //! 1. [`RaftGroup::propose`] hands a [`Command`] to the range's Raft leader (`client_write`).
 //! 2. The leader appends the entry to the range's log ([`LogStore`], column family `raftlog`
-//!    of the shared engine) and fsyncs it — the commit is durable from here on. Concurrent
-//!    appends of many ranges share one RocksDB WAL and so one group-committed fsync.
+//!    of the shared engine). The node's [`GroupCommit`] fsyncs the WAL for every proposal
+//!    waiting at the time: concurrent commits of all ranges share one fsync. On a single node
+//!    the proposer waits for it after step 3; a proposal marked [`Durability::Deferred`] does
+//!    not wait and becomes durable with the next fsync (see `group_commit.rs` for when both
+//!    are sound).
 //! 3. Once a quorum has the entry (on one node: at once), the [`StateMachine`] applies it: the
 //!    batch and the range's new applied log id are written in one atomic engine batch (no fsync
 //!    of its own: the log already made the entry durable, and a restart re-applies every entry
 //!    after the recorded applied id).
-//! 4. `client_write` returns after apply; the proposer then sees its writes in the engine.
+//! 4. `client_write` returns after apply; the proposer then sees its writes in the engine, and
+//!    [`RaftGroup::propose`] returns once they are also durable.
 //!
 //! Because the batch is evaluated before replication (as in CockroachDB's proposer-evaluated
 //! KV), applying it is deterministic and replicas stay identical. A snapshot (for log
@@ -24,6 +28,7 @@
 
 #![allow(clippy::result_large_err)] // openraft's StorageError is large; its traits fix the signatures.
 
+mod group_commit;
 mod log_store;
 mod metrics;
 mod network;
@@ -34,7 +39,8 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kestrel_storage::{Batch, Engine};
+use kestrel_storage::Batch;
+pub use group_commit::GroupCommit;
 pub use log_store::LogStore;
 pub use metrics::RaftMetrics;
 pub use network::LocalNetwork;
@@ -47,6 +53,22 @@ pub type RangeId = u64;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Command {
     pub batch: Batch,
+    /// How the proposer needs the entry made durable. Not part of the log: an entry read back
+    /// from it is already durable.
+    #[serde(skip)]
+    pub durability: Durability,
+}
+
+/// When a proposal's log entry must be durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the entry is applied and the proposal returns (an fsync, shared by a group).
+    #[default]
+    Synced,
+    /// With the next fsync of any range; the entry is applied at once. Only for entries whose
+    /// loss in a crash recovery repairs and that nothing acknowledged depends on until a later
+    /// synced entry (see `group_commit.rs`).
+    Deferred,
 }
 
 impl std::fmt::Display for Command {
@@ -85,6 +107,17 @@ pub struct RaftConfig {
     pub leader_wait_timeout_ms: u64,
     /// Bytes of each range's newest log entries kept in memory for applying them.
     pub log_cache_bytes_max: usize,
+    /// The most appends one WAL fsync completes.
+    pub group_commit_waiters_max: usize,
+    /// How long the WAL syncer waits, after the first append of a group, for others to join
+    /// before it fsyncs (PostgreSQL's `commit_delay`; 0 = at once). Worth it only when an
+    /// fsync is cheap next to the time between commits.
+    pub group_commit_delay_us: u64,
+    /// Whether appends are reported flushed once written, leaving the fsync wait to
+    /// [`Durability::Synced`] proposers (so a range's commits can share fsyncs) and letting
+    /// [`Durability::Deferred`] ones skip it. Sound only while every group's only voter is this
+    /// node (see `group_commit.rs`).
+    pub deferred_sync: bool,
 }
 
 impl Default for RaftConfig {
@@ -96,6 +129,9 @@ impl Default for RaftConfig {
             snapshot_logs_since_last: 20_000,
             leader_wait_timeout_ms: 10_000,
             log_cache_bytes_max: 4 << 20,
+            group_commit_waiters_max: 4096,
+            group_commit_delay_us: 0,
+            deferred_sync: true,
         }
     }
 }
@@ -106,14 +142,15 @@ pub struct RaftGroup {
     pub node_id: NodeId,
     raft: openraft::Raft<TypeConfig>,
     span: Arc<parking_lot::RwLock<Span>>,
+    wal: Arc<GroupCommit>,
 }
 
 impl RaftGroup {
     /// Opens (or creates) the group of `range_id`: recovers its log and applied state from
-    /// `engine`, initializes a fresh group with this node as its only voter, and waits until
-    /// this node leads it.
+    /// the engine of `wal`, initializes a fresh group with this node as its only voter, and
+    /// waits until this node leads it.
     pub async fn open(
-        engine: Arc<dyn Engine>,
+        wal: &Arc<GroupCommit>,
         range_id: RangeId,
         node_id: NodeId,
         span: Span,
@@ -133,8 +170,8 @@ impl RaftGroup {
         .validate()
         .map_err(|e| RaftError::Raft(e.to_string()))?;
         let span = Arc::new(parking_lot::RwLock::new(span));
-        let log = LogStore::new(engine.clone(), range_id, config.log_cache_bytes_max);
-        let sm = StateMachine::open(engine, range_id, span.clone())
+        let log = LogStore::new(wal.clone(), range_id, config.log_cache_bytes_max);
+        let sm = StateMachine::open(wal.engine().clone(), range_id, span.clone())
             .map_err(|e| RaftError::Raft(e.to_string()))?;
         let raft = openraft::Raft::new(node_id, Arc::new(raft_config), LocalNetwork, log, sm)
             .await
@@ -160,17 +197,36 @@ impl RaftGroup {
             node_id,
             raft,
             span,
+            wal: wal.clone(),
         })
     }
 
     /// Replicates `batch` through the log and returns once it is durable and applied.
     pub async fn propose(&self, batch: Batch) -> Result<(), RaftError> {
+        self.propose_with(batch, Durability::Synced).await
+    }
+
+    /// Like [`Self::propose`], but returns once the batch is applied; it becomes durable with
+    /// the next synced entry of any range on this node (see [`Durability::Deferred`]).
+    pub async fn propose_deferred(&self, batch: Batch) -> Result<(), RaftError> {
+        self.propose_with(batch, Durability::Deferred).await
+    }
+
+    async fn propose_with(&self, batch: Batch, durability: Durability) -> Result<(), RaftError> {
         metrics::METRICS.proposals.inc();
         self.raft
-            .client_write(Command { batch })
+            .client_write(Command { batch, durability })
             .await
-            .map(|_| ())
-            .map_err(|e| RaftError::Raft(e.to_string()))
+            .map_err(|e| RaftError::Raft(e.to_string()))?;
+        match durability {
+            // Without deferred_sync the append itself waited for the fsync.
+            Durability::Synced if self.wal.deferred_sync() => self.wal.sync().await,
+            Durability::Synced => Ok(()),
+            Durability::Deferred => {
+                metrics::METRICS.deferred_proposals.inc();
+                Ok(())
+            }
+        }
     }
 
     /// Updates the span this replica's state machine owns (after a split).

@@ -6,6 +6,10 @@
 //! never touches RocksDB. That matters beyond saving a lookup: a seek in the log's column
 //! family can land in an SST data block of another range's large entries (a bulk load's
 //! batches), which RocksDB reads and checksums whole.
+//!
+//! An append writes its entries without syncing. With `deferred_sync` it is reported flushed
+//! at once and the proposer waits for durability; otherwise the node's [`GroupCommit`] reports
+//! it after a WAL sync shared with every other waiter at the time (`group_commit.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -16,6 +20,7 @@ use kestrel_storage::{Batch, Cf, Engine};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, StorageError, StorageIOError, Vote};
 
+use crate::group_commit::{GroupCommit, Waiter};
 use crate::metrics::METRICS;
 use crate::{NodeId, RangeId, TypeConfig};
 
@@ -42,12 +47,13 @@ pub(crate) fn write_err(e: impl std::error::Error + 'static) -> StorageError<Nod
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<dyn Engine>,
+    wal: Arc<GroupCommit>,
     range_id: RangeId,
     /// Shared with the log readers handed to openraft.
     tail: Arc<parking_lot::Mutex<Tail>>,
 }
 
-/// The newest durable entries of the log, contiguous and ending at the last appended
+/// The newest appended entries of the log, contiguous and ending at the last appended
 /// entry (or empty), within `bytes_max` bytes of encoded entries.
 struct Tail {
     entries: BTreeMap<u64, (Entry<TypeConfig>, usize)>,
@@ -56,7 +62,7 @@ struct Tail {
 }
 
 impl Tail {
-    /// Records entry `e` (encoded in `size` bytes), just made durable after the others.
+    /// Records entry `e` (encoded in `size` bytes), just appended after the others.
     fn push(&mut self, e: &Entry<TypeConfig>, size: usize) {
         let index = e.log_id.index;
         let follows = self
@@ -120,14 +126,15 @@ impl Tail {
 impl LogStore {
     /// The log of `range_id`, keeping up to `cache_bytes_max` bytes of its newest entries in
     /// memory.
-    pub fn new(engine: Arc<dyn Engine>, range_id: RangeId, cache_bytes_max: usize) -> Self {
+    pub fn new(wal: Arc<GroupCommit>, range_id: RangeId, cache_bytes_max: usize) -> Self {
         let tail = Tail {
             entries: BTreeMap::new(),
             bytes: 0,
             bytes_max: cache_bytes_max,
         };
         Self {
-            engine,
+            engine: wal.engine().clone(),
+            wal,
             range_id,
             tail: Arc::new(parking_lot::Mutex::new(tail)),
         }
@@ -294,25 +301,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         METRICS.log_appends.inc();
         METRICS.log_entries.inc_by(b.len() as u64);
-        METRICS.log_fsyncs.inc();
-        // The entry is acknowledged (and so may be applied and reported committed) only after
-        // this synced write returns.
-        let res = self.engine.write(&b, true);
-        match res {
-            Ok(()) => {
-                let mut tail = self.tail.lock();
-                for (size, e) in &written {
-                    tail.push(e, *size);
-                }
-                drop(tail);
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(e))
-            }
+        // Unsynced: the entries count as flushed (and may be applied and reported committed)
+        // only when the callback runs.
+        if let Err(e) = self.engine.write(&b, false) {
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(write_err(e));
         }
+        let mut tail = self.tail.lock();
+        for (size, e) in &written {
+            tail.push(e, *size);
+        }
+        drop(tail);
+        if self.wal.deferred_sync() {
+            // Single voter: the proposer waits for durability (`RaftGroup::propose`).
+            callback.log_io_completed(Ok(()));
+        } else {
+            self.wal.submit(Waiter::Append(callback));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {

@@ -9,6 +9,8 @@ pub struct RaftMetrics {
     pub log_appends: IntCounter,
     pub log_entries: IntCounter,
     pub log_fsyncs: IntCounter,
+    pub group_commit_waiters: IntCounter,
+    pub deferred_proposals: IntCounter,
     pub applied_entries: IntCounter,
     pub log_cache_hits: IntCounter,
     pub log_cache_misses: IntCounter,
@@ -36,7 +38,15 @@ pub static METRICS: LazyLock<RaftMetrics> = LazyLock::new(|| RaftMetrics {
     ),
     log_fsyncs: counter(
         "kestrel_raft_log_fsyncs_total",
-        "Synced (fsync) Raft log writes",
+        "WAL fsyncs made for Raft log appends and log metadata",
+    ),
+    group_commit_waiters: counter(
+        "kestrel_raft_group_commit_waiters_total",
+        "Proposals and appends completed by a group-commit WAL fsync (divided by fsyncs: the group size)",
+    ),
+    deferred_proposals: counter(
+        "kestrel_raft_deferred_proposals_total",
+        "Proposals that did not wait for an fsync (2PC locks and resolutions)",
     ),
     applied_entries: counter(
         "kestrel_raft_applied_entries_total",

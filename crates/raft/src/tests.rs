@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use kestrel_storage::{mvcc, Batch, Engine, RocksEngine, Ts};
+use kestrel_storage::{mvcc, Batch, Cf, Engine, MemEngine, RocksEngine, Ts};
 
 use super::*;
 
@@ -9,6 +9,10 @@ fn span_all() -> Span {
         start: vec![],
         end: None,
     }
+}
+
+fn wal(engine: &Arc<dyn Engine>) -> Arc<GroupCommit> {
+    GroupCommit::start(engine.clone(), &config()).unwrap()
 }
 
 fn config() -> RaftConfig {
@@ -23,7 +27,7 @@ async fn propose_applies_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir.path()).unwrap());
-        let g = RaftGroup::open(engine.clone(), 7, 1, span_all(), &config())
+        let g = RaftGroup::open(&wal(&engine), 7, 1, span_all(), &config())
             .await
             .unwrap();
         for i in 0..20u64 {
@@ -44,7 +48,7 @@ async fn propose_applies_and_survives_reopen() {
         g.shutdown().await;
     }
     let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir.path()).unwrap());
-    let g = RaftGroup::open(engine.clone(), 7, 1, span_all(), &config())
+    let g = RaftGroup::open(&wal(&engine), 7, 1, span_all(), &config())
         .await
         .unwrap();
     let mut b = Batch::new();
@@ -68,8 +72,9 @@ async fn propose_applies_and_survives_reopen() {
 async fn two_groups_share_one_engine() {
     let dir = tempfile::tempdir().unwrap();
     let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir.path()).unwrap());
+    let wal = wal(&engine);
     let a = RaftGroup::open(
-        engine.clone(),
+        &wal,
         1,
         1,
         Span {
@@ -81,7 +86,7 @@ async fn two_groups_share_one_engine() {
     .await
     .unwrap();
     let b = RaftGroup::open(
-        engine.clone(),
+        &wal,
         2,
         1,
         Span {
@@ -109,4 +114,188 @@ async fn two_groups_share_one_engine() {
     );
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// An engine that counts (and slows down) WAL syncs.
+struct SlowSync {
+    inner: MemEngine,
+    syncs: std::sync::atomic::AtomicU64,
+    sync_ms: u64,
+}
+
+impl Engine for SlowSync {
+    fn get(&self, cf: Cf, key: &[u8]) -> kestrel_storage::Result<Option<Vec<u8>>> {
+        self.inner.get(cf, key)
+    }
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> kestrel_storage::Result<()> {
+        self.inner.scan(cf, start, end, visit)
+    }
+    fn scan_rev(
+        &self,
+        cf: Cf,
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> kestrel_storage::Result<()> {
+        self.inner.scan_rev(cf, end, visit)
+    }
+    fn write(&self, batch: &Batch, sync: bool) -> kestrel_storage::Result<()> {
+        if sync {
+            self.sync_wal()?;
+        }
+        self.inner.write(batch, false)
+    }
+    fn sync_wal(&self) -> kestrel_storage::Result<()> {
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(self.sync_ms));
+        Ok(())
+    }
+}
+
+impl SlowSync {
+    fn syncs(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn groups_on(wal: &Arc<GroupCommit>, n: u64) -> Vec<Arc<RaftGroup>> {
+    let mut out = Vec::new();
+    for id in 0..n {
+        let span = Span {
+            start: vec![id as u8],
+            end: Some(vec![id as u8 + 1]),
+        };
+        let g = RaftGroup::open(wal, id + 1, 1, span, &config()).await.unwrap();
+        out.push(Arc::new(g));
+    }
+    out
+}
+
+/// Proposals to the *same* range share fsyncs too: the log reports an append flushed once
+/// written, and the proposers wait for the group's fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_range_concurrent_proposals_share_fsyncs() {
+    let slow = Arc::new(SlowSync {
+        inner: MemEngine::new(),
+        syncs: Default::default(),
+        sync_ms: 20,
+    });
+    let engine: Arc<dyn Engine> = slow.clone();
+    let wal = wal(&engine);
+    let g = groups_on(&wal, 1).await.pop().unwrap();
+    let before = slow.syncs();
+    let (writers, rounds) = (8u8, 5u8);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let g = g.clone();
+        tasks.spawn(async move {
+            for r in 0..rounds {
+                let mut b = Batch::new();
+                mvcc::put_version(&mut b, &[0, w, r], Ts(1), Some(b"v"));
+                g.propose(b).await.unwrap();
+            }
+        });
+    }
+    while let Some(res) = tasks.join_next().await {
+        res.unwrap();
+    }
+    let syncs = slow.syncs() - before;
+    let proposals = u64::from(writers) * u64::from(rounds);
+    assert!(syncs <= proposals / 2, "{syncs} fsyncs for {proposals} proposals");
+    g.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_synced_proposals_share_fsyncs() {
+    let slow = Arc::new(SlowSync {
+        inner: MemEngine::new(),
+        syncs: Default::default(),
+        sync_ms: 20,
+    });
+    let engine: Arc<dyn Engine> = slow.clone();
+    let wal = wal(&engine);
+    let groups = groups_on(&wal, 8).await;
+    let before = slow.syncs();
+    let rounds = 5u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, g) in groups.iter().enumerate() {
+        let g = g.clone();
+        tasks.spawn(async move {
+            for r in 0..rounds {
+                let mut b = Batch::new();
+                mvcc::put_version(&mut b, &[i as u8, r as u8], Ts(1 + r), Some(b"v"));
+                g.propose(b).await.unwrap();
+            }
+        });
+    }
+    while let Some(res) = tasks.join_next().await {
+        res.unwrap();
+    }
+    let syncs = slow.syncs() - before;
+    let appends = groups.len() as u64 * rounds;
+    // Eight ranges append at once; each fsync completes every append queued while the previous
+    // one ran, so far fewer fsyncs than appends (one per append without group commit).
+    assert!(syncs >= rounds && syncs <= appends / 2, "{syncs} fsyncs for {appends} appends");
+    for (i, _) in groups.iter().enumerate() {
+        let key = [i as u8, rounds as u8 - 1];
+        assert!(mvcc::get(engine.as_ref(), &key, Ts::MAX).unwrap().is_some());
+    }
+    for g in &groups {
+        g.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn deferred_proposals_apply_without_an_fsync() {
+    let slow = Arc::new(SlowSync {
+        inner: MemEngine::new(),
+        syncs: Default::default(),
+        sync_ms: 0,
+    });
+    let engine: Arc<dyn Engine> = slow.clone();
+    let wal = wal(&engine);
+    let g = groups_on(&wal, 1).await.pop().unwrap();
+    let before = slow.syncs();
+    for i in 0..10u8 {
+        let mut b = Batch::new();
+        mvcc::put_version(&mut b, &[0, i], Ts(1), Some(b"d"));
+        g.propose_deferred(b).await.unwrap();
+        // Applied when the proposal returns.
+        assert!(mvcc::get(engine.as_ref(), &[0, i], Ts::MAX).unwrap().is_some());
+    }
+    assert_eq!(slow.syncs(), before, "deferred entries must not fsync");
+    let mut b = Batch::new();
+    mvcc::put_version(&mut b, &[0, 99], Ts(1), Some(b"s"));
+    g.propose(b).await.unwrap();
+    assert_eq!(slow.syncs(), before + 1, "a synced entry waits for one fsync");
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_deferred_sync_every_append_waits_for_an_fsync() {
+    let slow = Arc::new(SlowSync {
+        inner: MemEngine::new(),
+        syncs: Default::default(),
+        sync_ms: 0,
+    });
+    let engine: Arc<dyn Engine> = slow.clone();
+    let cfg = RaftConfig {
+        deferred_sync: false,
+        ..config()
+    };
+    let wal = GroupCommit::start(engine.clone(), &cfg).unwrap();
+    let g = groups_on(&wal, 1).await.pop().unwrap();
+    let before = slow.syncs();
+    for i in 0..3u8 {
+        let mut b = Batch::new();
+        mvcc::put_version(&mut b, &[0, i], Ts(1), Some(b"d"));
+        g.propose_deferred(b).await.unwrap();
+    }
+    assert_eq!(slow.syncs(), before + 3);
+    g.shutdown().await;
 }

@@ -25,7 +25,26 @@ async fn health(State(ready): State<Arc<AtomicBool>>) -> impl IntoResponse {
     }
 }
 
+/// Committed writing transactions per WAL fsync since start (the group-commit factor), derived
+/// at each scrape from the two counters it divides.
+static COMMITS_PER_FSYNC: std::sync::LazyLock<prometheus::Gauge> = std::sync::LazyLock::new(|| {
+    let g = prometheus::Gauge::new(
+        "kestrel_commits_per_fsync",
+        "kestrel_txn_commits_total / kestrel_raft_log_fsyncs_total (above 1: commits share fsyncs)",
+    )
+    .expect("valid metric");
+    let _ = prometheus::default_registry().register(Box::new(g.clone()));
+    g
+});
+
+fn update_derived_metrics() {
+    let commits = kestrel_kv::KvMetrics::get().commits.get() as f64;
+    let fsyncs = kestrel_raft::RaftMetrics::get().log_fsyncs.get() as f64;
+    COMMITS_PER_FSYNC.set(if fsyncs > 0.0 { commits / fsyncs } else { 0.0 });
+}
+
 async fn metrics() -> impl IntoResponse {
+    update_derived_metrics();
     let encoder = prometheus::TextEncoder::new();
     let mut buf = Vec::new();
     match encoder.encode(&prometheus::gather(), &mut buf) {

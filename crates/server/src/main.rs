@@ -3,6 +3,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use kestrel_server::node::{Node, NodeConfig};
 
+/// The largest `--group-commit-delay-us` (100 ms): beyond it every commit waits too long.
+const GROUP_COMMIT_DELAY_US_MAX: u64 = 100_000;
+
 /// Kestrel: a distributed, transactional, PostgreSQL-compatible SQL database.
 #[derive(Parser)]
 #[command(name = "kestrel", version, about, long_about = None)]
@@ -31,6 +34,12 @@ enum Command {
         /// Most concurrent SQL connections; more are refused with SQLSTATE 53300.
         #[arg(long, default_value_t = 500, value_name = "N")]
         max_connections: usize,
+        /// Microseconds the WAL syncer waits after the first commit of a group for more to
+        /// join before it fsyncs (PostgreSQL's commit_delay). 0: fsync at once; groups then
+        /// form only from commits arriving during an fsync.
+        #[arg(long, default_value_t = 0, value_name = "US",
+              value_parser = clap::value_parser!(u64).range(0..=GROUP_COMMIT_DELAY_US_MAX))]
+        group_commit_delay_us: u64,
     },
     /// Print the version.
     Version,
@@ -49,6 +58,7 @@ fn main() -> std::process::ExitCode {
             http_addr,
             insecure: _,
             max_connections,
+            group_commit_delay_us,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -73,6 +83,7 @@ fn main() -> std::process::ExitCode {
                 listen_addr,
                 http_addr,
                 max_connections,
+                group_commit_delay_us,
             };
             match runtime.block_on(run(config)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,

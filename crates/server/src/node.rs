@@ -20,6 +20,8 @@ pub struct NodeConfig {
     pub http_addr: String,
     /// Concurrent SQL connections; more are refused with SQLSTATE 53300.
     pub max_connections: usize,
+    /// See `RaftConfig::group_commit_delay_us`.
+    pub group_commit_delay_us: u64,
 }
 
 /// An exclusive `flock` on `<store>/kestrel.lock`, held for the life of the process.
@@ -72,7 +74,9 @@ impl Node {
                 tracing::error!("HTTP server failed: {e}");
             }
         });
-        let kv = Kv::open(engine, KvConfig::default())
+        let mut kv_config = KvConfig::default();
+        kv_config.raft.group_commit_delay_us = config.group_commit_delay_us;
+        let kv = Kv::open(engine, kv_config)
             .await
             .context("recovering the store")?;
         let sql = SqlEngine::open(kv.clone(), Limits::default())

@@ -27,7 +27,9 @@
 //!
 //! * A write batch is atomic: after a crash either all of it or none of it is visible.
 //! * `write(batch, sync = true)` returns only after the batch is durable (WAL fsync). Batches
-//!   written with `sync = false` become durable with the next synced write (one WAL).
+//!   written with `sync = false` become durable with the next synced write or
+//!   [`Engine::sync_wal`] (one WAL, recovered as its longest intact prefix: durability follows
+//!   write order). The Raft layer's group commit builds on exactly this.
 //! * Timestamps are strictly positive; `Ts::MAX` reads the newest version.
 
 pub mod engine;

@@ -1,13 +1,17 @@
 //! Test helper (used by `tests/crash_two_range.rs`): commits transactions that each write one
-//! key in each of two ranges and prints `ACK <i>` after each commit returns. The test kills it
-//! with SIGKILL at a random moment and checks atomicity after recovery.
+//! key in each of two ranges and prints `ACK <i>` after each commit returns. `WRITERS`
+//! concurrent writers (so commits share WAL fsyncs) take the indexes `FIRST_INDEX + k * WRITERS
+//! + w`. The test kills it with SIGKILL at a random moment and checks atomicity after recovery.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kestrel_kv::keys::table_span;
 use kestrel_kv::{Kv, KvConfig};
 use kestrel_storage::{Engine, RocksEngine};
+
+/// Concurrent writers (the test knows the same number).
+pub const WRITERS: u64 = 4;
 
 pub fn key(table: u32, i: u64) -> Vec<u8> {
     let mut k = table_span(table).0;
@@ -48,19 +52,28 @@ async fn main() {
         }
     }
     println!("READY");
-    let mut out = std::io::stdout().lock();
-    for i in start.. {
-        let mut txn = kv.begin();
-        let v = i.to_be_bytes().to_vec();
-        let ok = txn.put(key(7, i), v.clone()).is_ok() && txn.put(key(8, i), v).is_ok();
-        if !ok {
-            std::process::exit(1);
-        }
-        if let Err(e) = txn.commit().await {
-            eprintln!("commit {i}: {e}");
-            std::process::exit(1);
-        }
-        let _ = writeln!(out, "ACK {i}");
-        let _ = out.flush();
+    let out = Arc::new(Mutex::new(std::io::stdout()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let (kv, out) = (kv.clone(), out.clone());
+        tasks.spawn(async move {
+            for k in 0.. {
+                let i = start + k * WRITERS + w;
+                let mut txn = kv.begin();
+                let v = i.to_be_bytes().to_vec();
+                let ok = txn.put(key(7, i), v.clone()).is_ok() && txn.put(key(8, i), v).is_ok();
+                if !ok {
+                    std::process::exit(1);
+                }
+                if let Err(e) = txn.commit().await {
+                    eprintln!("commit {i}: {e}");
+                    std::process::exit(1);
+                }
+                let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = writeln!(out, "ACK {i}");
+                let _ = out.flush();
+            }
+        });
     }
+    while tasks.join_next().await.is_some() {}
 }

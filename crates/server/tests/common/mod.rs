@@ -24,11 +24,23 @@ impl TestNode {
         Self::try_start(store).unwrap_or_else(|e| panic!("kestrel did not start: {e}"))
     }
 
+    /// Starts a node on `store` with extra `kestrel start` flags.
+    #[allow(dead_code)] // Not every test binary uses it.
+    pub fn start_with(store: &Path, flags: &[&str]) -> TestNode {
+        Self::try_start_with(store, flags)
+            .unwrap_or_else(|e| panic!("kestrel did not start: {e}"))
+    }
+
     pub fn try_start(store: &Path) -> Result<TestNode, String> {
+        Self::try_start_with(store, &[])
+    }
+
+    pub fn try_start_with(store: &Path, flags: &[&str]) -> Result<TestNode, String> {
         let mut child = Command::new(kestrel_bin())
             .args(["start", "--store"])
             .arg(store)
             .args(["--listen-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -198,4 +210,23 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
 /// The single bigint a query like `SELECT count(*) …` returns.
 pub async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// A counter's value in a Prometheus text exposition.
+#[allow(dead_code)]
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in /metrics"))
+}
+
+/// (`kestrel_txn_commits_total`, `kestrel_raft_log_fsyncs_total`) from the node's /metrics.
+#[allow(dead_code)]
+pub async fn commits_and_fsyncs(node: &TestNode) -> (f64, f64) {
+    let (code, text) = node.http_get("/metrics").await;
+    assert_eq!(code, 200);
+    (
+        metric(&text, "kestrel_txn_commits_total"),
+        metric(&text, "kestrel_raft_log_fsyncs_total"),
+    )
 }
