@@ -411,6 +411,8 @@ impl Txn {
 
     /// Commits; returns the commit timestamp (`None` for a read-only transaction).
     /// The buffered writes are consumed: afterwards the transaction is empty.
+    /// Must run to completion once started: dropping the future while it waits for the WAL
+    /// fsync would release the commit's pending registrations before it is durable.
     pub async fn commit(&mut self) -> Result<Option<Ts>> {
         if self.writes.is_empty() {
             self.discard();

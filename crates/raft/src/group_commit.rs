@@ -24,6 +24,11 @@
 //! that recovery repairs (a two-phase commit's locks, written before its synced record, and
 //! their resolution after it).
 //!
+//! A failed fsync stops the process (`fail_stop`), as PostgreSQL PANICs: the entries it should
+//! have covered are already applied. A proposer must not be cancelled while it waits here
+//! (nothing in Kestrel cancels a commit): dropping the wait would release its pending-registry
+//! entry before the fsync.
+//!
 //! A follower must never acknowledge an entry it has not synced, so replicated groups need
 //! `deferred_sync = false`: then the log store itself waits here before reporting an append
 //! flushed (one fsync per append of a range, still shared across ranges).
@@ -106,13 +111,24 @@ impl GroupCommit {
         }
     }
 
-    /// Queues `w`; it completes after the next WAL sync (or at once with an error if the
-    /// syncer is gone).
+    /// Queues `w`; it completes after the next WAL sync.
     pub(crate) fn submit(&self, w: Waiter) {
-        if let Err(mpsc::SendError(w)) = self.queue.send(w) {
-            w.complete(Err("the WAL sync thread has stopped".into()));
+        if self.queue.send(w).is_err() {
+            // The thread ends only when every handle is gone (or it panicked): entries already
+            // applied could never be made durable.
+            fail_stop("the WAL sync thread has stopped");
         }
     }
+}
+
+/// Stops the process. After a failed fsync the WAL's durable state is unknown (the kernel may
+/// have dropped the dirty pages, so a later fsync can "succeed" over a hole) while the
+/// entries it should have covered are already applied and about to become visible. Like
+/// PostgreSQL (`data_sync_retry = off`: PANIC), crash and let recovery replay the WAL.
+fn fail_stop(why: &str) -> ! {
+    tracing::error!("{why}; stopping the process so that recovery replays the WAL");
+    eprintln!("kestrel: {why}; stopping the process so that recovery replays the WAL");
+    std::process::abort()
 }
 
 fn run(
@@ -132,14 +148,17 @@ fn run(
                 Err(_) => break,
             }
         }
-        METRICS.log_fsyncs.inc();
-        METRICS.group_commit_waiters.inc_by(group.len() as u64);
         let res = match engine.upgrade() {
-            Some(engine) => engine.sync_wal().map_err(|e| e.to_string()),
+            Some(engine) => match engine.sync_wal() {
+                Ok(()) => Ok(()),
+                Err(e) => fail_stop(&format!("WAL sync failed: {e}")),
+            },
+            // The node closed its engine (shutdown): nobody may rely on these writes.
             None => Err("the engine is closed".to_string()),
         };
-        if let Err(e) = &res {
-            tracing::error!("WAL sync failed: {e}");
+        if res.is_ok() {
+            METRICS.log_fsyncs.inc();
+            METRICS.group_commit_waiters.inc_by(group.len() as u64);
         }
         for w in group {
             w.complete(res.clone());

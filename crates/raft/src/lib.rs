@@ -192,6 +192,17 @@ impl RaftGroup {
             .current_leader(node_id, "single-voter group elects itself")
             .await
             .map_err(|_| RaftError::NoLeader(range_id, wait))?;
+        if wal.deferred_sync() {
+            // Appends are reported flushed before their fsync: sound only for a lone voter.
+            let voters: Vec<NodeId> = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            assert_eq!(voters, vec![node_id], "deferred_sync needs a single-voter group");
+        }
         Ok(Self {
             range_id,
             node_id,
