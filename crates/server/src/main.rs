@@ -3,6 +3,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use kestrel_server::node::{Node, NodeConfig};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The smallest `--block-cache-bytes-max` / `--memtable-bytes-max` (4 MiB).
+const MEMORY_LIMIT_MIN: u64 = 4 << 20;
+
 /// The largest `--group-commit-delay-us` (100 ms): beyond it every commit waits too long.
 const GROUP_COMMIT_DELAY_US_MAX: u64 = 100_000;
 
@@ -40,6 +46,14 @@ enum Command {
         #[arg(long, default_value_t = 0, value_name = "US",
               value_parser = clap::value_parser!(u64).range(0..=GROUP_COMMIT_DELAY_US_MAX))]
         group_commit_delay_us: u64,
+        /// Bytes of RocksDB block cache (shared by all column families).
+        #[arg(long, default_value_t = 256 << 20, value_name = "BYTES",
+              value_parser = clap::value_parser!(u64).range(MEMORY_LIMIT_MIN..))]
+        block_cache_bytes_max: u64,
+        /// Bytes of RocksDB memtables (all column families together).
+        #[arg(long, default_value_t = 256 << 20, value_name = "BYTES",
+              value_parser = clap::value_parser!(u64).range(MEMORY_LIMIT_MIN..))]
+        memtable_bytes_max: u64,
     },
     /// Print the version.
     Version,
@@ -59,6 +73,8 @@ fn main() -> std::process::ExitCode {
             insecure: _,
             max_connections,
             group_commit_delay_us,
+            block_cache_bytes_max,
+            memtable_bytes_max,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -84,6 +100,8 @@ fn main() -> std::process::ExitCode {
                 http_addr,
                 max_connections,
                 group_commit_delay_us,
+                block_cache_bytes_max: usize::try_from(block_cache_bytes_max).unwrap_or(usize::MAX),
+                memtable_bytes_max: usize::try_from(memtable_bytes_max).unwrap_or(usize::MAX),
             };
             match runtime.block_on(run(config)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,

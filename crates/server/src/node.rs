@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use kestrel_kv::{Kv, KvConfig};
 use kestrel_sql::{Limits, SqlEngine};
-use kestrel_storage::{Engine, RocksEngine};
+use kestrel_storage::{Engine, EngineConfig, RocksEngine};
 use tokio::net::TcpListener;
 
 #[derive(Clone, Debug)]
@@ -22,6 +22,9 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// See `RaftConfig::group_commit_delay_us`.
     pub group_commit_delay_us: u64,
+    /// RocksDB memory limits (`EngineConfig`).
+    pub block_cache_bytes_max: usize,
+    pub memtable_bytes_max: usize,
 }
 
 /// An exclusive `flock` on `<store>/kestrel.lock`, held for the life of the process.
@@ -55,11 +58,24 @@ pub struct Node {
     _lock: StoreLock,
 }
 
+fn engine_config(config: &NodeConfig) -> EngineConfig {
+    let default = EngineConfig::default();
+    EngineConfig {
+        block_cache_bytes_max: config.block_cache_bytes_max,
+        memtable_bytes_max: config.memtable_bytes_max,
+        memtable_cf_bytes_max: default
+            .memtable_cf_bytes_max
+            .min(config.memtable_bytes_max / 2)
+            .max(1 << 20),
+        ..default
+    }
+}
+
 impl Node {
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         let lock = StoreLock::acquire(&config.store)?;
         let engine: Arc<dyn Engine> = Arc::new(
-            RocksEngine::open(&config.store.join("rocksdb"))
+            RocksEngine::open_with(&config.store.join("rocksdb"), &engine_config(&config))
                 .with_context(|| format!("opening store {}", config.store.display()))?,
         );
         // Listen for HTTP first so /health can report "starting" during recovery.

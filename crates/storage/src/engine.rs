@@ -144,19 +144,61 @@ fn rocks_err(e: rocksdb::Error) -> StorageError {
     StorageError::Engine(e.into_string())
 }
 
+/// Memory and background-work limits of the RocksDB engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The block cache every column family shares (uncompressed data, index and filter blocks).
+    pub block_cache_bytes_max: usize,
+    /// All column families' memtables together; past it RocksDB flushes the largest one.
+    pub memtable_bytes_max: usize,
+    /// One column family's memtable before it is switched and flushed.
+    pub memtable_cf_bytes_max: usize,
+    /// Flush and compaction threads.
+    pub background_jobs_max: i32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            block_cache_bytes_max: 256 << 20,
+            memtable_bytes_max: 256 << 20,
+            memtable_cf_bytes_max: 64 << 20,
+            background_jobs_max: 2,
+        }
+    }
+}
+
 impl RocksEngine {
+    /// Opens (or creates) the store in `dir` with the default limits.
     pub fn open(dir: &Path) -> crate::Result<Self> {
+        Self::open_with(dir, &EngineConfig::default())
+    }
+
+    pub fn open_with(dir: &Path, config: &EngineConfig) -> crate::Result<Self> {
+        assert!(config.memtable_cf_bytes_max > 0 && config.memtable_bytes_max > 0);
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        opts.set_max_background_jobs(2);
+        opts.set_max_background_jobs(config.background_jobs_max);
         // Recover the longest intact prefix of the WAL: the write-ahead order is the durability
         // order the layers above rely on (see `Engine::sync_wal`).
         opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+        let memtables =
+            rocksdb::WriteBufferManager::new_write_buffer_manager(config.memtable_bytes_max, false);
+        opts.set_write_buffer_manager(&memtables);
+        let cache = rocksdb::Cache::new_lru_cache(config.block_cache_bytes_max);
+        // Per column family: the DB-level options above do not reach them.
         let cfs: Vec<_> = Cf::ALL
             .iter()
-            .map(|cf| rocksdb::ColumnFamilyDescriptor::new(cf.name(), rocksdb::Options::default()))
+            .map(|cf| {
+                let mut o = rocksdb::Options::default();
+                o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+                o.set_write_buffer_size(config.memtable_cf_bytes_max);
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_block_cache(&cache);
+                o.set_block_based_table_factory(&table);
+                rocksdb::ColumnFamilyDescriptor::new(cf.name(), o)
+            })
             .collect();
         let db = rocksdb::DB::open_cf_descriptors(&opts, dir, cfs).map_err(rocks_err)?;
         Ok(Self { db })
