@@ -75,6 +75,7 @@ pub mod pg_catalog;
 pub mod pg_functions;
 pub mod pg_ops;
 pub mod pgcompat;
+pub mod point;
 pub mod provider;
 pub mod query_rewrite;
 pub mod returning;

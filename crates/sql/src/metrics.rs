@@ -3,11 +3,13 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
 
 pub struct SqlMetrics {
     pub statements: IntCounterVec,
     pub latency: Histogram,
+    /// Statements answered by the primary-key point path (`point.rs`), without DataFusion.
+    pub point_reads: IntCounter,
 }
 
 pub static METRICS: LazyLock<SqlMetrics> = LazyLock::new(|| {
@@ -26,9 +28,16 @@ pub static METRICS: LazyLock<SqlMetrics> = LazyLock::new(|| {
     .expect("valid metric");
     let _ = prometheus::default_registry().register(Box::new(statements.clone()));
     let _ = prometheus::default_registry().register(Box::new(latency.clone()));
+    let point_reads = IntCounter::with_opts(Opts::new(
+        "kestrel_sql_point_reads_total",
+        "SELECTs by primary key answered without DataFusion planning",
+    ))
+    .expect("valid metric");
+    let _ = prometheus::default_registry().register(Box::new(point_reads.clone()));
     SqlMetrics {
         statements,
         latency,
+        point_reads,
     }
 });
 

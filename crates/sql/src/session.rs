@@ -1643,6 +1643,9 @@ impl Session {
     ) -> SqlResult<ExecResult> {
         match kind {
             Kind::DataFusion { .. } => {
+                if let Some(res) = self.point_select(&txn, stmt, &params).await? {
+                    return Ok(res);
+                }
                 let (stmt, ctes) = self.modifying_ctes(&txn, stmt, &params, after).await?;
                 let Kind::DataFusion { expose_hidden, .. } = classify(&stmt)? else {
                     return Err(SqlError::internal("a CTE's main statement is not a query"));
@@ -1692,6 +1695,30 @@ impl Session {
             }
             _ => Err(SqlError::internal("statement kind has no execution path")),
         }
+    }
+
+    /// A primary-key point read answered without DataFusion (`point.rs`), if `stmt` is one.
+    async fn point_select(
+        &self,
+        txn: &Arc<RwLock<Txn>>,
+        stmt: &DFStatement,
+        params: &Option<Vec<ScalarValue>>,
+    ) -> SqlResult<Option<ExecResult>> {
+        let Some(params) = params else {
+            return Ok(None);
+        };
+        if self.var("search_path") != Some("public") {
+            return Ok(None);
+        }
+        let Some(p) = crate::point::recognize(stmt) else {
+            return Ok(None);
+        };
+        let txn = txn.read().await;
+        let res = crate::point::execute(&p, &txn, &self.database, params).await?;
+        Ok(res.map(|(schema, batch)| ExecResult::Rows {
+            schema,
+            batches: vec![batch],
+        }))
     }
 
     /// The parameters (`$n` → type) and the result columns of one planned statement.
