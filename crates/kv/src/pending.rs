@@ -159,7 +159,10 @@ mod tests {
         assert!(p.blocks(now, b"a", None), "whole range");
         assert!(!p.blocks(now, b"k6", None), "after the last key");
         assert!(!p.blocks(now, b"a", Some(b"k3")), "end is exclusive");
-        assert!(!p.blocks(Ts(g.ts().0 - 1), b"a", None), "registered after the snapshot");
+        assert!(
+            !p.blocks(Ts(g.ts().0 - 1), b"a", None),
+            "registered after the snapshot"
+        );
         drop(g);
         assert!(p.is_empty() && !p.blocks(now, b"a", None));
     }

@@ -316,7 +316,12 @@ impl Txn {
         for replica in self.kv.router.overlapping(start, end) {
             replica
                 .pending
-                .wait_through(self.read_ts, start, end, self.kv.config.read_wait_timeout_ms)
+                .wait_through(
+                    self.read_ts,
+                    start,
+                    end,
+                    self.kv.config.read_wait_timeout_ms,
+                )
                 .await?;
             let d = replica.desc.read().clone();
             let lo = if d.start.as_slice() > start {

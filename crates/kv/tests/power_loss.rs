@@ -106,7 +106,7 @@ async fn acknowledged_commits_survive_a_power_cut_and_none_is_partial() {
                 let mut txn = kv.begin();
                 let v = i.to_be_bytes().to_vec();
                 txn.put(key(7, i), v.clone()).unwrap();
-                if k % 2 == 0 {
+                if k.is_multiple_of(2) {
                     txn.put(key(8, i), v).unwrap();
                 }
                 txn.commit().await.unwrap();
@@ -129,7 +129,10 @@ async fn acknowledged_commits_survive_a_power_cut_and_none_is_partial() {
     kv.shutdown().await;
 
     for (round, (acked_before, disk)) in cuts.into_iter().enumerate() {
-        assert!(!acked_before.is_empty(), "cut {round}: nothing committed yet");
+        assert!(
+            !acked_before.is_empty(),
+            "cut {round}: nothing committed yet"
+        );
         let disk: Arc<dyn Engine> = Arc::new(disk);
         let kv = Kv::open(disk, KvConfig::default()).await.unwrap();
         let r = kv.begin();
@@ -141,7 +144,7 @@ async fn acknowledged_commits_survive_a_power_cut_and_none_is_partial() {
         }
         let max = acked_before.iter().max().copied().unwrap_or(0) + 4 * WRITERS;
         for i in 0..=max {
-            let two_range = (i / WRITERS) % 2 == 0;
+            let two_range = (i / WRITERS).is_multiple_of(2);
             let a = r.get(&key(7, i)).await.unwrap().is_some();
             let b = r.get(&key(8, i)).await.unwrap().is_some();
             if two_range {

@@ -39,8 +39,8 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kestrel_storage::Batch;
 pub use group_commit::GroupCommit;
+use kestrel_storage::Batch;
 pub use log_store::LogStore;
 pub use metrics::RaftMetrics;
 pub use network::LocalNetwork;
@@ -201,7 +201,11 @@ impl RaftGroup {
                 .membership()
                 .voter_ids()
                 .collect();
-            assert_eq!(voters, vec![node_id], "deferred_sync needs a single-voter group");
+            assert_eq!(
+                voters,
+                vec![node_id],
+                "deferred_sync needs a single-voter group"
+            );
         }
         Ok(Self {
             range_id,

@@ -23,7 +23,8 @@ fn counter(name: &str, help: &str) -> IntCounter {
     c
 }
 
-pub static METRICS: LazyLock<RaftMetrics> = LazyLock::new(|| RaftMetrics {
+pub static METRICS: LazyLock<RaftMetrics> = LazyLock::new(|| {
+    RaftMetrics {
     proposals: counter(
         "kestrel_raft_proposals_total",
         "Commands proposed to range Raft groups",
@@ -60,6 +61,7 @@ pub static METRICS: LazyLock<RaftMetrics> = LazyLock::new(|| RaftMetrics {
         "kestrel_raft_log_cache_misses_total",
         "Raft log reads that went to the engine",
     ),
+}
 });
 
 impl RaftMetrics {

@@ -157,6 +157,16 @@ impl Engine for SlowSync {
     }
 }
 
+/// A fresh `SlowSync` whose syncs take `sync_ms`, and the same engine as a trait object.
+fn slow_engine(sync_ms: u64) -> (Arc<SlowSync>, Arc<dyn Engine>) {
+    let slow = Arc::new(SlowSync {
+        inner: MemEngine::new(),
+        syncs: Default::default(),
+        sync_ms,
+    });
+    (slow.clone(), slow)
+}
+
 impl SlowSync {
     fn syncs(&self) -> u64 {
         self.syncs.load(std::sync::atomic::Ordering::SeqCst)
@@ -170,7 +180,9 @@ async fn groups_on(wal: &Arc<GroupCommit>, n: u64) -> Vec<Arc<RaftGroup>> {
             start: vec![id as u8],
             end: Some(vec![id as u8 + 1]),
         };
-        let g = RaftGroup::open(wal, id + 1, 1, span, &config()).await.unwrap();
+        let g = RaftGroup::open(wal, id + 1, 1, span, &config())
+            .await
+            .unwrap();
         out.push(Arc::new(g));
     }
     out
@@ -180,12 +192,7 @@ async fn groups_on(wal: &Arc<GroupCommit>, n: u64) -> Vec<Arc<RaftGroup>> {
 /// written, and the proposers wait for the group's fsync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_range_concurrent_proposals_share_fsyncs() {
-    let slow = Arc::new(SlowSync {
-        inner: MemEngine::new(),
-        syncs: Default::default(),
-        sync_ms: 20,
-    });
-    let engine: Arc<dyn Engine> = slow.clone();
+    let (slow, engine) = slow_engine(20);
     let wal = wal(&engine);
     let g = groups_on(&wal, 1).await.pop().unwrap();
     let before = slow.syncs();
@@ -206,18 +213,16 @@ async fn one_range_concurrent_proposals_share_fsyncs() {
     }
     let syncs = slow.syncs() - before;
     let proposals = u64::from(writers) * u64::from(rounds);
-    assert!(syncs <= proposals / 2, "{syncs} fsyncs for {proposals} proposals");
+    assert!(
+        syncs <= proposals / 2,
+        "{syncs} fsyncs for {proposals} proposals"
+    );
     g.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_synced_proposals_share_fsyncs() {
-    let slow = Arc::new(SlowSync {
-        inner: MemEngine::new(),
-        syncs: Default::default(),
-        sync_ms: 20,
-    });
-    let engine: Arc<dyn Engine> = slow.clone();
+    let (slow, engine) = slow_engine(20);
     let wal = wal(&engine);
     let groups = groups_on(&wal, 8).await;
     let before = slow.syncs();
@@ -240,7 +245,10 @@ async fn concurrent_synced_proposals_share_fsyncs() {
     let appends = groups.len() as u64 * rounds;
     // Eight ranges append at once; each fsync completes every append queued while the previous
     // one ran, so far fewer fsyncs than appends (one per append without group commit).
-    assert!(syncs >= rounds && syncs <= appends / 2, "{syncs} fsyncs for {appends} appends");
+    assert!(
+        syncs >= rounds && syncs <= appends / 2,
+        "{syncs} fsyncs for {appends} appends"
+    );
     for (i, _) in groups.iter().enumerate() {
         let key = [i as u8, rounds as u8 - 1];
         assert!(mvcc::get(engine.as_ref(), &key, Ts::MAX).unwrap().is_some());
@@ -252,12 +260,7 @@ async fn concurrent_synced_proposals_share_fsyncs() {
 
 #[tokio::test]
 async fn deferred_proposals_apply_without_an_fsync() {
-    let slow = Arc::new(SlowSync {
-        inner: MemEngine::new(),
-        syncs: Default::default(),
-        sync_ms: 0,
-    });
-    let engine: Arc<dyn Engine> = slow.clone();
+    let (slow, engine) = slow_engine(0);
     let wal = wal(&engine);
     let g = groups_on(&wal, 1).await.pop().unwrap();
     let before = slow.syncs();
@@ -266,24 +269,25 @@ async fn deferred_proposals_apply_without_an_fsync() {
         mvcc::put_version(&mut b, &[0, i], Ts(1), Some(b"d"));
         g.propose_deferred(b).await.unwrap();
         // Applied when the proposal returns.
-        assert!(mvcc::get(engine.as_ref(), &[0, i], Ts::MAX).unwrap().is_some());
+        assert!(mvcc::get(engine.as_ref(), &[0, i], Ts::MAX)
+            .unwrap()
+            .is_some());
     }
     assert_eq!(slow.syncs(), before, "deferred entries must not fsync");
     let mut b = Batch::new();
     mvcc::put_version(&mut b, &[0, 99], Ts(1), Some(b"s"));
     g.propose(b).await.unwrap();
-    assert_eq!(slow.syncs(), before + 1, "a synced entry waits for one fsync");
+    assert_eq!(
+        slow.syncs(),
+        before + 1,
+        "a synced entry waits for one fsync"
+    );
     g.shutdown().await;
 }
 
 #[tokio::test]
 async fn without_deferred_sync_every_append_waits_for_an_fsync() {
-    let slow = Arc::new(SlowSync {
-        inner: MemEngine::new(),
-        syncs: Default::default(),
-        sync_ms: 0,
-    });
-    let engine: Arc<dyn Engine> = slow.clone();
+    let (slow, engine) = slow_engine(0);
     let cfg = RaftConfig {
         deferred_sync: false,
         ..config()

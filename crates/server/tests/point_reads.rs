@@ -34,7 +34,10 @@ async fn prepared_pk_selects_take_the_point_path_and_agree_with_the_general_one(
     assert_eq!(r.len(), 1);
     let (name, bal, note): (Option<String>, i64, Option<String>) =
         (r[0].get(0), r[0].get(1), r[0].get(2));
-    assert_eq!((name.as_deref(), bal, note.as_deref()), (Some("one"), 10, Some("a")));
+    assert_eq!(
+        (name.as_deref(), bal, note.as_deref()),
+        (Some("one"), 10, Some("a"))
+    );
     let r = c.query(&q, &[&2i32]).await.unwrap();
     let (name, bal): (Option<String>, i64) = (r[0].get(0), r[0].get(1));
     assert_eq!((name, bal), (None, -5));
@@ -47,7 +50,11 @@ async fn prepared_pk_selects_take_the_point_path_and_agree_with_the_general_one(
     let n: i32 = c.query_one(&q2, &[&"y"]).await.unwrap().get(0);
     assert_eq!(n, 2);
     let after = point_reads(&node).await;
-    assert_eq!(after - before, 4.0, "every execution above took the point path");
+    assert_eq!(
+        after - before,
+        4.0,
+        "every execution above took the point path"
+    );
 
     // The same statements through the general path (simple protocol, no parameters) agree.
     let rows = c
@@ -88,11 +95,15 @@ async fn point_reads_are_transactional() {
     a.batch_execute("BEGIN").await.unwrap();
     let v: i32 = a.query_one(&get, &[&1i32]).await.unwrap().get(0);
     assert_eq!(v, 10);
-    b.batch_execute("UPDATE kv SET v = 20 WHERE k = 1").await.unwrap();
+    b.batch_execute("UPDATE kv SET v = 20 WHERE k = 1")
+        .await
+        .unwrap();
     let v: i32 = a.query_one(&get, &[&1i32]).await.unwrap().get(0);
     assert_eq!(v, 10, "the block's snapshot must not move");
     // Own writes are visible.
-    a.batch_execute("INSERT INTO kv VALUES (2, 5)").await.unwrap();
+    a.batch_execute("INSERT INTO kv VALUES (2, 5)")
+        .await
+        .unwrap();
     let v: i32 = a.query_one(&get, &[&2i32]).await.unwrap().get(0);
     assert_eq!(v, 5);
     // SERIALIZABLE: the point read of k = 1 is validated at commit; b changed it.
@@ -101,10 +112,15 @@ async fn point_reads_are_transactional() {
     assert_eq!(point_reads(&node).await - before, 3.0);
     let v: i32 = a.query_one(&get, &[&1i32]).await.unwrap().get(0);
     assert_eq!(v, 20);
-    assert!(a.query(&get, &[&2i32]).await.unwrap().is_empty(), "rolled back");
+    assert!(
+        a.query(&get, &[&2i32]).await.unwrap().is_empty(),
+        "rolled back"
+    );
     // DDL is seen: after a column is dropped the prepared statement no longer applies (the
     // general path reports the error).
-    b.batch_execute("ALTER TABLE kv DROP COLUMN v").await.unwrap();
+    b.batch_execute("ALTER TABLE kv DROP COLUMN v")
+        .await
+        .unwrap();
     let err = a.query(&get, &[&1i32]).await.unwrap_err();
     assert!(!sqlstate(&err).is_empty(), "{err:?}");
 }
@@ -144,7 +160,11 @@ async fn other_shapes_and_names_take_the_general_path() {
         .unwrap()
         .get(0);
     assert_eq!(v, 8, "LIMIT: general path");
-    assert_eq!(point_reads(&node).await, before, "none of these is a point read");
+    assert_eq!(
+        point_reads(&node).await,
+        before,
+        "none of these is a point read"
+    );
     // A bigint key with its own parameter type is a point read.
     let v: i32 = c
         .query_one("SELECT v FROM big WHERE id = $1", &[&1i64])

@@ -489,7 +489,10 @@ async fn a_multi_range_commit_costs_one_fsync() {
     assert_eq!(commits, txns as f64);
     // A few background syncs (Raft metadata) may fall into the window; three ranges' locks,
     // record and resolutions fsynced one by one would be 7 per transaction.
-    assert!(fsyncs <= commits + 3.0, "{fsyncs} fsyncs for {commits} commits");
+    assert!(
+        fsyncs <= commits + 3.0,
+        "{fsyncs} fsyncs for {commits} commits"
+    );
     let n: i32 = c
         .query_one("SELECT n FROM fb WHERE id = 1", &[])
         .await

@@ -33,6 +33,8 @@
 //! * `pg_catalog` / `information_schema` ([`pg_catalog`]) are read-only virtual schemas built
 //!   from the same snapshot when a statement names them; catalog functions in
 //!   [`pg_functions`].
+//! * One statement shape skips DataFusion: a prepared `SELECT cols FROM t WHERE pk = $n` is a
+//!   single transactional point get ([`point`]); planning it cost a hundred times the read.
 //! * Subqueries the optimizer cannot decorrelate run once per outer row ([`subquery`]).
 //! * `json`/`jsonb` ([`json`]) are text tagged with their type; their operators are planned by
 //!   an `ExprPlanner`. `to_char` takes PostgreSQL templates ([`to_char`]).

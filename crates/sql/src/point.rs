@@ -26,10 +26,10 @@ use datafusion::sql::sqlparser::ast::{
 use kestrel_kv::Txn;
 
 use crate::catalog;
-use crate::types::SqlType;
 use crate::datum::{array_from_datums, Datum};
 use crate::error::{SqlError, SqlResult};
 use crate::rowcodec::{decode_row, encode_key};
+use crate::types::SqlType;
 
 /// A recognised point read: column names and table name as PostgreSQL folds them.
 #[derive(Debug, PartialEq, Eq)]
@@ -231,7 +231,10 @@ mod tests {
         );
         let p = rec(r#"select A, "B" from public.T where $2 = K"#).unwrap();
         assert_eq!(p.columns, vec!["a".to_string(), "B".to_string()]);
-        assert_eq!((p.table.as_str(), p.key_column.as_str(), p.param), ("t", "k", 1));
+        assert_eq!(
+            (p.table.as_str(), p.key_column.as_str(), p.param),
+            ("t", "k", 1)
+        );
         for sql in [
             "SELECT a FROM t WHERE k = $1 LIMIT 1",
             "SELECT a FROM t WHERE k = $1 FOR UPDATE",

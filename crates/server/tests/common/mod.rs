@@ -27,8 +27,7 @@ impl TestNode {
     /// Starts a node on `store` with extra `kestrel start` flags.
     #[allow(dead_code)] // Not every test binary uses it.
     pub fn start_with(store: &Path, flags: &[&str]) -> TestNode {
-        Self::try_start_with(store, flags)
-            .unwrap_or_else(|e| panic!("kestrel did not start: {e}"))
+        Self::try_start_with(store, flags).unwrap_or_else(|e| panic!("kestrel did not start: {e}"))
     }
 
     pub fn try_start(store: &Path) -> Result<TestNode, String> {
