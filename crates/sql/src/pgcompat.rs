@@ -950,6 +950,17 @@ fn call(name: &str, args: Vec<ast::Expr>) -> ast::Expr {
     })
 }
 
+/// Functions PostgreSQL calls without parentheses: an unquoted identifier of one of these
+/// names is the function, not a column.
+pub const NILADIC: [&str; 6] = [
+    "current_user",
+    "session_user",
+    "current_role",
+    "user",
+    "current_schema",
+    "current_catalog",
+];
+
 fn ident_is(i: &ast::Ident, name: &str) -> bool {
     i.quote_style.is_none() && i.value.eq_ignore_ascii_case(name)
 }
@@ -1157,20 +1168,10 @@ fn pg_expr(e: &mut ast::Expr) -> Option<ast::Expr> {
             }
             Some(out)
         }
-        Expr::Identifier(i) => {
-            const NILADIC: [&str; 6] = [
-                "current_user",
-                "session_user",
-                "current_role",
-                "user",
-                "current_schema",
-                "current_catalog",
-            ];
-            NILADIC
-                .iter()
-                .find(|n| ident_is(i, n))
-                .map(|n| call(n, vec![]))
-        }
+        Expr::Identifier(i) => NILADIC
+            .iter()
+            .find(|n| ident_is(i, n))
+            .map(|n| call(n, vec![])),
         _ => None,
     }
 }

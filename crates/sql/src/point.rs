@@ -4,7 +4,8 @@
 //! plan) costs far more than reading the row: about 1.5 ms of CPU against a RocksDB lookup of
 //! a few microseconds. A statement of exactly this shape — plain column names, one base table
 //! in `public`, the single-column primary key compared for equality with a parameter — is
-//! recognised on its syntax tree and answered with one transactional point get.
+//! recognised on its syntax tree and answered with transactional point gets (the database
+//! and table descriptors, the absence of a view of that name, the row).
 //!
 //! It stays a transaction's read in every respect: the database and table descriptors and the
 //! row are read through the statement's [`Txn`] at its snapshot (so SERIALIZABLE validates
@@ -41,12 +42,18 @@ pub struct PointSelect {
     pub param: usize,
 }
 
-/// An identifier as PostgreSQL folds it: unquoted ones to lower case.
+/// An identifier as PostgreSQL (and DataFusion) folds it: unquoted ones to ASCII lower case.
 fn fold(id: &Ident) -> String {
     match id.quote_style {
         Some(_) => id.value.clone(),
-        None => id.value.to_lowercase(),
+        None => id.value.to_ascii_lowercase(),
     }
+}
+
+/// A column reference the point path may read: not a parenthesis-less function call such as
+/// `current_schema`, which the general path rewrites into the function.
+fn column_ident(id: &Ident) -> bool {
+    id.quote_style.is_some() || !crate::pgcompat::NILADIC.contains(&fold(id).as_str())
 }
 
 /// `stmt` if it is exactly `SELECT c1, … FROM [public.]t WHERE k = $n` (either operand order).
@@ -66,6 +73,9 @@ pub fn recognize(stmt: &DFStatement) -> Option<PointSelect> {
         let SelectItem::UnnamedExpr(Expr::Identifier(id)) = item else {
             return None;
         };
+        if !column_ident(id) {
+            return None;
+        }
         columns.push(fold(id));
         shown.push(id.to_string());
     }
@@ -108,6 +118,9 @@ pub fn recognize(stmt: &DFStatement) -> Option<PointSelect> {
         }
         _ => return None,
     };
+    if !column_ident(key) {
+        return None;
+    }
     let n: usize = placeholder.strip_prefix('$')?.parse().ok()?;
     if n == 0 {
         return None;
@@ -231,6 +244,12 @@ mod tests {
         );
         let p = rec(r#"select A, "B" from public.T where $2 = K"#).unwrap();
         assert_eq!(p.columns, vec!["a".to_string(), "B".to_string()]);
+        // Only ASCII letters fold, as in PostgreSQL and DataFusion.
+        assert_eq!(
+            rec("SELECT É FROM t WHERE k = $1").unwrap().columns,
+            vec!["É".to_string()]
+        );
+        assert!(rec(r#"SELECT "current_schema" FROM t WHERE k = $1"#).is_some());
         assert_eq!(
             (p.table.as_str(), p.key_column.as_str(), p.param),
             ("t", "k", 1)
@@ -252,6 +271,8 @@ mod tests {
             "SELECT a FROM t WHERE k = $0",
             "WITH x AS (SELECT 1) SELECT a FROM t WHERE k = $1",
             "SELECT a FROM t WHERE k = $1 UNION SELECT a FROM t WHERE k = $1",
+            "SELECT current_schema FROM t WHERE k = $1",
+            "SELECT a FROM t WHERE current_role = $1",
         ] {
             assert_eq!(rec(sql), None, "{sql}");
         }

@@ -1707,6 +1707,8 @@ impl Session {
         let Some(params) = params else {
             return Ok(None);
         };
+        // The general path resolves names in `public` today whatever search_path says; the
+        // point path stays off for any other setting so it cannot diverge once that changes.
         if self.var("search_path") != Some("public") {
             return Ok(None);
         }
