@@ -1,0 +1,282 @@
+//! The point-write path (`kestrel_sql::point_write`): prepared `UPDATE t SET c = c + $1 WHERE
+//! pk = $2` and single-row `INSERT … VALUES ($1, …, CURRENT_TIMESTAMP)` run without DataFusion,
+//! with the same results, errors and transactional behaviour as the general path.
+//! `kestrel_sql_point_writes_total` shows which path ran.
+
+mod common;
+
+use common::{metric, sqlstate, TestNode};
+
+async fn point_writes(node: &TestNode) -> f64 {
+    let (code, text) = node.http_get("/metrics").await;
+    assert_eq!(code, 200);
+    metric(&text, "kestrel_sql_point_writes_total")
+}
+
+/// SQLSTATE and message of a failed statement.
+fn failure(e: &tokio_postgres::Error) -> (String, String) {
+    let msg = e.as_db_error().map(|d| d.message().to_string());
+    (sqlstate(e), msg.unwrap_or_default())
+}
+
+async fn one_int(c: &tokio_postgres::Client, sql: &str) -> Option<i32> {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn prepared_updates_and_inserts_take_the_write_path_and_agree_with_the_general_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE TABLE acc (id INT PRIMARY KEY, bal INT NOT NULL, big BIGINT, note VARCHAR(3));
+         INSERT INTO acc VALUES (1, 10, 100, 'a'), (2, 2147483647, NULL, NULL);
+         CREATE TABLE hist (tid INT, delta INT, mtime TIMESTAMP, filler CHAR(4));",
+    )
+    .await
+    .unwrap();
+    let before = point_writes(&node).await;
+    let add = c
+        .prepare("UPDATE acc SET bal = bal + $1 WHERE id = $2")
+        .await
+        .unwrap();
+    assert_eq!(c.execute(&add, &[&5i32, &1i32]).await.unwrap(), 1);
+    assert_eq!(c.execute(&add, &[&5i32, &99i32]).await.unwrap(), 0);
+    assert_eq!(one_int(&c, "SELECT bal FROM acc WHERE id = 1").await, Some(15));
+    // Several assignments, all computed from the old row; `-`, `$n + col`, plain `$n`.
+    let multi = c
+        .prepare("UPDATE acc SET big = $1 + big, bal = bal - $2, note = $3 WHERE $4 = id")
+        .await
+        .unwrap();
+    let n = c
+        .execute(&multi, &[&1i64, &3i32, &"xy", &1i32])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let r = c
+        .query_one("SELECT bal, big, note FROM acc WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let got: (i32, i64, String) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!(got, (12, 101, "xy".to_string()));
+    // NULL arithmetic stays NULL (big of row 2 is NULL).
+    c.execute(&multi, &[&1i64, &0i32, &None::<&str>, &2i32])
+        .await
+        .unwrap();
+    let r = c
+        .query_one("SELECT big, note FROM acc WHERE id = 2", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, Option<i64>>(0), None);
+    let writes = point_writes(&node).await - before;
+    assert_eq!(writes, 4.0, "every UPDATE above took the point path");
+
+    // Errors are PostgreSQL's, and the same as the general path's.
+    let cases: [(&tokio_postgres::Statement, &[&(dyn tokio_postgres::types::ToSql + Sync)], &str); 3] = [
+        (&add, &[&1i32, &2i32], "UPDATE acc SET bal = bal + 1 WHERE id = 2"),
+        (
+            &multi,
+            &[&0i64, &0i32, &"long", &1i32],
+            "UPDATE acc SET big = 0 + big, bal = bal - 0, note = 'long' WHERE 1 = id",
+        ),
+        (
+            &c.prepare("UPDATE acc SET bal = $1 WHERE id = $2").await.unwrap(),
+            &[&None::<i32>, &1i32],
+            "UPDATE acc SET bal = NULL WHERE id = 1",
+        ),
+    ];
+    for (stmt, params, general) in cases {
+        let point = failure(&c.execute(stmt, params).await.unwrap_err());
+        let other = failure(&c.batch_execute(general).await.unwrap_err());
+        assert_eq!(point, other, "{general}");
+    }
+    assert_eq!(
+        failure(&c.execute(&add, &[&1i32, &2i32]).await.unwrap_err()),
+        ("22003".to_string(), "integer out of range".to_string())
+    );
+    assert_eq!(one_int(&c, "SELECT bal FROM acc WHERE id = 1").await, Some(12));
+
+    // INSERT: parameters, CURRENT_TIMESTAMP (the block's start, as on the general path),
+    // omitted columns NULL, the hidden rowid unique.
+    let ins = c
+        .prepare("INSERT INTO hist (tid, delta, mtime) VALUES ($1, $2, CURRENT_TIMESTAMP)")
+        .await
+        .unwrap();
+    let before = point_writes(&node).await;
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(c.execute(&ins, &[&1i32, &-5i32]).await.unwrap(), 1);
+    assert_eq!(c.execute(&ins, &[&1i32, &-5i32]).await.unwrap(), 1);
+    c.batch_execute("INSERT INTO hist (tid, delta, mtime) VALUES (2, 7, CURRENT_TIMESTAMP)")
+        .await
+        .unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(point_writes(&node).await - before, 2.0);
+    let r = c
+        .query_one(
+            "SELECT count(*), count(DISTINCT mtime), count(filler), sum(delta) FROM hist",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!(got, (3, 1, 0, -3), "one timestamp for the block, filler NULL");
+
+    // A duplicate key is 23505 with PostgreSQL's detail, as on the general path.
+    let ins_acc = c
+        .prepare("INSERT INTO acc VALUES ($1, $2, $3, $4)")
+        .await
+        .unwrap();
+    let err = c
+        .execute(&ins_acc, &[&1i32, &0i32, &None::<i64>, &None::<&str>])
+        .await
+        .unwrap_err();
+    let general = c
+        .batch_execute("INSERT INTO acc VALUES (1, 0, NULL, NULL)")
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), failure(&general));
+    assert_eq!(
+        err.as_db_error().and_then(|d| d.detail()),
+        Some("Key (id)=(1) already exists.")
+    );
+    let n = c
+        .execute(&ins_acc, &[&3i32, &1i32, &None::<i64>, &"ab"])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let note: String = c
+        .query_one("SELECT note FROM acc WHERE id = 3", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(note, "ab");
+}
+
+#[tokio::test]
+async fn concurrent_point_updates_lose_nothing_and_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute("CREATE TABLE ctr (id INT PRIMARY KEY, n INT NOT NULL); INSERT INTO ctr VALUES (1, 0)")
+        .await
+        .unwrap();
+    let before = point_writes(&node).await;
+    const CLIENTS: usize = 4;
+    const EACH: usize = 25;
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let c = node.client().await;
+        tasks.push(tokio::spawn(async move {
+            let up = c
+                .prepare("UPDATE ctr SET n = n + $1 WHERE id = $2")
+                .await
+                .unwrap();
+            for _ in 0..EACH {
+                assert_eq!(c.execute(&up, &[&1i32, &1i32]).await.unwrap(), 1);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = (CLIENTS * EACH) as i32;
+    assert_eq!(one_int(&c, "SELECT n FROM ctr").await, Some(total));
+    assert!(point_writes(&node).await - before >= (CLIENTS * EACH) as f64);
+    // A rolled-back block leaves nothing behind.
+    let up = c
+        .prepare("UPDATE ctr SET n = n + $1 WHERE id = $2")
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    c.execute(&up, &[&1000i32, &1i32]).await.unwrap();
+    assert_eq!(one_int(&c, "SELECT n FROM ctr").await, Some(total + 1000));
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(one_int(&c, "SELECT n FROM ctr").await, Some(total));
+    // SERIALIZABLE: a block that read the row before another client's point update cannot
+    // commit its own write of it.
+    let other = node.client().await;
+    let up2 = other
+        .prepare("UPDATE ctr SET n = n + $1 WHERE id = $2")
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(one_int(&c, "SELECT n FROM ctr WHERE id = 1").await, Some(total));
+    other.execute(&up2, &[&1i32, &1i32]).await.unwrap();
+    let res = async {
+        c.execute(&up, &[&1i32, &1i32]).await?;
+        c.batch_execute("COMMIT").await
+    }
+    .await;
+    let err = res.unwrap_err();
+    assert_eq!(sqlstate(&err), "40001", "{err:?}");
+    let _ = c.batch_execute("ROLLBACK").await;
+    assert_eq!(one_int(&c, "SELECT n FROM ctr").await, Some(total + 1));
+}
+
+#[tokio::test]
+async fn constrained_tables_take_the_general_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE TABLE ix (id INT PRIMARY KEY, v INT, w INT);
+         CREATE INDEX ix_v ON ix (v);
+         INSERT INTO ix VALUES (1, 1, 1);
+         CREATE TABLE chk (id INT PRIMARY KEY, v INT CHECK (v < 10));
+         INSERT INTO chk VALUES (1, 1);
+         CREATE TABLE par (id INT PRIMARY KEY);
+         CREATE TABLE kid (id INT PRIMARY KEY, p INT REFERENCES par (id));
+         CREATE TABLE ser (id SERIAL PRIMARY KEY, v INT);",
+    )
+    .await
+    .unwrap();
+    let before = point_writes(&node).await;
+    // The indexed column: general path, and the index follows the row.
+    c.execute("UPDATE ix SET v = v + $1 WHERE id = $2", &[&5i32, &1i32])
+        .await
+        .unwrap();
+    assert_eq!(one_int(&c, "SELECT id FROM ix WHERE v = 6").await, Some(1));
+    let err = c
+        .execute("UPDATE chk SET v = v + $1 WHERE id = $2", &[&20i32, &1i32])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "23514");
+    let err = c
+        .execute("INSERT INTO kid VALUES ($1, $2)", &[&1i32, &7i32])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "23503");
+    c.execute("INSERT INTO ser (v) VALUES ($1)", &[&4i32])
+        .await
+        .unwrap();
+    assert_eq!(one_int(&c, "SELECT id FROM ser WHERE v = 4").await, Some(1));
+    assert_eq!(point_writes(&node).await, before, "none took the point path");
+    // The unindexed column of the same table and a foreign key's parent do (the child, with
+    // its parent now present, does not).
+    c.execute("UPDATE ix SET w = w + $1 WHERE id = $2", &[&5i32, &1i32])
+        .await
+        .unwrap();
+    c.execute("INSERT INTO par VALUES ($1)", &[&7i32])
+        .await
+        .unwrap();
+    c.execute("INSERT INTO kid VALUES ($1, $2)", &[&1i32, &7i32])
+        .await
+        .unwrap();
+    assert_eq!(one_int(&c, "SELECT w FROM ix WHERE id = 1").await, Some(6));
+    assert_eq!(point_writes(&node).await - before, 2.0);
+    // Unknown names still get PostgreSQL's errors from the general path.
+    let err = c
+        .execute("UPDATE nope SET v = v + $1 WHERE id = $2", &[&1i32, &1i32])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+    let err = c
+        .execute("UPDATE ix SET nope = $1 WHERE id = $2", &[&1i32, &1i32])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42703");
+    let err = c
+        .execute("UPDATE ix SET id = $1 WHERE id = $2", &[&1i32, &1i32])
+        .await;
+    assert!(err.is_ok(), "updating the key runs on the general path");
+}
