@@ -42,7 +42,10 @@ async fn prepared_updates_and_inserts_take_the_write_path_and_agree_with_the_gen
         .unwrap();
     assert_eq!(c.execute(&add, &[&5i32, &1i32]).await.unwrap(), 1);
     assert_eq!(c.execute(&add, &[&5i32, &99i32]).await.unwrap(), 0);
-    assert_eq!(one_int(&c, "SELECT bal FROM acc WHERE id = 1").await, Some(15));
+    assert_eq!(
+        one_int(&c, "SELECT bal FROM acc WHERE id = 1").await,
+        Some(15)
+    );
     // Several assignments, all computed from the old row; `-`, `$n + col`, plain `$n`.
     let multi = c
         .prepare("UPDATE acc SET big = $1 + big, bal = bal - $2, note = $3 WHERE $4 = id")
@@ -72,15 +75,25 @@ async fn prepared_updates_and_inserts_take_the_write_path_and_agree_with_the_gen
     assert_eq!(writes, 4.0, "every UPDATE above took the point path");
 
     // Errors are PostgreSQL's, and the same as the general path's.
-    let cases: [(&tokio_postgres::Statement, &[&(dyn tokio_postgres::types::ToSql + Sync)], &str); 3] = [
-        (&add, &[&1i32, &2i32], "UPDATE acc SET bal = bal + 1 WHERE id = 2"),
+    let cases: [(
+        &tokio_postgres::Statement,
+        &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        &str,
+    ); 3] = [
+        (
+            &add,
+            &[&1i32, &2i32],
+            "UPDATE acc SET bal = bal + 1 WHERE id = 2",
+        ),
         (
             &multi,
             &[&0i64, &0i32, &"long", &1i32],
             "UPDATE acc SET big = 0 + big, bal = bal - 0, note = 'long' WHERE 1 = id",
         ),
         (
-            &c.prepare("UPDATE acc SET bal = $1 WHERE id = $2").await.unwrap(),
+            &c.prepare("UPDATE acc SET bal = $1 WHERE id = $2")
+                .await
+                .unwrap(),
             &[&None::<i32>, &1i32],
             "UPDATE acc SET bal = NULL WHERE id = 1",
         ),
@@ -94,7 +107,10 @@ async fn prepared_updates_and_inserts_take_the_write_path_and_agree_with_the_gen
         failure(&c.execute(&add, &[&1i32, &2i32]).await.unwrap_err()),
         ("22003".to_string(), "integer out of range".to_string())
     );
-    assert_eq!(one_int(&c, "SELECT bal FROM acc WHERE id = 1").await, Some(12));
+    assert_eq!(
+        one_int(&c, "SELECT bal FROM acc WHERE id = 1").await,
+        Some(12)
+    );
 
     // INSERT: parameters, CURRENT_TIMESTAMP (the block's start, as on the general path),
     // omitted columns NULL, the hidden rowid unique.
@@ -119,7 +135,11 @@ async fn prepared_updates_and_inserts_take_the_write_path_and_agree_with_the_gen
         .await
         .unwrap();
     let got: (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
-    assert_eq!(got, (3, 1, 0, -3), "one timestamp for the block, filler NULL");
+    assert_eq!(
+        got,
+        (3, 1, 0, -3),
+        "one timestamp for the block, filler NULL"
+    );
 
     // A duplicate key is 23505 with PostgreSQL's detail, as on the general path.
     let ins_acc = c
@@ -157,9 +177,11 @@ async fn concurrent_point_updates_lose_nothing_and_roll_back() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(dir.path());
     let c = node.client().await;
-    c.batch_execute("CREATE TABLE ctr (id INT PRIMARY KEY, n INT NOT NULL); INSERT INTO ctr VALUES (1, 0)")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE ctr (id INT PRIMARY KEY, n INT NOT NULL); INSERT INTO ctr VALUES (1, 0)",
+    )
+    .await
+    .unwrap();
     let before = point_writes(&node).await;
     const CLIENTS: usize = 4;
     const EACH: usize = 25;
@@ -200,7 +222,10 @@ async fn concurrent_point_updates_lose_nothing_and_roll_back() {
         .await
         .unwrap();
     c.batch_execute("BEGIN").await.unwrap();
-    assert_eq!(one_int(&c, "SELECT n FROM ctr WHERE id = 1").await, Some(total));
+    assert_eq!(
+        one_int(&c, "SELECT n FROM ctr WHERE id = 1").await,
+        Some(total)
+    );
     other.execute(&up2, &[&1i32, &1i32]).await.unwrap();
     let res = async {
         c.execute(&up, &[&1i32, &1i32]).await?;
@@ -250,7 +275,11 @@ async fn constrained_tables_take_the_general_path() {
         .await
         .unwrap();
     assert_eq!(one_int(&c, "SELECT id FROM ser WHERE v = 4").await, Some(1));
-    assert_eq!(point_writes(&node).await, before, "none took the point path");
+    assert_eq!(
+        point_writes(&node).await,
+        before,
+        "none took the point path"
+    );
     // The unindexed column of the same table and a foreign key's parent do (the child, with
     // its parent now present, does not).
     c.execute("UPDATE ix SET w = w + $1 WHERE id = $2", &[&5i32, &1i32])

@@ -33,8 +33,10 @@
 //! * `pg_catalog` / `information_schema` ([`pg_catalog`]) are read-only virtual schemas built
 //!   from the same snapshot when a statement names them; catalog functions in
 //!   [`pg_functions`].
-//! * One statement shape skips DataFusion: a prepared `SELECT cols FROM t WHERE pk = $n` is a
-//!   single transactional point get ([`point`]); planning it cost a hundred times the read.
+//! * Three statement shapes skip DataFusion: a prepared `SELECT cols FROM t WHERE pk = $n` is a
+//!   single transactional point get ([`point`]); `UPDATE t SET c = c + $1 WHERE pk = $2` and a
+//!   one-row `INSERT … VALUES ($1, …)` are a point read, a row lock and a put ([`point_write`]).
+//!   Planning them cost a hundred times the KV work.
 //! * Subqueries the optimizer cannot decorrelate run once per outer row ([`subquery`]).
 //! * `json`/`jsonb` ([`json`]) are text tagged with their type; their operators are planned by
 //!   an `ExprPlanner`. `to_char` takes PostgreSQL templates ([`to_char`]).
@@ -78,6 +80,7 @@ pub mod pg_functions;
 pub mod pg_ops;
 pub mod pgcompat;
 pub mod point;
+pub mod point_write;
 pub mod provider;
 pub mod query_rewrite;
 pub mod returning;

@@ -10,6 +10,8 @@ pub struct SqlMetrics {
     pub latency: Histogram,
     /// Statements answered by the primary-key point path (`point.rs`), without DataFusion.
     pub point_reads: IntCounter,
+    /// UPDATEs and INSERTs by the point-write path (`point_write.rs`), without DataFusion.
+    pub point_writes: IntCounter,
 }
 
 pub static METRICS: LazyLock<SqlMetrics> = LazyLock::new(|| {
@@ -34,10 +36,17 @@ pub static METRICS: LazyLock<SqlMetrics> = LazyLock::new(|| {
     ))
     .expect("valid metric");
     let _ = prometheus::default_registry().register(Box::new(point_reads.clone()));
+    let point_writes = IntCounter::with_opts(Opts::new(
+        "kestrel_sql_point_writes_total",
+        "Single-row UPDATEs by primary key and INSERTs answered without DataFusion planning",
+    ))
+    .expect("valid metric");
+    let _ = prometheus::default_registry().register(Box::new(point_writes.clone()));
     SqlMetrics {
         statements,
         latency,
         point_reads,
+        point_writes,
     }
 });
 

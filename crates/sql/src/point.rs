@@ -43,7 +43,7 @@ pub struct PointSelect {
 }
 
 /// An identifier as PostgreSQL (and DataFusion) folds it: unquoted ones to ASCII lower case.
-fn fold(id: &Ident) -> String {
+pub(crate) fn fold(id: &Ident) -> String {
     match id.quote_style {
         Some(_) => id.value.clone(),
         None => id.value.to_ascii_lowercase(),
@@ -52,8 +52,90 @@ fn fold(id: &Ident) -> String {
 
 /// A column reference the point path may read: not a parenthesis-less function call such as
 /// `current_schema`, which the general path rewrites into the function.
-fn column_ident(id: &Ident) -> bool {
+pub(crate) fn column_ident(id: &Ident) -> bool {
     id.quote_style.is_some() || !crate::pgcompat::NILADIC.contains(&fold(id).as_str())
+}
+
+/// The table `name` names if it is `t` or `public.t` (folded), else `None`.
+pub(crate) fn public_table(name: &ast::ObjectName) -> Option<String> {
+    let parts: Vec<&Ident> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(id) => Some(id),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [t] => Some(fold(t)),
+        [s, t] if fold(s) == "public" => Some(fold(t)),
+        _ => None,
+    }
+}
+
+/// The 0-based index of a `$n` placeholder (`$0` and other spellings are not one).
+fn placeholder_index(p: &str) -> Option<usize> {
+    let n: usize = p.strip_prefix('$')?.parse().ok()?;
+    n.checked_sub(1)
+}
+
+/// The 0-based parameter index if `e` is exactly a `$n` placeholder.
+pub(crate) fn param_of(e: &Expr) -> Option<usize> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Placeholder(p) => placeholder_index(p),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `(key column, parameter index)` if `e` is `k = $n` or `$n = k` for a plain column `k`.
+pub(crate) fn key_equals_param(e: &Expr) -> Option<(String, usize)> {
+    let Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    } = e
+    else {
+        return None;
+    };
+    let (key, other) = match (left.as_ref(), right.as_ref()) {
+        (Expr::Identifier(k), other) | (other, Expr::Identifier(k)) => (k, other),
+        _ => return None,
+    };
+    column_ident(key).then_some(())?;
+    Some((fold(key), param_of(other)?))
+}
+
+/// The base table `name` of `public` in database `db_name`, read through `txn`; `None` when
+/// the name could mean something else (a `pg_*` catalog relation, a view) or is unknown, so
+/// the general path resolves it and reports any error.
+pub(crate) async fn resolve_table(
+    txn: &Txn,
+    db_name: &str,
+    name: &str,
+) -> SqlResult<Option<catalog::TableDesc>> {
+    // Unqualified `pg_*` names resolve to pg_catalog first.
+    if name.starts_with("pg_") {
+        return Ok(None);
+    }
+    let Some(db) = catalog::get_database(txn, db_name).await? else {
+        return Ok(None);
+    };
+    if catalog::view_exists(txn, db.id, "public", name).await? {
+        return Ok(None);
+    }
+    catalog::get_table(txn, db.id, "public", name).await
+}
+
+/// The position of `desc`'s single, visible primary-key column if it is named `name`.
+pub(crate) fn single_key(desc: &catalog::TableDesc, name: &str) -> Option<usize> {
+    let [key_pos] = desc.primary_key.as_slice() else {
+        return None;
+    };
+    let c = &desc.columns[*key_pos];
+    (!c.hidden && c.name == name).then_some(*key_pos)
 }
 
 /// `stmt` if it is exactly `SELECT c1, … FROM [public.]t WHERE k = $n` (either operand order).
@@ -88,43 +170,8 @@ pub fn recognize(stmt: &DFStatement) -> Option<PointSelect> {
     else {
         return None;
     };
-    let parts: Vec<&Ident> = name
-        .0
-        .iter()
-        .map(|p| match p {
-            ObjectNamePart::Identifier(id) => Some(id),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
-    let table = match parts.as_slice() {
-        [t] => fold(t),
-        [s, t] if fold(s) == "public" => fold(t),
-        _ => return None,
-    };
-    let Some(Expr::BinaryOp {
-        left,
-        op: BinaryOperator::Eq,
-        right,
-    }) = &sel.selection
-    else {
-        return None;
-    };
-    let (key, placeholder) = match (left.as_ref(), right.as_ref()) {
-        (Expr::Identifier(k), Expr::Value(v)) | (Expr::Value(v), Expr::Identifier(k)) => {
-            match &v.value {
-                Value::Placeholder(p) => (k, p),
-                _ => return None,
-            }
-        }
-        _ => return None,
-    };
-    if !column_ident(key) {
-        return None;
-    }
-    let n: usize = placeholder.strip_prefix('$')?.parse().ok()?;
-    if n == 0 {
-        return None;
-    }
+    let table = public_table(name)?;
+    let (key, param) = key_equals_param(sel.selection.as_ref()?)?;
     // Nothing else may be attached (LIMIT, ORDER BY, FOR UPDATE, DISTINCT, a WITH …): the
     // statement must print exactly as the shape it was recognised as.
     let canonical = format!(
@@ -139,13 +186,13 @@ pub fn recognize(stmt: &DFStatement) -> Option<PointSelect> {
     Some(PointSelect {
         columns,
         table,
-        key_column: fold(key),
-        param: n - 1,
+        key_column: key,
+        param,
     })
 }
 
 /// The key value `v` as a datum of the key's type, if the parameter has exactly that type.
-fn key_datum(ty: &SqlType, v: &ScalarValue) -> Option<Datum> {
+pub(crate) fn key_datum(ty: &SqlType, v: &ScalarValue) -> Option<Datum> {
     match (ty, v.clone()) {
         (SqlType::Int2, ScalarValue::Int16(Some(x))) => Some(Datum::I16(x)),
         (SqlType::Int4, ScalarValue::Int32(Some(x))) => Some(Datum::I32(x)),
@@ -162,29 +209,16 @@ pub async fn execute(
     db_name: &str,
     params: &[ScalarValue],
 ) -> SqlResult<Option<(Arc<Schema>, RecordBatch)>> {
-    // Unqualified `pg_*` names resolve to pg_catalog first.
-    if p.table.starts_with("pg_") {
-        return Ok(None);
-    }
     let Some(value) = params.get(p.param) else {
         return Ok(None);
     };
-    let Some(db) = catalog::get_database(txn, db_name).await? else {
+    let Some(desc) = resolve_table(txn, db_name, &p.table).await? else {
         return Ok(None);
     };
-    if catalog::view_exists(txn, db.id, "public", &p.table).await? {
-        return Ok(None);
-    }
-    let Some(desc) = catalog::get_table(txn, db.id, "public", &p.table).await? else {
+    let Some(key_pos) = single_key(&desc, &p.key_column) else {
         return Ok(None);
     };
-    let [key_pos] = desc.primary_key.as_slice() else {
-        return Ok(None);
-    };
-    let key_col = &desc.columns[*key_pos];
-    if key_col.hidden || key_col.name != p.key_column {
-        return Ok(None);
-    }
+    let key_col = &desc.columns[key_pos];
     let mut positions = Vec::with_capacity(p.columns.len());
     for name in &p.columns {
         match desc.column(name) {
@@ -196,7 +230,7 @@ pub async fn execute(
         return Ok(None);
     };
     let mut row = vec![Datum::Null; desc.columns.len()];
-    row[*key_pos] = key_value;
+    row[key_pos] = key_value;
     let key = encode_key(&desc, &row)?;
     let found = match txn.get(&key).await? {
         Some(v) => Some(decode_row(&desc, &key, &v)?),

@@ -430,7 +430,11 @@ async fn insert(i: &PointInsert, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlResult
 }
 
 /// The full row `i` inserts into `desc`, or `None` if a column is outside the path.
-fn insert_row(i: &PointInsert, desc: &TableDesc, env: &WriteEnv<'_>) -> SqlResult<Option<Vec<Datum>>> {
+fn insert_row(
+    i: &PointInsert,
+    desc: &TableDesc,
+    env: &WriteEnv<'_>,
+) -> SqlResult<Option<Vec<Datum>>> {
     let targets: Vec<usize> = match &i.columns {
         Some(names) => {
             let mut out = Vec::with_capacity(names.len());
@@ -516,7 +520,11 @@ mod tests {
                  VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)"),
             Some(PointWrite::Insert(PointInsert {
                 table: "pgbench_history".into(),
-                columns: Some(["tid", "bid", "aid", "delta", "mtime"].map(String::from).into()),
+                columns: Some(
+                    ["tid", "bid", "aid", "delta", "mtime"]
+                        .map(String::from)
+                        .into()
+                ),
                 values: vec![
                     InsertValue::Param(0),
                     InsertValue::Param(1),
@@ -535,7 +543,10 @@ mod tests {
         else {
             panic!("not recognised");
         };
-        assert_eq!((u.table.as_str(), u.key_column.as_str(), u.param), ("t", "k", 3));
+        assert_eq!(
+            (u.table.as_str(), u.key_column.as_str(), u.param),
+            ("t", "k", 3)
+        );
         assert_eq!(
             u.sets,
             vec![
@@ -564,7 +575,11 @@ mod tests {
         assert_eq!(i.columns, None);
         assert_eq!(
             i.values,
-            vec![InsertValue::Param(1), InsertValue::Now, InsertValue::Param(0)]
+            vec![
+                InsertValue::Param(1),
+                InsertValue::Now,
+                InsertValue::Param(0)
+            ]
         );
     }
 
@@ -609,10 +624,16 @@ mod tests {
     #[test]
     fn integer_arithmetic_follows_postgresql() {
         let i4 = SqlType::Int4;
-        assert_eq!(add(&i4, &Datum::I32(2), &Datum::I32(3)).unwrap(), Datum::I32(5));
+        assert_eq!(
+            add(&i4, &Datum::I32(2), &Datum::I32(3)).unwrap(),
+            Datum::I32(5)
+        );
         assert_eq!(add(&i4, &Datum::Null, &Datum::I32(3)).unwrap(), Datum::Null);
         let e = add(&i4, &Datum::I32(i32::MAX), &Datum::I32(1)).unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), ("22003", "integer out of range"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            ("22003", "integer out of range")
+        );
         let e = neg(&SqlType::Int2, &Datum::I16(i16::MIN)).unwrap_err();
         assert_eq!(e.message, "smallint out of range");
         let e = add(&SqlType::Int8, &Datum::I64(i64::MIN), &Datum::I64(-1)).unwrap_err();

@@ -1643,7 +1643,7 @@ impl Session {
     ) -> SqlResult<ExecResult> {
         match kind {
             Kind::DataFusion { .. } => {
-                if let Some(res) = self.point_select(&txn, stmt, &params).await? {
+                if let Some(res) = self.point_statement(&txn, stmt, &params).await? {
                     return Ok(res);
                 }
                 let (stmt, ctes) = self.modifying_ctes(&txn, stmt, &params, after).await?;
@@ -1697,8 +1697,9 @@ impl Session {
         }
     }
 
-    /// A primary-key point read answered without DataFusion (`point.rs`), if `stmt` is one.
-    async fn point_select(
+    /// A primary-key point read or single-row write answered without DataFusion
+    /// (`point.rs`, `point_write.rs`), if `stmt` is one.
+    async fn point_statement(
         &self,
         txn: &Arc<RwLock<Txn>>,
         stmt: &DFStatement,
@@ -1712,14 +1713,36 @@ impl Session {
         if self.var("search_path") != Some("public") {
             return Ok(None);
         }
-        let Some(p) = crate::point::recognize(stmt) else {
+        if let Some(p) = crate::point::recognize(stmt) {
+            let txn = txn.read().await;
+            let res = crate::point::execute(&p, &txn, &self.database, params).await?;
+            return Ok(res.map(|(schema, batch)| ExecResult::Rows {
+                schema,
+                batches: vec![batch],
+            }));
+        }
+        let Some(w) = crate::point_write::recognize(stmt) else {
             return Ok(None);
         };
-        let txn = txn.read().await;
-        let res = crate::point::execute(&p, &txn, &self.database, params).await?;
-        Ok(res.map(|(schema, batch)| ExecResult::Rows {
-            schema,
-            batches: vec![batch],
+        // CURRENT_TIMESTAMP as `state_for` gives it to DataFusion: the block's start, or now.
+        let now = self
+            .block
+            .as_ref()
+            .map(|b| b.started_at)
+            .unwrap_or_else(chrono::Utc::now);
+        let env = crate::point_write::WriteEnv {
+            db_name: &self.database,
+            params,
+            kv: &self.engine.kv,
+            now_us: now.timestamp_micros(),
+        };
+        let mut txn = txn.write().await;
+        let n = crate::point_write::execute(&w, &mut txn, &env).await?;
+        Ok(n.map(|n| match w {
+            crate::point_write::PointWrite::Update(_) => ExecResult::Command(format!("UPDATE {n}")),
+            crate::point_write::PointWrite::Insert(_) => {
+                ExecResult::Command(format!("INSERT 0 {n}"))
+            }
         }))
     }
 
