@@ -71,8 +71,29 @@ async fn prepared_updates_and_inserts_take_the_write_path_and_agree_with_the_gen
         .await
         .unwrap();
     assert_eq!(r.get::<_, Option<i64>>(0), None);
+    // `c - $1` is a subtraction: -1 - i64::MIN fits (negating the parameter would not).
+    c.batch_execute("UPDATE acc SET big = -1 WHERE id = 1")
+        .await
+        .unwrap();
+    let sub = c
+        .prepare("UPDATE acc SET big = big - $1 WHERE id = $2")
+        .await
+        .unwrap();
+    assert_eq!(c.execute(&sub, &[&i64::MIN, &1i32]).await.unwrap(), 1);
+    let big: i64 = c
+        .query_one("SELECT big FROM acc WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(big, i64::MAX);
+    c.batch_execute("UPDATE acc SET big = 101 WHERE id = 1")
+        .await
+        .unwrap();
     let writes = point_writes(&node).await - before;
-    assert_eq!(writes, 4.0, "every UPDATE above took the point path");
+    assert_eq!(
+        writes, 5.0,
+        "every prepared UPDATE above took the point path"
+    );
 
     // Errors are PostgreSQL's, and the same as the general path's.
     let cases: [(

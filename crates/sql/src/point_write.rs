@@ -229,12 +229,9 @@ fn insert_value(e: &Expr) -> Option<InsertValue> {
     no_args.then_some(InsertValue::Now)
 }
 
-/// `v` as a datum of column type `ty`, only if `v` has exactly that type.
-fn param_datum(ty: &SqlType, v: &ScalarValue) -> SqlResult<Option<Datum>> {
-    if v.data_type() != ty.arrow() {
-        return Ok(None);
-    }
-    datum_from_scalar(ty, v).map(Some)
+/// Whether parameter `v` has exactly the type of a column of type `ty`.
+fn param_fits(ty: &SqlType, v: &ScalarValue) -> bool {
+    v.data_type() == ty.arrow()
 }
 
 /// What a point write needs from its session.
@@ -268,10 +265,15 @@ async fn writable_table(txn: &Txn, env: &WriteEnv<'_>, name: &str) -> SqlResult<
     Ok(plain.then_some(desc))
 }
 
-/// How one SET assignment computes its value from the old row.
-enum Compute {
-    Set(Datum),
-    Add { from: usize, delta: Datum },
+/// How one SET assignment computes its value from the old row. Parameters are converted
+/// only once a row matched: with no row, UPDATE reports 0 rows, whatever the values.
+enum Compute<'a> {
+    Set(&'a ScalarValue),
+    Add {
+        from: usize,
+        delta: &'a ScalarValue,
+        negate: bool,
+    },
 }
 
 async fn update(u: &PointUpdate, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlResult<Option<u64>> {
@@ -299,9 +301,14 @@ async fn update(u: &PointUpdate, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlResult
     let old = decode_row(&desc, &key, &value)?;
     let mut new = old.clone();
     for (pos, compute) in plan {
+        let ty = &desc.columns[pos].ty;
         new[pos] = match compute {
-            Compute::Set(d) => d,
-            Compute::Add { from, delta } => add(&desc.columns[from].ty, &old[from], &delta)?,
+            Compute::Set(v) => datum_from_scalar(ty, v)?,
+            Compute::Add {
+                from,
+                delta,
+                negate,
+            } => arith(ty, &old[from], &datum_from_scalar(ty, delta)?, negate)?,
         };
     }
     validate_row(&desc, &mut new)?;
@@ -315,14 +322,14 @@ async fn update(u: &PointUpdate, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlResult
 /// Each assigned column's position and computation, or `None` if an assignment is outside
 /// the path (the key, an indexed, hidden or identity column, a column named twice, a
 /// parameter of another type).
-fn update_plan(
+fn update_plan<'a>(
     u: &PointUpdate,
     desc: &TableDesc,
     key_pos: usize,
-    params: &[ScalarValue],
-) -> SqlResult<Option<Vec<(usize, Compute)>>> {
+    params: &'a [ScalarValue],
+) -> SqlResult<Option<Vec<(usize, Compute<'a>)>>> {
     let indexed = TableWriter::new(desc)?.indexed_positions();
-    let mut plan: Vec<(usize, Compute)> = Vec::with_capacity(u.sets.len());
+    let mut plan: Vec<(usize, Compute<'a>)> = Vec::with_capacity(u.sets.len());
     for (name, value) in &u.sets {
         let Some((pos, col)) = desc.column(name) else {
             return Ok(None);
@@ -332,15 +339,15 @@ fn update_plan(
             return Ok(None);
         }
         let compute = match value {
-            SetValue::Param(n) => match params.get(*n) {
-                Some(v) => param_datum(&col.ty, v)?.map(Compute::Set),
-                None => None,
-            },
+            SetValue::Param(n) => params
+                .get(*n)
+                .filter(|v| param_fits(&col.ty, v))
+                .map(Compute::Set),
             SetValue::Add {
                 column,
                 param,
                 negate,
-            } => add_plan(desc, &col.ty, column, params.get(*param), *negate)?,
+            } => add_plan(desc, &col.ty, column, params.get(*param), *negate),
         };
         let Some(compute) = compute else {
             return Ok(None);
@@ -351,28 +358,22 @@ fn update_plan(
 }
 
 /// `column ± $n` assigned to a column of type `target`: integer columns of one type only.
-fn add_plan(
+fn add_plan<'a>(
     desc: &TableDesc,
     target: &SqlType,
     column: &str,
-    param: Option<&ScalarValue>,
+    param: Option<&'a ScalarValue>,
     negate: bool,
-) -> SqlResult<Option<Compute>> {
-    let (Some((from, src)), Some(v)) = (desc.column(column), param) else {
-        return Ok(None);
-    };
+) -> Option<Compute<'a>> {
+    let (from, src) = desc.column(column)?;
+    let delta = param?;
     let int = matches!(src.ty, SqlType::Int2 | SqlType::Int4 | SqlType::Int8);
-    if src.hidden || !int || &src.ty != target {
-        return Ok(None);
-    }
-    let Some(delta) = param_datum(&src.ty, v)? else {
-        return Ok(None);
-    };
-    let delta = match negate {
-        false => delta,
-        true => neg(&src.ty, &delta)?,
-    };
-    Ok(Some(Compute::Add { from, delta }))
+    let fits = !src.hidden && int && &src.ty == target && param_fits(&src.ty, delta);
+    fits.then_some(Compute::Add {
+        from,
+        delta,
+        negate,
+    })
 }
 
 fn out_of_range(ty: &SqlType) -> SqlError {
@@ -387,26 +388,21 @@ fn out_of_range(ty: &SqlType) -> SqlError {
     )
 }
 
-/// `-d` for an integer datum (NULL stays NULL).
-fn neg(ty: &SqlType, d: &Datum) -> SqlResult<Datum> {
-    let r = match d {
-        Datum::Null => Some(Datum::Null),
-        Datum::I16(x) => x.checked_neg().map(Datum::I16),
-        Datum::I32(x) => x.checked_neg().map(Datum::I32),
-        Datum::I64(x) => x.checked_neg().map(Datum::I64),
-        _ => return Err(SqlError::internal("point UPDATE: negating a non-integer")),
-    };
-    r.ok_or_else(|| out_of_range(ty))
-}
-
-/// `a + b` with PostgreSQL's overflow error; NULL if either is NULL.
-fn add(ty: &SqlType, a: &Datum, b: &Datum) -> SqlResult<Datum> {
-    let r = match (a, b) {
-        (Datum::Null, _) | (_, Datum::Null) => Some(Datum::Null),
-        (Datum::I16(x), Datum::I16(y)) => x.checked_add(*y).map(Datum::I16),
-        (Datum::I32(x), Datum::I32(y)) => x.checked_add(*y).map(Datum::I32),
-        (Datum::I64(x), Datum::I64(y)) => x.checked_add(*y).map(Datum::I64),
-        _ => return Err(SqlError::internal("point UPDATE: adding non-integers")),
+/// `a + b` (or, `negate`, `a - b`) with PostgreSQL's overflow error; NULL if either is NULL.
+fn arith(ty: &SqlType, a: &Datum, b: &Datum, negate: bool) -> SqlResult<Datum> {
+    let r = match (a, b, negate) {
+        (Datum::Null, _, _) | (_, Datum::Null, _) => Some(Datum::Null),
+        (Datum::I16(x), Datum::I16(y), false) => x.checked_add(*y).map(Datum::I16),
+        (Datum::I16(x), Datum::I16(y), true) => x.checked_sub(*y).map(Datum::I16),
+        (Datum::I32(x), Datum::I32(y), false) => x.checked_add(*y).map(Datum::I32),
+        (Datum::I32(x), Datum::I32(y), true) => x.checked_sub(*y).map(Datum::I32),
+        (Datum::I64(x), Datum::I64(y), false) => x.checked_add(*y).map(Datum::I64),
+        (Datum::I64(x), Datum::I64(y), true) => x.checked_sub(*y).map(Datum::I64),
+        _ => {
+            return Err(SqlError::internal(
+                "point UPDATE: arithmetic on non-integers",
+            ))
+        }
     };
     r.ok_or_else(|| out_of_range(ty))
 }
@@ -453,26 +449,30 @@ fn insert_row(
     if targets.len() != i.values.len() {
         return Ok(None);
     }
-    let mut row: Vec<Option<Datum>> = vec![None; desc.columns.len()];
+    let mut given: Vec<Option<&InsertValue>> = vec![None; desc.columns.len()];
     for (&pos, value) in targets.iter().zip(&i.values) {
         let col = &desc.columns[pos];
-        if col.identity_always {
+        let fits = match value {
+            InsertValue::Param(n) => env.params.get(*n).is_some_and(|v| param_fits(&col.ty, v)),
+            InsertValue::Now => matches!(col.ty, SqlType::Timestamp | SqlType::TimestampTz),
+        };
+        if col.identity_always || !fits {
             return Ok(None);
         }
-        let d = match value {
-            InsertValue::Param(n) => match env.params.get(*n) {
-                Some(v) => param_datum(&col.ty, v)?,
-                None => None,
+        given[pos] = Some(value);
+    }
+    // Converted in the table's column order, so the first bad value reported is the one the
+    // general path reports.
+    let mut row: Vec<Option<Datum>> = Vec::with_capacity(desc.columns.len());
+    for (value, col) in given.into_iter().zip(&desc.columns) {
+        row.push(match value {
+            None => None,
+            Some(InsertValue::Now) => Some(Datum::Timestamp(env.now_us)),
+            Some(InsertValue::Param(n)) => match env.params.get(*n) {
+                Some(v) => Some(datum_from_scalar(&col.ty, v)?),
+                None => return Ok(None),
             },
-            InsertValue::Now => match col.ty {
-                SqlType::Timestamp | SqlType::TimestampTz => Some(Datum::Timestamp(env.now_us)),
-                _ => None,
-            },
-        };
-        let Some(d) = d else {
-            return Ok(None);
-        };
-        row[pos] = Some(d);
+        });
     }
     let mut full = Vec::with_capacity(desc.columns.len());
     for (given, col) in row.into_iter().zip(&desc.columns) {
@@ -624,19 +624,30 @@ mod tests {
     #[test]
     fn integer_arithmetic_follows_postgresql() {
         let i4 = SqlType::Int4;
-        assert_eq!(
-            add(&i4, &Datum::I32(2), &Datum::I32(3)).unwrap(),
-            Datum::I32(5)
-        );
-        assert_eq!(add(&i4, &Datum::Null, &Datum::I32(3)).unwrap(), Datum::Null);
-        let e = add(&i4, &Datum::I32(i32::MAX), &Datum::I32(1)).unwrap_err();
+        let add = |a, b| arith(&i4, &a, &b, false);
+        assert_eq!(add(Datum::I32(2), Datum::I32(3)).unwrap(), Datum::I32(5));
+        assert_eq!(add(Datum::Null, Datum::I32(3)).unwrap(), Datum::Null);
+        let e = add(Datum::I32(i32::MAX), Datum::I32(1)).unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),
             ("22003", "integer out of range")
         );
-        let e = neg(&SqlType::Int2, &Datum::I16(i16::MIN)).unwrap_err();
+        // c - MIN is not c + (-MIN): -1 - (-2147483648) fits.
+        let sub = |a, b| arith(&i4, &a, &b, true);
+        assert_eq!(
+            sub(Datum::I32(-1), Datum::I32(i32::MIN)).unwrap(),
+            Datum::I32(i32::MAX)
+        );
+        assert_eq!(sub(Datum::Null, Datum::I32(i32::MIN)).unwrap(), Datum::Null);
+        let e = arith(&SqlType::Int2, &Datum::I16(0), &Datum::I16(i16::MIN), true).unwrap_err();
         assert_eq!(e.message, "smallint out of range");
-        let e = add(&SqlType::Int8, &Datum::I64(i64::MIN), &Datum::I64(-1)).unwrap_err();
+        let e = arith(
+            &SqlType::Int8,
+            &Datum::I64(i64::MIN),
+            &Datum::I64(-1),
+            false,
+        )
+        .unwrap_err();
         assert_eq!(e.message, "bigint out of range");
     }
 }
