@@ -41,7 +41,7 @@ use crate::datum::{
 };
 use crate::error::{code, SqlError, SqlResult};
 use crate::index::TableWriter;
-use crate::rowcodec::{append_key_datum, decode_row, encode_key, primary_prefix};
+use crate::rowcodec::{append_key_datum, encode_key, primary_prefix, RowDecoder};
 use crate::stmt::StmtCtx;
 use crate::types::SqlType;
 
@@ -760,8 +760,10 @@ impl ScanState {
 
     fn decode(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> SqlResult<RecordBatch> {
         let mut cols: Vec<Vec<Datum>> = vec![Vec::with_capacity(pairs.len()); self.projected.len()];
+        let decoder = RowDecoder::new(&self.desc, &self.projected);
+        let mut row = vec![Datum::Null; self.desc.columns.len()];
         for (k, v) in pairs {
-            let mut row = decode_row(&self.desc, k, v)?;
+            decoder.decode_into(k, v, &mut row)?;
             for (j, &i) in self.projected.iter().enumerate() {
                 cols[j].push(std::mem::replace(&mut row[i], Datum::Null));
             }

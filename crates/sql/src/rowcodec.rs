@@ -252,25 +252,70 @@ fn decode_nested(buf: &mut &[u8], tag: u8, depth: usize) -> SqlResult<Datum> {
 
 /// Decodes a stored row into a full row indexed like `desc.columns`.
 pub fn decode_row(desc: &TableDesc, key: &[u8], value: &[u8]) -> SqlResult<Vec<Datum>> {
+    let all: Vec<usize> = (0..desc.columns.len()).collect();
     let mut row = vec![Datum::Null; desc.columns.len()];
-    let prefix_len = primary_prefix(desc.id).len();
-    if key.len() < prefix_len {
-        return Err(corrupt());
-    }
-    let mut r = Reader::new(&key[prefix_len..]);
-    for &i in &desc.primary_key {
-        row[i] = get_key_datum(&mut r, &desc.columns[i].ty)?;
-    }
-    let mut buf = value;
-    while !buf.is_empty() {
-        let id = u16::from_le_bytes(arr(take(&mut buf, 2)?));
-        let tag = take(&mut buf, 1)?[0];
-        let d = decode_payload(&mut buf, tag)?;
-        if let Some(i) = desc.columns.iter().position(|c| c.id == id) {
-            row[i] = d;
+    RowDecoder::new(desc, &all).decode_into(key, value, &mut row)?;
+    Ok(row)
+}
+
+/// Decodes chosen columns of stored rows (a scan's projection): the others are stepped over
+/// without being materialised, and a column is found by its id in a table, not a search.
+pub struct RowDecoder<'a> {
+    desc: &'a TableDesc,
+    prefix_len: usize,
+    /// By column id: the column's position in `desc.columns`, if it is wanted.
+    slot: Vec<Option<usize>>,
+}
+
+impl<'a> RowDecoder<'a> {
+    pub fn new(desc: &'a TableDesc, wanted: &[usize]) -> Self {
+        let ids = desc.columns.iter().map(|c| c.id as usize);
+        let mut slot = vec![None; ids.max().map_or(0, |m| m + 1)];
+        for &i in wanted {
+            slot[desc.columns[i].id as usize] = Some(i);
+        }
+        Self {
+            desc,
+            prefix_len: primary_prefix(desc.id).len(),
+            slot,
         }
     }
-    Ok(row)
+
+    /// Sets the wanted columns of `row` (indexed like `desc.columns`) and every key column;
+    /// a wanted column absent from the value (NULL) is left as `row` has it.
+    pub fn decode_into(&self, key: &[u8], value: &[u8], row: &mut [Datum]) -> SqlResult<()> {
+        if key.len() < self.prefix_len {
+            return Err(corrupt());
+        }
+        let mut r = Reader::new(&key[self.prefix_len..]);
+        for &i in &self.desc.primary_key {
+            row[i] = get_key_datum(&mut r, &self.desc.columns[i].ty)?;
+        }
+        let mut buf = value;
+        while !buf.is_empty() {
+            let id = u16::from_le_bytes(arr(take(&mut buf, 2)?));
+            let tag = take(&mut buf, 1)?[0];
+            match self.slot.get(id as usize).copied().flatten() {
+                Some(i) => row[i] = decode_payload(&mut buf, tag)?,
+                None => skip_payload(&mut buf, tag)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Steps over one value's payload without materialising it.
+fn skip_payload(buf: &mut &[u8], tag: u8) -> SqlResult<()> {
+    let n = match tag {
+        TAG_BOOL => 1,
+        TAG_I16 => 2,
+        TAG_I32 | TAG_F32 | TAG_DATE => 4,
+        TAG_I64 | TAG_F64 | TAG_TS => 8,
+        TAG_DEC | TAG_UUID | TAG_INTERVAL => 16,
+        TAG_TEXT | TAG_BYTES => u32::from_le_bytes(arr(take(buf, 4)?)) as usize,
+        _ => return decode_payload(buf, tag).map(drop),
+    };
+    take(buf, n).map(drop)
 }
 
 #[cfg(test)]
@@ -348,5 +393,43 @@ mod tests {
         let back = decode_row(&dropped, &k(1), &value).unwrap();
         assert_eq!(back, vec![Datum::I32(1), Datum::Null, Datum::Uuid([9; 16])]);
         assert!(decode_row(&t, &k(1), &value[..value.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_projection_decodes_only_its_columns() {
+        let mut t = table();
+        t.columns
+            .push(col(5, "tags", SqlType::Array(Box::new(SqlType::Text))));
+        t.columns.push(col(6, "d", SqlType::Date));
+        let full = vec![
+            Datum::I32(4),
+            Datum::Text("skipped".into()),
+            Datum::F64(-1.5),
+            Datum::Uuid([3; 16]),
+            Datum::Array(vec![Datum::Text("x".into()), Datum::Null]),
+            Datum::Date(19_000),
+        ];
+        let key = encode_key(&t, &full).unwrap();
+        let value = encode_value(&t, &full);
+        assert_eq!(decode_row(&t, &key, &value).unwrap(), full);
+        let mut row = vec![Datum::Null; full.len()];
+        RowDecoder::new(&t, &[2, 5])
+            .decode_into(&key, &value, &mut row)
+            .unwrap();
+        let want = [
+            Datum::I32(4),
+            Datum::Null,
+            Datum::F64(-1.5),
+            Datum::Null,
+            Datum::Null,
+        ];
+        assert_eq!(row[..5], want, "only the key and the wanted columns");
+        assert_eq!(row[5], Datum::Date(19_000));
+        // A truncated value is still an error when the cut falls in a skipped column.
+        let cut = &value[..value.len() - 3];
+        let mut row = vec![Datum::Null; full.len()];
+        assert!(RowDecoder::new(&t, &[0])
+            .decode_into(&key, cut, &mut row)
+            .is_err());
     }
 }
