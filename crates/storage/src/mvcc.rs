@@ -124,6 +124,11 @@ pub fn get(engine: &dyn Engine, key: &[u8], ts: Ts) -> crate::Result<Option<Vec<
 
 /// Visits the live `(key, value)` pairs visible at `ts` with `start <= key < end` in key order,
 /// until `visit` returns false. `end = None` scans to the end of the keyspace.
+///
+/// Each key is decided by its newest version at or below `ts`; the versions around it are
+/// compared as raw bytes and stepped over, and past [`VERSIONS_STEPPED_MAX`] of them the scan
+/// seeks instead (to the snapshot's version, or past the key). Only an emitted key is
+/// unescaped, so a scan of single-version rows costs one copy of each key and value.
 pub fn scan(
     engine: &dyn Engine,
     start: &[u8],
@@ -131,44 +136,83 @@ pub fn scan(
     ts: Ts,
     visit: &mut dyn FnMut(Vec<u8>, Vec<u8>) -> bool,
 ) -> crate::Result<()> {
-    let lo = keycode::escape(start);
     let hi = end.map(keycode::escape);
-    // The user key whose visible version was already decided (emitted or skipped).
-    let mut decided: Option<Vec<u8>> = None;
-    let mut err = None;
-    engine.scan(Cf::Data, &lo, hi.as_deref(), &mut |k, v| {
-        let (user, vts) = match decode_version_key(k) {
-            Ok(x) => x,
-            Err(e) => {
-                err = Some(e);
+    let mut lo = keycode::escape(start);
+    let inv_ts = u64::MAX - ts.0;
+    loop {
+        let mut err = None;
+        let mut resume = None;
+        // The escaped user key under the cursor, whether it was decided, and versions stepped.
+        let mut current: Vec<u8> = Vec::new();
+        let mut decided = false;
+        let mut stepped = 0usize;
+        engine.scan(Cf::Data, &lo, hi.as_deref(), &mut |k, v| {
+            let Some(split) = k.len().checked_sub(8) else {
+                err = Some(StorageError::Corrupt("mvcc key".into()));
                 return false;
+            };
+            let (user, inv) = k.split_at(split);
+            if user == current.as_slice() {
+                stepped += 1;
+            } else {
+                current.clear();
+                current.extend_from_slice(user);
+                decided = false;
+                stepped = 0;
             }
-        };
-        if vts > ts || decided.as_deref() == Some(&user[..]) {
-            return true;
+            if decided {
+                if stepped >= VERSIONS_STEPPED_MAX {
+                    resume = Some(past_versions(user));
+                    return false;
+                }
+                return true;
+            }
+            let inv = u64::from_be_bytes(inv.try_into().expect("split leaves 8 bytes"));
+            if inv < inv_ts {
+                // Newer than the snapshot; past a few of them, seek to the snapshot's version.
+                if stepped >= VERSIONS_STEPPED_MAX {
+                    let mut at = user.to_vec();
+                    keycode::put_u64(&mut at, inv_ts);
+                    resume = Some(at);
+                    return false;
+                }
+                return true;
+            }
+            decided = true;
+            match v.split_first() {
+                Some((&TAG_VALUE, val)) => match Reader::new(user).bytes() {
+                    Ok(user_key) => visit(user_key, val.to_vec()),
+                    Err(_) => {
+                        err = Some(StorageError::Corrupt("mvcc key".into()));
+                        false
+                    }
+                },
+                Some((&TAG_TOMBSTONE, _)) => true,
+                _ => {
+                    err = Some(StorageError::Corrupt("mvcc value tag".into()));
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = err {
+            return Err(e);
         }
-        match decode_value(v) {
-            Ok(Some(val)) => {
-                decided = Some(user.clone());
-                visit(user, val)
-            }
-            Ok(None) => {
-                decided = Some(user);
-                true
-            }
-            Err(e) => {
-                err = Some(e);
-                false
-            }
+        match resume {
+            Some(next) => lo = next,
+            None => return Ok(()),
         }
-    })?;
-    match err {
-        Some(e) => Err(e),
-        None => Ok(()),
     }
 }
 
-/// Older versions of one key [`first_newer`] steps over before it seeks past them instead.
+/// The first data-cf key after every version of the escaped user key `user`.
+fn past_versions(user: &[u8]) -> Vec<u8> {
+    let mut next = user.to_vec();
+    keycode::put_u64(&mut next, u64::MAX);
+    next.push(0);
+    next
+}
+
+/// Versions of one key [`scan`] and [`first_newer`] step over before it seeks past them instead.
 const VERSIONS_STEPPED_MAX: usize = 8;
 
 /// The first user key in `[start, end)` holding any version newer than `ts` (a write a
@@ -204,11 +248,7 @@ pub fn first_newer(
                 if stepped < VERSIONS_STEPPED_MAX {
                     return true;
                 }
-                // Past every version of `current`: its oldest possible one, then the next.
-                let mut next = k[..split].to_vec();
-                keycode::put_u64(&mut next, u64::MAX);
-                next.push(0);
-                resume = Some(next);
+                resume = Some(past_versions(user));
                 return false;
             }
             match decode_version_key(k) {
@@ -327,6 +367,7 @@ pub fn put_txn_record(batch: &mut Batch, primary: &[u8], txn_id: u128, status: T
 mod tests {
     use super::*;
     use crate::MemEngine;
+    use std::collections::BTreeMap;
 
     fn write(e: &MemEngine, key: &[u8], ts: u64, v: Option<&[u8]>) {
         let mut b = Batch::new();
@@ -464,6 +505,67 @@ mod tests {
             collect(40, Some(b"c")),
             vec![(b"a".to_vec(), b"a20".to_vec())]
         );
+    }
+
+    /// `scan` against a model over keys with long histories on both sides of the snapshot,
+    /// tombstones, keys that are prefixes of each other, and a visitor that stops early.
+    #[test]
+    fn scan_matches_a_model_over_long_histories() {
+        let keys: [&[u8]; 5] = [b"a", b"a\x00", b"a\x00\x01", b"b", b"c\xff"];
+        let e = MemEngine::new();
+        let mut model: BTreeMap<(Vec<u8>, u64), Option<Vec<u8>>> = BTreeMap::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for ts in 1..=120u64 {
+            let key = keys[(next() % keys.len() as u64) as usize];
+            // Key "a" gets a version at every timestamp: a history longer than the step limit.
+            for k in [key, b"a".as_slice()] {
+                let v = (next() % 5 != 0).then(|| format!("{}@{ts}", k.len()).into_bytes());
+                write(&e, k, ts, v.as_deref());
+                model.insert((k.to_vec(), ts), v);
+            }
+        }
+        let visible = |ts: u64| -> Vec<(Vec<u8>, Vec<u8>)> {
+            let mut out = Vec::new();
+            for k in keys {
+                let newest = model
+                    .range((k.to_vec(), 0)..=(k.to_vec(), ts))
+                    .next_back()
+                    .and_then(|(_, v)| v.clone());
+                if let Some(v) = newest {
+                    out.push((k.to_vec(), v));
+                }
+            }
+            out
+        };
+        for ts in [0, 1, 2, 9, 10, 50, 119, 120, 500] {
+            let mut got = Vec::new();
+            scan(&e, b"", None, Ts(ts), &mut |k, v| {
+                got.push((k, v));
+                true
+            })
+            .unwrap();
+            assert_eq!(got, visible(ts), "snapshot {ts}");
+            let mut first = Vec::new();
+            scan(&e, b"a\x00", Some(b"c"), Ts(ts), &mut |k, v| {
+                first.push((k, v));
+                false
+            })
+            .unwrap();
+            let want: Vec<_> = visible(ts)
+                .into_iter()
+                .filter(|(k, _)| {
+                    k.as_slice() >= b"a\x00".as_slice() && k.as_slice() < b"c".as_slice()
+                })
+                .take(1)
+                .collect();
+            assert_eq!(first, want, "first row at snapshot {ts}");
+        }
     }
 
     #[test]
