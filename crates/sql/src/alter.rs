@@ -384,7 +384,9 @@ async fn alter_one(
             if schema != desc.schema {
                 return Err(SqlError::unsupported("moving a table to another schema"));
             }
-            if ddl.snapshot.table(&schema, &name).is_some() {
+            // Tables, views, sequences and indexes share one namespace (the point paths rely
+            // on a table never sharing its name with a view).
+            if crate::ddl::name_taken(ddl.snapshot, &schema, &name) {
                 return Err(SqlError::new(
                     code::DUPLICATE_TABLE,
                     format!("relation \"{name}\" already exists"),

@@ -379,11 +379,6 @@ pub fn put_view(txn: &mut Txn, v: &ViewDesc) -> SqlResult<()> {
     Ok(())
 }
 
-/// Whether a view `schema.name` exists as of `txn`.
-pub async fn view_exists(txn: &Txn, db_id: u32, schema: &str, name: &str) -> SqlResult<bool> {
-    Ok(txn.get(&view_key(db_id, schema, name)).await?.is_some())
-}
-
 pub fn delete_view(txn: &mut Txn, v: &ViewDesc) -> SqlResult<()> {
     txn.delete(view_key(v.db_id, &v.schema, &v.name))?;
     Ok(())

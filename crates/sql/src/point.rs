@@ -123,9 +123,9 @@ pub(crate) async fn resolve_table(
     let Some(db) = catalog::get_database(txn, db_name).await? else {
         return Ok(None);
     };
-    if catalog::view_exists(txn, db.id, "public", name).await? {
-        return Ok(None);
-    }
+    // No view is looked up: tables and views share one namespace (CREATE TABLE, CREATE VIEW
+    // and ALTER TABLE … RENAME refuse a taken name), so a table found here is what the name
+    // means.
     catalog::get_table(txn, db.id, "public", name).await
 }
 
