@@ -36,12 +36,10 @@ use kestrel_storage::keycode;
 
 use crate::catalog::TableDesc;
 use crate::check::Checks;
-use crate::datum::{
-    array_from_datums, datum_from_scalar, datums_from_array, scalar_from_datum, Datum,
-};
+use crate::datum::{datum_from_scalar, datums_from_array, scalar_from_datum, Datum};
 use crate::error::{code, SqlError, SqlResult};
 use crate::index::TableWriter;
-use crate::rowcodec::{append_key_datum, encode_key, primary_prefix, RowDecoder};
+use crate::rowcodec::{append_key_datum, encode_key, primary_prefix, BatchDecoder};
 use crate::stmt::StmtCtx;
 use crate::types::SqlType;
 
@@ -759,21 +757,11 @@ impl ScanState {
     }
 
     fn decode(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> SqlResult<RecordBatch> {
-        let mut cols: Vec<Vec<Datum>> = vec![Vec::with_capacity(pairs.len()); self.projected.len()];
-        let decoder = RowDecoder::new(&self.desc, &self.projected);
-        let mut row = vec![Datum::Null; self.desc.columns.len()];
+        let mut decoder = BatchDecoder::new(&self.desc, &self.projected, pairs.len());
         for (k, v) in pairs {
-            decoder.decode_into(k, v, &mut row)?;
-            for (j, &i) in self.projected.iter().enumerate() {
-                cols[j].push(std::mem::replace(&mut row[i], Datum::Null));
-            }
+            decoder.push(k, v)?;
         }
-        let arrays = self
-            .projected
-            .iter()
-            .zip(cols.iter())
-            .map(|(&i, vals)| array_from_datums(&self.desc.columns[i].ty, vals))
-            .collect::<SqlResult<Vec<_>>>()?;
+        let arrays = decoder.finish()?;
         let opts = RecordBatchOptions::new().with_row_count(Some(pairs.len()));
         RecordBatch::try_new_with_options(self.schema.clone(), arrays, &opts)
             .map_err(|e| SqlError::internal(format!("building a scan batch: {e}")))
