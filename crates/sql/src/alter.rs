@@ -179,8 +179,9 @@ impl RowCursor {
             .scan(&start, self.end.as_deref(), REWRITE_BATCH_ROWS)
             .await?;
         self.start = resume;
+        let decoder = rowcodec::RowDecoder::full(desc);
         rows.iter()
-            .map(|(k, v)| rowcodec::decode_row(desc, k, v))
+            .map(|(k, v)| decoder.decode(k, v))
             .collect::<SqlResult<Vec<_>>>()
             .map(Some)
     }

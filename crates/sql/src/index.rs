@@ -436,13 +436,14 @@ pub async fn backfill(txn: &mut Txn, table: &TableDesc, ix: &Resolved) -> SqlRes
     let prefix = primary_prefix(table.id);
     let end = keycode::prefix_end(&prefix);
     let mut from = Some(prefix);
+    let decoder = crate::rowcodec::RowDecoder::full(table);
     while let Some(start) = from.take() {
         let (rows, resume) = txn
             .scan(&start, end.as_deref(), BACKFILL_BATCH_ROWS)
             .await?;
         from = resume;
         for (k, v) in rows {
-            let row = crate::rowcodec::decode_row(table, &k, &v)?;
+            let row = decoder.decode(&k, &v)?;
             let Some(e) = entry(table, ix, &row, &k)? else {
                 continue;
             };

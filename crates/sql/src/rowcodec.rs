@@ -259,11 +259,9 @@ fn decode_nested(buf: &mut &[u8], tag: u8, depth: usize) -> SqlResult<Datum> {
 }
 
 /// Decodes a stored row into a full row indexed like `desc.columns`.
+/// (A loop over many rows keeps one [`RowDecoder::full`] instead.)
 pub fn decode_row(desc: &TableDesc, key: &[u8], value: &[u8]) -> SqlResult<Vec<Datum>> {
-    let all: Vec<usize> = (0..desc.columns.len()).collect();
-    let mut row = vec![Datum::Null; desc.columns.len()];
-    RowDecoder::new(desc, &all).decode_into(key, value, &mut row)?;
-    Ok(row)
+    RowDecoder::full(desc).decode(key, value)
 }
 
 /// Decodes chosen columns of stored rows (a scan's projection): the others are stepped over
@@ -287,6 +285,19 @@ impl<'a> RowDecoder<'a> {
             prefix_len: primary_prefix(desc.id).len(),
             slot,
         }
+    }
+
+    /// A decoder of every column.
+    pub fn full(desc: &'a TableDesc) -> Self {
+        let all: Vec<usize> = (0..desc.columns.len()).collect();
+        Self::new(desc, &all)
+    }
+
+    /// A full row indexed like `desc.columns` (NULL where the decoder wants no value).
+    pub fn decode(&self, key: &[u8], value: &[u8]) -> SqlResult<Vec<Datum>> {
+        let mut row = vec![Datum::Null; self.desc.columns.len()];
+        self.decode_into(key, value, &mut row)?;
+        Ok(row)
     }
 
     /// Sets the wanted columns of `row` (indexed like `desc.columns`) and every key column;
