@@ -109,8 +109,8 @@ pub(crate) fn key_equals_param(e: &Expr) -> Option<(String, usize)> {
 }
 
 /// The base table `name` of `public` in database `db_name`, read through `txn`; `None` when
-/// the name could mean something else (a `pg_*` catalog relation, a view) or is unknown, so
-/// the general path resolves it and reports any error.
+/// the name could mean something else (a `pg_*` catalog relation) or names no table (a view,
+/// or nothing), so the general path resolves it and reports any error.
 pub(crate) async fn resolve_table(
     txn: &Txn,
     db_name: &str,

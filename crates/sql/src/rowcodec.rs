@@ -503,7 +503,8 @@ impl<'a> BatchDecoder<'a> {
         }
     }
 
-    /// Appends one stored row.
+    /// Appends one stored row. After an error the batch is unusable (its arrays may be
+    /// misaligned): the caller drops the decoder.
     pub fn push(&mut self, key: &[u8], value: &[u8]) -> SqlResult<()> {
         if key.len() < self.prefix_len {
             return Err(corrupt());
