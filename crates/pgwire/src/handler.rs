@@ -37,6 +37,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::copy::copy_line;
+use crate::deferred::Pipelined;
 use crate::encode::{encode_rows, field_infos, text_cells};
 use crate::{params, to_pgwire_error, to_wire};
 
@@ -545,7 +546,7 @@ impl PgWireServerHandlers for Connection {
         self.handler.clone()
     }
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.handler.clone()
+        Arc::new(Pipelined(self.handler.clone()))
     }
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.handler.clone()

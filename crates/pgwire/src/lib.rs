@@ -10,11 +10,14 @@
 //! * Extended query: Parse plans the statement once to learn parameter and result types
 //!   ([`kestrel_sql::Prepared`]); Bind decodes parameters (text or binary) into typed values;
 //!   Execute runs it. Results are encoded per column in the format the client asked for.
+//!   Replies are buffered until Sync or Flush, as PostgreSQL does (`deferred`): a prepared
+//!   statement's round trip is one socket write.
 //!
 //! Errors: [`to_wire`] is the one place a [`kestrel_sql::SqlError`] becomes a wire
 //! `ErrorResponse`, with its SQLSTATE.
 
 mod copy;
+mod deferred;
 mod encode;
 mod handler;
 mod params;

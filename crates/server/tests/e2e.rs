@@ -522,3 +522,116 @@ async fn early_stopping_queries_and_hostile_parameters() {
         .get(0);
     assert_eq!(ok, 20000);
 }
+
+// --- Extended-protocol replies are buffered until Sync or Flush, as PostgreSQL's are. ---
+
+use common::wire::{self, Wire};
+use std::time::Duration;
+
+const QUIET: Duration = Duration::from_millis(300);
+const WAIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn extended_replies_wait_for_sync_or_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let mut w = Wire::connect(&node.sql_addr, "defaultdb");
+    let mut batch = wire::parse("s1", "SELECT $1::int + 1");
+    batch.extend(wire::bind("", "s1", &[Some("41")]));
+    batch.extend(wire::describe_portal(""));
+    batch.extend(wire::execute("", 0));
+    w.send(&batch);
+    let early = w.recv(QUIET);
+    assert!(early.is_none(), "a reply before Sync or Flush: {early:?}");
+    w.send(&wire::flush());
+    // ParseComplete, BindComplete, RowDescription, DataRow, CommandComplete.
+    assert_eq!(w.until(b'C', WAIT), b"12TDC");
+    w.send(&wire::sync());
+    assert_eq!(w.until(b'Z', WAIT), b"Z");
+
+    // The usual pipeline (Bind, Describe, Execute, Sync) answers in full, the value right.
+    let mut batch = wire::bind("", "s1", &[Some("1")]);
+    batch.extend(wire::describe_portal(""));
+    batch.extend(wire::execute("", 0));
+    batch.extend(wire::sync());
+    w.send(&batch);
+    let mut tags = Vec::new();
+    let mut value = None;
+    while let Some(m) = w.recv(WAIT) {
+        if m.tag == b'D' {
+            // One column: int16 count, int32 length, text.
+            value = Some(String::from_utf8_lossy(&m.body[6..]).to_string());
+        }
+        tags.push(m.tag);
+        if m.tag == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(tags, b"2TDCZ");
+    assert_eq!(value.as_deref(), Some("2"));
+
+    // An error ends the batch at once, then Sync answers ReadyForQuery.
+    w.send(&wire::parse("bad", "SELECT 1 / $1::int"));
+    w.send(&wire::bind("", "bad", &[Some("0")]));
+    w.send(&wire::execute("", 0));
+    w.send(&wire::sync());
+    assert_eq!(w.until(b'Z', WAIT), b"12EZ");
+}
+
+#[test]
+fn extended_results_larger_than_the_buffer_stream_before_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let mut w = Wire::connect(&node.sql_addr, "defaultdb");
+    let mut batch = wire::parse(
+        "",
+        "SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g",
+    );
+    batch.extend(wire::bind("", "", &[]));
+    batch.extend(wire::execute("", 0));
+    w.send(&batch);
+    // No Sync yet: rows still arrive once they pass the write buffer's bound (the tail of
+    // the answer waits for Sync, as in PostgreSQL).
+    let mut tags = vec![w.recv(WAIT).expect("rows before Sync").tag];
+    while let Some(m) = w.recv(QUIET) {
+        tags.push(m.tag);
+    }
+    assert_eq!(tags[0], b'1');
+    let early = tags.iter().filter(|t| **t == b'D').count();
+    assert!(early > 1000, "only {early} rows before Sync");
+    w.send(&wire::sync());
+    tags.extend(w.until(b'Z', WAIT));
+    assert_eq!(tags.iter().filter(|t| **t == b'D').count(), 20000);
+    assert_eq!(&tags[tags.len() - 2..], b"CZ");
+}
+
+#[test]
+fn extended_copy_in_response_is_sent_without_waiting_for_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let mut w = Wire::connect(&node.sql_addr, "defaultdb");
+    w.send(&wire::query("CREATE TABLE cp (a INT PRIMARY KEY, b TEXT)"));
+    w.until(b'Z', WAIT);
+    let mut batch = wire::parse("", "COPY cp FROM STDIN");
+    batch.extend(wire::bind("", "", &[]));
+    batch.extend(wire::execute("", 0));
+    w.send(&batch);
+    // The client sends its data only after CopyInResponse; it must not wait for a Sync.
+    assert_eq!(w.until(b'G', WAIT), b"12G");
+    w.send(&wire::copy_data(b"1\tone\n2\ttwo\n"));
+    w.send(&wire::copy_done());
+    w.send(&wire::sync());
+    assert_eq!(w.until(b'Z', WAIT), b"CZ");
+    w.send(&wire::query("SELECT count(*) FROM cp"));
+    let mut n = None;
+    loop {
+        let m = w.recv(WAIT).expect("reply");
+        if m.tag == b'D' {
+            n = Some(String::from_utf8_lossy(&m.body[6..]).to_string());
+        }
+        if m.tag == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(n.as_deref(), Some("2"));
+}

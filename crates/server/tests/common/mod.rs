@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod wire;
+
 pub struct TestNode {
     child: Option<Child>,
     pub sql_addr: String,
