@@ -25,8 +25,7 @@ use async_trait::async_trait;
 use futures::{Sink, SinkExt};
 use pgwire::api::portal::Portal;
 use pgwire::api::query::ExtendedQueryHandler;
-use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, Response};
-use pgwire::api::stmt::StoredStatement;
+use pgwire::api::results::Response;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, SessionExtensions};
 use pgwire::error::{PgWireError, PgWireResult};
@@ -211,34 +210,6 @@ impl ExtendedQueryHandler for Pipelined {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         self.0.on_sync(client, message).await
-    }
-
-    async fn do_describe_statement<C>(
-        &self,
-        client: &mut C,
-        target: &StoredStatement<Stmt>,
-    ) -> PgWireResult<DescribeStatementResponse>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Stmt>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        self.0.do_describe_statement(client, target).await
-    }
-
-    async fn do_describe_portal<C>(
-        &self,
-        client: &mut C,
-        target: &Portal<Stmt>,
-    ) -> PgWireResult<DescribePortalResponse>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Stmt>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        self.0.do_describe_portal(client, target).await
     }
 
     async fn do_query<C>(
