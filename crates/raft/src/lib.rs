@@ -104,6 +104,8 @@ pub struct RaftConfig {
     pub election_timeout_max_ms: u64,
     /// Build a snapshot (and so allow purging the log) after this many entries.
     pub snapshot_logs_since_last: u64,
+    /// Entries a snapshot leaves in the log (the rest up to the snapshot are purged).
+    pub log_entries_kept_after_snapshot: u64,
     pub leader_wait_timeout_ms: u64,
     /// Bytes of each range's newest log entries kept in memory for applying them.
     pub log_cache_bytes_max: usize,
@@ -127,6 +129,7 @@ impl Default for RaftConfig {
             election_timeout_min_ms: 1500,
             election_timeout_max_ms: 3000,
             snapshot_logs_since_last: 20_000,
+            log_entries_kept_after_snapshot: 1000,
             leader_wait_timeout_ms: 10_000,
             log_cache_bytes_max: 4 << 20,
             group_commit_waiters_max: 4096,
@@ -164,7 +167,7 @@ impl RaftGroup {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
                 config.snapshot_logs_since_last,
             ),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: config.log_entries_kept_after_snapshot,
             ..Default::default()
         }
         .validate()
@@ -175,7 +178,7 @@ impl RaftGroup {
             .map_err(|e| RaftError::Raft(e.to_string()))?;
         let raft = openraft::Raft::new(node_id, Arc::new(raft_config), LocalNetwork, log, sm)
             .await
-            .map_err(|e| RaftError::Raft(e.to_string()))?;
+            .map_err(|e| RaftError::Raft(format!("recovering range {range_id}: {e}")))?;
         let initialized = raft
             .is_initialized()
             .await

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
@@ -22,13 +23,63 @@ use openraft::{AnyError, Entry, LogId, OptionalSend, StorageError, StorageIOErro
 
 use crate::group_commit::{GroupCommit, Waiter};
 use crate::metrics::METRICS;
+use crate::state_machine::AppliedState;
 use crate::{NodeId, RangeId, TypeConfig};
 
-pub(crate) fn meta_key(range_id: RangeId, name: &str) -> Vec<u8> {
-    let mut k = range_id.to_be_bytes().to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k
+/// A named per-range value in cf `raftmeta`, always encoded and decoded as `T`: one
+/// declaration per name, so a writer and a reader cannot disagree on the type (a `purged`
+/// written as `Option<LogId>` but read as `LogId` once made every store whose log had been
+/// purged unopenable).
+pub(crate) struct Meta<T> {
+    name: &'static str,
+    _type: PhantomData<fn() -> T>,
 }
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned> Meta<T> {
+    const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            _type: PhantomData,
+        }
+    }
+
+    fn key(&self, range_id: RangeId) -> Vec<u8> {
+        let mut k = range_id.to_be_bytes().to_vec();
+        k.extend_from_slice(self.name.as_bytes());
+        k
+    }
+
+    pub(crate) fn get(
+        &self,
+        engine: &dyn Engine,
+        range_id: RangeId,
+    ) -> Result<Option<T>, StorageError<NodeId>> {
+        match engine
+            .get(Cf::RaftMeta, &self.key(range_id))
+            .map_err(read_err)?
+        {
+            None => Ok(None),
+            Some(b) => bincode::deserialize(&b).map(Some).map_err(read_err),
+        }
+    }
+
+    pub(crate) fn put(
+        &self,
+        batch: &mut Batch,
+        range_id: RangeId,
+        value: &T,
+    ) -> Result<(), StorageError<NodeId>> {
+        let bytes = bincode::serialize(value).map_err(write_err)?;
+        batch.put(Cf::RaftMeta, self.key(range_id), bytes);
+        Ok(())
+    }
+}
+
+pub(crate) const VOTE: Meta<Vote<NodeId>> = Meta::new("vote");
+pub(crate) const COMMITTED: Meta<Option<LogId<NodeId>>> = Meta::new("committed");
+/// The last purged entry. `Option` because that is how it has always been written.
+pub(crate) const PURGED: Meta<Option<LogId<NodeId>>> = Meta::new("purged");
+pub(crate) const APPLIED: Meta<AppliedState> = Meta::new("applied");
 
 fn log_key(range_id: RangeId, index: u64) -> Vec<u8> {
     let mut k = range_id.to_be_bytes().to_vec();
@@ -140,31 +191,6 @@ impl LogStore {
         }
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        name: &str,
-    ) -> Result<Option<T>, StorageError<NodeId>> {
-        match self
-            .engine
-            .get(Cf::RaftMeta, &meta_key(self.range_id, name))
-            .map_err(read_err)?
-        {
-            None => Ok(None),
-            Some(b) => bincode::deserialize(&b).map(Some).map_err(read_err),
-        }
-    }
-
-    fn put_meta<T: serde::Serialize>(&self, name: &str, v: &T) -> Result<(), StorageError<NodeId>> {
-        let mut b = Batch::new();
-        b.put(
-            Cf::RaftMeta,
-            meta_key(self.range_id, name),
-            bincode::serialize(v).map_err(write_err)?,
-        );
-        METRICS.log_fsyncs.inc();
-        self.engine.write(&b, true).map_err(write_err)
-    }
-
     fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
         let end = log_key(self.range_id + 1, 0);
         let mut out = None;
@@ -239,7 +265,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let last_purged: Option<LogId<NodeId>> = self.get_meta("purged")?;
+        let last_purged = PURGED.get(self.engine.as_ref(), self.range_id)?.flatten();
         let last = self.last_entry_id()?.or(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
@@ -252,11 +278,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.put_meta("vote", vote)
+        let mut b = Batch::new();
+        VOTE.put(&mut b, self.range_id, vote)?;
+        METRICS.log_fsyncs.inc();
+        self.engine.write(&b, true).map_err(write_err)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.get_meta("vote")
+        VOTE.get(self.engine.as_ref(), self.range_id)
     }
 
     async fn save_committed(
@@ -265,17 +294,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError<NodeId>> {
         // Not synced: losing it only means re-deriving the commit index after a restart.
         let mut b = Batch::new();
-        b.put(
-            Cf::RaftMeta,
-            meta_key(self.range_id, "committed"),
-            bincode::serialize(&committed).map_err(write_err)?,
-        );
+        COMMITTED.put(&mut b, self.range_id, &committed)?;
         self.engine.write(&b, false).map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self
-            .get_meta::<Option<LogId<NodeId>>>("committed")?
+        Ok(COMMITTED
+            .get(self.engine.as_ref(), self.range_id)?
             .flatten())
     }
 
@@ -338,17 +363,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // state machine's applied state covers every purged entry: make it durable too (the
         // synced write flushes the shared WAL, which holds the unsynced apply batches).
         let mut b = Batch::new();
-        b.put(
-            Cf::RaftMeta,
-            meta_key(self.range_id, "purged"),
-            bincode::serialize(&Some(log_id)).map_err(write_err)?,
-        );
+        PURGED.put(&mut b, self.range_id, &Some(log_id))?;
         b.delete_range(
             Cf::RaftLog,
             log_key(self.range_id, 0),
             log_key(self.range_id, log_id.index + 1),
         );
         METRICS.log_fsyncs.inc();
+        METRICS.log_purges.inc();
         self.engine.write(&b, true).map_err(write_err)
     }
 }

@@ -14,6 +14,7 @@ pub struct RaftMetrics {
     pub applied_entries: IntCounter,
     pub log_cache_hits: IntCounter,
     pub log_cache_misses: IntCounter,
+    pub log_purges: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -60,6 +61,10 @@ pub static METRICS: LazyLock<RaftMetrics> = LazyLock::new(|| {
     log_cache_misses: counter(
         "kestrel_raft_log_cache_misses_total",
         "Raft log reads that went to the engine",
+    ),
+    log_purges: counter(
+        "kestrel_raft_log_purges_total",
+        "Raft log purges (the entries behind a snapshot dropped)",
     ),
 }
 });

@@ -3,13 +3,13 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use kestrel_storage::{Batch, Cf, Engine};
+use kestrel_storage::{Batch, Engine};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, OptionalSend, StorageError, StoredMembership,
 };
 
-use crate::log_store::{meta_key, read_err, write_err};
+use crate::log_store::{read_err, write_err, APPLIED};
 use crate::metrics::METRICS;
 use crate::{NodeId, RangeId, TypeConfig};
 
@@ -26,7 +26,7 @@ impl Span {
     }
 }
 
-type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>);
+pub(crate) type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>);
 
 pub struct StateMachine {
     engine: Arc<dyn Engine>,
@@ -52,13 +52,9 @@ impl StateMachine {
         range_id: RangeId,
         span: Arc<parking_lot::RwLock<Span>>,
     ) -> Result<Self, StorageError<NodeId>> {
-        let applied = match engine
-            .get(Cf::RaftMeta, &meta_key(range_id, "applied"))
-            .map_err(read_err)?
-        {
-            Some(b) => bincode::deserialize(&b).map_err(read_err)?,
-            None => (None, StoredMembership::default()),
-        };
+        let applied = APPLIED
+            .get(engine.as_ref(), range_id)?
+            .unwrap_or_else(|| (None, StoredMembership::default()));
         Ok(Self {
             engine,
             range_id,
@@ -128,11 +124,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if responses.is_empty() {
             return Ok(responses);
         }
-        batch.put(
-            Cf::RaftMeta,
-            meta_key(self.range_id, "applied"),
-            bincode::serialize(&self.applied).map_err(write_err)?,
-        );
+        APPLIED.put(&mut batch, self.range_id, &self.applied)?;
         self.engine.write(&batch, false).map_err(write_err)?;
         METRICS.applied_entries.inc_by(responses.len() as u64);
         Ok(responses)
@@ -163,11 +155,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.applied = (meta.last_log_id, meta.last_membership.clone());
         let mut batch = Batch::new();
-        batch.put(
-            Cf::RaftMeta,
-            meta_key(self.range_id, "applied"),
-            bincode::serialize(&self.applied).map_err(write_err)?,
-        );
+        APPLIED.put(&mut batch, self.range_id, &self.applied)?;
         self.engine.write(&batch, true).map_err(write_err)
     }
 

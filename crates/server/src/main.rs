@@ -12,6 +12,10 @@ const MEMORY_LIMIT_MIN: u64 = 4 << 20;
 /// The largest `--group-commit-delay-us` (100 ms): beyond it every commit waits too long.
 const GROUP_COMMIT_DELAY_US_MAX: u64 = 100_000;
 
+/// The smallest `--raft-snapshot-interval-entries`: a snapshot per few entries costs more than
+/// the log it frees.
+const RAFT_SNAPSHOT_INTERVAL_ENTRIES_MIN: u64 = 10;
+
 /// Kestrel: a distributed, transactional, PostgreSQL-compatible SQL database.
 #[derive(Parser)]
 #[command(name = "kestrel", version, about, long_about = None)]
@@ -54,6 +58,14 @@ enum Command {
         #[arg(long, default_value_t = 256 << 20, value_name = "BYTES",
               value_parser = clap::value_parser!(u64).range(MEMORY_LIMIT_MIN..))]
         memtable_bytes_max: u64,
+        /// Raft log entries a range appends between snapshots; each snapshot lets the log
+        /// before it be purged.
+        #[arg(long, default_value_t = 20_000, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(RAFT_SNAPSHOT_INTERVAL_ENTRIES_MIN..))]
+        raft_snapshot_interval_entries: u64,
+        /// Entries a range keeps in its Raft log behind its last snapshot.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        raft_log_kept_entries: u64,
     },
     /// Print the version.
     Version,
@@ -75,6 +87,8 @@ fn main() -> std::process::ExitCode {
             group_commit_delay_us,
             block_cache_bytes_max,
             memtable_bytes_max,
+            raft_snapshot_interval_entries,
+            raft_log_kept_entries,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -102,6 +116,8 @@ fn main() -> std::process::ExitCode {
                 group_commit_delay_us,
                 block_cache_bytes_max: usize::try_from(block_cache_bytes_max).unwrap_or(usize::MAX),
                 memtable_bytes_max: usize::try_from(memtable_bytes_max).unwrap_or(usize::MAX),
+                raft_snapshot_interval_entries,
+                raft_log_kept_entries,
             };
             match runtime.block_on(run(config)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,

@@ -25,6 +25,9 @@ pub struct NodeConfig {
     /// RocksDB memory limits (`EngineConfig`).
     pub block_cache_bytes_max: usize,
     pub memtable_bytes_max: usize,
+    /// See `RaftConfig::snapshot_logs_since_last` and `log_entries_kept_after_snapshot`.
+    pub raft_snapshot_interval_entries: u64,
+    pub raft_log_kept_entries: u64,
 }
 
 /// An exclusive `flock` on `<store>/kestrel.lock`, held for the life of the process.
@@ -92,6 +95,8 @@ impl Node {
         });
         let mut kv_config = KvConfig::default();
         kv_config.raft.group_commit_delay_us = config.group_commit_delay_us;
+        kv_config.raft.snapshot_logs_since_last = config.raft_snapshot_interval_entries;
+        kv_config.raft.log_entries_kept_after_snapshot = config.raft_log_kept_entries;
         let kv = Kv::open(engine, kv_config)
             .await
             .context("recovering the store")?;

@@ -13,6 +13,14 @@ use common::TestNode;
 const ROUNDS: usize = 5;
 const WRITERS: i64 = 4;
 const MULTI_ROWS: i64 = 200;
+/// Snapshots (and log purges) every few entries, so kills land around them too and every
+/// restart recovers a purged log.
+const FLAGS: &[&str] = &[
+    "--raft-snapshot-interval-entries",
+    "10",
+    "--raft-log-kept-entries",
+    "3",
+];
 
 #[derive(Default)]
 struct Ledger {
@@ -149,7 +157,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let ids = Arc::new(AtomicI64::new(1));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let mut node = TestNode::start(dir.path());
+    let mut node = TestNode::start_with(dir.path(), FLAGS);
     node.client()
         .await
         .batch_execute("CREATE TABLE c (id BIGINT PRIMARY KEY, batch BIGINT NOT NULL, n BIGINT NOT NULL, w INT)")
@@ -161,6 +169,12 @@ async fn acknowledged_writes_survive_kill_9() {
             .map(|w| tokio::spawn(writer(port, w, ids.clone(), ledger.clone())))
             .collect();
         tokio::time::sleep(Duration::from_millis(1500 + 250 * round as u64)).await;
+        let (code, metrics) = node.http_get("/metrics").await;
+        assert_eq!(code, 200);
+        assert!(
+            common::metric(&metrics, "kestrel_raft_log_purges_total") > 0.0,
+            "round {round}: no Raft log was purged; the restart would not recover one"
+        );
         node.kill9();
         for t in tasks {
             tokio::time::timeout(Duration::from_secs(30), t)
@@ -168,7 +182,7 @@ async fn acknowledged_writes_survive_kill_9() {
                 .expect("writer stops")
                 .expect("writer saw only disconnects");
         }
-        node = TestNode::start(dir.path());
+        node = TestNode::start_with(dir.path(), FLAGS);
         let snapshot = {
             let l = ledger.lock().unwrap();
             assert!(
