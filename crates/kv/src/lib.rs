@@ -69,6 +69,7 @@ mod locks;
 mod metrics;
 pub mod pending;
 mod range;
+mod read_cache;
 pub mod router;
 mod store;
 mod txn;

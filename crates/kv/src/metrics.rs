@@ -10,6 +10,8 @@ pub struct KvMetrics {
     pub aborts: IntCounter,
     pub conflicts: IntCounter,
     pub refreshes: IntCounter,
+    pub read_cache_hits: IntCounter,
+    pub read_cache_misses: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -38,6 +40,14 @@ pub static METRICS: LazyLock<KvMetrics> = LazyLock::new(|| KvMetrics {
     refreshes: counter(
         "kestrel_txn_refreshes_total",
         "Snapshots moved forward so a statement could re-run after a row-lock wait",
+    ),
+    read_cache_hits: counter(
+        "kestrel_kv_read_cache_hits_total",
+        "Cached reads (catalog descriptors) answered without reading the engine",
+    ),
+    read_cache_misses: counter(
+        "kestrel_kv_read_cache_misses_total",
+        "Cached reads that had to read the engine",
     ),
 });
 

@@ -31,6 +31,8 @@ pub struct KvConfig {
     pub read_wait_timeout_ms: u64,
     /// How far ahead of the clock the persisted timestamp floor is kept.
     pub clock_floor_lead_ms: u64,
+    /// The most keys the node-wide read cache (`Txn::get_cached`) holds; 0 turns it off.
+    pub read_cache_entries_max: usize,
 }
 
 impl Default for KvConfig {
@@ -44,6 +46,7 @@ impl Default for KvConfig {
             latch_wait_timeout_ms: 10_000,
             read_wait_timeout_ms: 10_000,
             clock_floor_lead_ms: 5_000,
+            read_cache_entries_max: 10_000,
         }
     }
 }
@@ -58,6 +61,7 @@ pub struct Kv {
     pub(crate) router: Router,
     pub(crate) config: KvConfig,
     pub(crate) locks: crate::locks::LockTable,
+    pub(crate) read_cache: crate::read_cache::ReadCache,
     split_mutex: tokio::sync::Mutex<()>,
     floor_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -84,6 +88,7 @@ impl Kv {
             wal,
             clock: Clock::new(floor),
             router: Router::default(),
+            read_cache: crate::read_cache::ReadCache::new(config.read_cache_entries_max),
             config,
             locks: crate::locks::LockTable::default(),
             split_mutex: tokio::sync::Mutex::new(()),

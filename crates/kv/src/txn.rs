@@ -8,6 +8,7 @@ use kestrel_storage::{keycode, mvcc, Batch, Cf, Ts};
 use crate::latch::{LatchGuard, Span};
 use crate::metrics::METRICS;
 use crate::range::Replica;
+use crate::read_cache::Lookup;
 use crate::store::Kv;
 use crate::{KvError, Result};
 
@@ -300,6 +301,41 @@ impl Txn {
             )
             .await?;
         Ok(mvcc::get(self.kv.engine.as_ref(), key, self.read_ts)?)
+    }
+
+    /// [`Self::get`] through the node's read cache (`read_cache.rs`): for keys in ranges that
+    /// are rarely written, such as the catalog's descriptors. Same answer, same read tracking.
+    pub async fn get_cached(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(w) = self.writes.get(key) {
+            return Ok(w.value.clone());
+        }
+        let end = keycode::next_key(key);
+        self.record_read(key, Some(&end));
+        let replica = self.kv.replica_for(key)?;
+        replica
+            .pending
+            .wait_through(
+                self.read_ts,
+                key,
+                Some(&end),
+                self.kv.config.read_wait_timeout_ms,
+            )
+            .await?;
+        let generation = replica.group.applied_generation();
+        let cache = &self.kv.read_cache;
+        if let Lookup::Hit(value) = cache.lookup(key, generation, self.read_ts) {
+            METRICS.read_cache_hits.inc();
+            return Ok(value);
+        }
+        METRICS.read_cache_misses.inc();
+        let engine = self.kv.engine.as_ref();
+        let (newest_ts, value) =
+            mvcc::get_version(engine, key, Ts::MAX)?.unwrap_or((Ts::ZERO, None));
+        if newest_ts > self.read_ts {
+            return Ok(mvcc::get(engine, key, self.read_ts)?);
+        }
+        cache.fill(key, generation, newest_ts, value.clone());
+        Ok(value)
     }
 
     /// Up to about `limit` live pairs with `start <= key < end` in key order, own writes

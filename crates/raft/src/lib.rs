@@ -44,7 +44,7 @@ use kestrel_storage::Batch;
 pub use log_store::LogStore;
 pub use metrics::RaftMetrics;
 pub use network::LocalNetwork;
-pub use state_machine::{Span, StateMachine};
+pub use state_machine::{AppliedGeneration, Span, StateMachine};
 
 pub type NodeId = u64;
 pub type RangeId = u64;
@@ -146,6 +146,7 @@ pub struct RaftGroup {
     raft: openraft::Raft<TypeConfig>,
     span: Arc<parking_lot::RwLock<Span>>,
     wal: Arc<GroupCommit>,
+    generation: Arc<AppliedGeneration>,
 }
 
 impl RaftGroup {
@@ -174,8 +175,14 @@ impl RaftGroup {
         .map_err(|e| RaftError::Raft(e.to_string()))?;
         let span = Arc::new(parking_lot::RwLock::new(span));
         let log = LogStore::new(wal.clone(), range_id, config.log_cache_bytes_max);
-        let sm = StateMachine::open(wal.engine().clone(), range_id, span.clone())
-            .map_err(|e| RaftError::Raft(e.to_string()))?;
+        let generation = Arc::new(AppliedGeneration::new());
+        let sm = StateMachine::open(
+            wal.engine().clone(),
+            range_id,
+            span.clone(),
+            generation.clone(),
+        )
+        .map_err(|e| RaftError::Raft(e.to_string()))?;
         let raft = openraft::Raft::new(node_id, Arc::new(raft_config), LocalNetwork, log, sm)
             .await
             .map_err(|e| RaftError::Raft(format!("recovering range {range_id}: {e}")))?;
@@ -216,6 +223,7 @@ impl RaftGroup {
             raft,
             span,
             wal: wal.clone(),
+            generation,
         })
     }
 
@@ -245,6 +253,11 @@ impl RaftGroup {
                 Ok(())
             }
         }
+    }
+
+    /// Changes after every apply of this replica (see [`AppliedGeneration`]).
+    pub fn applied_generation(&self) -> u64 {
+        self.generation.get()
     }
 
     /// Updates the span this replica's state machine owns (after a split).

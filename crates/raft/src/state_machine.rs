@@ -1,6 +1,7 @@
 //! A range's state machine: applies replicated batches to the shared engine.
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kestrel_storage::{Batch, Engine};
@@ -35,6 +36,32 @@ pub struct StateMachine {
     #[allow(dead_code)]
     span: Arc<parking_lot::RwLock<Span>>,
     applied: AppliedState,
+    generation: Arc<AppliedGeneration>,
+}
+
+/// Changes whenever a replica's state machine writes to the engine, after the write is
+/// visible: a reader that saw the same value before and after reading the range's data knows
+/// no apply happened in between (see `kestrel_kv`'s read cache). Values come from one
+/// process-wide sequence, so two replicas (say, before and after a split) never share one.
+#[derive(Debug, Default)]
+pub struct AppliedGeneration(AtomicU64);
+
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+impl AppliedGeneration {
+    pub fn new() -> Self {
+        Self(AtomicU64::new(GENERATIONS.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// The current value: read it before reading the range's data, compare it after.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn advance(&self) {
+        let next = GENERATIONS.fetch_add(1, Ordering::Relaxed);
+        self.0.store(next, Ordering::Release);
+    }
 }
 
 /// A snapshot's payload. The state a snapshot stands for is already in the engine the log
@@ -51,6 +78,7 @@ impl StateMachine {
         engine: Arc<dyn Engine>,
         range_id: RangeId,
         span: Arc<parking_lot::RwLock<Span>>,
+        generation: Arc<AppliedGeneration>,
     ) -> Result<Self, StorageError<NodeId>> {
         let applied = APPLIED
             .get(engine.as_ref(), range_id)?
@@ -60,6 +88,7 @@ impl StateMachine {
             range_id,
             span,
             applied,
+            generation,
         })
     }
 
@@ -126,6 +155,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         APPLIED.put(&mut batch, self.range_id, &self.applied)?;
         self.engine.write(&batch, false).map_err(write_err)?;
+        self.generation.advance();
         METRICS.applied_entries.inc_by(responses.len() as u64);
         Ok(responses)
     }
@@ -156,7 +186,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = (meta.last_log_id, meta.last_membership.clone());
         let mut batch = Batch::new();
         APPLIED.put(&mut batch, self.range_id, &self.applied)?;
-        self.engine.write(&batch, true).map_err(write_err)
+        self.engine.write(&batch, true).map_err(write_err)?;
+        self.generation.advance();
+        Ok(())
     }
 
     async fn get_current_snapshot(

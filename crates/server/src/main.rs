@@ -66,6 +66,10 @@ enum Command {
         /// Entries a range keeps in its Raft log behind its last snapshot.
         #[arg(long, default_value_t = 1000, value_name = "N")]
         raft_log_kept_entries: u64,
+        /// Keys in the node-wide cache of catalog descriptors (table and database
+        /// definitions read by every statement); 0 turns the cache off.
+        #[arg(long, default_value_t = 10_000, value_name = "N")]
+        read_cache_entries_max: usize,
     },
     /// Print the version.
     Version,
@@ -89,6 +93,7 @@ fn main() -> std::process::ExitCode {
             memtable_bytes_max,
             raft_snapshot_interval_entries,
             raft_log_kept_entries,
+            read_cache_entries_max,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -118,6 +123,7 @@ fn main() -> std::process::ExitCode {
                 memtable_bytes_max: usize::try_from(memtable_bytes_max).unwrap_or(usize::MAX),
                 raft_snapshot_interval_entries,
                 raft_log_kept_entries,
+                read_cache_entries_max,
             };
             match runtime.block_on(run(config)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,

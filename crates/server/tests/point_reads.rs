@@ -185,3 +185,112 @@ async fn other_shapes_and_names_take_the_general_path() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42703");
 }
+
+async fn read_cache_counts(node: &TestNode) -> (f64, f64) {
+    let (code, text) = node.http_get("/metrics").await;
+    assert_eq!(code, 200);
+    (
+        metric(&text, "kestrel_kv_read_cache_hits_total"),
+        metric(&text, "kestrel_kv_read_cache_misses_total"),
+    )
+}
+
+/// Column names of `SELECT * FROM t` as another session sees them, through the general path.
+async fn columns_of(c: &tokio_postgres::Client, table: &str) -> Vec<String> {
+    let st = c.prepare(&format!("SELECT * FROM {table}")).await.unwrap();
+    st.columns().iter().map(|c| c.name().to_string()).collect()
+}
+
+/// Statements read the table and database descriptors through the node's read cache
+/// (`kestrel_kv::read_cache`); DDL committed by one session is seen by the next statement of
+/// every other session, on the point path (which reads through the cache) as on the general one.
+#[tokio::test]
+async fn catalog_reads_hit_the_node_cache_and_ddl_is_seen_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let a = node.client().await;
+    let b = node.client().await;
+    b.batch_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT);
+         INSERT INTO t VALUES (1, 10), (2, 20);",
+    )
+    .await
+    .unwrap();
+    let q = a.prepare("SELECT v FROM t WHERE id = $1").await.unwrap();
+    let v: i32 = a.query_one(&q, &[&1i32]).await.unwrap().get(0);
+    assert_eq!(v, 10);
+    let (hits, _) = read_cache_counts(&node).await;
+    for _ in 0..20 {
+        a.query_one(&q, &[&2i32]).await.unwrap();
+    }
+    let (hits_after, _) = read_cache_counts(&node).await;
+    assert!(
+        hits_after - hits >= 20.0,
+        "20 point reads of an unchanged table should be answered from the cache \
+         ({hits} -> {hits_after})"
+    );
+
+    // DDL in session b is seen by a's very next statement.
+    b.batch_execute("ALTER TABLE t ADD COLUMN w INT DEFAULT 7")
+        .await
+        .unwrap();
+    assert_eq!(columns_of(&a, "t").await, ["id", "v", "w"]);
+    let w: Option<i32> = a
+        .query_one("SELECT w FROM t WHERE id = $1", &[&1i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(w, Some(7));
+    b.batch_execute("ALTER TABLE t RENAME COLUMN v TO value")
+        .await
+        .unwrap();
+    assert_eq!(columns_of(&a, "t").await, ["id", "value", "w"]);
+    let e = a.query(&q, &[&1i32]).await.unwrap_err();
+    assert_eq!(
+        sqlstate(&e),
+        "42703",
+        "the prepared statement's column is gone: {e}"
+    );
+
+    b.batch_execute("DROP TABLE t").await.unwrap();
+    let e = a.query("SELECT * FROM t", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01", "{e}");
+    b.batch_execute("CREATE TABLE t (k TEXT PRIMARY KEY); INSERT INTO t VALUES ('x')")
+        .await
+        .unwrap();
+    assert_eq!(columns_of(&a, "t").await, ["k"]);
+    let k: String = a
+        .query_one("SELECT k FROM t WHERE k = $1", &[&"x"])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(k, "x");
+
+    // A new database is seen at once too (its descriptor is cached by name).
+    b.batch_execute("CREATE DATABASE other").await.unwrap();
+    let o = node.client_db("other").await.unwrap();
+    o.batch_execute("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    assert_eq!(columns_of(&o, "t").await, ["id"]);
+}
+
+#[tokio::test]
+async fn the_read_cache_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start_with(dir.path(), &["--read-cache-entries-max", "0"]);
+    let c = node.client().await;
+    c.batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 1)")
+        .await
+        .unwrap();
+    let q = c.prepare("SELECT v FROM t WHERE id = $1").await.unwrap();
+    for _ in 0..5 {
+        c.query_one(&q, &[&1i32]).await.unwrap();
+    }
+    let (hits, misses) = read_cache_counts(&node).await;
+    assert_eq!(hits, 0.0);
+    assert!(
+        misses >= 5.0,
+        "every descriptor read went to the engine: {misses}"
+    );
+}

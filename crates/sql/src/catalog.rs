@@ -593,8 +593,9 @@ pub async fn bootstrap(kv: &Arc<Kv>) -> SqlResult<()> {
     Ok(())
 }
 
+/// Descriptor reads go through the node's read cache: the catalog range is rarely written.
 pub async fn get_database(txn: &Txn, name: &str) -> SqlResult<Option<DbDesc>> {
-    txn.get(&db_key(name))
+    txn.get_cached(&db_key(name))
         .await?
         .map(|b| decode(&b, "database"))
         .transpose()
@@ -750,7 +751,7 @@ pub async fn get_table(
     schema: &str,
     name: &str,
 ) -> SqlResult<Option<TableDesc>> {
-    txn.get(&table_key(db_id, schema, name))
+    txn.get_cached(&table_key(db_id, schema, name))
         .await?
         .map(|b| decode_table(&b))
         .transpose()
