@@ -20,8 +20,9 @@
 //!
 //! Because the batch is evaluated before replication (as in CockroachDB's proposer-evaluated
 //! KV), applying it is deterministic and replicas stay identical. A snapshot (for log
-//! compaction) names the range and its applied point and copies nothing: the state it stands
-//! for is already in the engine. Shipping a span to another replica comes with the cluster.
+//! compaction, every `snapshot_logs_since_last` entries or `snapshot_log_bytes_max` bytes)
+//! names the range and its applied point and copies nothing: the state it stands for is
+//! already in the engine. Shipping a span to another replica comes with the cluster.
 //!
 //! On a single node every group has one voter and [`LocalNetwork`] never carries a message;
 //! the multi-node issue adds a real transport behind the same `RaftNetworkFactory` seam.
@@ -36,6 +37,7 @@ mod state_machine;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +108,14 @@ pub struct RaftConfig {
     pub snapshot_logs_since_last: u64,
     /// Entries a snapshot leaves in the log (the rest up to the snapshot are purged).
     pub log_entries_kept_after_snapshot: u64,
+    /// Also snapshot, and purge the whole log up to the snapshot, once this many bytes of
+    /// entries were appended since the last such compaction: a bulk load writes few but
+    /// large entries, which an entry count would keep for ever (doubling its disk use and
+    /// making every restart read them). Sound while a group's only voter is this node; with
+    /// followers it must wait for the snapshot transport (cluster issue).
+    pub snapshot_log_bytes_max: u64,
+    /// How long a bytes-triggered compaction waits for its snapshot before giving up.
+    pub snapshot_wait_timeout_ms: u64,
     pub leader_wait_timeout_ms: u64,
     /// Bytes of each range's newest log entries kept in memory for applying them.
     pub log_cache_bytes_max: usize,
@@ -130,6 +140,8 @@ impl Default for RaftConfig {
             election_timeout_max_ms: 3000,
             snapshot_logs_since_last: 20_000,
             log_entries_kept_after_snapshot: 1000,
+            snapshot_log_bytes_max: 64 << 20,
+            snapshot_wait_timeout_ms: 10_000,
             leader_wait_timeout_ms: 10_000,
             log_cache_bytes_max: 4 << 20,
             group_commit_waiters_max: 4096,
@@ -147,6 +159,15 @@ pub struct RaftGroup {
     span: Arc<parking_lot::RwLock<Span>>,
     wal: Arc<GroupCommit>,
     generation: Arc<AppliedGeneration>,
+    compaction: Arc<Compaction>,
+}
+
+/// The state of bytes-triggered log compaction (`RaftConfig::snapshot_log_bytes_max`).
+struct Compaction {
+    appended_bytes: Arc<AtomicU64>,
+    bytes_max: u64,
+    wait_timeout_ms: u64,
+    running: AtomicBool,
 }
 
 impl RaftGroup {
@@ -175,6 +196,12 @@ impl RaftGroup {
         .map_err(|e| RaftError::Raft(e.to_string()))?;
         let span = Arc::new(parking_lot::RwLock::new(span));
         let log = LogStore::new(wal.clone(), range_id, config.log_cache_bytes_max);
+        let compaction = Arc::new(Compaction {
+            appended_bytes: log.appended_bytes(),
+            bytes_max: config.snapshot_log_bytes_max,
+            wait_timeout_ms: config.snapshot_wait_timeout_ms,
+            running: AtomicBool::new(false),
+        });
         let generation = Arc::new(AppliedGeneration::new());
         let sm = StateMachine::open(
             wal.engine().clone(),
@@ -224,6 +251,7 @@ impl RaftGroup {
             span,
             wal: wal.clone(),
             generation,
+            compaction,
         })
     }
 
@@ -244,6 +272,7 @@ impl RaftGroup {
             .client_write(Command { batch, durability })
             .await
             .map_err(|e| RaftError::Raft(e.to_string()))?;
+        self.maybe_compact();
         match durability {
             // Without deferred_sync the append itself waited for the fsync.
             Durability::Synced if self.wal.deferred_sync() => self.wal.sync().await,
@@ -253,6 +282,26 @@ impl RaftGroup {
                 Ok(())
             }
         }
+    }
+
+    /// Starts a compaction in the background when enough log bytes were appended since the
+    /// last one (and none is running): snapshot, wait for it, purge the log up to it.
+    fn maybe_compact(&self) {
+        let c = &self.compaction;
+        if c.appended_bytes.load(Ordering::Relaxed) < c.bytes_max
+            || c.running.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        c.appended_bytes.store(0, Ordering::Relaxed);
+        let (raft, c) = (self.raft.clone(), c.clone());
+        let range_id = self.range_id;
+        tokio::spawn(async move {
+            if let Err(e) = compact(&raft, c.wait_timeout_ms).await {
+                tracing::warn!(range = range_id, "log compaction failed: {e}");
+            }
+            c.running.store(false, Ordering::Release);
+        });
     }
 
     /// Changes after every apply of this replica (see [`AppliedGeneration`]).
@@ -268,6 +317,25 @@ impl RaftGroup {
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
     }
+}
+
+/// Snapshots `raft` at its applied index and purges its log up to there.
+async fn compact(raft: &openraft::Raft<TypeConfig>, wait_timeout_ms: u64) -> Result<(), String> {
+    let Some(applied) = raft.metrics().borrow().last_applied else {
+        return Ok(());
+    };
+    raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
+    raft.wait(Some(Duration::from_millis(wait_timeout_ms)))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= applied.index),
+            "snapshot covers the applied index",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    raft.trigger()
+        .purge_log(applied.index)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kestrel_storage::{Batch, Cf, Engine};
@@ -102,6 +103,9 @@ pub struct LogStore {
     range_id: RangeId,
     /// Shared with the log readers handed to openraft.
     tail: Arc<parking_lot::Mutex<Tail>>,
+    /// Bytes of entries appended since the group last asked for a snapshot (`RaftGroup`
+    /// reads and resets it: see `RaftConfig::snapshot_log_bytes_max`).
+    appended_bytes: Arc<AtomicU64>,
 }
 
 /// The newest appended entries of the log, contiguous and ending at the last appended
@@ -188,7 +192,13 @@ impl LogStore {
             wal,
             range_id,
             tail: Arc::new(parking_lot::Mutex::new(tail)),
+            appended_bytes: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The count of entry bytes appended, shared with this store's clones.
+    pub(crate) fn appended_bytes(&self) -> Arc<AtomicU64> {
+        self.appended_bytes.clone()
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -332,6 +342,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(write_err(e));
         }
+        let bytes: usize = written.iter().map(|(size, _)| size).sum();
+        self.appended_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         let mut tail = self.tail.lock();
         for (size, e) in &written {
             tail.push(e, *size);

@@ -375,3 +375,55 @@ async fn a_purged_log_survives_reopen() {
         g.shutdown().await;
     }
 }
+
+/// Few but large entries (a bulk load's) are compacted by bytes: the whole log up to the
+/// snapshot goes, though far fewer entries than `snapshot_logs_since_last` were appended.
+#[tokio::test]
+async fn a_log_of_large_entries_is_compacted_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RaftConfig {
+        snapshot_logs_since_last: 1_000_000,
+        snapshot_log_bytes_max: 64 << 10,
+        ..RaftConfig::default()
+    };
+    let big = |i: u64| {
+        let mut b = Batch::new();
+        let value = vec![b'x'; 16 << 10];
+        mvcc::put_version(
+            &mut b,
+            format!("k{i:03}").as_bytes(),
+            Ts(100 + i),
+            Some(&value),
+        );
+        b
+    };
+    {
+        let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir.path()).unwrap());
+        let wal = GroupCommit::start(engine.clone(), &cfg).unwrap();
+        let g = RaftGroup::open(&wal, 4, 1, span_all(), &cfg).await.unwrap();
+        for i in 0..40 {
+            g.propose(big(i)).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Compacted: the log up to the applied index is gone (all of it, or all but the
+        // entries appended since).
+        while first_log_index(engine.as_ref(), 4).is_some_and(|i| i < 20) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "40 entries of 16 KiB were never compacted (first entry {:?})",
+                first_log_index(engine.as_ref(), 4)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        g.shutdown().await;
+    }
+    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir.path()).unwrap());
+    let wal = GroupCommit::start(engine.clone(), &cfg).unwrap();
+    let g = RaftGroup::open(&wal, 4, 1, span_all(), &cfg).await.unwrap();
+    g.propose(big(99)).await.unwrap();
+    for i in (0..40).chain([99]) {
+        let v = mvcc::get(engine.as_ref(), format!("k{i:03}").as_bytes(), Ts::MAX).unwrap();
+        assert_eq!(v.map(|v| v.len()), Some(16 << 10), "k{i:03} after reopen");
+    }
+    g.shutdown().await;
+}

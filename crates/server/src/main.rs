@@ -16,6 +16,9 @@ const GROUP_COMMIT_DELAY_US_MAX: u64 = 100_000;
 /// the log it frees.
 const RAFT_SNAPSHOT_INTERVAL_ENTRIES_MIN: u64 = 10;
 
+/// The smallest `--raft-snapshot-interval-bytes` (64 KiB).
+const RAFT_SNAPSHOT_INTERVAL_BYTES_MIN: u64 = 64 << 10;
+
 /// Kestrel: a distributed, transactional, PostgreSQL-compatible SQL database.
 #[derive(Parser)]
 #[command(name = "kestrel", version, about, long_about = None)]
@@ -66,6 +69,11 @@ enum Command {
         /// Entries a range keeps in its Raft log behind its last snapshot.
         #[arg(long, default_value_t = 1000, value_name = "N")]
         raft_log_kept_entries: u64,
+        /// Bytes of Raft log entries a range appends before it also snapshots and purges its
+        /// whole log (bulk loads write few, large entries).
+        #[arg(long, default_value_t = 64 << 20, value_name = "BYTES",
+              value_parser = clap::value_parser!(u64).range(RAFT_SNAPSHOT_INTERVAL_BYTES_MIN..))]
+        raft_snapshot_interval_bytes: u64,
         /// Keys in the node-wide cache of catalog descriptors (table and database
         /// definitions read by every statement); 0 turns the cache off.
         #[arg(long, default_value_t = 10_000, value_name = "N")]
@@ -93,6 +101,7 @@ fn main() -> std::process::ExitCode {
             memtable_bytes_max,
             raft_snapshot_interval_entries,
             raft_log_kept_entries,
+            raft_snapshot_interval_bytes,
             read_cache_entries_max,
         } => {
             tracing_subscriber::fmt()
@@ -123,6 +132,7 @@ fn main() -> std::process::ExitCode {
                 memtable_bytes_max: usize::try_from(memtable_bytes_max).unwrap_or(usize::MAX),
                 raft_snapshot_interval_entries,
                 raft_log_kept_entries,
+                raft_snapshot_interval_bytes,
                 read_cache_entries_max,
             };
             match runtime.block_on(run(config)) {

@@ -28,6 +28,8 @@ pub struct NodeConfig {
     /// See `RaftConfig::snapshot_logs_since_last` and `log_entries_kept_after_snapshot`.
     pub raft_snapshot_interval_entries: u64,
     pub raft_log_kept_entries: u64,
+    /// See `RaftConfig::snapshot_log_bytes_max`.
+    pub raft_snapshot_interval_bytes: u64,
     /// See `KvConfig::read_cache_entries_max`.
     pub read_cache_entries_max: usize,
 }
@@ -99,6 +101,7 @@ impl Node {
         kv_config.raft.group_commit_delay_us = config.group_commit_delay_us;
         kv_config.raft.snapshot_logs_since_last = config.raft_snapshot_interval_entries;
         kv_config.raft.log_entries_kept_after_snapshot = config.raft_log_kept_entries;
+        kv_config.raft.snapshot_log_bytes_max = config.raft_snapshot_interval_bytes;
         kv_config.read_cache_entries_max = config.read_cache_entries_max;
         let kv = Kv::open(engine, kv_config)
             .await

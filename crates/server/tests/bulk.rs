@@ -325,3 +325,44 @@ async fn returning_on_insert_update_delete() {
     assert_eq!(sqlstate(&e), "42703");
     assert_eq!(count(&c, "SELECT count(*) FROM r").await, 1);
 }
+
+/// A bulk load appends few, large Raft log entries; the log is compacted by bytes
+/// (`--raft-snapshot-interval-bytes`), and the node restarts (after `kill -9`) with every row.
+#[tokio::test]
+async fn a_bulk_load_compacts_the_raft_log_by_bytes_and_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--raft-snapshot-interval-bytes", "65536"];
+    let mut node = TestNode::start_with(dir.path(), &flags);
+    let c = node.client().await;
+    c.batch_execute("CREATE TABLE big (id INT PRIMARY KEY, pad TEXT)")
+        .await
+        .unwrap();
+    let pad = "p".repeat(200);
+    for round in 0..4 {
+        let data: String = (0..2000)
+            .map(|i| format!("{}\t{pad}\n", round * 2000 + i))
+            .collect();
+        copy_in(&c, "COPY big FROM STDIN", &data).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, metrics) = node.http_get("/metrics").await;
+        assert_eq!(code, 200);
+        if common::metric(&metrics, "kestrel_raft_log_purges_total") > 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "1.6 MB of COPY never compacted the log"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    node.kill9();
+    let node = TestNode::start_with(dir.path(), &flags);
+    let c = node.client().await;
+    assert_eq!(count(&c, "SELECT count(*) FROM big").await, 8000);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM big WHERE length(pad) = 200").await,
+        8000
+    );
+}
