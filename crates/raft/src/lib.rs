@@ -293,12 +293,15 @@ impl RaftGroup {
         {
             return;
         }
-        c.appended_bytes.store(0, Ordering::Relaxed);
+        // Bytes appended from here on count towards the next compaction.
+        let counted = c.appended_bytes.swap(0, Ordering::Relaxed);
         let (raft, c) = (self.raft.clone(), c.clone());
         let range_id = self.range_id;
         tokio::spawn(async move {
             if let Err(e) = compact(&raft, c.wait_timeout_ms).await {
                 tracing::warn!(range = range_id, "log compaction failed: {e}");
+                // Not compacted: the next proposal tries again.
+                c.appended_bytes.fetch_add(counted, Ordering::Relaxed);
             }
             c.running.store(false, Ordering::Release);
         });

@@ -383,8 +383,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             log_key(self.range_id, log_id.index + 1),
         );
         METRICS.log_fsyncs.inc();
+        self.engine.write(&b, true).map_err(write_err)?;
         METRICS.log_purges.inc();
-        self.engine.write(&b, true).map_err(write_err)
+        Ok(())
     }
 }
 

@@ -43,8 +43,15 @@ pub struct StateMachine {
 /// visible: a reader that saw the same value before and after reading the range's data knows
 /// no apply happened in between (see `kestrel_kv`'s read cache). Values come from one
 /// process-wide sequence, so two replicas (say, before and after a split) never share one.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AppliedGeneration(AtomicU64);
+
+impl Default for AppliedGeneration {
+    /// A fresh value, like [`Self::new`] (never 0 or another instance's).
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 

@@ -155,8 +155,9 @@ pub struct EngineConfig {
     pub memtable_cf_bytes_max: usize,
     /// Flush and compaction threads.
     pub background_jobs_max: i32,
-    /// Write-ahead log files kept before RocksDB flushes the memtables holding their oldest
-    /// writes: bounds the WAL a restart replays (about 1.3 s per 100 MB on the bench machine).
+    /// Bytes of write-ahead log files kept before RocksDB flushes the memtables holding their
+    /// oldest writes: bounds the WAL a restart replays (about 1.3 s per 100 MB on the bench
+    /// machine).
     pub wal_bytes_max: u64,
 }
 
