@@ -12,6 +12,14 @@ use crate::read_cache::Lookup;
 use crate::store::Kv;
 use crate::{KvError, Result};
 
+/// How a point read continues after [`Txn::start_point_read`].
+enum PointRead {
+    /// The transaction's own write of the key (`None`: its delete).
+    Own(Option<Vec<u8>>),
+    /// Read the engine; this is the key's replica.
+    Engine(Arc<Replica>),
+}
+
 #[derive(Clone, Debug)]
 struct Write {
     value: Option<Vec<u8>>,
@@ -285,8 +293,18 @@ impl Txn {
 
     /// The value of `key` at this transaction's snapshot, including its own writes.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.start_point_read(key).await? {
+            PointRead::Own(value) => Ok(value),
+            PointRead::Engine(_) => Ok(mvcc::get(self.kv.engine.as_ref(), key, self.read_ts)?),
+        }
+    }
+
+    /// The start of a point read of `key`: its own write if there is one; otherwise the read
+    /// is recorded (serializable validation) and the commits in flight at or below `read_ts`
+    /// that may write it are waited for, and the replica to read is returned.
+    async fn start_point_read(&self, key: &[u8]) -> Result<PointRead> {
         if let Some(w) = self.writes.get(key) {
-            return Ok(w.value.clone());
+            return Ok(PointRead::Own(w.value.clone()));
         }
         let end = keycode::next_key(key);
         self.record_read(key, Some(&end));
@@ -300,27 +318,16 @@ impl Txn {
                 self.kv.config.read_wait_timeout_ms,
             )
             .await?;
-        Ok(mvcc::get(self.kv.engine.as_ref(), key, self.read_ts)?)
+        Ok(PointRead::Engine(replica))
     }
 
     /// [`Self::get`] through the node's read cache (`read_cache.rs`): for keys in ranges that
     /// are rarely written, such as the catalog's descriptors. Same answer, same read tracking.
     pub async fn get_cached(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(w) = self.writes.get(key) {
-            return Ok(w.value.clone());
-        }
-        let end = keycode::next_key(key);
-        self.record_read(key, Some(&end));
-        let replica = self.kv.replica_for(key)?;
-        replica
-            .pending
-            .wait_through(
-                self.read_ts,
-                key,
-                Some(&end),
-                self.kv.config.read_wait_timeout_ms,
-            )
-            .await?;
+        let replica = match self.start_point_read(key).await? {
+            PointRead::Own(value) => return Ok(value),
+            PointRead::Engine(replica) => replica,
+        };
         let generation = replica.group.applied_generation();
         let cache = &self.kv.read_cache;
         if let Lookup::Hit(value) = cache.lookup(key, generation, self.read_ts) {

@@ -170,19 +170,10 @@ async fn acknowledged_writes_survive_kill_9() {
             .collect();
         tokio::time::sleep(Duration::from_millis(1500 + 250 * round as u64)).await;
         // The writers keep going until the kill: wait (a bounded while) for a purge.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let (code, metrics) = node.http_get("/metrics").await;
-            assert_eq!(code, 200);
-            if common::metric(&metrics, "kestrel_raft_log_purges_total") > 0.0 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: no Raft log was purged; the restart would not recover one"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(
+            common::metric_becomes_positive(&node, "kestrel_raft_log_purges_total", 20_000).await,
+            "round {round}: no Raft log was purged; the restart would not recover one"
+        );
         node.kill9();
         for t in tasks {
             tokio::time::timeout(Duration::from_secs(30), t)

@@ -221,6 +221,24 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {name} in /metrics"))
 }
 
+/// Waits up to `timeout_ms` for the node's counter `name` to become positive; false if it
+/// did not.
+#[allow(dead_code)]
+pub async fn metric_becomes_positive(node: &TestNode, name: &str, timeout_ms: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    loop {
+        let (code, text) = node.http_get("/metrics").await;
+        assert_eq!(code, 200);
+        if metric(&text, name) > 0.0 {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// (`kestrel_txn_commits_total`, `kestrel_raft_log_fsyncs_total`) from the node's /metrics.
 #[allow(dead_code)]
 pub async fn commits_and_fsyncs(node: &TestNode) -> (f64, f64) {
