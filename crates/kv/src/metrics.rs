@@ -12,6 +12,7 @@ pub struct KvMetrics {
     pub refreshes: IntCounter,
     pub read_cache_hits: IntCounter,
     pub read_cache_misses: IntCounter,
+    pub read_spans_validated: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -48,6 +49,10 @@ pub static METRICS: LazyLock<KvMetrics> = LazyLock::new(|| KvMetrics {
     read_cache_misses: counter(
         "kestrel_kv_read_cache_misses_total",
         "Cached reads that had to read the engine",
+    ),
+    read_spans_validated: counter(
+        "kestrel_txn_read_spans_validated_total",
+        "Read spans checked for newer writes and locks at commit (clean and written keys are not)",
     ),
 });
 

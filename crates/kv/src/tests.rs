@@ -416,3 +416,82 @@ async fn cached_reads_agree_with_plain_reads() {
     );
     kv.shutdown().await;
 }
+
+/// Commit validation skips a key read through the cache while its range is unchanged and a
+/// key the transaction writes — and still fails on every stale read: a cached key written
+/// since, or locked by a transaction in the middle of its commit.
+#[tokio::test]
+async fn validation_skips_clean_and_written_keys_but_not_stale_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(dir.path()).await;
+    let (s1, e1) = table_span(1);
+    kv.split_out(&s1, &e1).await.unwrap();
+    let desc = |n: &str| format!("\x03desc/{n}").into_bytes();
+    let mut setup = kv.begin();
+    for n in ["a", "b", "c"] {
+        setup.put(desc(n), b"v1".to_vec()).unwrap();
+    }
+    setup.put(key(1, "row"), b"0".to_vec()).unwrap();
+    setup.commit().await.unwrap();
+
+    // Clean cached key (a miss that fills, then a hit) and a read-then-written row: nothing
+    // to validate.
+    let mut t = kv.begin();
+    assert_eq!(
+        t.get_cached(&desc("a")).await.unwrap(),
+        Some(b"v1".to_vec())
+    );
+    assert_eq!(
+        t.get_cached(&desc("a")).await.unwrap(),
+        Some(b"v1".to_vec())
+    );
+    assert_eq!(t.get(&key(1, "row")).await.unwrap(), Some(b"0".to_vec()));
+    t.put(key(1, "row"), b"1".to_vec()).unwrap();
+    assert_eq!(t.read_spans_to_validate(), 0, "clean and written keys");
+    t.commit().await.unwrap();
+
+    // A cached key written after the read: validated, and the commit fails.
+    let mut t = kv.begin();
+    assert_eq!(
+        t.get_cached(&desc("a")).await.unwrap(),
+        Some(b"v1".to_vec())
+    );
+    let mut w = kv.begin();
+    w.put(desc("a"), b"v2".to_vec()).unwrap();
+    w.commit().await.unwrap();
+    t.put(key(1, "x"), b"t".to_vec()).unwrap();
+    assert_eq!(t.read_spans_to_validate(), 1);
+    let err = t.commit().await.unwrap_err();
+    assert!(matches!(err, KvError::ReadConflict { .. }), "{err:?}");
+
+    // A row read and written by t but committed by w in between: still a conflict.
+    let mut t = kv.begin();
+    assert_eq!(t.get(&key(1, "row")).await.unwrap(), Some(b"1".to_vec()));
+    let mut w = kv.begin();
+    w.put(key(1, "row"), b"w".to_vec()).unwrap();
+    w.commit().await.unwrap();
+    t.put(key(1, "row"), b"t".to_vec()).unwrap();
+    t.put(desc("c"), b"t".to_vec()).unwrap();
+    assert!(t.commit().await.is_err(), "lost update");
+
+    // A cached key (its entry filled before) locked by a commit that stopped after its
+    // prewrite: the read sees no newer version, but the lock must fail validation.
+    assert_eq!(
+        kv.begin().get_cached(&desc("b")).await.unwrap(),
+        Some(b"v1".to_vec())
+    );
+    let mut p = kv.begin();
+    p.put(desc("b"), b"p".to_vec()).unwrap();
+    p.put(key(1, "p"), b"p".to_vec()).unwrap();
+    p.commit_stop_after_prewrite().await.unwrap();
+    let mut t = kv.begin();
+    assert_eq!(
+        t.get_cached(&desc("b")).await.unwrap(),
+        Some(b"v1".to_vec())
+    );
+    t.put(key(1, "y"), b"t".to_vec()).unwrap();
+    assert_eq!(t.read_spans_to_validate(), 1);
+    let err = t.commit().await.unwrap_err();
+    assert!(matches!(err, KvError::ReadConflict { .. }), "{err:?}");
+    kv.shutdown().await;
+}
