@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{commits_and_fsyncs, count, sqlstate, TestNode};
+use common::{commits_and_fsyncs, count, metric, sqlstate, TestNode};
 use tokio_postgres::{Client, IsolationLevel};
 
 async fn show(c: &Client, var: &str) -> String {
@@ -456,7 +456,9 @@ async fn lock_waits_cancel_cleanly_and_ddl_conflicts_with_snapshot_writers() {
 }
 
 /// A transaction over several tables (several ranges, so a two-phase commit) costs at most one
-/// WAL fsync: its locks and their resolution are deferred to the commit record's fsync.
+/// WAL fsync: its locks and their resolution are deferred to the commit record's fsync. And
+/// `2n - 1` Raft entries for `n` ranges: the primary range is not prewritten, its versions go
+/// with the record.
 #[tokio::test]
 async fn a_multi_range_commit_costs_one_fsync() {
     let dir = tempfile::tempdir().unwrap();
@@ -471,6 +473,11 @@ async fn a_multi_range_commit_costs_one_fsync() {
     .await
     .unwrap();
     let txns = 30;
+    let proposals = || async {
+        let (_, text) = node.http_get("/metrics").await;
+        metric(&text, "kestrel_raft_proposals_total")
+    };
+    let proposals_before = proposals().await;
     let before = commits_and_fsyncs(&node).await;
     for i in 0..txns {
         c.batch_execute(&format!(
@@ -487,6 +494,13 @@ async fn a_multi_range_commit_costs_one_fsync() {
     let after = commits_and_fsyncs(&node).await;
     let (commits, fsyncs) = (after.0 - before.0, after.1 - before.1);
     assert_eq!(commits, txns as f64);
+    // Three ranges: two prewrites, the commit entry, two resolutions (the old protocol, which
+    // also prewrote the primary and wrote the record alone, took seven).
+    let entries = proposals().await - proposals_before;
+    assert!(
+        entries <= 5.0 * commits + 3.0,
+        "{entries} Raft proposals for {commits} commits"
+    );
     // A few background syncs (Raft metadata) may fall into the window; three ranges' locks,
     // record and resolutions fsynced one by one would be 7 per transaction.
     assert!(
