@@ -77,6 +77,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Meta<T> {
 }
 
 pub(crate) const VOTE: Meta<Vote<NodeId>> = Meta::new("vote");
+/// Written by earlier versions only (see `save_committed`); still read, as a lower bound.
 pub(crate) const COMMITTED: Meta<Option<LogId<NodeId>>> = Meta::new("committed");
 /// The last purged entry. `Option` because that is how it has always been written.
 pub(crate) const PURGED: Meta<Option<LogId<NodeId>>> = Meta::new("purged");
@@ -302,10 +303,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Not synced: losing it only means re-deriving the commit index after a restart.
-        let mut b = Batch::new();
-        COMMITTED.put(&mut b, self.range_id, &committed)?;
-        self.engine.write(&b, false).map_err(write_err)
+        // Not stored: openraft calls this on every commit, and an engine write per entry costs
+        // more than it saves. A restart re-derives the commit index (a single voter commits
+        // its whole log when it wins the election; `RaftGroup::open` waits for that), and
+        // openraft treats a stored value — from stores written before this — as a lower
+        // bound, raising it to the applied index.
+        let _ = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
