@@ -15,30 +15,79 @@ use tokio::sync::Notify;
 
 use crate::{KvError, Result};
 
+/// Past this many keys, a commit's write latches are one latch on the span from its first to
+/// its last key: a bulk load would otherwise insert (and check) a million keys here. The span
+/// also excludes writers of keys between them — only for as long as the commit applies.
+const WRITE_KEYS_MAX: usize = 64;
+
 #[derive(Default)]
 struct Held {
     writes: BTreeSet<Vec<u8>>,
+    /// Write latches on spans (large write sets), by owner id.
+    write_spans: Vec<(u64, Span)>,
     /// Read latches by owner id; read spans may overlap each other.
     reads: Vec<(u64, Span)>,
     next_id: u64,
 }
 
+/// What one acquisition write-latches.
+enum WriteLatch {
+    Keys(Vec<Vec<u8>>),
+    Span(Span),
+}
+
+impl WriteLatch {
+    fn new(mut keys: Vec<Vec<u8>>) -> Self {
+        if keys.len() <= WRITE_KEYS_MAX {
+            return WriteLatch::Keys(keys);
+        }
+        let (Some(first), Some(last)) = (keys.iter().min(), keys.iter().max()) else {
+            unreachable!("more than WRITE_KEYS_MAX keys");
+        };
+        let span = Span {
+            start: first.clone(),
+            end: Some(kestrel_storage::keycode::next_key(last)),
+        };
+        keys.clear();
+        WriteLatch::Span(span)
+    }
+}
+
+fn overlaps(a: &Span, b: &Span) -> bool {
+    let a_before_b_ends = b.end.as_ref().is_none_or(|e| a.start < *e);
+    let b_before_a_ends = a.end.as_ref().is_none_or(|e| b.start < *e);
+    a_before_b_ends && b_before_a_ends
+}
+
 impl Held {
-    fn conflicts(&self, writes: &[Vec<u8>], reads: &[Span]) -> bool {
-        let write_blocked = writes
-            .iter()
-            .any(|k| self.writes.contains(k) || self.reads.iter().any(|(_, s)| s.contains(k)));
+    fn writes_in(&self, s: &Span) -> bool {
+        let upper = match &s.end {
+            Some(e) => Bound::Excluded(e.clone()),
+            None => Bound::Unbounded,
+        };
+        self.writes
+            .range((Bound::Included(s.start.clone()), upper))
+            .next()
+            .is_some()
+    }
+
+    fn conflicts(&self, write: &WriteLatch, reads: &[Span]) -> bool {
+        let write_blocked = match write {
+            WriteLatch::Keys(keys) => keys.iter().any(|k| {
+                self.writes.contains(k)
+                    || self.reads.iter().any(|(_, s)| s.contains(k))
+                    || self.write_spans.iter().any(|(_, s)| s.contains(k))
+            }),
+            WriteLatch::Span(span) => {
+                self.writes_in(span)
+                    || self.reads.iter().any(|(_, s)| overlaps(s, span))
+                    || self.write_spans.iter().any(|(_, s)| overlaps(s, span))
+            }
+        };
         write_blocked
-            || reads.iter().any(|s| {
-                let upper = match &s.end {
-                    Some(e) => Bound::Excluded(e.clone()),
-                    None => Bound::Unbounded,
-                };
-                self.writes
-                    .range((Bound::Included(s.start.clone()), upper))
-                    .next()
-                    .is_some()
-            })
+            || reads
+                .iter()
+                .any(|s| self.writes_in(s) || self.write_spans.iter().any(|(_, w)| overlaps(w, s)))
     }
 }
 
@@ -50,8 +99,8 @@ pub struct Latches {
 
 pub struct LatchGuard {
     latches: Arc<Latches>,
-    writes: Vec<Vec<u8>>,
-    read_id: Option<u64>,
+    writes: WriteLatch,
+    id: u64,
 }
 
 impl Latches {
@@ -64,11 +113,12 @@ impl Latches {
         timeout_ms: u64,
     ) -> Result<LatchGuard> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+        let mut writes = Some(WriteLatch::new(writes));
         loop {
             let notified = self.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(g) = self.try_acquire(&writes, &reads) {
+            if let Some(g) = self.try_acquire(&mut writes, &reads) {
                 return Ok(g);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -80,22 +130,28 @@ impl Latches {
         }
     }
 
-    fn try_acquire(self: &Arc<Self>, writes: &[Vec<u8>], reads: &[Span]) -> Option<LatchGuard> {
+    /// Takes the latches if nothing held conflicts; `writes` moves into the guard.
+    fn try_acquire(
+        self: &Arc<Self>,
+        writes: &mut Option<WriteLatch>,
+        reads: &[Span],
+    ) -> Option<LatchGuard> {
         let mut held = self.held.lock();
-        if held.conflicts(writes, reads) {
+        let write = writes.as_ref().expect("write latches not yet taken");
+        if held.conflicts(write, reads) {
             return None;
         }
-        held.writes.extend(writes.iter().cloned());
-        let read_id = (!reads.is_empty()).then(|| {
-            held.next_id += 1;
-            let id = held.next_id;
-            held.reads.extend(reads.iter().map(|s| (id, s.clone())));
-            id
-        });
+        held.next_id += 1;
+        let id = held.next_id;
+        match write {
+            WriteLatch::Keys(keys) => held.writes.extend(keys.iter().cloned()),
+            WriteLatch::Span(span) => held.write_spans.push((id, span.clone())),
+        }
+        held.reads.extend(reads.iter().map(|s| (id, s.clone())));
         Some(LatchGuard {
             latches: self.clone(),
-            writes: writes.to_vec(),
-            read_id,
+            writes: writes.take().expect("checked above"),
+            id,
         })
     }
 }
@@ -103,12 +159,16 @@ impl Latches {
 impl Drop for LatchGuard {
     fn drop(&mut self) {
         let mut held = self.latches.held.lock();
-        for k in &self.writes {
-            held.writes.remove(k);
+        match &self.writes {
+            WriteLatch::Keys(keys) => {
+                for k in keys {
+                    held.writes.remove(k);
+                }
+            }
+            WriteLatch::Span(_) => held.write_spans.retain(|(owner, _)| *owner != self.id),
         }
-        if let Some(id) = self.read_id {
-            held.reads.retain(|(owner, _)| *owner != id);
-        }
+        let id = self.id;
+        held.reads.retain(|(owner, _)| *owner != id);
         drop(held);
         self.latches.released.notify_waiters();
     }
@@ -145,5 +205,47 @@ mod tests {
         drop(w);
         drop(r1);
         assert!(l.acquire(vec![b"b".to_vec()], vec![], 10).await.is_ok());
+    }
+
+    /// A large write set latches the span from its first to its last key: keys, spans and
+    /// read spans inside it wait, those outside proceed; released, all proceed.
+    #[tokio::test]
+    async fn a_large_write_set_latches_its_span() {
+        let l = Arc::new(Latches::default());
+        let keys: Vec<Vec<u8>> = (0..=WRITE_KEYS_MAX as u32)
+            .rev()
+            .map(|i| format!("k{:04}", i * 2).into_bytes())
+            .collect();
+        let (first, last) = (b"k0000".to_vec(), format!("k{:04}", WRITE_KEYS_MAX * 2));
+        let big = l.acquire(keys, vec![], 10).await.unwrap();
+        assert!(matches!(&big.writes, WriteLatch::Span(s) if s.start == first));
+        // A key between two of its keys, a read span reaching into it, another large set
+        // overlapping it: all wait.
+        assert!(l
+            .acquire(vec![b"k0001".to_vec()], vec![], 10)
+            .await
+            .is_err());
+        assert!(l
+            .acquire(vec![last.clone().into_bytes()], vec![], 10)
+            .await
+            .is_err());
+        assert!(l
+            .acquire(vec![], vec![span(b"a", Some(b"k0001"))], 10)
+            .await
+            .is_err());
+        let other: Vec<Vec<u8>> = (0..=WRITE_KEYS_MAX as u32)
+            .map(|i| format!("k{:04}", 100 + i).into_bytes())
+            .collect();
+        assert!(l.acquire(other.clone(), vec![], 10).await.is_err());
+        // Outside the span: proceed.
+        let past = format!("k{:04}", WRITE_KEYS_MAX * 2 + 1).into_bytes();
+        assert!(l.acquire(vec![past], vec![], 10).await.is_ok());
+        assert!(l
+            .acquire(vec![b"a".to_vec()], vec![span(b"a", Some(b"k0000"))], 10)
+            .await
+            .is_ok());
+        drop(big);
+        assert!(l.acquire(other, vec![], 10).await.is_ok());
+        assert!(l.acquire(vec![b"k0001".to_vec()], vec![], 10).await.is_ok());
     }
 }

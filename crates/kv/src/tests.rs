@@ -495,3 +495,71 @@ async fn validation_skips_clean_and_written_keys_but_not_stale_ones() {
     assert!(matches!(err, KvError::ReadConflict { .. }), "{err:?}");
     kv.shutdown().await;
 }
+
+/// A large write set (its locks read with one scan, its versions with one cursor) meets the
+/// same checks as a small one: duplicate keys, foreign locks, newer versions — wherever in
+/// the set they are.
+#[tokio::test]
+async fn large_write_sets_are_evaluated_like_small_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(dir.path()).await;
+    let (s1, e1) = table_span(1);
+    kv.split_out(&s1, &e1).await.unwrap();
+    let k = |i: u32| key(1, &format!("k{i:03}"));
+    let mut setup = kv.begin();
+    setup.put(k(50), b"old".to_vec()).unwrap();
+    setup.put(k(61), b"old".to_vec()).unwrap();
+    setup.delete(k(62)).unwrap();
+    setup.commit().await.unwrap();
+
+    let mut t = kv.begin();
+    for i in 0..100 {
+        t.insert(k(i), b"t".to_vec()).unwrap();
+    }
+    let err = t.commit().await.unwrap_err();
+    assert!(
+        matches!(&err, KvError::DuplicateKey { key } if *key == k(50)),
+        "{err:?}"
+    );
+
+    // A lock of a commit stopped after its prewrite.
+    let mut p = kv.begin();
+    p.put(k(70), b"p".to_vec()).unwrap();
+    p.put(key(2, "p"), b"p".to_vec()).unwrap();
+    p.commit_stop_after_prewrite().await.unwrap();
+    let mut t = kv.begin();
+    for i in 51..100 {
+        t.put(k(i), b"t".to_vec()).unwrap();
+    }
+    let err = t.commit().await.unwrap_err();
+    assert!(
+        matches!(&err, KvError::WriteConflict { key } if *key == k(70)),
+        "{err:?}"
+    );
+
+    // A version newer than the snapshot.
+    let mut t = kv.begin();
+    let mut w = kv.begin();
+    w.put(k(90), b"w".to_vec()).unwrap();
+    w.commit().await.unwrap();
+    for i in 80..100 {
+        t.put(k(i), b"t".to_vec()).unwrap();
+    }
+    let err = t.commit().await.unwrap_err();
+    assert!(
+        matches!(&err, KvError::WriteConflict { key } if *key == k(90)),
+        "{err:?}"
+    );
+
+    // Inserting over a deleted row and next to live ones is fine.
+    let mut t = kv.begin();
+    for i in 62..69 {
+        t.insert(k(i), b"t".to_vec()).unwrap();
+    }
+    for i in 100..130 {
+        t.insert(k(i), b"t".to_vec()).unwrap();
+    }
+    t.commit().await.unwrap();
+    assert_eq!(kv.begin().get(&k(62)).await.unwrap(), Some(b"t".to_vec()));
+    kv.shutdown().await;
+}

@@ -119,6 +119,9 @@ pub struct StatementMark {
     write_seq: u64,
 }
 
+/// Past this many written keys, evaluation reads the locks of their span with one scan.
+const LOCK_LOOKUPS_MAX: usize = 16;
+
 /// How many times a commit re-routes its keys when a split moved them meanwhile.
 const ROUTE_RETRIES_MAX: usize = 8;
 
@@ -555,17 +558,36 @@ impl Txn {
         })
     }
 
-    /// Checks `writes` against the committed state and foreign locks.
+    /// Checks `writes` (in ascending key order) against the committed state and foreign
+    /// locks. One cursor walks the versions of all keys; the locks of a large write set are
+    /// read with one scan of its span instead of a lookup per key.
     fn evaluate(&self, writes: &[(Vec<u8>, Write)]) -> Result<()> {
         let engine = self.kv.engine.as_ref();
-        for (k, w) in writes {
-            if let Some(lock) = mvcc::get_lock(engine, k)? {
-                if lock.txn_id != self.id {
-                    return Err(KvError::WriteConflict { key: k.clone() });
-                }
+        let foreign_locks = match (writes.first(), writes.last()) {
+            (Some((first, _)), Some((last, _))) if writes.len() > LOCK_LOOKUPS_MAX => {
+                let end = keycode::next_key(last);
+                let locks = mvcc::scan_locks(engine, first, Some(&end))?;
+                Some(
+                    locks
+                        .into_iter()
+                        .filter(|(_, l)| l.txn_id != self.id)
+                        .map(|(k, _)| k)
+                        .collect::<std::collections::HashSet<_>>(),
+                )
             }
-            if let Some((vts, live)) = mvcc::get_version(engine, k, Ts::MAX)? {
-                if w.insert && live.is_some() {
+            _ => None,
+        };
+        let mut newest = mvcc::NewestVersions::new(engine);
+        for (k, w) in writes {
+            let locked = match &foreign_locks {
+                Some(set) => set.contains(k),
+                None => mvcc::get_lock(engine, k)?.is_some_and(|l| l.txn_id != self.id),
+            };
+            if locked {
+                return Err(KvError::WriteConflict { key: k.clone() });
+            }
+            if let Some((vts, live)) = newest.get(k)? {
+                if w.insert && live {
                     return Err(KvError::DuplicateKey { key: k.clone() });
                 }
                 if vts > self.read_ts {

@@ -135,6 +135,89 @@ pub trait Engine: Send + Sync + 'static {
     /// log). Writes are durable in the order they were made: after a crash the engine holds a
     /// prefix of them, so a synced write (or this call) also makes every earlier write durable.
     fn sync_wal(&self) -> crate::Result<()>;
+
+    /// A cursor over `cf` for many lookups in ascending key order with one iterator. It sees
+    /// one consistent snapshot. The default seeks with a fresh scan each time.
+    fn cursor<'a>(&'a self, cf: Cf) -> Box<dyn Cursor + 'a> {
+        Box::new(ScanCursor {
+            engine: self,
+            cf,
+            current: None,
+        })
+    }
+}
+
+/// A position among one column family's keys (see [`Engine::cursor`]).
+pub trait Cursor {
+    /// Moves to the first key `>= key`.
+    fn seek(&mut self, key: &[u8]) -> crate::Result<()>;
+    /// Moves to the next key; only from a valid position.
+    fn next(&mut self) -> crate::Result<()>;
+    /// The pair at the position; `None` past the last key.
+    fn current(&self) -> Option<(&[u8], &[u8])>;
+}
+
+/// [`Engine::cursor`]'s default: every move is a scan for one pair.
+struct ScanCursor<'a, E: ?Sized> {
+    engine: &'a E,
+    cf: Cf,
+    current: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl<E: Engine + ?Sized> ScanCursor<'_, E> {
+    fn first_from(&mut self, start: &[u8], skip_start: bool) -> crate::Result<()> {
+        let mut found = None;
+        self.engine.scan(self.cf, start, None, &mut |k, v| {
+            if skip_start && k == start {
+                return true;
+            }
+            found = Some((k.to_vec(), v.to_vec()));
+            false
+        })?;
+        self.current = found;
+        Ok(())
+    }
+}
+
+impl<E: Engine + ?Sized> Cursor for ScanCursor<'_, E> {
+    fn seek(&mut self, key: &[u8]) -> crate::Result<()> {
+        self.first_from(key, false)
+    }
+
+    fn next(&mut self) -> crate::Result<()> {
+        let (k, _) = self
+            .current
+            .take()
+            .expect("next from a valid cursor position");
+        self.first_from(&k, true)
+    }
+
+    fn current(&self) -> Option<(&[u8], &[u8])> {
+        self.current
+            .as_ref()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+}
+
+struct RocksCursor<'a> {
+    it: rocksdb::DBRawIteratorWithThreadMode<'a, rocksdb::DB>,
+}
+
+impl Cursor for RocksCursor<'_> {
+    fn seek(&mut self, key: &[u8]) -> crate::Result<()> {
+        self.it.seek(key);
+        self.it.status().map_err(rocks_err)
+    }
+
+    fn next(&mut self) -> crate::Result<()> {
+        assert!(self.it.valid(), "next from a valid cursor position");
+        self.it.next();
+        self.it.status().map_err(rocks_err)
+    }
+
+    fn current(&self) -> Option<(&[u8], &[u8])> {
+        self.it.item()
+    }
 }
 
 /// RocksDB, one DB with a column family per [`Cf`].
@@ -310,6 +393,12 @@ impl Engine for RocksEngine {
         // Syncs every live WAL file up to the current one, not just the newest.
         self.db.flush_wal(true).map_err(rocks_err)
     }
+
+    fn cursor<'a>(&'a self, cf: Cf) -> Box<dyn Cursor + 'a> {
+        Box::new(RocksCursor {
+            it: self.db.raw_iterator_cf(self.cf(cf)),
+        })
+    }
 }
 
 /// An in-memory engine with the same semantics, for unit tests of the layers above.
@@ -448,6 +537,38 @@ mod tests {
     #[test]
     fn mem_engine_semantics() {
         exercise(&MemEngine::new());
+    }
+
+    /// A cursor sees what scans see, for seeks and steps in ascending order.
+    fn cursor_agrees_with_scan(engine: &dyn Engine) {
+        let mut b = Batch::new();
+        for k in [b"a1".as_slice(), b"a3", b"b", b"c5"] {
+            b.put(Cf::Data, k.to_vec(), k.to_vec());
+        }
+        b.put(Cf::Locks, b"a2".to_vec(), b"other cf".to_vec());
+        engine.write(&b, false).unwrap();
+        let mut c = engine.cursor(Cf::Data);
+        c.seek(b"a2").unwrap();
+        assert_eq!(c.current(), Some((b"a3".as_slice(), b"a3".as_slice())));
+        c.next().unwrap();
+        assert_eq!(c.current().map(|(k, _)| k), Some(b"b".as_slice()));
+        c.seek(b"c").unwrap();
+        assert_eq!(c.current().map(|(k, _)| k), Some(b"c5".as_slice()));
+        c.next().unwrap();
+        assert_eq!(
+            c.current(),
+            None,
+            "past the last key, and not into another cf"
+        );
+        c.seek(b"").unwrap();
+        assert_eq!(c.current().map(|(k, _)| k), Some(b"a1".as_slice()));
+    }
+
+    #[test]
+    fn cursors_agree_with_scans() {
+        cursor_agrees_with_scan(&MemEngine::new());
+        let dir = tempfile::tempdir().unwrap();
+        cursor_agrees_with_scan(&RocksEngine::open(dir.path()).unwrap());
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub mod engine;
 pub mod keycode;
 pub mod mvcc;
 
-pub use engine::{Batch, Cf, Engine, EngineConfig, MemEngine, RocksEngine, StorageError};
+pub use engine::{Batch, Cf, Cursor, Engine, EngineConfig, MemEngine, RocksEngine, StorageError};
 pub use mvcc::Ts;
 
 pub type Result<T> = std::result::Result<T, StorageError>;
