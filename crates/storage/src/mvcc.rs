@@ -123,6 +123,8 @@ pub fn get_version(
 pub struct NewestVersions<'a> {
     cursor: Box<dyn crate::Cursor + 'a>,
     positioned: bool,
+    /// The previous lookup's escaped key: lookups out of order would miss versions.
+    last: Option<Vec<u8>>,
 }
 
 /// Steps forward before a lookup seeks instead.
@@ -133,6 +135,7 @@ impl<'a> NewestVersions<'a> {
         Self {
             cursor: engine.cursor(Cf::Data),
             positioned: false,
+            last: None,
         }
     }
 
@@ -140,6 +143,10 @@ impl<'a> NewestVersions<'a> {
     /// asked for in strictly ascending order.
     pub fn get(&mut self, key: &[u8]) -> crate::Result<Option<(Ts, bool)>> {
         let prefix = keycode::escape(key);
+        assert!(
+            self.last.as_ref().is_none_or(|l| prefix > *l),
+            "NewestVersions lookups must ascend"
+        );
         // The cursor stands on the first stored key at or after the previous lookup's prefix
         // (or past the end): every key it passed is below that prefix, so below this one.
         let mut steps = 0;
@@ -155,24 +162,33 @@ impl<'a> NewestVersions<'a> {
                 Some(_) => break self.seek(&prefix)?,
             }
         }
-        let Some((k, v)) = self.cursor.current() else {
-            return Ok(None);
+        let found = match self.cursor.current() {
+            Some((k, v)) if k.len() == prefix.len() + 8 && k.starts_with(&prefix) => Some((
+                u64::from_be_bytes(k[prefix.len()..].try_into().expect("8 bytes")),
+                v,
+            )),
+            _ => None,
         };
-        if k.len() != prefix.len() + 8 || !k.starts_with(&prefix) {
-            return Ok(None);
-        }
-        let inv = u64::from_be_bytes(k[prefix.len()..].try_into().expect("8 bytes"));
-        let live = match v.first() {
-            Some(&TAG_VALUE) => true,
-            Some(&TAG_TOMBSTONE) => false,
-            _ => return Err(StorageError::Corrupt("mvcc value tag".into())),
+        let result = match found {
+            None => None,
+            Some((inv, v)) => Some((Ts(u64::MAX - inv), value_is_live(v)?)),
         };
-        Ok(Some((Ts(u64::MAX - inv), live)))
+        self.last = Some(prefix);
+        Ok(result)
     }
 
     fn seek(&mut self, prefix: &[u8]) -> crate::Result<()> {
         self.positioned = true;
         self.cursor.seek(prefix)
+    }
+}
+
+/// Whether a stored version value is a row (not a delete).
+fn value_is_live(v: &[u8]) -> crate::Result<bool> {
+    match v.first() {
+        Some(&TAG_VALUE) => Ok(true),
+        Some(&TAG_TOMBSTONE) => Ok(false),
+        _ => Err(StorageError::Corrupt("mvcc value tag".into())),
     }
 }
 
@@ -466,6 +482,15 @@ mod tests {
                 assert_eq!(newest.get(b"z").unwrap(), None);
             }
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "must ascend")]
+    fn newest_versions_refuse_lookups_out_of_order() {
+        let e = MemEngine::new();
+        let mut newest = NewestVersions::new(&e);
+        newest.get(b"b").unwrap();
+        let _ = newest.get(b"a");
     }
 
     #[test]
