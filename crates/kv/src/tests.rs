@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use kestrel_storage::{Engine, RocksEngine};
+use kestrel_storage::{mvcc, Cf, Engine, RocksEngine};
 
 use crate::keys::table_span;
 use crate::{Kv, KvConfig, KvError};
@@ -561,5 +561,82 @@ async fn large_write_sets_are_evaluated_like_small_ones() {
     }
     t.commit().await.unwrap();
     assert_eq!(kv.begin().get(&k(62)).await.unwrap(), Some(b"t".to_vec()));
+    kv.shutdown().await;
+}
+
+/// An engine that writes `after_cursor` right after the next data-cf cursor is created: a
+/// two-phase commit's resolution landing in the middle of another commit's evaluation.
+struct RacingEngine {
+    inner: RocksEngine,
+    after_cursor: parking_lot::Mutex<Option<kestrel_storage::Batch>>,
+}
+
+impl Engine for RacingEngine {
+    fn get(&self, cf: Cf, key: &[u8]) -> kestrel_storage::Result<Option<Vec<u8>>> {
+        self.inner.get(cf, key)
+    }
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> kestrel_storage::Result<()> {
+        self.inner.scan(cf, start, end, visit)
+    }
+    fn scan_rev(
+        &self,
+        cf: Cf,
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> kestrel_storage::Result<()> {
+        self.inner.scan_rev(cf, end, visit)
+    }
+    fn write(&self, batch: &kestrel_storage::Batch, sync: bool) -> kestrel_storage::Result<()> {
+        self.inner.write(batch, sync)
+    }
+    fn sync_wal(&self) -> kestrel_storage::Result<()> {
+        self.inner.sync_wal()
+    }
+    fn cursor<'a>(&'a self, cf: Cf) -> Box<dyn kestrel_storage::Cursor + 'a> {
+        let cursor = self.inner.cursor(cf);
+        if cf == Cf::Data {
+            if let Some(b) = self.after_cursor.lock().take() {
+                self.inner.write(&b, false).unwrap();
+            }
+        }
+        cursor
+    }
+}
+
+/// A commit's evaluation reads a key's lock before its versions: a resolution of another
+/// transaction's lock on the key, landing between the two reads, must not hide that
+/// transaction's write (an INSERT over its row would otherwise commit a duplicate).
+#[tokio::test]
+async fn evaluation_sees_a_lock_resolved_during_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(RacingEngine {
+        inner: RocksEngine::open(dir.path()).unwrap(),
+        after_cursor: parking_lot::Mutex::new(None),
+    });
+    let kv = Kv::open(engine.clone(), KvConfig::default()).await.unwrap();
+    let (s1, e1) = table_span(1);
+    kv.split_out(&s1, &e1).await.unwrap();
+    let mut t = kv.begin();
+    // Another transaction commits across both ranges but has not resolved its lock on
+    // table 2's key yet.
+    let mut other = kv.begin();
+    other.put(key(1, "a"), b"other".to_vec()).unwrap();
+    other.put(key(2, "k"), b"other".to_vec()).unwrap();
+    let commit_ts = other.commit_stop_after_record().await.unwrap();
+    let mut resolution = kestrel_storage::Batch::new();
+    mvcc::put_version(&mut resolution, &key(2, "k"), commit_ts, Some(b"other"));
+    resolution.delete(Cf::Locks, key(2, "k"));
+    *engine.after_cursor.lock() = Some(resolution);
+    t.insert(key(2, "k"), b"t".to_vec()).unwrap();
+    let err = t.commit().await.unwrap_err();
+    assert!(matches!(err, KvError::WriteConflict { .. }), "{err:?}");
+    // Reading the lock first, the evaluation stopped at it before any cursor existed.
+    *engine.after_cursor.lock() = None;
     kv.shutdown().await;
 }

@@ -559,33 +559,37 @@ impl Txn {
     }
 
     /// Checks `writes` (in ascending key order) against the committed state and foreign
-    /// locks. One cursor walks the versions of all keys; the locks of a large write set are
-    /// read with one scan of its span instead of a lookup per key.
+    /// locks. The locks of every key are read first (a large write set's with one scan of its
+    /// span), then one cursor walks the versions: a 2PC resolution turns a lock into a version
+    /// in one batch, and no lock can appear under our write latch, so a write seen neither as
+    /// a lock nor by the cursor (whose snapshot is taken after the locks were read) was never
+    /// there.
     fn evaluate(&self, writes: &[(Vec<u8>, Write)]) -> Result<()> {
         let engine = self.kv.engine.as_ref();
-        let foreign_locks = match (writes.first(), writes.last()) {
+        let foreign = |l: &mvcc::Lock| l.txn_id != self.id;
+        match (writes.first(), writes.last()) {
             (Some((first, _)), Some((last, _))) if writes.len() > LOCK_LOOKUPS_MAX => {
                 let end = keycode::next_key(last);
-                let locks = mvcc::scan_locks(engine, first, Some(&end))?;
-                Some(
-                    locks
+                let locked: std::collections::HashSet<Vec<u8>> =
+                    mvcc::scan_locks(engine, first, Some(&end))?
                         .into_iter()
-                        .filter(|(_, l)| l.txn_id != self.id)
+                        .filter(|(_, l)| foreign(l))
                         .map(|(k, _)| k)
-                        .collect::<std::collections::HashSet<_>>(),
-                )
+                        .collect();
+                if let Some((k, _)) = writes.iter().find(|(k, _)| locked.contains(k)) {
+                    return Err(KvError::WriteConflict { key: k.clone() });
+                }
             }
-            _ => None,
-        };
+            _ => {
+                for (k, _) in writes {
+                    if mvcc::get_lock(engine, k)?.is_some_and(|l| foreign(&l)) {
+                        return Err(KvError::WriteConflict { key: k.clone() });
+                    }
+                }
+            }
+        }
         let mut newest = mvcc::NewestVersions::new(engine);
         for (k, w) in writes {
-            let locked = match &foreign_locks {
-                Some(set) => set.contains(k),
-                None => mvcc::get_lock(engine, k)?.is_some_and(|l| l.txn_id != self.id),
-            };
-            if locked {
-                return Err(KvError::WriteConflict { key: k.clone() });
-            }
             if let Some((vts, live)) = newest.get(k)? {
                 if w.insert && live {
                     return Err(KvError::DuplicateKey { key: k.clone() });
@@ -686,26 +690,29 @@ impl Txn {
     /// or another transaction's lock. A point span (most reads) costs one seek and one point
     /// get instead of two scans, and does not step over the key's older versions.
     fn check_span(&self, span: &Span) -> Result<()> {
+        // Locks first: a resolution turns a lock into a version in one batch, and no lock can
+        // appear under our read latch, so a lock seen neither here nor as a version below
+        // was never there.
         let engine = self.kv.engine.as_ref();
         if span.end.as_deref() == Some(keycode::next_key(&span.start).as_slice()) {
             let key = &span.start;
-            let newer =
-                mvcc::get_version(engine, key, Ts::MAX)?.is_some_and(|(ts, _)| ts > self.read_ts);
-            let locked = || -> Result<bool> {
-                Ok(mvcc::get_lock(engine, key)?.is_some_and(|l| l.txn_id != self.id))
+            let locked = mvcc::get_lock(engine, key)?.is_some_and(|l| l.txn_id != self.id);
+            let newer = || -> Result<bool> {
+                Ok(mvcc::get_version(engine, key, Ts::MAX)?
+                    .is_some_and(|(ts, _)| ts > self.read_ts))
             };
-            if newer || locked()? {
+            if locked || newer()? {
                 return Err(KvError::ReadConflict { key: key.clone() });
             }
             return Ok(());
         }
+        let locks = mvcc::scan_locks(engine, &span.start, span.end.as_deref())?;
+        if let Some((key, _)) = locks.into_iter().find(|(_, l)| l.txn_id != self.id) {
+            return Err(KvError::ReadConflict { key });
+        }
         if let Some(key) =
             mvcc::first_newer(engine, &span.start, span.end.as_deref(), self.read_ts)?
         {
-            return Err(KvError::ReadConflict { key });
-        }
-        let locks = mvcc::scan_locks(engine, &span.start, span.end.as_deref())?;
-        if let Some((key, _)) = locks.into_iter().find(|(_, l)| l.txn_id != self.id) {
             return Err(KvError::ReadConflict { key });
         }
         Ok(())
@@ -789,11 +796,15 @@ impl Txn {
             self.rollback_locks(&locked).await;
             return Err(e);
         }
-        // The commit point. If this fails the outcome is unknown until recovery decides it.
-        primary_replica
-            .group
-            .propose(self.commit_entry(&primary, primary_writes, commit_ts))
-            .await?;
+        // The commit point. If this fails the outcome is unknown until recovery decides it —
+        // and the entry, with the primary range's versions, may have been applied: keep every
+        // participant's registration (as below), so no reader sees part of the commit.
+        let entry = self.commit_entry(&primary, primary_writes, commit_ts);
+        if let Err(e) = primary_replica.group.propose(entry).await {
+            std::mem::forget(pendings);
+            tracing::error!("the commit entry of transaction {:x} failed: {e}", self.id);
+            return Err(e.into());
+        }
         for (replica, writes) in &groups[1..] {
             let mut b = Batch::new();
             for (k, w) in writes {

@@ -136,8 +136,9 @@ pub trait Engine: Send + Sync + 'static {
     /// prefix of them, so a synced write (or this call) also makes every earlier write durable.
     fn sync_wal(&self) -> crate::Result<()>;
 
-    /// A cursor over `cf` for many lookups in ascending key order with one iterator. It sees
-    /// one consistent snapshot. The default seeks with a fresh scan each time.
+    /// A cursor over `cf` for many lookups in ascending key order with one iterator.
+    /// RocksDB's sees the state as of its creation (later writes are invisible to it); the
+    /// default seeks with a fresh scan each time and sees the state as of each move.
     fn cursor<'a>(&'a self, cf: Cf) -> Box<dyn Cursor + 'a> {
         Box::new(ScanCursor {
             engine: self,
