@@ -99,6 +99,41 @@ fn text(bytes: &[u8], ty: &Type) -> Result<ScalarValue, SqlError> {
     Ok(ScalarValue::Utf8(Some(s.to_string())))
 }
 
+/// A text parameter the plan expects as an integer, parsed as PostgreSQL's integer input
+/// does (surrounding whitespace, an optional sign, decimal digits) without going through a
+/// text value and an Arrow cast; `None` when `target` is not an integer type.
+fn integer_text(bytes: &[u8], target: &DataType) -> Option<Result<ScalarValue, SqlError>> {
+    let (min, max, name) = match target {
+        DataType::Int16 => (i64::from(i16::MIN), i64::from(i16::MAX), "smallint"),
+        DataType::Int32 => (i64::from(i32::MIN), i64::from(i32::MAX), "integer"),
+        DataType::Int64 => (i64::MIN, i64::MAX, "bigint"),
+        _ => return None,
+    };
+    let raw = String::from_utf8_lossy(bytes);
+    let s = raw.trim_matches(|c: char| c.is_ascii_whitespace());
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Err(SqlError::new(
+            code::INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type {name}: \"{raw}\""),
+        )));
+    }
+    let v = match s.parse::<i128>() {
+        Ok(v) if v >= i128::from(min) && v <= i128::from(max) => v as i64,
+        _ => {
+            return Some(Err(SqlError::new(
+                code::NUMERIC_VALUE_OUT_OF_RANGE,
+                format!("value \"{raw}\" is out of range for type {name}"),
+            )))
+        }
+    };
+    Some(Ok(match target {
+        DataType::Int16 => ScalarValue::Int16(Some(v as i16)),
+        DataType::Int32 => ScalarValue::Int32(Some(v as i32)),
+        _ => ScalarValue::Int64(Some(v)),
+    }))
+}
+
 /// Decodes one parameter sent as `ty` and converts it to `target` (the type the plan expects).
 pub fn decode(
     bytes: Option<&[u8]>,
@@ -106,6 +141,14 @@ pub fn decode(
     ty: &Type,
     target: Option<&DataType>,
 ) -> Result<ScalarValue, SqlError> {
+    if let (Some(b), false, Some(t)) = (bytes, is_binary, target) {
+        // Text the generic path below would read as text and cast (not bytea or boolean).
+        if *ty != Type::BYTEA && *ty != Type::BOOL {
+            if let Some(v) = integer_text(b, t) {
+                return v;
+            }
+        }
+    }
     let v = match bytes {
         None => ScalarValue::Null,
         Some(b) if is_binary => binary(b, ty)?,
@@ -159,5 +202,38 @@ mod tests {
             ScalarValue::Binary(Some(vec![10, 255]))
         );
         assert!(decode(Some(b"x1"), false, &Type::INT4, Some(&DataType::Int32)).is_err());
+    }
+
+    /// Integer text parameters read like PostgreSQL's integer input, with its SQLSTATEs.
+    #[test]
+    fn integer_text_parameters_follow_postgres_input_rules() {
+        let int = |s: &str, t: DataType| decode(Some(s.as_bytes()), false, &Type::INT4, Some(&t));
+        let code_of = |r: Result<ScalarValue, SqlError>| r.unwrap_err().code.to_string();
+        assert_eq!(
+            int(" +42\n", DataType::Int32).unwrap(),
+            ScalarValue::Int32(Some(42))
+        );
+        assert_eq!(
+            int("-7", DataType::Int16).unwrap(),
+            ScalarValue::Int16(Some(-7))
+        );
+        assert_eq!(
+            int("-9223372036854775808", DataType::Int64).unwrap(),
+            ScalarValue::Int64(Some(i64::MIN))
+        );
+        assert_eq!(code_of(int("2147483648", DataType::Int32)), "22003");
+        assert_eq!(code_of(int("32768", DataType::Int16)), "22003");
+        assert_eq!(
+            code_of(int("99999999999999999999", DataType::Int64)),
+            "22003"
+        );
+        for bad in ["", " ", "1 2", "1.5", "0x10", "+", "--1", "1e3"] {
+            assert_eq!(code_of(int(bad, DataType::Int32)), "22P02", "{bad:?}");
+        }
+        // Other targets keep the generic path (text, then a cast).
+        assert_eq!(
+            int("1.5", DataType::Float64).unwrap(),
+            ScalarValue::Float64(Some(1.5))
+        );
     }
 }

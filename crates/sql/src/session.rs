@@ -103,6 +103,7 @@ impl SqlEngine {
             default_isolation: Isolation::Serializable,
             copy_in: None,
             copy_error: None,
+            point_shapes: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 }
@@ -190,7 +191,20 @@ pub struct Session {
     /// The COPY FROM STDIN in progress, and the first error it hit (reported at its end).
     copy_in: Option<CopyIn>,
     copy_error: Option<SqlError>,
+    /// Point statements recognised before (see [`Session::point_shape`]), by the address of
+    /// the parsed statement — a prepared statement's stays put between executions — with a
+    /// copy of it to tell a reused address from the same statement.
+    point_shapes: parking_lot::Mutex<HashMap<usize, (DFStatement, Arc<PointShape>)>>,
 }
+
+/// A statement the point paths answer without DataFusion.
+enum PointShape {
+    Read(crate::point::PointSelect),
+    Write(crate::point_write::PointWrite),
+}
+
+/// The most recognised point statements a session remembers; past it they are forgotten.
+const POINT_SHAPES_MAX: usize = 256;
 
 enum Kind {
     /// Planned and run by DataFusion (SELECT, INSERT, UPDATE, DELETE, EXPLAIN …).
@@ -1713,16 +1727,19 @@ impl Session {
         if self.var("search_path") != Some("public") {
             return Ok(None);
         }
-        if let Some(p) = crate::point::recognize(stmt) {
-            let txn = txn.read().await;
-            let res = crate::point::execute(&p, &txn, &self.database, params).await?;
-            return Ok(res.map(|(schema, batch)| ExecResult::Rows {
-                schema,
-                batches: vec![batch],
-            }));
-        }
-        let Some(w) = crate::point_write::recognize(stmt) else {
+        let Some(shape) = self.point_shape(stmt) else {
             return Ok(None);
+        };
+        let w = match shape.as_ref() {
+            PointShape::Read(p) => {
+                let txn = txn.read().await;
+                let res = crate::point::execute(p, &txn, &self.database, params).await?;
+                return Ok(res.map(|(schema, batch)| ExecResult::Rows {
+                    schema,
+                    batches: vec![batch],
+                }));
+            }
+            PointShape::Write(w) => w,
         };
         // CURRENT_TIMESTAMP as `state_for` gives it to DataFusion: the block's start, or now.
         let now = self
@@ -1737,13 +1754,36 @@ impl Session {
             now_us: now.timestamp_micros(),
         };
         let mut txn = txn.write().await;
-        let n = crate::point_write::execute(&w, &mut txn, &env).await?;
+        let n = crate::point_write::execute(w, &mut txn, &env).await?;
         Ok(n.map(|n| match w {
             crate::point_write::PointWrite::Update(_) => ExecResult::Command(format!("UPDATE {n}")),
             crate::point_write::PointWrite::Insert(_) => {
                 ExecResult::Command(format!("INSERT 0 {n}"))
             }
         }))
+    }
+
+    /// What the point paths make of `stmt`, recognised once per prepared statement: the
+    /// recognisers print the statement to compare it with its canonical shape, which cost
+    /// more than executing a point read.
+    fn point_shape(&self, stmt: &DFStatement) -> Option<Arc<PointShape>> {
+        let addr = stmt as *const DFStatement as usize;
+        if let Some((seen, shape)) = self.point_shapes.lock().get(&addr) {
+            if seen == stmt {
+                return Some(shape.clone());
+            }
+        }
+        let shape = match crate::point::recognize(stmt) {
+            Some(p) => PointShape::Read(p),
+            None => PointShape::Write(crate::point_write::recognize(stmt)?),
+        };
+        let shape = Arc::new(shape);
+        let mut shapes = self.point_shapes.lock();
+        if shapes.len() >= POINT_SHAPES_MAX {
+            shapes.clear();
+        }
+        shapes.insert(addr, (stmt.clone(), shape.clone()));
+        Some(shape)
     }
 
     /// The parameters (`$n` → type) and the result columns of one planned statement.
