@@ -126,6 +126,18 @@ pub trait Engine: Send + Sync + 'static {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> crate::Result<()>;
 
+    /// [`Self::scan`] of `Cf::Data` within one user key's versions: every key in
+    /// `[start, end)` has the user key `start` has (see [`crate::mvcc::version_prefix`]). The
+    /// engine may skip whole files whose filters say they hold no version of it.
+    fn scan_versions(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> crate::Result<()> {
+        self.scan(Cf::Data, start, end, visit)
+    }
+
     /// Applies `batch` atomically; with `sync` it is durable (fsync) before this returns.
     /// Without `sync` any crash may lose it, a crash of the process too: the engine may keep
     /// it in memory until the next synced write or [`Self::sync_wal`].
@@ -268,6 +280,11 @@ impl Default for EngineConfig {
     }
 }
 
+/// Bits per key of the bloom filters (about 1 % false positives).
+const BLOOM_BITS_PER_KEY: f64 = 10.0;
+/// A memtable's bloom filter, as a fraction of the memtable's size.
+const MEMTABLE_BLOOM_RATIO: f64 = 0.05;
+
 impl RocksEngine {
     /// Opens (or creates) the store in `dir` with the default limits.
     pub fn open(dir: &Path) -> crate::Result<Self> {
@@ -306,6 +323,28 @@ impl RocksEngine {
                 o.set_write_buffer_size(config.memtable_cf_bytes_max);
                 let mut table = rocksdb::BlockBasedOptions::default();
                 table.set_block_cache(&cache);
+                match cf {
+                    // Point reads of a row seek to its newest version: a bloom filter of user
+                    // keys (the version key without its timestamp) lets them skip the files
+                    // and memtables that hold no version of it.
+                    Cf::Data => {
+                        o.set_prefix_extractor(rocksdb::SliceTransform::create(
+                            "kestrel.user_key",
+                            crate::mvcc::version_prefix,
+                            Some(crate::mvcc::is_version_key),
+                        ));
+                        o.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+                        table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+                        table.set_whole_key_filtering(false);
+                    }
+                    // Point gets (a key's lock, a transaction's record, Raft state).
+                    Cf::Locks | Cf::Txns | Cf::RaftMeta => {
+                        o.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+                        table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+                    }
+                    // Read in index order by scans.
+                    Cf::RaftLog => {}
+                }
                 o.set_block_based_table_factory(&table);
                 rocksdb::ColumnFamilyDescriptor::new(cf.name(), o)
             })
@@ -314,12 +353,50 @@ impl RocksEngine {
         Ok(Self { db })
     }
 
+    /// Writes every column family's memtable out to a file (tests use it to read from files).
+    pub fn flush(&self) -> crate::Result<()> {
+        for cf in Cf::ALL {
+            self.db.flush_cf(self.cf(cf)).map_err(rocks_err)?;
+        }
+        Ok(())
+    }
+
     fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
         // Every column family is created at open, so a missing handle is a programming error.
         self.db
             .cf_handle(cf.name())
             .expect("column family created at open")
     }
+}
+
+/// Read options of an iterator over keys of any prefix: `cf data` has a prefix extractor, and
+/// without `total_order_seek` RocksDB would treat every seek as a prefix seek (skipping files
+/// by the seek key's prefix, and ending at the prefix).
+fn total_order(end: Option<&[u8]>) -> rocksdb::ReadOptions {
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.set_total_order_seek(true);
+    if let Some(end) = end {
+        ro.set_iterate_upper_bound(end.to_vec());
+    }
+    ro
+}
+
+fn visit_forward(
+    mut it: rocksdb::DBRawIteratorWithThreadMode<'_, rocksdb::DB>,
+    start: &[u8],
+    visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+) -> crate::Result<()> {
+    it.seek(start);
+    while it.valid() {
+        let (Some(k), Some(v)) = (it.key(), it.value()) else {
+            break;
+        };
+        if !visit(k, v) {
+            return Ok(());
+        }
+        it.next();
+    }
+    it.status().map_err(rocks_err)
 }
 
 impl Engine for RocksEngine {
@@ -334,22 +411,25 @@ impl Engine for RocksEngine {
         end: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> crate::Result<()> {
+        let it = self.db.raw_iterator_cf_opt(self.cf(cf), total_order(end));
+        visit_forward(it, start, visit)
+    }
+
+    fn scan_versions(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> crate::Result<()> {
+        // A prefix seek: files (and memtables) whose prefix filter lacks the user key are
+        // skipped, and the iterator ends at the last version of that key.
         let mut ro = rocksdb::ReadOptions::default();
+        ro.set_prefix_same_as_start(true);
         if let Some(end) = end {
             ro.set_iterate_upper_bound(end.to_vec());
         }
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), ro);
-        it.seek(start);
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if !visit(k, v) {
-                return Ok(());
-            }
-            it.next();
-        }
-        it.status().map_err(rocks_err)
+        let it = self.db.raw_iterator_cf_opt(self.cf(Cf::Data), ro);
+        visit_forward(it, start, visit)
     }
 
     fn scan_rev(
@@ -358,11 +438,7 @@ impl Engine for RocksEngine {
         end: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> crate::Result<()> {
-        let mut ro = rocksdb::ReadOptions::default();
-        if let Some(end) = end {
-            ro.set_iterate_upper_bound(end.to_vec());
-        }
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), ro);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), total_order(end));
         it.seek_to_last();
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
@@ -397,7 +473,7 @@ impl Engine for RocksEngine {
 
     fn cursor<'a>(&'a self, cf: Cf) -> Box<dyn Cursor + 'a> {
         Box::new(RocksCursor {
-            it: self.db.raw_iterator_cf(self.cf(cf)),
+            it: self.db.raw_iterator_cf_opt(self.cf(cf), total_order(None)),
         })
     }
 }
