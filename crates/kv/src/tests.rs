@@ -640,3 +640,47 @@ async fn evaluation_sees_a_lock_resolved_during_it() {
     *engine.after_cursor.lock() = None;
     kv.shutdown().await;
 }
+
+#[tokio::test]
+async fn get_for_update_reads_locks_and_detects_stale_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(dir.path()).await;
+    let (row, absent) = (key(1, "row"), key(1, "absent"));
+    let mut w = kv.begin();
+    w.put(row.clone(), b"1".to_vec()).unwrap();
+    w.commit().await.unwrap();
+
+    // The snapshot's value, the row locked (a second locker waits), no lock on a missing row.
+    let mut a = kv.begin();
+    assert_eq!(a.get_for_update(&row).await.unwrap(), Some(Some(b"1".to_vec())));
+    assert_eq!(a.get_for_update(&absent).await.unwrap(), Some(None));
+    assert_eq!(a.locked_keys(), 1, "only the existing row is locked");
+    let mut b = kv.begin();
+    let waiter = tokio::spawn(async move {
+        let res = b.get_for_update(&key(1, "row")).await.unwrap();
+        (b, res)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "the second locker waits for the first");
+    a.put(row.clone(), b"2".to_vec()).unwrap();
+    a.commit().await.unwrap();
+    let (mut b, res) = waiter.await.unwrap();
+    assert_eq!(res, None, "a statement that waited runs again");
+    // Running again at the same snapshot still sees a newer version: stale.
+    assert_eq!(b.get_for_update(&row).await.unwrap(), None);
+    b.discard();
+
+    // A version committed after the snapshot, with no lock held: stale.
+    let mut c = kv.begin();
+    let mut d = kv.begin();
+    d.put(row.clone(), b"3".to_vec()).unwrap();
+    d.commit().await.unwrap();
+    assert_eq!(c.get_for_update(&row).await.unwrap(), None);
+    c.discard();
+    // A fresh snapshot reads the newest value; its own write is read back.
+    let mut e = kv.begin();
+    assert_eq!(e.get_for_update(&row).await.unwrap(), Some(Some(b"3".to_vec())));
+    e.put(row.clone(), b"4".to_vec()).unwrap();
+    assert_eq!(e.get_for_update(&row).await.unwrap(), Some(Some(b"4".to_vec())));
+    kv.shutdown().await;
+}

@@ -168,6 +168,43 @@ impl Txn {
         Ok(false)
     }
 
+    /// The row an UPDATE is about to rewrite: [`Self::get`] and [`Self::lock_for_write`] of
+    /// `key` with one engine lookup instead of two. The read is recorded and the commits in
+    /// flight at or below the snapshot are waited for; then the row is locked, and the key's
+    /// *newest* version read: at or below the snapshot it is the snapshot's value, above it
+    /// the statement's view is stale. `None` if the statement must run again on a refreshed
+    /// snapshot (it waited for the lock, or a newer version exists), as `lock_for_write`'s
+    /// `true`. A key with no row is left unlocked, as PostgreSQL locks only rows it updates.
+    pub async fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
+        let read = self.start_point_read(key).await?;
+        let fresh = !self.locked.contains(key);
+        if fresh {
+            let timeout = self.kv.config.lock_wait_timeout_ms;
+            let waited = self
+                .kv
+                .locks
+                .lock(self.id, std::slice::from_ref(&key.to_vec()), timeout)
+                .await?;
+            self.locked.insert(key.to_vec());
+            if waited {
+                return Ok(None);
+            }
+        }
+        let newest = mvcc::get_version(self.kv.engine.as_ref(), key, Ts::MAX)?;
+        if newest.as_ref().is_some_and(|(ts, _)| *ts > self.read_ts) {
+            return Ok(None);
+        }
+        let value = match read {
+            PointRead::Own(value) => value,
+            PointRead::Engine(_) => newest.and_then(|(_, value)| value),
+        };
+        if value.is_none() && fresh {
+            self.locked.remove(key);
+            self.kv.locks.release(self.id, &[key.to_vec()]);
+        }
+        Ok(Some(value))
+    }
+
     fn release_locks(&mut self) {
         if self.locked.is_empty() {
             return;
@@ -756,13 +793,25 @@ impl Txn {
     async fn two_phase(&self, groups: &[(Arc<Replica>, Vec<(Vec<u8>, Write)>)]) -> Result<Ts> {
         let (primary_replica, primary_writes) = &groups[0];
         let primary = primary_writes[0].0.clone();
+        // The other ranges are prewritten concurrently: each holds its own latches only until
+        // its entry applies, so no prewrite waits on another.
+        let prewrites = futures::future::join_all(
+            groups[1..]
+                .iter()
+                .map(|(replica, writes)| self.prewrite(replica, writes, &primary)),
+        )
+        .await;
         let mut locked: Vec<(&Arc<Replica>, Vec<Vec<u8>>)> = Vec::new();
-        for (replica, writes) in &groups[1..] {
-            if let Err(e) = self.prewrite(replica, writes, &primary).await {
-                self.rollback_locks(&locked).await;
-                return Err(e);
+        let mut failed = None;
+        for ((replica, writes), res) in groups[1..].iter().zip(prewrites) {
+            match res {
+                Ok(()) => locked.push((replica, writes.iter().map(|(k, _)| k.clone()).collect())),
+                Err(e) => failed = failed.or(Some(e)),
             }
-            locked.push((replica, writes.iter().map(|(k, _)| k.clone()).collect()));
+        }
+        if let Some(e) = failed {
+            self.rollback_locks(&locked).await;
+            return Err(e);
         }
         // Serializable: hold read latches while choosing the commit timestamp and validating,
         // so every write to a span we read lands either before validation (and aborts us) or
@@ -805,22 +854,25 @@ impl Txn {
             tracing::error!("the commit entry of transaction {:x} failed: {e}", self.id);
             return Err(e.into());
         }
-        for (replica, writes) in &groups[1..] {
+        // Deferred: the synced commit entry already made the commit durable, and a resolution
+        // lost in a crash is redone by recovery from the record. The ranges are resolved
+        // concurrently.
+        let resolutions = futures::future::join_all(groups[1..].iter().map(|(replica, writes)| {
             let mut b = Batch::new();
             for (k, w) in writes {
                 mvcc::put_version(&mut b, k, commit_ts, w.value.as_deref());
                 b.delete(Cf::Locks, k.clone());
             }
-            // Deferred: the synced commit entry already made the commit durable, and a
-            // resolution lost in a crash is redone by recovery from the record.
-            if let Err(e) = replica.group.propose_deferred(b).await {
-                // Committed but not fully resolved: keep every participant's registration, so
-                // readers at or above commit_ts wait (and time out with 40001) instead of seeing
-                // part of the commit. Recovery at the next start finishes the resolution.
-                std::mem::forget(pendings);
-                tracing::error!("resolving committed transaction {:x} failed: {e}", self.id);
-                return Err(e.into());
-            }
+            replica.group.propose_deferred(b)
+        }))
+        .await;
+        if let Some(e) = resolutions.into_iter().find_map(|r| r.err()) {
+            // Committed but not fully resolved: keep every participant's registration, so
+            // readers at or above commit_ts wait (and time out with 40001) instead of seeing
+            // part of the commit. Recovery at the next start finishes the resolution.
+            std::mem::forget(pendings);
+            tracing::error!("resolving committed transaction {:x} failed: {e}", self.id);
+            return Err(e.into());
         }
         drop(pendings);
         drop(latches);

@@ -7,9 +7,10 @@
 //! ([`recognize`]) and executed here with the same transactional reads and writes the general
 //! path would issue:
 //!
-//! - **UPDATE**: one point read of the row through the statement's [`Txn`] (so SERIALIZABLE
-//!   validates it), the row lock of the general path (a wait restarts the statement on a
-//!   refreshed snapshot), then the new row. Every SET value is computed from the *old* row, as
+//! - **UPDATE**: the row lock of the general path and one point read of the row through the
+//!   statement's [`Txn`] (`Txn::get_for_update`: SERIALIZABLE validates the read; a wait for
+//!   the lock or a version newer than the snapshot restarts the statement on a refreshed
+//!   snapshot), then the new row. Every SET value is computed from the *old* row, as
 //!   in PostgreSQL. `c ± $n` follows PostgreSQL's integer arithmetic: the result has the
 //!   operands' type and overflow is 22003 (`integer out of range`).
 //! - **INSERT** of one row: parameters and `CURRENT_TIMESTAMP`/`now()` (the transaction's
@@ -295,8 +296,10 @@ async fn update(u: &PointUpdate, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlResult
     let mut key_row = vec![Datum::Null; desc.columns.len()];
     key_row[key_pos] = key_datum;
     let key = encode_key(&desc, &key_row)?;
-    let Some(value) = txn.get(&key).await? else {
-        return Ok(Some(0));
+    let value = match txn.get_for_update(&key).await? {
+        None => return Err(SqlError::restart_statement()),
+        Some(None) => return Ok(Some(0)),
+        Some(Some(value)) => value,
     };
     let old = decode_row(&desc, &key, &value)?;
     let mut new = old.clone();
@@ -312,9 +315,6 @@ async fn update(u: &PointUpdate, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlResult
         };
     }
     validate_row(&desc, &mut new)?;
-    if txn.lock_for_write(std::slice::from_ref(&key)).await? {
-        return Err(SqlError::restart_statement());
-    }
     txn.put(key, encode_value(&desc, &new))?;
     Ok(Some(1))
 }
