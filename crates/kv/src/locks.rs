@@ -118,6 +118,19 @@ impl LockTable {
         Ok(waited)
     }
 
+    /// Takes `key` for `txn` if no other transaction holds it, without waiting. Returns
+    /// whether `txn` holds it now.
+    pub fn try_lock(&self, txn: u128, key: &[u8]) -> bool {
+        let mut st = self.state.lock();
+        match st.owner.get(key) {
+            Some(&o) => o == txn,
+            None => {
+                st.owner.insert(key.to_vec(), txn);
+                true
+            }
+        }
+    }
+
     /// Releases every lock `txn` holds among `keys`.
     pub fn release(&self, txn: u128, keys: &[Vec<u8>]) {
         if keys.is_empty() {

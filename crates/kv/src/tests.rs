@@ -652,7 +652,10 @@ async fn get_for_update_reads_locks_and_detects_stale_rows() {
 
     // The snapshot's value, the row locked (a second locker waits), no lock on a missing row.
     let mut a = kv.begin();
-    assert_eq!(a.get_for_update(&row).await.unwrap(), Some(Some(b"1".to_vec())));
+    assert_eq!(
+        a.get_for_update(&row).await.unwrap(),
+        Some(Some(b"1".to_vec()))
+    );
     assert_eq!(a.get_for_update(&absent).await.unwrap(), Some(None));
     assert_eq!(a.locked_keys(), 1, "only the existing row is locked");
     let mut b = kv.begin();
@@ -661,7 +664,10 @@ async fn get_for_update_reads_locks_and_detects_stale_rows() {
         (b, res)
     });
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert!(!waiter.is_finished(), "the second locker waits for the first");
+    assert!(
+        !waiter.is_finished(),
+        "the second locker waits for the first"
+    );
     a.put(row.clone(), b"2".to_vec()).unwrap();
     a.commit().await.unwrap();
     let (mut b, res) = waiter.await.unwrap();
@@ -679,8 +685,39 @@ async fn get_for_update_reads_locks_and_detects_stale_rows() {
     c.discard();
     // A fresh snapshot reads the newest value; its own write is read back.
     let mut e = kv.begin();
-    assert_eq!(e.get_for_update(&row).await.unwrap(), Some(Some(b"3".to_vec())));
+    assert_eq!(
+        e.get_for_update(&row).await.unwrap(),
+        Some(Some(b"3".to_vec()))
+    );
     e.put(row.clone(), b"4".to_vec()).unwrap();
-    assert_eq!(e.get_for_update(&row).await.unwrap(), Some(Some(b"4".to_vec())));
+    assert_eq!(
+        e.get_for_update(&row).await.unwrap(),
+        Some(Some(b"4".to_vec()))
+    );
+    e.discard();
+
+    // A row absent at the snapshot is no row — not a restart — even when it was inserted
+    // since, and its key is not waited for while another transaction holds it.
+    let (born, held) = (key(1, "born"), key(1, "held"));
+    let mut f = kv.begin();
+    let mut g = kv.begin();
+    g.put(born.clone(), b"new".to_vec()).unwrap();
+    g.commit().await.unwrap();
+    assert_eq!(f.get_for_update(&born).await.unwrap(), Some(None));
+    let mut holder = kv.begin();
+    assert!(!holder
+        .lock_for_write(std::slice::from_ref(&held))
+        .await
+        .unwrap());
+    let quick = tokio::time::timeout(std::time::Duration::from_secs(2), f.get_for_update(&held))
+        .await
+        .expect("a missing row's lock is not waited for");
+    assert_eq!(quick.unwrap(), Some(None));
+    assert_eq!(f.locked_keys(), 0, "no lock kept on missing rows");
+    // Deleted by the transaction itself: no row.
+    let mut h = kv.begin();
+    h.delete(row.clone()).unwrap();
+    assert_eq!(h.get_for_update(&row).await.unwrap(), Some(None));
+    holder.discard();
     kv.shutdown().await;
 }

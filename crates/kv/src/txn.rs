@@ -169,16 +169,28 @@ impl Txn {
     }
 
     /// The row an UPDATE is about to rewrite: [`Self::get`] and [`Self::lock_for_write`] of
-    /// `key` with one engine lookup instead of two. The read is recorded and the commits in
-    /// flight at or below the snapshot are waited for; then the row is locked, and the key's
-    /// *newest* version read: at or below the snapshot it is the snapshot's value, above it
-    /// the statement's view is stale. `None` if the statement must run again on a refreshed
-    /// snapshot (it waited for the lock, or a newer version exists), as `lock_for_write`'s
-    /// `true`. A key with no row is left unlocked, as PostgreSQL locks only rows it updates.
+    /// `key`, usually with one engine lookup instead of two. The read is recorded and the
+    /// commits in flight at or below the snapshot are waited for; then the row is locked and
+    /// the key's *newest* version read: at or below the snapshot it is the snapshot's row,
+    /// above it the statement's view is stale. Returns `None` if the statement must run again
+    /// on a refreshed snapshot (it waited for the lock, or the row has a newer version), as
+    /// `lock_for_write`'s `true`; `Some(None)` if there is no row at the snapshot — then no
+    /// lock is kept or waited for, as PostgreSQL locks only the rows it updates.
     pub async fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
         let read = self.start_point_read(key).await?;
+        if matches!(read, PointRead::Own(None)) {
+            return Ok(Some(None));
+        }
+        let engine = self.kv.engine.as_ref();
         let fresh = !self.locked.contains(key);
-        if fresh {
+        if fresh && !self.kv.locks.try_lock(self.id, key) {
+            // Another transaction holds the row. A row absent at the snapshot is not waited
+            // for; a present one is, and the statement then runs again.
+            if matches!(read, PointRead::Engine(_))
+                && mvcc::get(engine, key, self.read_ts)?.is_none()
+            {
+                return Ok(Some(None));
+            }
             let timeout = self.kv.config.lock_wait_timeout_ms;
             let waited = self
                 .kv
@@ -189,20 +201,26 @@ impl Txn {
             if waited {
                 return Ok(None);
             }
+        } else if fresh {
+            self.locked.insert(key.to_vec());
         }
-        let newest = mvcc::get_version(self.kv.engine.as_ref(), key, Ts::MAX)?;
-        if newest.as_ref().is_some_and(|(ts, _)| *ts > self.read_ts) {
-            return Ok(None);
-        }
+        let newest = mvcc::get_version(engine, key, Ts::MAX)?;
+        let stale = newest.as_ref().is_some_and(|(ts, _)| *ts > self.read_ts);
         let value = match read {
             PointRead::Own(value) => value,
+            // Newer than the snapshot: whether the snapshot has a row decides between
+            // "no row" and "run again".
+            PointRead::Engine(_) if stale => mvcc::get(engine, key, self.read_ts)?,
             PointRead::Engine(_) => newest.and_then(|(_, value)| value),
         };
-        if value.is_none() && fresh {
-            self.locked.remove(key);
-            self.kv.locks.release(self.id, &[key.to_vec()]);
+        if value.is_none() {
+            if fresh {
+                self.locked.remove(key);
+                self.kv.locks.release(self.id, &[key.to_vec()]);
+            }
+            return Ok(Some(None));
         }
-        Ok(Some(value))
+        Ok((!stale).then_some(value))
     }
 
     fn release_locks(&mut self) {

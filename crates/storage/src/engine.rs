@@ -126,9 +126,10 @@ pub trait Engine: Send + Sync + 'static {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> crate::Result<()>;
 
-    /// [`Self::scan`] of `Cf::Data` within one user key's versions: every key in
-    /// `[start, end)` has the user key `start` has (see [`crate::mvcc::version_prefix`]). The
-    /// engine may skip whole files whose filters say they hold no version of it.
+    /// [`Self::scan`] of `Cf::Data` within one user key's versions: `start` is a full version
+    /// key (`escape(user_key) ++ timestamp`) and every key in `[start, end)` has its user key
+    /// (see [`crate::mvcc::version_prefix`]). The engine may skip whole files whose filters say
+    /// they hold no version of it.
     fn scan_versions(
         &self,
         start: &[u8],
@@ -329,7 +330,9 @@ impl RocksEngine {
                     // and memtables that hold no version of it.
                     Cf::Data => {
                         o.set_prefix_extractor(rocksdb::SliceTransform::create(
-                            "kestrel.user_key",
+                            // RocksDB matches a file's filter to the extractor by name:
+                            // a changed key layout needs a new name.
+                            "kestrel.user_key.v1",
                             crate::mvcc::version_prefix,
                             Some(crate::mvcc::is_version_key),
                         ));
@@ -340,6 +343,7 @@ impl RocksEngine {
                     // Point gets (a key's lock, a transaction's record, Raft state).
                     Cf::Locks | Cf::Txns | Cf::RaftMeta => {
                         o.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+                        o.set_memtable_whole_key_filtering(true);
                         table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
                     }
                     // Read in index order by scans.
@@ -381,12 +385,13 @@ fn total_order(end: Option<&[u8]>) -> rocksdb::ReadOptions {
     ro
 }
 
-fn visit_forward(
+/// Visits the pairs from the iterator's position on, stepping forward or backward, until
+/// `visit` returns `false`.
+fn visit_from(
     mut it: rocksdb::DBRawIteratorWithThreadMode<'_, rocksdb::DB>,
-    start: &[u8],
+    forward: bool,
     visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
 ) -> crate::Result<()> {
-    it.seek(start);
     while it.valid() {
         let (Some(k), Some(v)) = (it.key(), it.value()) else {
             break;
@@ -394,7 +399,11 @@ fn visit_forward(
         if !visit(k, v) {
             return Ok(());
         }
-        it.next();
+        if forward {
+            it.next();
+        } else {
+            it.prev();
+        }
     }
     it.status().map_err(rocks_err)
 }
@@ -411,8 +420,9 @@ impl Engine for RocksEngine {
         end: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> crate::Result<()> {
-        let it = self.db.raw_iterator_cf_opt(self.cf(cf), total_order(end));
-        visit_forward(it, start, visit)
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), total_order(end));
+        it.seek(start);
+        visit_from(it, true, visit)
     }
 
     fn scan_versions(
@@ -428,8 +438,9 @@ impl Engine for RocksEngine {
         if let Some(end) = end {
             ro.set_iterate_upper_bound(end.to_vec());
         }
-        let it = self.db.raw_iterator_cf_opt(self.cf(Cf::Data), ro);
-        visit_forward(it, start, visit)
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(Cf::Data), ro);
+        it.seek(start);
+        visit_from(it, true, visit)
     }
 
     fn scan_rev(
@@ -440,16 +451,7 @@ impl Engine for RocksEngine {
     ) -> crate::Result<()> {
         let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), total_order(end));
         it.seek_to_last();
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if !visit(k, v) {
-                return Ok(());
-            }
-            it.prev();
-        }
-        it.status().map_err(rocks_err)
+        visit_from(it, false, visit)
     }
 
     fn write(&self, batch: &Batch, sync: bool) -> crate::Result<()> {

@@ -59,8 +59,10 @@ pub fn version_key(user_key: &[u8], ts: Ts) -> Vec<u8> {
 /// The escaped user key of a data-cf key (the key without its timestamp): the prefix
 /// RocksDB's filters are built on. Keys sharing it are one user key's versions, and they are
 /// contiguous, since escaped keys are prefix-free.
-/// RocksDB calls it only for keys [`is_version_key`] accepts (and from C, where a panic
-/// would abort the process: a shorter key is its own prefix).
+/// RocksDB also applies it to seek keys and to keys an iterator returns without asking
+/// [`is_version_key`] first, from C, where a panic would abort the process: a key shorter
+/// than a timestamp is its own prefix. A bare escaped key is *not* its own prefix, so a
+/// prefix seek must start at a full version key.
 pub fn version_prefix(k: &[u8]) -> &[u8] {
     &k[..k.len().saturating_sub(8)]
 }
@@ -708,10 +710,17 @@ mod tests {
     fn reads_agree_across_files_with_prefix_filters() {
         // Keys as long as a table's (a seek key is then long enough for the prefix filter).
         let long = |k: &[u8]| [b"table0001:".as_slice(), k].concat();
-        let keys: Vec<Vec<u8>> = [b"a".as_slice(), b"a\x00", b"a\x00\x01", b"ab", b"b", b"c\xff"]
-            .into_iter()
-            .map(long)
-            .collect();
+        let keys: Vec<Vec<u8>> = [
+            b"a".as_slice(),
+            b"a\x00",
+            b"a\x00\x01",
+            b"ab",
+            b"b",
+            b"c\xff",
+        ]
+        .into_iter()
+        .map(long)
+        .collect();
         let absent: Vec<Vec<u8>> = [b"".as_slice(), b"a\x01", b"aa", b"zz"]
             .into_iter()
             .map(long)
@@ -754,7 +763,11 @@ mod tests {
                     first_newer(&mem, k, None, Ts(ts)).unwrap()
                 );
             }
-            assert_eq!(get_lock_raw(&rocks, k), get_lock_raw(&mem, k), "lock of {k:?}");
+            assert_eq!(
+                get_lock_raw(&rocks, k),
+                get_lock_raw(&mem, k),
+                "lock of {k:?}"
+            );
         }
         for ts in [0, 12, 40] {
             let all = |e: &dyn Engine| {
