@@ -469,7 +469,8 @@ pub struct BatchDecoder<'a> {
     prefix_len: usize,
     /// By column id: the sink of a projected non-key column.
     slot: Vec<Option<usize>>,
-    /// For each key column in key order: its sink, if projected.
+    /// For each key column in key order up to the last projected one: its sink, if
+    /// projected. Key columns after it are not decoded at all.
     key_sinks: Vec<Option<usize>>,
     sinks: Vec<Sink>,
     /// Which sinks the current row has set (absent columns are NULL).
@@ -489,6 +490,8 @@ impl<'a> BatchDecoder<'a> {
                 None => slot[desc.columns[i].id as usize] = Some(s),
             }
         }
+        let key_needed = key_sinks.iter().rposition(Option::is_some).map_or(0, |k| k + 1);
+        key_sinks.truncate(key_needed);
         Self {
             desc,
             prefix_len: primary_prefix(desc.id).len(),
@@ -510,7 +513,7 @@ impl<'a> BatchDecoder<'a> {
             return Err(corrupt());
         }
         let mut r = Reader::new(&key[self.prefix_len..]);
-        for (k, &i) in self.desc.primary_key.iter().enumerate() {
+        for (k, &i) in self.desc.primary_key.iter().enumerate().take(self.key_sinks.len()) {
             let d = get_key_datum(&mut r, &self.desc.columns[i].ty)?;
             if let Some(s) = self.key_sinks[k] {
                 self.sinks[s].push_datum(d)?;
@@ -749,6 +752,9 @@ mod tests {
             all.clone(),
             vec![1],
             vec![5, 1, 9, 0],
+            // The first key column only, and no key column: later key columns not decoded.
+            vec![0, 5],
+            vec![9, 5],
             vec![],
             all.iter().rev().copied().collect(),
         ];
