@@ -490,7 +490,10 @@ impl<'a> BatchDecoder<'a> {
                 None => slot[desc.columns[i].id as usize] = Some(s),
             }
         }
-        let key_needed = key_sinks.iter().rposition(Option::is_some).map_or(0, |k| k + 1);
+        let key_needed = key_sinks
+            .iter()
+            .rposition(Option::is_some)
+            .map_or(0, |k| k + 1);
         key_sinks.truncate(key_needed);
         Self {
             desc,
@@ -513,7 +516,13 @@ impl<'a> BatchDecoder<'a> {
             return Err(corrupt());
         }
         let mut r = Reader::new(&key[self.prefix_len..]);
-        for (k, &i) in self.desc.primary_key.iter().enumerate().take(self.key_sinks.len()) {
+        for (k, &i) in self
+            .desc
+            .primary_key
+            .iter()
+            .enumerate()
+            .take(self.key_sinks.len())
+        {
             let d = get_key_datum(&mut r, &self.desc.columns[i].ty)?;
             if let Some(s) = self.key_sinks[k] {
                 self.sinks[s].push_datum(d)?;
