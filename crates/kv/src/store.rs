@@ -300,6 +300,17 @@ impl Kv {
         &self.config
     }
 
+    /// About how many bytes the user keys in `[start, end)` take on this node's disk.
+    pub fn approximate_bytes(&self, start: &[u8], end: &[u8]) -> u64 {
+        kestrel_storage::split::approximate_bytes(self.engine.as_ref(), start, end)
+    }
+
+    /// Up to `parts - 1` keys cutting `[start, end)` into spans of about equal stored size
+    /// (a hint for running one large scan as several; see `kestrel_storage::split`).
+    pub fn split_points(&self, start: &[u8], end: &[u8], parts: usize) -> Vec<Vec<u8>> {
+        kestrel_storage::split::split_points(self.engine.as_ref(), start, end, parts)
+    }
+
     /// Every range this node serves, in key order.
     pub fn ranges(&self) -> Vec<RangeDescriptor> {
         self.router

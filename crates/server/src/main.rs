@@ -83,6 +83,10 @@ enum Command {
         /// definitions read by every statement); 0 turns the cache off.
         #[arg(long, default_value_t = 10_000, value_name = "N")]
         read_cache_entries_max: usize,
+        /// Stored bytes of a table per parallel partition of its scan: a scan covering at
+        /// least twice this runs as several scans at once (at most one per core). 0: never.
+        #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+        scan_partition_bytes_min: u64,
     },
     /// Print the version.
     Version,
@@ -109,6 +113,7 @@ fn main() -> std::process::ExitCode {
             raft_log_kept_entries,
             raft_snapshot_interval_bytes,
             read_cache_entries_max,
+            scan_partition_bytes_min,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -141,6 +146,7 @@ fn main() -> std::process::ExitCode {
                 raft_log_kept_entries,
                 raft_snapshot_interval_bytes,
                 read_cache_entries_max,
+                scan_partition_bytes_min,
             };
             match runtime.block_on(run(config)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,

@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub raft_snapshot_interval_bytes: u64,
     /// See `KvConfig::read_cache_entries_max`.
     pub read_cache_entries_max: usize,
+    /// See `Limits::scan_partition_bytes_min`.
+    pub scan_partition_bytes_min: u64,
 }
 
 /// An exclusive `flock` on `<store>/kestrel.lock`, held for the life of the process.
@@ -109,9 +111,15 @@ impl Node {
         let kv = Kv::open(engine, kv_config)
             .await
             .context("recovering the store")?;
-        let sql = SqlEngine::open(kv.clone(), Limits::default())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sql = SqlEngine::open(
+            kv.clone(),
+            Limits {
+                scan_partition_bytes_min: config.scan_partition_bytes_min,
+                ..Limits::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let listener = TcpListener::bind(&config.listen_addr)
             .await
             .with_context(|| format!("binding SQL address {}", config.listen_addr))?;

@@ -7,6 +7,13 @@
 //! non-equal key column (after equal prefix columns) is a key-range scan. DataFusion still
 //! applies every filter above the scan (pushdown is `Inexact`), so bounds only ever narrow
 //! what is read. `EXPLAIN` shows the bounds.
+//!
+//! A key-range scan without a LIMIT over at least twice `Limits::scan_partition_bytes_min`
+//! of stored data is cut into partitions of about equal size (at most DataFusion's
+//! `target_partitions`, one per core), which DataFusion runs in parallel, each with the
+//! operators above it. All partitions read at the statement's one snapshot through the same
+//! transaction, so together they read exactly what one scan would; only the order of rows
+//! across partitions is unspecified (the provider never promises an order).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -95,6 +102,22 @@ impl KestrelTable {
     fn is_full_scan(&self, b: &Bounds) -> bool {
         matches!(b, Bounds::Range { start, .. } if *start == primary_prefix(self.desc.id))
     }
+
+    /// Keys cutting a scan of `[start, end)` into partitions that run in parallel: one per
+    /// `scan_partition_bytes_min` of stored data, at most `target` (and the limit's maximum).
+    fn partition_cuts(&self, start: &[u8], end: &[u8], target: usize) -> Vec<Vec<u8>> {
+        let limits = &self.ctx.limits;
+        let most = target.min(limits.scan_partitions_max);
+        if limits.scan_partition_bytes_min == 0 || most < 2 {
+            return Vec::new();
+        }
+        let bytes = self.ctx.kv.approximate_bytes(start, end);
+        let parts = (bytes / limits.scan_partition_bytes_min).min(most as u64) as usize;
+        if parts < 2 {
+            return Vec::new();
+        }
+        self.ctx.kv.split_points(start, end, parts)
+    }
 }
 
 #[async_trait]
@@ -120,7 +143,7 @@ impl datafusion::catalog::TableProvider for KestrelTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -143,12 +166,18 @@ impl datafusion::catalog::TableProvider for KestrelTable {
                 index = Some(ix);
             }
         }
+        let cuts = match (&bounds, &index, limit) {
+            (Bounds::Range { start, end }, None, None) => {
+                self.partition_cuts(start, end, state.config().target_partitions())
+            }
+            _ => Vec::new(),
+        };
         Ok(Arc::new(KvScanExec::new(
             self.desc.clone(),
             self.ctx.clone(),
             projected,
             schema,
-            (bounds, index),
+            (bounds, index, cuts),
             limit,
         )))
     }
@@ -504,6 +533,8 @@ pub struct KvScanExec {
     bounds: Bounds,
     /// Read through this secondary index (`bounds` are then index keys).
     index: Option<crate::index::Resolved>,
+    /// Keys inside a `Bounds::Range` that cut it into partitions (scanned in parallel).
+    cuts: Vec<Vec<u8>>,
     limit: Option<usize>,
     props: Arc<PlanProperties>,
 }
@@ -520,12 +551,17 @@ impl KvScanExec {
         ctx: Arc<StmtCtx>,
         projected: Vec<usize>,
         schema: SchemaRef,
-        (bounds, index): (Bounds, Option<crate::index::Resolved>),
+        (bounds, index, cuts): (Bounds, Option<crate::index::Resolved>, Vec<Vec<u8>>),
         limit: Option<usize>,
     ) -> Self {
+        assert!(
+            cuts.is_empty()
+                || matches!(&bounds, Bounds::Range { start, end } if cuts.first() > Some(start) && cuts.last() < Some(end) && cuts.windows(2).all(|w| w[0] < w[1])),
+            "partition cuts ascend strictly inside a key range"
+        );
         let props = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(cuts.len() + 1),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
@@ -536,9 +572,14 @@ impl KvScanExec {
             schema,
             bounds,
             index,
+            cuts,
             limit,
             props,
         }
+    }
+
+    fn partitions(&self) -> usize {
+        self.cuts.len() + 1
     }
 
     fn describe_bounds(&self) -> String {
@@ -589,6 +630,9 @@ impl DisplayAs for KvScanExec {
         if let Some(l) = self.limit {
             write!(f, ", limit={l}")?;
         }
+        if self.partitions() > 1 {
+            write!(f, ", partitions={}", self.partitions())?;
+        }
         Ok(())
     }
 }
@@ -626,9 +670,10 @@ impl ExecutionPlan for KvScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        if partition != 0 {
+        if partition >= self.partitions() {
             return Err(DataFusionError::Internal(format!(
-                "KvScanExec has one partition, not {partition}"
+                "KvScanExec has {} partitions, not {partition}",
+                self.partitions()
             )));
         }
         let batch_rows = context
@@ -638,8 +683,11 @@ impl ExecutionPlan for KvScanExec {
         let cursor = match &self.bounds {
             Bounds::Points(keys) => Cursor::Points(keys.clone()),
             Bounds::Range { start, end } => Cursor::Range {
-                next: Some(start.clone()),
-                end: end.clone(),
+                next: Some(match partition {
+                    0 => start.clone(),
+                    p => self.cuts[p - 1].clone(),
+                }),
+                end: self.cuts.get(partition).unwrap_or(end).clone(),
             },
         };
         let state = ScanState {

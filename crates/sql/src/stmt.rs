@@ -22,6 +22,12 @@ pub struct Limits {
     pub statement_rows_max: usize,
     /// Rows a scan decodes into one Arrow batch at most.
     pub scan_batch_rows_max: usize,
+    /// Stored bytes a table scan must cover per partition before it is split into several
+    /// scans that run in parallel (0: never split).
+    pub scan_partition_bytes_min: u64,
+    /// Parallel partitions of one table scan at most (DataFusion's `target_partitions`, the
+    /// number of cores by default, caps it too).
+    pub scan_partitions_max: usize,
     /// Bytes of result rows one query may hold in memory.
     pub result_bytes_max: usize,
     /// Times an autocommit statement is retried after a serialization conflict.
@@ -35,6 +41,8 @@ impl Default for Limits {
         Self {
             statement_rows_max: 1_000_000,
             scan_batch_rows_max: 8192,
+            scan_partition_bytes_min: 16 << 20,
+            scan_partitions_max: 16,
             result_bytes_max: 512 << 20,
             autocommit_retries_max: 20,
             statement_restarts_max: 100,

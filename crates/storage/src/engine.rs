@@ -139,6 +139,13 @@ pub trait Engine: Send + Sync + 'static {
         self.scan(Cf::Data, start, end, visit)
     }
 
+    /// About how many bytes the keys of `cf` in `[start, end)` take in the engine's files
+    /// (compressed; keys held only in memory may be left out). A hint for dividing work, never
+    /// an answer a result depends on; the default knows nothing (0).
+    fn approximate_bytes(&self, _cf: Cf, _start: &[u8], _end: &[u8]) -> u64 {
+        0
+    }
+
     /// Applies `batch` atomically; with `sync` it is durable (fsync) before this returns.
     /// Without `sync` any crash may lose it, a crash of the process too: the engine may keep
     /// it in memory until the next synced write or [`Self::sync_wal`].
@@ -454,6 +461,17 @@ impl Engine for RocksEngine {
         visit_from(it, false, visit)
     }
 
+    fn approximate_bytes(&self, cf: Cf, start: &[u8], end: &[u8]) -> u64 {
+        if start >= end {
+            return 0;
+        }
+        // From the files' index blocks (RocksDB's C API leaves memtables out).
+        let sizes = self
+            .db
+            .get_approximate_sizes_cf(self.cf(cf), &[rocksdb::Range::new(start, end)]);
+        sizes.first().copied().unwrap_or(0)
+    }
+
     fn write(&self, batch: &Batch, sync: bool) -> crate::Result<()> {
         let mut wb = rocksdb::WriteBatch::default();
         for op in &batch.ops {
@@ -539,6 +557,17 @@ impl Engine for MemEngine {
             }
         }
         Ok(())
+    }
+
+    /// Exact: the bytes of the keys and values in the span.
+    fn approximate_bytes(&self, cf: Cf, start: &[u8], end: &[u8]) -> u64 {
+        if start >= end {
+            return 0;
+        }
+        let map = self.cfs.read();
+        map.range((cf, start.to_vec())..(cf, end.to_vec()))
+            .map(|((_, k), v)| (k.len() + v.len()) as u64)
+            .sum()
     }
 
     fn write(&self, batch: &Batch, _sync: bool) -> crate::Result<()> {

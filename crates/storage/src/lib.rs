@@ -12,6 +12,8 @@
 //!   reader at snapshot `ts` seeks to the first version `<= ts`. Versions are never rewritten;
 //!   garbage collection (dropping versions older than a GC horizon) is a later layer's job and
 //!   only needs a scan over the same layout.
+//! * [`split`] — cuts a span of user keys into parts of about equal stored size (from the
+//!   engine's size estimates) so that a large scan can run as several scans in parallel.
 //!
 //! ## Column families
 //!
@@ -35,6 +37,7 @@
 pub mod engine;
 pub mod keycode;
 pub mod mvcc;
+pub mod split;
 
 pub use engine::{Batch, Cf, Cursor, Engine, EngineConfig, MemEngine, RocksEngine, StorageError};
 pub use mvcc::Ts;
