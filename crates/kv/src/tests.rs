@@ -118,6 +118,68 @@ async fn scan_merges_own_writes_and_resumes() {
     kv.shutdown().await;
 }
 
+/// Every pair of `[start, end)` through `scan_visit`, resuming after limits and early stops.
+async fn visit_all(
+    t: &crate::Txn,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+    stop_every: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut all = Vec::new();
+    let mut from = start.to_vec();
+    loop {
+        let mut taken = 0;
+        let resume = t
+            .scan_visit(&from, Some(end), limit, &mut |k, v| {
+                all.push((k.to_vec(), v.to_vec()));
+                taken += 1;
+                taken % stop_every != 0
+            })
+            .await
+            .unwrap();
+        match resume {
+            Some(r) => from = r,
+            None => return all,
+        }
+    }
+}
+
+#[tokio::test]
+async fn scan_visit_agrees_with_scan_across_ranges_and_own_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = two_range_store(dir.path()).await;
+    let mut t = kv.begin();
+    for table in [7, 8] {
+        for i in 0..30u8 {
+            t.put(key(table, &format!("{i:02}")), vec![table as u8, i])
+                .unwrap();
+        }
+    }
+    t.commit().await.unwrap();
+    let (start, end) = (table_span(7).0, table_span(8).1);
+    let mut writer = kv.begin();
+    writer.delete(key(7, "03")).unwrap();
+    writer.put(key(8, "035"), b"new".to_vec()).unwrap();
+    let reader = kv.begin();
+    for t in [&reader, &writer] {
+        let (want, resume) = t.scan(&start, Some(&end), 1000).await.unwrap();
+        assert!(resume.is_none());
+        assert_eq!(want.len(), 60);
+        for limit in [1, 4, 29, 1000] {
+            for stop_every in [1, 7, usize::MAX] {
+                let got = visit_all(t, &start, &end, limit, stop_every).await;
+                assert_eq!(got, want, "limit {limit}, stop every {stop_every}");
+            }
+        }
+    }
+    assert!(
+        reader.read_spans_to_validate() > 0,
+        "scan_visit records its reads"
+    );
+    kv.shutdown().await;
+}
+
 #[tokio::test]
 async fn split_out_gives_tables_their_own_ranges_and_survives_restart() {
     let dir = tempfile::tempdir().unwrap();

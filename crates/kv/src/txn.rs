@@ -450,9 +450,70 @@ impl Txn {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>)> {
-        assert!(limit > 0, "scan limit must be positive");
         let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut resume = None;
+        let resume = self
+            .scan_committed(start, end, limit, &mut |k, v| {
+                out.push((k.to_vec(), v.to_vec()));
+                true
+            })
+            .await?;
+        self.record_read(start, resume.as_deref().or(end));
+        self.overlay_writes(start, resume.as_deref().or(end), &mut out);
+        Ok((out, resume))
+    }
+
+    /// [`Self::scan`] that lends each pair to `visit` instead of collecting them: when the
+    /// transaction has no buffered writes in the span, nothing is copied per pair (large
+    /// scans decode rows straight from the engine's buffers). `visit` returning false takes
+    /// that pair and stops; the span read (and recorded) ends at the returned resume key,
+    /// so a caller that resumes there skips nothing.
+    pub async fn scan_visit(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
+    ) -> Result<Option<Vec<u8>>> {
+        if self.has_writes_in(start, end) {
+            let (rows, resume) = self.scan(start, end, limit).await?;
+            for (i, (k, v)) in rows.iter().enumerate() {
+                if !visit(k, v) {
+                    return Ok(rows.get(i + 1).map(|(k, _)| k.clone()).or(resume));
+                }
+            }
+            return Ok(resume);
+        }
+        let resume = self.scan_committed(start, end, limit, visit).await?;
+        self.record_read(start, resume.as_deref().or(end));
+        Ok(resume)
+    }
+
+    fn has_writes_in(&self, start: &[u8], end: Option<&[u8]>) -> bool {
+        if end.is_some_and(|e| e <= start) {
+            return false;
+        }
+        let upper = match end {
+            Some(e) => std::ops::Bound::Excluded(e),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.writes
+            .range::<[u8], _>((std::ops::Bound::Included(start), upper))
+            .next()
+            .is_some()
+    }
+
+    /// Visits up to `limit` committed live pairs of `[start, end)` at the snapshot, range by
+    /// range (waiting for commits pending below the snapshot), until `visit` returns false;
+    /// returns the key after the last pair visited unless the span was exhausted.
+    async fn scan_committed(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
+    ) -> Result<Option<Vec<u8>>> {
+        assert!(limit > 0, "scan limit must be positive");
+        let mut seen = 0usize;
         for replica in self.kv.router.overlapping(start, end) {
             replica
                 .pending
@@ -474,24 +535,26 @@ impl Txn {
                 (Some(a), None) => Some(a.to_vec()),
                 (None, b) => b.map(|b| b.to_vec()),
             };
-            mvcc::scan(
+            let mut resume = None;
+            mvcc::scan_ref(
                 self.kv.engine.as_ref(),
                 &lo,
                 hi.as_deref(),
                 self.read_ts,
                 &mut |k, v| {
-                    out.push((k, v));
-                    out.len() < limit
+                    seen += 1;
+                    let more = visit(k, v) && seen < limit;
+                    if !more {
+                        resume = Some(keycode::next_key(k));
+                    }
+                    more
                 },
             )?;
-            if out.len() >= limit {
-                resume = out.last().map(|(k, _)| keycode::next_key(k));
-                break;
+            if resume.is_some() {
+                return Ok(resume);
             }
         }
-        self.record_read(start, resume.as_deref().or(end));
-        self.overlay_writes(start, resume.as_deref().or(end), &mut out);
-        Ok((out, resume))
+        Ok(None)
     }
 
     /// Merges this transaction's buffered writes in `[start, end)` into sorted `rows`.

@@ -753,6 +753,13 @@ impl ScanState {
                 Cursor::Range {
                     next: Some(from),
                     end,
+                } if !self.via_index => match self.decode_range(&from, end).await? {
+                    Some(batch) => return Ok(Some(batch)),
+                    None => continue,
+                },
+                Cursor::Range {
+                    next: Some(from),
+                    end,
                 } => {
                     let want = self.batch_rows.min(self.remaining);
                     let (rows, resume) = self
@@ -804,13 +811,54 @@ impl ScanState {
         Ok(out)
     }
 
+    /// The next batch of rows of `[from, end)`, decoded as the engine lends them (no copy of
+    /// the pairs); advances the cursor. `None`: no row in this step (the cursor may go on).
+    async fn decode_range(&mut self, from: &[u8], end: Vec<u8>) -> SqlResult<Option<RecordBatch>> {
+        let want = self.batch_rows.min(self.remaining);
+        let mut decoder = BatchDecoder::new(&self.desc, &self.projected, want);
+        let mut failed = None;
+        let resume = self
+            .ctx
+            .txn
+            .read()
+            .await
+            .scan_visit(
+                from,
+                Some(&end),
+                want,
+                &mut |k, v| match decoder.push(k, v) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                },
+            )
+            .await?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.cursor = Cursor::Range { next: resume, end };
+        let rows = decoder.rows();
+        if rows == 0 {
+            return Ok(None);
+        }
+        self.remaining -= rows.min(self.remaining);
+        self.batch(decoder).map(Some)
+    }
+
     fn decode(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> SqlResult<RecordBatch> {
         let mut decoder = BatchDecoder::new(&self.desc, &self.projected, pairs.len());
         for (k, v) in pairs {
             decoder.push(k, v)?;
         }
+        self.batch(decoder)
+    }
+
+    fn batch(&self, decoder: BatchDecoder<'_>) -> SqlResult<RecordBatch> {
+        let rows = decoder.rows();
         let arrays = decoder.finish()?;
-        let opts = RecordBatchOptions::new().with_row_count(Some(pairs.len()));
+        let opts = RecordBatchOptions::new().with_row_count(Some(rows));
         RecordBatch::try_new_with_options(self.schema.clone(), arrays, &opts)
             .map_err(|e| SqlError::internal(format!("building a scan batch: {e}")))
     }

@@ -116,24 +116,26 @@ impl<'a> Reader<'a> {
         Ok(self.f64()? as f32)
     }
     pub fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
-        let mut out = Vec::new();
-        let mut i = 0;
+        let mut out = Vec::with_capacity(self.buf.len());
+        self.bytes_into(&mut out)?;
+        Ok(out)
+    }
+    /// [`Self::bytes`] into `out` (cleared first), copying the runs between escapes whole.
+    pub fn bytes_into(&mut self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        out.clear();
+        let mut rest = self.buf;
         loop {
-            let b = *self.buf.get(i).ok_or(DecodeError)?;
-            if b == 0 {
-                match *self.buf.get(i + 1).ok_or(DecodeError)? {
-                    0xFF => out.push(0),
-                    0x01 => {
-                        self.buf = &self.buf[i + 2..];
-                        return Ok(out);
-                    }
-                    _ => return Err(DecodeError),
+            let zero = rest.iter().position(|&b| b == 0).ok_or(DecodeError)?;
+            out.extend_from_slice(&rest[..zero]);
+            match rest.get(zero + 1) {
+                Some(0xFF) => out.push(0),
+                Some(0x01) => {
+                    self.buf = &rest[zero + 2..];
+                    return Ok(());
                 }
-                i += 2;
-            } else {
-                out.push(b);
-                i += 1;
+                _ => return Err(DecodeError),
             }
+            rest = &rest[zero + 2..];
         }
     }
     pub fn u8(&mut self) -> Result<u8, DecodeError> {

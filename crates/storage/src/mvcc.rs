@@ -228,6 +228,22 @@ pub fn scan(
     ts: Ts,
     visit: &mut dyn FnMut(Vec<u8>, Vec<u8>) -> bool,
 ) -> crate::Result<()> {
+    scan_ref(engine, start, end, ts, &mut |k, v| {
+        visit(k.to_vec(), v.to_vec())
+    })
+}
+
+/// [`scan`] lending each pair instead of giving it: the key is unescaped into one reused
+/// buffer and the value is the engine's own bytes, so a visitor that decodes rows in place
+/// copies nothing per row.
+pub fn scan_ref(
+    engine: &dyn Engine,
+    start: &[u8],
+    end: Option<&[u8]>,
+    ts: Ts,
+    visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+) -> crate::Result<()> {
+    let mut user_key = Vec::new();
     let hi = end.map(keycode::escape);
     let mut lo = keycode::escape(start);
     let inv_ts = u64::MAX - ts.0;
@@ -272,8 +288,8 @@ pub fn scan(
             }
             decided = true;
             match v.split_first() {
-                Some((&TAG_VALUE, val)) => match Reader::new(user).bytes() {
-                    Ok(user_key) => visit(user_key, val.to_vec()),
+                Some((&TAG_VALUE, val)) => match Reader::new(user).bytes_into(&mut user_key) {
+                    Ok(()) => visit(&user_key, val),
                     Err(_) => {
                         err = Some(StorageError::Corrupt("mvcc key".into()));
                         false
