@@ -131,7 +131,7 @@ async fn visit_all(
     loop {
         let mut taken = 0;
         let resume = t
-            .scan_visit(&from, Some(end), limit, &mut |k, v| {
+            .scan_visit(&from, Some(end), limit, limit == 1, &mut |k, v| {
                 all.push((k.to_vec(), v.to_vec()));
                 taken += 1;
                 taken % stop_every != 0

@@ -452,7 +452,7 @@ impl Txn {
     ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>)> {
         let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let resume = self
-            .scan_committed(start, end, limit, &mut |k, v| {
+            .scan_committed(start, end, limit, false, &mut |k, v| {
                 out.push((k.to_vec(), v.to_vec()));
                 true
             })
@@ -466,12 +466,14 @@ impl Txn {
     /// transaction has no buffered writes in the span, nothing is copied per pair (large
     /// scans decode rows straight from the engine's buffers). `visit` returning false takes
     /// that pair and stops; the span read (and recorded) ends at the returned resume key,
-    /// so a caller that resumes there skips nothing.
+    /// so a caller that resumes there skips nothing. A `bulk` scan (a large one) does not
+    /// fill the engine's block cache.
     pub async fn scan_visit(
         &self,
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
+        bulk: bool,
         visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
     ) -> Result<Option<Vec<u8>>> {
         if self.has_writes_in(start, end) {
@@ -483,7 +485,7 @@ impl Txn {
             }
             return Ok(resume);
         }
-        let resume = self.scan_committed(start, end, limit, visit).await?;
+        let resume = self.scan_committed(start, end, limit, bulk, visit).await?;
         self.record_read(start, resume.as_deref().or(end));
         Ok(resume)
     }
@@ -510,6 +512,7 @@ impl Txn {
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
+        bulk: bool,
         visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
     ) -> Result<Option<Vec<u8>>> {
         assert!(limit > 0, "scan limit must be positive");
@@ -541,6 +544,7 @@ impl Txn {
                 &lo,
                 hi.as_deref(),
                 self.read_ts,
+                bulk,
                 &mut |k, v| {
                     seen += 1;
                     let more = visit(k, v) && seen < limit;

@@ -104,19 +104,23 @@ impl KestrelTable {
     }
 
     /// Keys cutting a scan of `[start, end)` into partitions that run in parallel: one per
-    /// `scan_partition_bytes_min` of stored data, at most `target` (and the limit's maximum).
-    fn partition_cuts(&self, start: &[u8], end: &[u8], target: usize) -> Vec<Vec<u8>> {
+    /// `scan_partition_bytes_min` of stored data, at most `target` (and the limit's maximum);
+    /// and whether the scan is large (two partitions' worth or more: it bypasses the block
+    /// cache, see `Engine::scan_bulk`).
+    fn partition_cuts(&self, start: &[u8], end: &[u8], target: usize) -> (Vec<Vec<u8>>, bool) {
         let limits = &self.ctx.limits;
-        let most = target.min(limits.scan_partitions_max);
-        if limits.scan_partition_bytes_min == 0 || most < 2 {
-            return Vec::new();
+        if limits.scan_partition_bytes_min == 0 {
+            return (Vec::new(), false);
         }
+        let most = target.min(limits.scan_partitions_max).max(1);
         let bytes = self.ctx.kv.approximate_bytes(start, end);
-        let parts = (bytes / limits.scan_partition_bytes_min).min(most as u64) as usize;
-        if parts < 2 {
-            return Vec::new();
-        }
-        self.ctx.kv.split_points(start, end, parts)
+        let portions = bytes / limits.scan_partition_bytes_min;
+        let parts = portions.min(most as u64) as usize;
+        let cuts = match parts {
+            0 | 1 => Vec::new(),
+            n => self.ctx.kv.split_points(start, end, n),
+        };
+        (cuts, portions >= 2)
     }
 }
 
@@ -166,11 +170,11 @@ impl datafusion::catalog::TableProvider for KestrelTable {
                 index = Some(ix);
             }
         }
-        let cuts = match (&bounds, &index, limit) {
+        let (cuts, bulk) = match (&bounds, &index, limit) {
             (Bounds::Range { start, end }, None, None) => {
                 self.partition_cuts(start, end, state.config().target_partitions())
             }
-            _ => Vec::new(),
+            _ => (Vec::new(), false),
         };
         Ok(Arc::new(KvScanExec::new(
             self.desc.clone(),
@@ -179,6 +183,7 @@ impl datafusion::catalog::TableProvider for KestrelTable {
             schema,
             (bounds, index, cuts),
             limit,
+            bulk,
         )))
     }
 
@@ -536,6 +541,8 @@ pub struct KvScanExec {
     /// Keys inside a `Bounds::Range` that cut it into partitions (scanned in parallel).
     cuts: Vec<Vec<u8>>,
     limit: Option<usize>,
+    /// A large scan: it does not fill the block cache.
+    bulk: bool,
     props: Arc<PlanProperties>,
 }
 
@@ -553,6 +560,7 @@ impl KvScanExec {
         schema: SchemaRef,
         (bounds, index, cuts): (Bounds, Option<crate::index::Resolved>, Vec<Vec<u8>>),
         limit: Option<usize>,
+        bulk: bool,
     ) -> Self {
         assert!(
             cuts.is_empty()
@@ -574,6 +582,7 @@ impl KvScanExec {
             index,
             cuts,
             limit,
+            bulk,
             props,
         }
     }
@@ -697,6 +706,7 @@ impl ExecutionPlan for KvScanExec {
             schema: self.schema.clone(),
             cursor,
             via_index: self.index.is_some(),
+            bulk: self.bulk,
             remaining: self.limit.unwrap_or(usize::MAX),
             batch_rows,
         };
@@ -727,6 +737,8 @@ struct ScanState {
     cursor: Cursor,
     /// The cursor reads index entries, whose values are primary keys.
     via_index: bool,
+    /// See `KvScanExec::bulk`.
+    bulk: bool,
     remaining: usize,
     batch_rows: usize,
 }
@@ -826,6 +838,7 @@ impl ScanState {
                 from,
                 Some(&end),
                 want,
+                self.bulk,
                 &mut |k, v| match decoder.push(k, v) {
                     Ok(()) => true,
                     Err(e) => {

@@ -228,19 +228,21 @@ pub fn scan(
     ts: Ts,
     visit: &mut dyn FnMut(Vec<u8>, Vec<u8>) -> bool,
 ) -> crate::Result<()> {
-    scan_ref(engine, start, end, ts, &mut |k, v| {
+    scan_ref(engine, start, end, ts, false, &mut |k, v| {
         visit(k.to_vec(), v.to_vec())
     })
 }
 
 /// [`scan`] lending each pair instead of giving it: the key is unescaped into one reused
 /// buffer and the value is the engine's own bytes, so a visitor that decodes rows in place
-/// copies nothing per row.
+/// copies nothing per row. A `bulk` scan does not fill the block cache
+/// ([`Engine::scan_bulk`]).
 pub fn scan_ref(
     engine: &dyn Engine,
     start: &[u8],
     end: Option<&[u8]>,
     ts: Ts,
+    bulk: bool,
     visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
 ) -> crate::Result<()> {
     let mut user_key = Vec::new();
@@ -254,7 +256,7 @@ pub fn scan_ref(
         let mut current: Vec<u8> = Vec::new();
         let mut decided = false;
         let mut stepped = 0usize;
-        engine.scan(Cf::Data, &lo, hi.as_deref(), &mut |k, v| {
+        let mut on_version = |k: &[u8], v: &[u8]| {
             let Some(split) = k.len().checked_sub(8) else {
                 err = Some(StorageError::Corrupt("mvcc key".into()));
                 return false;
@@ -301,7 +303,12 @@ pub fn scan_ref(
                     false
                 }
             }
-        })?;
+        };
+        if bulk {
+            engine.scan_bulk(Cf::Data, &lo, hi.as_deref(), &mut on_version)?;
+        } else {
+            engine.scan(Cf::Data, &lo, hi.as_deref(), &mut on_version)?;
+        }
         if let Some(e) = err {
             return Err(e);
         }
