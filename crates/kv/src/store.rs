@@ -305,10 +305,23 @@ impl Kv {
         kestrel_storage::split::approximate_bytes(self.engine.as_ref(), start, end)
     }
 
-    /// Up to `parts - 1` keys cutting `[start, end)` into spans of about equal stored size
-    /// (a hint for running one large scan as several; see `kestrel_storage::split`).
-    pub fn split_points(&self, start: &[u8], end: &[u8], parts: usize) -> Vec<Vec<u8>> {
-        kestrel_storage::split::split_points(self.engine.as_ref(), start, end, parts)
+    /// Up to `parts - 1` keys cutting `[start, end)` (of `total` stored bytes, as
+    /// [`Self::approximate_bytes`] said) into spans of about equal stored size: a hint for
+    /// running one large scan as several (see `kestrel_storage::split`).
+    pub fn split_points(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        total: u64,
+        parts: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        Ok(kestrel_storage::split::split_points(
+            self.engine.as_ref(),
+            start,
+            end,
+            total,
+            parts,
+        )?)
     }
 
     /// Every range this node serves, in key order.

@@ -465,8 +465,9 @@ impl Txn {
     /// [`Self::scan`] that lends each pair to `visit` instead of collecting them: when the
     /// transaction has no buffered writes in the span, nothing is copied per pair (large
     /// scans decode rows straight from the engine's buffers). `visit` returning false takes
-    /// that pair and stops; the span read (and recorded) ends at the returned resume key,
-    /// so a caller that resumes there skips nothing. A `bulk` scan (a large one) does not
+    /// that pair and stops; a caller that resumes at the returned key skips nothing. The
+    /// span recorded as read covers at least what was visited (with buffered writes in the
+    /// span, up to the underlying scan's resume key: more, which is only conservative). A `bulk` scan (a large one) does not
     /// fill the engine's block cache.
     pub async fn scan_visit(
         &self,
@@ -477,9 +478,10 @@ impl Txn {
         visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
     ) -> Result<Option<Vec<u8>>> {
         if self.has_writes_in(start, end) {
+            // Own inserts merged in may make more than `limit` rows: visit `limit` at most.
             let (rows, resume) = self.scan(start, end, limit).await?;
             for (i, (k, v)) in rows.iter().enumerate() {
-                if !visit(k, v) {
+                if !visit(k, v) || i + 1 == limit {
                     return Ok(rows.get(i + 1).map(|(k, _)| k.clone()).or(resume));
                 }
             }

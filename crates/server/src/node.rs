@@ -115,6 +115,7 @@ impl Node {
             kv.clone(),
             Limits {
                 scan_partition_bytes_min: config.scan_partition_bytes_min,
+                scan_bulk_bytes_min: config.block_cache_bytes_max as u64 / 4,
                 ..Limits::default()
             },
         )

@@ -105,22 +105,27 @@ impl KestrelTable {
 
     /// Keys cutting a scan of `[start, end)` into partitions that run in parallel: one per
     /// `scan_partition_bytes_min` of stored data, at most `target` (and the limit's maximum);
-    /// and whether the scan is large (two partitions' worth or more: it bypasses the block
-    /// cache, see `Engine::scan_bulk`).
-    fn partition_cuts(&self, start: &[u8], end: &[u8], target: usize) -> (Vec<Vec<u8>>, bool) {
+    /// and whether the scan is a bulk scan (`scan_bulk_bytes_min` or more: it bypasses the
+    /// block cache, see `Engine::scan_bulk`).
+    fn partition_cuts(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        target: usize,
+    ) -> SqlResult<(Vec<Vec<u8>>, bool)> {
         let limits = &self.ctx.limits;
+        let bytes = self.ctx.kv.approximate_bytes(start, end);
+        let bulk = limits.scan_bulk_bytes_min > 0 && bytes >= limits.scan_bulk_bytes_min;
         if limits.scan_partition_bytes_min == 0 {
-            return (Vec::new(), false);
+            return Ok((Vec::new(), bulk));
         }
         let most = target.min(limits.scan_partitions_max).max(1);
-        let bytes = self.ctx.kv.approximate_bytes(start, end);
-        let portions = bytes / limits.scan_partition_bytes_min;
-        let parts = portions.min(most as u64) as usize;
+        let parts = (bytes / limits.scan_partition_bytes_min).min(most as u64) as usize;
         let cuts = match parts {
             0 | 1 => Vec::new(),
-            n => self.ctx.kv.split_points(start, end, n),
+            n => self.ctx.kv.split_points(start, end, bytes, n)?,
         };
-        (cuts, portions >= 2)
+        Ok((cuts, bulk))
     }
 }
 
@@ -171,9 +176,9 @@ impl datafusion::catalog::TableProvider for KestrelTable {
             }
         }
         let (cuts, bulk) = match (&bounds, &index, limit) {
-            (Bounds::Range { start, end }, None, None) => {
-                self.partition_cuts(start, end, state.config().target_partitions())
-            }
+            (Bounds::Range { start, end }, None, None) => self
+                .partition_cuts(start, end, state.config().target_partitions())
+                .map_err(SqlError::into_datafusion)?,
             _ => (Vec::new(), false),
         };
         Ok(Arc::new(KvScanExec::new(

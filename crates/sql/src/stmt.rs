@@ -25,6 +25,9 @@ pub struct Limits {
     /// Stored bytes a table scan must cover per partition before it is split into several
     /// scans that run in parallel (0: never split).
     pub scan_partition_bytes_min: u64,
+    /// Stored bytes from which a scan without LIMIT does not fill the block cache (0: every
+    /// scan fills it). The node sets a quarter of its block cache.
+    pub scan_bulk_bytes_min: u64,
     /// Parallel partitions of one table scan at most (DataFusion's `target_partitions`, the
     /// number of cores by default, caps it too).
     pub scan_partitions_max: usize,
@@ -43,6 +46,7 @@ impl Default for Limits {
             scan_batch_rows_max: 8192,
             scan_partition_bytes_min: 16 << 20,
             scan_partitions_max: 16,
+            scan_bulk_bytes_min: 64 << 20,
             result_bytes_max: 512 << 20,
             autocommit_retries_max: 20,
             statement_restarts_max: 100,

@@ -116,7 +116,7 @@ impl<'a> Reader<'a> {
         Ok(self.f64()? as f32)
     }
     pub fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
-        let mut out = Vec::with_capacity(self.buf.len());
+        let mut out = Vec::new();
         self.bytes_into(&mut out)?;
         Ok(out)
     }
