@@ -292,15 +292,18 @@ async fn constrained_tables_take_the_general_path() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), "23503");
-    c.execute("INSERT INTO ser (v) VALUES ($1)", &[&4i32])
-        .await
-        .unwrap();
-    assert_eq!(one_int(&c, "SELECT id FROM ser WHERE v = 4").await, Some(1));
     assert_eq!(
         point_writes(&node).await,
         before,
         "none took the point path"
     );
+    // A SERIAL key's default is drawn on the point path (see
+    // `inserts_drawing_serial_keys_take_the_write_path`).
+    c.execute("INSERT INTO ser (v) VALUES ($1)", &[&4i32])
+        .await
+        .unwrap();
+    assert_eq!(one_int(&c, "SELECT id FROM ser WHERE v = 4").await, Some(1));
+    let before = point_writes(&node).await;
     // The unindexed column of the same table and a foreign key's parent do (the child, with
     // its parent now present, does not).
     c.execute("UPDATE ix SET w = w + $1 WHERE id = $2", &[&5i32, &1i32])
@@ -364,4 +367,97 @@ async fn point_update_of_a_row_inserted_after_the_snapshot_updates_nothing() {
         point_writes(&node).await >= before + 1.0,
         "the point path ran"
     );
+}
+
+/// pgbench's INSERT line — a parameter, a string literal and a BIGSERIAL key drawn from its
+/// sequence — takes the write path, with the general path's keys, `currval`/`lastval` and
+/// errors; a default that does more than `nextval` stays on the general path.
+#[tokio::test]
+async fn inserts_drawing_serial_keys_take_the_write_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE TABLE ins (id BIGSERIAL PRIMARY KEY, v INT, note TEXT, tag VARCHAR(3));
+         CREATE TABLE small (id SERIAL PRIMARY KEY, note TEXT);
+         CREATE SEQUENCE s2;
+         CREATE TABLE shifted (id BIGINT PRIMARY KEY DEFAULT nextval('s2') + 100, v INT);",
+    )
+    .await
+    .unwrap();
+    let before = point_writes(&node).await;
+    let ins = c
+        .prepare("INSERT INTO ins (v, note) VALUES ($1, 'row of client')")
+        .await
+        .unwrap();
+    for v in 1..=3i32 {
+        assert_eq!(c.execute(&ins, &[&v]).await.unwrap(), 1);
+    }
+    let small = c
+        .prepare("INSERT INTO small (note) VALUES ($1)")
+        .await
+        .unwrap();
+    assert_eq!(c.execute(&small, &[&"a"]).await.unwrap(), 1);
+    assert_eq!(
+        point_writes(&node).await - before,
+        4.0,
+        "all four took the path"
+    );
+    let rows: Vec<(i64, i32, String)> = c
+        .query("SELECT id, v, note FROM ins ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let note = "row of client".to_string();
+    assert_eq!(
+        rows,
+        vec![(1, 1, note.clone()), (2, 2, note.clone()), (3, 3, note)]
+    );
+    let r = c
+        .query_one("SELECT currval('ins_id_seq'), lastval()", &[])
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (3, 1));
+    let id: i32 = c
+        .query_one("SELECT id FROM small", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(id, 1);
+
+    // A literal too long for its column fails as on the general path.
+    let e = c
+        .execute("INSERT INTO ins (v, tag) VALUES ($1, 'toolong')", &[&9i32])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22001");
+    // The general path draws from the same sequence: keys stay unique.
+    c.batch_execute("INSERT INTO ins (v) VALUES (10)")
+        .await
+        .unwrap();
+    c.execute(&ins, &[&11i32]).await.unwrap();
+    let r = c
+        .query_one("SELECT count(*), count(DISTINCT id), max(id) FROM ins", &[])
+        .await
+        .unwrap();
+    let (n, distinct, max): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!((n, distinct), (5, 5));
+    assert!(max >= 5, "{max}");
+
+    // `nextval(…) + 100` is not SERIAL's default: the general path computes it.
+    let before = point_writes(&node).await;
+    let shifted = c
+        .prepare("INSERT INTO shifted (v) VALUES ($1)")
+        .await
+        .unwrap();
+    c.execute(&shifted, &[&1i32]).await.unwrap();
+    let id: i64 = c
+        .query_one("SELECT id FROM shifted", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(id, 101);
+    assert_eq!(point_writes(&node).await, before);
 }

@@ -13,17 +13,20 @@
 //!   snapshot), then the new row. Every SET value is computed from the *old* row, as
 //!   in PostgreSQL. `c ± $n` follows PostgreSQL's integer arithmetic: the result has the
 //!   operands' type and overflow is 22003 (`integer out of range`).
-//! - **INSERT** of one row: parameters and `CURRENT_TIMESTAMP`/`now()` (the transaction's
-//!   start, as on the general path); omitted columns take their constant default or NULL, the
-//!   hidden `rowid` a fresh unique id. The row is validated (NOT NULL, lengths), checked for a
+//! - **INSERT** of one row: parameters, string literals into text columns and
+//!   `CURRENT_TIMESTAMP`/`now()` (the transaction's start, as on the general path); omitted
+//!   columns take their constant default, a value of their sequence when the default is
+//!   exactly `nextval('…')` as SERIAL writes it (integer columns; drawn only once the row is
+//!   known to take this path, and remembered for `currval`/`lastval`), or NULL; the hidden
+//!   `rowid` takes a fresh unique id. The row is validated (NOT NULL, lengths), checked for a
 //!   duplicate key, and written with its secondary-index entries ([`TableWriter`]).
 //!
 //! The path only takes statements whose meaning it fully covers. It returns `None` — and the
 //! general path runs the statement and reports any error — for: another shape (RETURNING, ON
 //! CONFLICT, FROM, several rows, an expression it does not know), a view or a `pg_*` name, a
 //! table with CHECK constraints, generated columns or foreign keys of its own, an UPDATE of
-//! the key or of an indexed column, a per-row default (`nextval`, `now()`) for an omitted
-//! column, and any parameter whose type is not exactly the column's (DataFusion's coercions
+//! the key or of an indexed column, another per-row default (`now()`, an expression around
+//! `nextval`) for an omitted column, and any parameter whose type is not exactly the column's (DataFusion's coercions
 //! stay DataFusion's). A table that is only a foreign key's *parent* is fine: an INSERT never
 //! breaks a reference, and an UPDATE here changes only unindexed non-key columns, which no
 //! foreign key can reference (they reference a primary key or unique index).
@@ -92,6 +95,8 @@ pub enum InsertValue {
     Param(usize),
     /// `CURRENT_TIMESTAMP` or `now()`: the transaction's start.
     Now,
+    /// A string literal (`'…'`), taken only by text columns.
+    Text(String),
 }
 
 /// `stmt` if it is one of the point-write shapes.
@@ -215,6 +220,12 @@ fn insert_value(e: &Expr) -> Option<InsertValue> {
     if let Some(p) = param_of(e) {
         return Some(InsertValue::Param(p));
     }
+    if let Expr::Value(v) = e {
+        return match &v.value {
+            ast::Value::SingleQuotedString(s) => Some(InsertValue::Text(s.clone())),
+            _ => None,
+        };
+    }
     let Expr::Function(f) = e else {
         return None;
     };
@@ -242,6 +253,9 @@ pub struct WriteEnv<'a> {
     pub kv: &'a Kv,
     /// `CURRENT_TIMESTAMP`, in microseconds since the epoch (UTC).
     pub now_us: i64,
+    /// The node's sequence values and the session's `currval`/`lastval` memory.
+    pub seqs: &'a crate::sequence::Sequences,
+    pub session_seqs: &'a std::sync::Mutex<crate::sequence::SessionSequences>,
 }
 
 /// Runs `w` in `txn`: the number of rows written, or `None` if the general path must run it.
@@ -411,9 +425,12 @@ async fn insert(i: &PointInsert, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlResult
     let Some(desc) = writable_table(txn, env, &i.table).await? else {
         return Ok(None);
     };
-    let Some(mut row) = insert_row(i, &desc, env)? else {
+    let Some((mut row, drawn)) = insert_row(i, &desc, env)? else {
         return Ok(None);
     };
+    if !draw_sequences(txn, &desc, env, &drawn, &mut row).await? {
+        return Ok(None);
+    }
     validate_row(&desc, &mut row)?;
     let user_key = desc.primary_key.iter().all(|&p| !desc.columns[p].hidden);
     if user_key && txn.get(&encode_key(&desc, &row)?).await?.is_some() {
@@ -425,12 +442,58 @@ async fn insert(i: &PointInsert, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlResult
     Ok(Some(1))
 }
 
-/// The full row `i` inserts into `desc`, or `None` if a column is outside the path.
+/// Fills the columns whose default draws from a sequence (`drawn`: position and sequence).
+/// `false` — nothing drawn — if a sequence does not exist (the general path reports it).
+async fn draw_sequences(
+    txn: &Txn,
+    desc: &TableDesc,
+    env: &WriteEnv<'_>,
+    drawn: &[(usize, (String, String))],
+    row: &mut [Datum],
+) -> SqlResult<bool> {
+    let mut seqs = Vec::with_capacity(drawn.len());
+    for (pos, (schema, name)) in drawn {
+        match crate::sequence::get_sequence(txn, desc.db_id, schema, name).await? {
+            Some(s) => seqs.push((*pos, s)),
+            None => return Ok(false),
+        }
+    }
+    for (pos, s) in seqs {
+        let v = env.seqs.next(&s).await?;
+        if let Ok(mut m) = env.session_seqs.lock() {
+            m.record(s.id, v);
+        }
+        let ty = &desc.columns[pos].ty;
+        row[pos] = match ty {
+            SqlType::Int8 => Datum::I64(v),
+            SqlType::Int4 => Datum::I32(i32::try_from(v).map_err(|_| out_of_range(ty))?),
+            SqlType::Int2 => Datum::I16(i16::try_from(v).map_err(|_| out_of_range(ty))?),
+            _ => {
+                return Err(SqlError::internal(
+                    "a sequence default of a non-integer column",
+                ))
+            }
+        };
+    }
+    Ok(true)
+}
+
+/// The sequence `(schema, name)` of a default that is exactly SERIAL's `nextval('…')`.
+fn serial_default(default_expr: &str) -> Option<(String, String)> {
+    let [(schema, name)] = crate::sequence::default_sequences(default_expr)
+        .try_into()
+        .ok()?;
+    (crate::ddl::nextval_default(&schema, &name) == default_expr).then_some((schema, name))
+}
+
+/// The full row `i` inserts into `desc` (columns drawing from a sequence still NULL, listed
+/// with their sequence), or `None` if a column is outside the path.
+#[allow(clippy::type_complexity)]
 fn insert_row(
     i: &PointInsert,
     desc: &TableDesc,
     env: &WriteEnv<'_>,
-) -> SqlResult<Option<Vec<Datum>>> {
+) -> SqlResult<Option<(Vec<Datum>, Vec<(usize, (String, String))>)>> {
     let targets: Vec<usize> = match &i.columns {
         Some(names) => {
             let mut out = Vec::with_capacity(names.len());
@@ -455,6 +518,7 @@ fn insert_row(
         let fits = match value {
             InsertValue::Param(n) => env.params.get(*n).is_some_and(|v| param_fits(&col.ty, v)),
             InsertValue::Now => matches!(col.ty, SqlType::Timestamp | SqlType::TimestampTz),
+            InsertValue::Text(_) => matches!(col.ty, SqlType::Text | SqlType::Varchar(_)),
         };
         if col.identity_always || !fits {
             return Ok(None);
@@ -468,6 +532,7 @@ fn insert_row(
         row.push(match value {
             None => None,
             Some(InsertValue::Now) => Some(Datum::Timestamp(env.now_us)),
+            Some(InsertValue::Text(s)) => Some(Datum::Text(s.clone())),
             Some(InsertValue::Param(n)) => match env.params.get(*n) {
                 Some(v) => Some(datum_from_scalar(&col.ty, v)?),
                 None => return Ok(None),
@@ -475,17 +540,24 @@ fn insert_row(
         });
     }
     let mut full = Vec::with_capacity(desc.columns.len());
-    for (given, col) in row.into_iter().zip(&desc.columns) {
+    let mut drawn = Vec::new();
+    for (pos, (given, col)) in row.into_iter().zip(&desc.columns).enumerate() {
         let d = match (given, &col.default, &col.default_expr) {
             (Some(d), _, _) => d,
             (None, _, _) if col.hidden => Datum::I64(env.kv.unique_id()),
-            (None, _, Some(_)) => return Ok(None),
+            (None, _, Some(e)) => match serial_default(e) {
+                Some(seq) if matches!(col.ty, SqlType::Int2 | SqlType::Int4 | SqlType::Int8) => {
+                    drawn.push((pos, seq));
+                    Datum::Null
+                }
+                _ => return Ok(None),
+            },
             (None, Some((_, d)), None) => d.clone(),
             (None, None, None) => Datum::Null,
         };
         full.push(d);
     }
-    Ok(Some(full))
+    Ok(Some((full, drawn)))
 }
 
 #[cfg(test)]
@@ -581,6 +653,41 @@ mod tests {
                 InsertValue::Param(0)
             ]
         );
+        // pgbench's INSERT line: a parameter and a string literal (quotes doubled).
+        let Some(PointWrite::Insert(i)) =
+            rec("INSERT INTO bench_insert (v, note) VALUES ($1, 'it''s a row')")
+        else {
+            panic!("not recognised");
+        };
+        assert_eq!(i.columns, Some(vec!["v".to_string(), "note".to_string()]));
+        assert_eq!(
+            i.values,
+            vec![
+                InsertValue::Param(0),
+                InsertValue::Text("it's a row".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn only_serial_defaults_draw_from_sequences() {
+        assert_eq!(
+            serial_default("nextval('t_id_seq')"),
+            Some(("public".into(), "t_id_seq".into()))
+        );
+        assert_eq!(
+            serial_default(r#"nextval('s."Odd"')"#),
+            Some(("s".into(), "Odd".into()))
+        );
+        for other in [
+            "nextval('t_id_seq') + 1",
+            "nextval('t_id_seq'::regclass)",
+            "nextval('a') + nextval('b')",
+            "currval('t_id_seq')",
+            "now()",
+        ] {
+            assert_eq!(serial_default(other), None, "{other}");
+        }
     }
 
     #[test]
@@ -604,6 +711,10 @@ mod tests {
             "WITH x AS (SELECT 1) UPDATE t SET a = $1 WHERE k = $2",
             "INSERT INTO t VALUES ($1), ($2)",
             "INSERT INTO t VALUES ($1, 1)",
+            "INSERT INTO t VALUES ($1, E'x')",
+            "INSERT INTO t VALUES ($1, 'a' || 'b')",
+            "INSERT INTO t VALUES ($1, 'x'::INT)",
+            "INSERT INTO t VALUES ($1, NULL)",
             "INSERT INTO t VALUES ($1, DEFAULT)",
             "INSERT INTO t VALUES ($1, CURRENT_TIMESTAMP(3))",
             "INSERT INTO t VALUES ($1, now(1))",

@@ -184,6 +184,20 @@ fn value_key(uid: u64) -> Vec<u8> {
     k
 }
 
+/// The descriptor of sequence `schema.name` in database `db_id`, read through the node's
+/// descriptor cache.
+pub async fn get_sequence(
+    txn: &Txn,
+    db_id: u32,
+    schema: &str,
+    name: &str,
+) -> SqlResult<Option<SeqDesc>> {
+    match txn.get_cached(&seq_key(db_id, schema, name)).await? {
+        Some(b) => decode_sequence(&b).map(Some),
+        None => Ok(None),
+    }
+}
+
 pub fn put_sequence(txn: &mut Txn, s: &SeqDesc) -> SqlResult<()> {
     txn.put(
         seq_key(s.db_id, &s.schema, &s.name),
@@ -467,6 +481,14 @@ pub struct SessionSequences {
     last: Option<i64>,
 }
 
+impl SessionSequences {
+    /// `nextval` of sequence `id` returned `v` in this session.
+    pub fn record(&mut self, id: u32, v: i64) {
+        self.current.insert(id, v);
+        self.last = Some(v);
+    }
+}
+
 /// The sequences of one database as a statement sees them, by `(schema, name)`.
 pub type SeqMap = Arc<BTreeMap<(String, String), Arc<SeqDesc>>>;
 
@@ -554,8 +576,7 @@ impl SeqFunctions {
             None => run_blocking(self.seqs.next(s))?,
         };
         if let Ok(mut m) = self.session.lock() {
-            m.current.insert(s.id, v);
-            m.last = Some(v);
+            m.record(s.id, v);
         }
         Ok(v)
     }

@@ -1752,6 +1752,8 @@ impl Session {
             params,
             kv: &self.engine.kv,
             now_us: now.timestamp_micros(),
+            seqs: &self.engine.sequences,
+            session_seqs: &self.seq_session,
         };
         let mut txn = txn.write().await;
         let n = crate::point_write::execute(w, &mut txn, &env).await?;
