@@ -3,7 +3,7 @@
 mod common;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use common::{sqlstate, TestNode};
+use common::{explain, sqlstate, TestNode};
 use rust_decimal::Decimal;
 use std::str::FromStr;
 
@@ -103,15 +103,6 @@ async fn every_type_round_trips_with_parameters_and_literals() {
     assert_eq!(r.get(3), Some("2024-02-29 13:14:15.123456"));
     assert_eq!(r.get(4), Some("2024-02-29 13:14:15.123456+00"));
     assert_eq!(r.get(5), Some("-2.25"));
-}
-
-/// The physical plan lines of `EXPLAIN sql`.
-async fn explain(c: &tokio_postgres::Client, sql: &str) -> String {
-    let rows = c.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
-    rows.iter()
-        .map(|r| r.get::<_, String>(1))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[tokio::test]

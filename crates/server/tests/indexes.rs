@@ -4,21 +4,13 @@
 
 mod common;
 
-use common::{count, sqlstate, TestNode};
+use common::{count, explain, sqlstate, TestNode};
 use tokio_postgres::Client;
 
 fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map(|d| d.message().to_string())
         .unwrap_or_else(|| e.to_string())
-}
-
-async fn explain(c: &Client, sql: &str) -> String {
-    let rows = c.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
-    rows.iter()
-        .map(|r| r.get::<_, String>(1))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 async fn ids(c: &Client, sql: &str) -> Vec<i32> {

@@ -6,18 +6,10 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{count, TestNode};
+use common::{count, explain, TestNode};
 use tokio_postgres::Client;
 
 const ROWS: i64 = 60_000;
-
-async fn explain(c: &Client, sql: &str) -> String {
-    let rows = c.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
-    rows.iter()
-        .map(|r| r.get::<_, String>(1))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 /// (count, sum of ids, sum of g) of `t` as one statement sees it.
 async fn totals(c: &Client, filter: &str) -> (i64, i64, i64) {

@@ -26,8 +26,8 @@
 //! CONFLICT, FROM, several rows, an expression it does not know), a view or a `pg_*` name, a
 //! table with CHECK constraints, generated columns or foreign keys of its own, an UPDATE of
 //! the key or of an indexed column, another per-row default (`now()`, an expression around
-//! `nextval`) for an omitted column, and any parameter whose type is not exactly the column's (DataFusion's coercions
-//! stay DataFusion's). A table that is only a foreign key's *parent* is fine: an INSERT never
+//! `nextval`) for an omitted column, and any parameter whose type is not exactly the
+//! column's (DataFusion's coercions stay DataFusion's). A table that is only a foreign key's *parent* is fine: an INSERT never
 //! breaks a reference, and an UPDATE here changes only unindexed non-key columns, which no
 //! foreign key can reference (they reference a primary key or unique index).
 
@@ -253,8 +253,9 @@ pub struct WriteEnv<'a> {
     pub kv: &'a Kv,
     /// `CURRENT_TIMESTAMP`, in microseconds since the epoch (UTC).
     pub now_us: i64,
-    /// The node's sequence values and the session's `currval`/`lastval` memory.
+    /// The node's sequence values (SERIAL defaults draw from them).
     pub seqs: &'a crate::sequence::Sequences,
+    /// The session's `currval`/`lastval` memory.
     pub session_seqs: &'a std::sync::Mutex<crate::sequence::SessionSequences>,
 }
 

@@ -249,3 +249,12 @@ pub async fn commits_and_fsyncs(node: &TestNode) -> (f64, f64) {
         metric(&text, "kestrel_raft_log_fsyncs_total"),
     )
 }
+
+/// The plan lines (logical and physical) of `EXPLAIN sql`, one per line.
+pub async fn explain(c: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = c.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
+    rows.iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
