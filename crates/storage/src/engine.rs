@@ -385,6 +385,19 @@ impl RocksEngine {
         Ok(())
     }
 
+    /// Visits `cf` forward from `start` with read options `ro` (which carry the end).
+    fn scan_with(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        ro: rocksdb::ReadOptions,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> crate::Result<()> {
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), ro);
+        it.seek(start);
+        visit_from(it, true, visit)
+    }
+
     fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
         // Every column family is created at open, so a missing handle is a programming error.
         self.db
@@ -440,9 +453,7 @@ impl Engine for RocksEngine {
         end: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> crate::Result<()> {
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), total_order(end));
-        it.seek(start);
-        visit_from(it, true, visit)
+        self.scan_with(cf, start, total_order(end), visit)
     }
 
     fn scan_bulk(
@@ -454,9 +465,7 @@ impl Engine for RocksEngine {
     ) -> crate::Result<()> {
         let mut ro = total_order(end);
         ro.fill_cache(false);
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), ro);
-        it.seek(start);
-        visit_from(it, true, visit)
+        self.scan_with(cf, start, ro, visit)
     }
 
     fn scan_versions(
