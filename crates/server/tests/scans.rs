@@ -27,7 +27,8 @@ async fn totals(c: &Client, filter: &str) -> (i64, i64, i64) {
 async fn partitioned_scans_read_exactly_what_one_scan_reads() {
     let dir = tempfile::tempdir().unwrap();
     // Small memtables, so that the rows reach files (whose sizes the cuts are taken from),
-    // and partitions of 64 KiB, so that a few megabytes are split.
+    // partitions of 64 KiB, so that a few megabytes are split, and a 4 MiB block cache, so
+    // that full scans (over a quarter of it) are bulk scans that bypass the cache.
     let node = TestNode::start_with(
         dir.path(),
         &[
@@ -35,6 +36,8 @@ async fn partitioned_scans_read_exactly_what_one_scan_reads() {
             "4194304",
             "--scan-partition-bytes-min",
             "65536",
+            "--block-cache-bytes-max",
+            "4194304",
         ],
     );
     let c = node.client().await;
