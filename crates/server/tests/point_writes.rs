@@ -1,6 +1,7 @@
 //! The point-write path (`kestrel_sql::point_write`): prepared `UPDATE t SET c = c + $1 WHERE
-//! pk = $2` and single-row `INSERT … VALUES ($1, …, CURRENT_TIMESTAMP)` run without DataFusion,
-//! with the same results, errors and transactional behaviour as the general path.
+//! pk = $2`, single-row `INSERT … VALUES ($1, …, CURRENT_TIMESTAMP)` and `DELETE FROM t WHERE
+//! pk = $1` run without DataFusion, with the same results, errors and transactional behaviour
+//! as the general path.
 //! `kestrel_sql_point_writes_total` shows which path ran.
 
 mod common;
@@ -467,4 +468,85 @@ async fn inserts_drawing_serial_keys_take_the_write_path() {
         .get(0);
     assert_eq!(id, 101);
     assert_eq!(point_writes(&node).await, before);
+}
+
+/// `DELETE FROM t WHERE pk = $1` takes the point path: the row and its secondary-index
+/// entries go, inside the transaction, under the row lock; a table a foreign key references
+/// takes the general path, which runs the referential action.
+#[tokio::test]
+async fn prepared_deletes_by_key_take_the_write_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let c = node.client().await;
+    c.batch_execute(
+        "CREATE TABLE d (id INT PRIMARY KEY, v INT, note TEXT);
+         CREATE UNIQUE INDEX d_v ON d (v);
+         INSERT INTO d VALUES (1, 10, 'a'), (2, 20, 'b'), (3, 30, 'c'), (4, 40, 'd');
+         CREATE TABLE par (id INT PRIMARY KEY);
+         CREATE TABLE kid (id INT PRIMARY KEY, p INT REFERENCES par (id) ON DELETE CASCADE);
+         INSERT INTO par VALUES (7), (8);
+         INSERT INTO kid VALUES (1, 7), (2, 8);",
+    )
+    .await
+    .unwrap();
+    let before = point_writes(&node).await;
+    let del = c.prepare("DELETE FROM d WHERE id = $1").await.unwrap();
+    assert_eq!(c.execute(&del, &[&1i32]).await.unwrap(), 1);
+    assert_eq!(c.execute(&del, &[&1i32]).await.unwrap(), 0, "already gone");
+    assert_eq!(c.execute(&del, &[&99i32]).await.unwrap(), 0);
+    assert_eq!(
+        point_writes(&node).await - before,
+        3.0,
+        "all on the point path"
+    );
+    // The unique index entry went with the row: its value can be taken again, and an index
+    // lookup finds only the new row.
+    c.batch_execute("INSERT INTO d VALUES (5, 10, 'e')")
+        .await
+        .unwrap();
+    assert_eq!(one_int(&c, "SELECT id FROM d WHERE v = 10").await, Some(5));
+
+    // Rolled back, the row and its entry are still there.
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(c.execute(&del, &[&2i32]).await.unwrap(), 1);
+    assert_eq!(
+        one_int(&c, "SELECT count(*)::INT FROM d WHERE id = 2").await,
+        Some(0)
+    );
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(one_int(&c, "SELECT id FROM d WHERE v = 20").await, Some(2));
+
+    // A writer of the deleted row waits for the deleting block and then finds no row.
+    let other = node.client().await;
+    let up = other
+        .prepare("UPDATE d SET note = $1 WHERE id = $2")
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(c.execute(&del, &[&3i32]).await.unwrap(), 1);
+    let waiting = tokio::spawn(async move { other.execute(&up, &[&"z", &3i32]).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "the UPDATE waits for the row lock");
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap(), 0, "no row left to update");
+
+    // The child of a foreign key deletes on the point path; its parent does not, and the
+    // general path cascades.
+    let before = point_writes(&node).await;
+    let del_kid = c.prepare("DELETE FROM kid WHERE id = $1").await.unwrap();
+    assert_eq!(c.execute(&del_kid, &[&1i32]).await.unwrap(), 1);
+    assert_eq!(point_writes(&node).await - before, 1.0);
+    let del_par = c.prepare("DELETE FROM par WHERE id = $1").await.unwrap();
+    assert_eq!(c.execute(&del_par, &[&8i32]).await.unwrap(), 1);
+    assert_eq!(
+        point_writes(&node).await - before,
+        1.0,
+        "the parent took the general path"
+    );
+    assert_eq!(
+        one_int(&c, "SELECT count(*)::INT FROM kid").await,
+        Some(0),
+        "cascaded"
+    );
+    assert_eq!(one_int(&c, "SELECT count(*)::INT FROM d").await, Some(3));
 }

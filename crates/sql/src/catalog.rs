@@ -757,6 +757,25 @@ pub async fn get_table(
         .transpose()
 }
 
+/// Whether any foreign key of database `db_id` references table `parent` (a self-reference
+/// included). Reads every table descriptor of the database through `txn`, as a statement's
+/// catalog snapshot does, so SERIALIZABLE validates the answer against concurrent DDL.
+pub async fn is_referenced(txn: &Txn, db_id: u32, parent: u32) -> SqlResult<bool> {
+    let prefix = tables_prefix(db_id);
+    let end = keycode::prefix_end(&prefix);
+    let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
+    for (_, v) in rows {
+        if decode_table(&v)?
+            .foreign_keys
+            .iter()
+            .any(|fk| fk.parent == parent)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 pub fn put_table(txn: &mut Txn, t: &TableDesc) -> SqlResult<()> {
     txn.put(table_key(t.db_id, &t.schema, &t.name), encode(t))?;
     Ok(())

@@ -1,4 +1,5 @@
-//! Primary-key point writes without DataFusion: the UPDATE and INSERT of an OLTP transaction.
+//! Primary-key point writes without DataFusion: the UPDATE, INSERT and DELETE of an OLTP
+//! transaction.
 //!
 //! `UPDATE t SET c = c + $1 WHERE k = $2` and `INSERT INTO t (a, b, c) VALUES ($1, $2,
 //! CURRENT_TIMESTAMP)` cost a few microseconds of KV work but about two milliseconds of
@@ -20,6 +21,11 @@
 //!   known to take this path, and remembered for `currval`/`lastval`), or NULL; the hidden
 //!   `rowid` takes a fresh unique id. The row is validated (NOT NULL, lengths), checked for a
 //!   duplicate key, and written with its secondary-index entries ([`TableWriter`]).
+//! - **DELETE** `FROM t WHERE k = $n`: the row lock and point read of UPDATE, then the row and
+//!   its secondary-index entries are deleted. Only on a table that no foreign key references
+//!   (its own included): deleting a parent row runs referential actions, which the general
+//!   path owns. Telling that reads every table descriptor of the database, as the general
+//!   path's catalog snapshot does (so concurrent DDL conflicts at commit).
 //!
 //! The path only takes statements whose meaning it fully covers. It returns `None` — and the
 //! general path runs the statement and reports any error — for: another shape (RETURNING, ON
@@ -55,6 +61,7 @@ use crate::types::SqlType;
 pub enum PointWrite {
     Update(PointUpdate),
     Insert(PointInsert),
+    Delete(PointDelete),
 }
 
 /// `UPDATE t SET c = <value>, … WHERE k = $n`.
@@ -62,6 +69,15 @@ pub enum PointWrite {
 pub struct PointUpdate {
     pub table: String,
     pub sets: Vec<(String, SetValue)>,
+    pub key_column: String,
+    /// 0-based index of the parameter compared with the key.
+    pub param: usize,
+}
+
+/// `DELETE FROM t WHERE k = $n`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PointDelete {
+    pub table: String,
     pub key_column: String,
     /// 0-based index of the parameter compared with the key.
     pub param: usize,
@@ -107,6 +123,7 @@ pub fn recognize(stmt: &DFStatement) -> Option<PointWrite> {
     let (write, canonical) = match s.as_ref() {
         ast::Statement::Update(u) => recognize_update(u)?,
         ast::Statement::Insert(i) => recognize_insert(i)?,
+        ast::Statement::Delete(d) => recognize_delete(d)?,
         _ => return None,
     };
     // Nothing else may be attached (RETURNING, FROM, ON CONFLICT, a WITH …): the statement
@@ -147,6 +164,34 @@ fn recognize_update(u: &ast::Update) -> Option<(PointWrite, String)> {
     let write = PointWrite::Update(PointUpdate {
         table,
         sets,
+        key_column,
+        param,
+    });
+    Some((write, canonical))
+}
+
+fn recognize_delete(d: &ast::Delete) -> Option<(PointWrite, String)> {
+    let ast::FromTable::WithFromKeyword(from) = &d.from else {
+        return None;
+    };
+    let [from] = from.as_slice() else {
+        return None;
+    };
+    if !from.joins.is_empty() {
+        return None;
+    }
+    let TableFactor::Table {
+        name, alias: None, ..
+    } = &from.relation
+    else {
+        return None;
+    };
+    let table = public_table(name)?;
+    let selection = d.selection.as_ref()?;
+    let (key_column, param) = key_equals_param(selection)?;
+    let canonical = format!("DELETE FROM {name} WHERE {selection}");
+    let write = PointWrite::Delete(PointDelete {
+        table,
         key_column,
         param,
     });
@@ -264,6 +309,7 @@ pub async fn execute(w: &PointWrite, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlRe
     let res = match w {
         PointWrite::Update(u) => update(u, txn, env).await?,
         PointWrite::Insert(i) => insert(i, txn, env).await?,
+        PointWrite::Delete(d) => delete(d, txn, env).await?,
     };
     if res.is_some() {
         crate::metrics::METRICS.point_writes.inc();
@@ -279,6 +325,42 @@ async fn writable_table(txn: &Txn, env: &WriteEnv<'_>, name: &str) -> SqlResult<
     };
     let plain = !crate::check::needed(&desc) && desc.foreign_keys.is_empty();
     Ok(plain.then_some(desc))
+}
+
+/// Deletes the row whose key is parameter `d.param`, with its secondary-index entries, after
+/// locking it as the general path does. A table that a foreign key references (its own
+/// included) takes the general path, which runs the referential actions.
+async fn delete(d: &PointDelete, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlResult<Option<u64>> {
+    let Some(key_value) = env.params.get(d.param) else {
+        return Ok(None);
+    };
+    let Some(desc) = resolve_table(txn, env.db_name, &d.table).await? else {
+        return Ok(None);
+    };
+    let Some(key_pos) = single_key(&desc, &d.key_column) else {
+        return Ok(None);
+    };
+    let Some(key_datum) = key_datum(&desc.columns[key_pos].ty, key_value) else {
+        return Ok(None);
+    };
+    if crate::catalog::is_referenced(txn, desc.db_id, desc.id).await? {
+        return Ok(None);
+    }
+    let mut key_row = vec![Datum::Null; desc.columns.len()];
+    key_row[key_pos] = key_datum;
+    let key = encode_key(&desc, &key_row)?;
+    let value = match txn.get_for_update(&key).await? {
+        None => return Err(SqlError::restart_statement()),
+        Some(None) => return Ok(Some(0)),
+        Some(Some(value)) => value,
+    };
+    let writer = TableWriter::new(&desc)?;
+    if !writer.is_empty() {
+        let old = decode_row(&desc, &key, &value)?;
+        writer.delete_entries(txn, &desc, &old, &key)?;
+    }
+    txn.delete(key)?;
+    Ok(Some(1))
 }
 
 /// How one SET assignment computes its value from the old row. Parameters are converted
@@ -671,6 +753,24 @@ mod tests {
     }
 
     #[test]
+    fn recognises_deletes_by_key() {
+        for (sql, table, key, param) in [
+            ("DELETE FROM t WHERE k = $1", "t", "k", 0),
+            (r#"delete from public."T" where $2 = "K""#, "T", "K", 1),
+        ] {
+            assert_eq!(
+                rec(sql),
+                Some(PointWrite::Delete(PointDelete {
+                    table: table.into(),
+                    key_column: key.into(),
+                    param,
+                })),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
     fn only_serial_defaults_draw_from_sequences() {
         assert_eq!(
             serial_default("nextval('t_id_seq')"),
@@ -727,7 +827,17 @@ mod tests {
             "INSERT INTO s.t VALUES ($1)",
             "INSERT INTO t DEFAULT VALUES",
             "WITH x AS (SELECT 1) INSERT INTO t VALUES ($1)",
-            "DELETE FROM t WHERE k = $1",
+            "DELETE FROM t WHERE k = $1 RETURNING *",
+            "DELETE FROM t WHERE k = $1 AND a = $2",
+            "DELETE FROM t WHERE k = 1",
+            "DELETE FROM t WHERE k >= $1",
+            "DELETE FROM t",
+            "DELETE FROM t x WHERE k = $1",
+            "DELETE FROM ONLY t WHERE k = $1",
+            "DELETE FROM s.t WHERE k = $1",
+            "DELETE FROM t USING u WHERE k = $1",
+            "DELETE FROM t WHERE CURRENT_USER = $1",
+            "WITH x AS (SELECT 1) DELETE FROM t WHERE k = $1",
         ] {
             assert_eq!(rec(sql), None, "{sql}");
         }

@@ -1762,6 +1762,7 @@ impl Session {
             crate::point_write::PointWrite::Insert(_) => {
                 ExecResult::Command(format!("INSERT 0 {n}"))
             }
+            crate::point_write::PointWrite::Delete(_) => ExecResult::Command(format!("DELETE {n}")),
         }))
     }
 
