@@ -783,3 +783,64 @@ async fn get_for_update_reads_locks_and_detects_stale_rows() {
     holder.discard();
     kv.shutdown().await;
 }
+
+/// A two-phase commit makes the range of a row another transaction waits to lock its primary
+/// (the transaction record lies next to that row's key, not next to the first key), and the
+/// waiter then reads the committed row.
+#[tokio::test]
+async fn contended_range_becomes_the_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = two_range_store(dir.path()).await;
+    let (cold, hot) = (key(7, "cold"), key(8, "hot"));
+    let mut w = kv.begin();
+    w.put(cold.clone(), b"0".to_vec()).unwrap();
+    w.put(hot.clone(), b"0".to_vec()).unwrap();
+    w.commit().await.unwrap();
+
+    // Without a waiter the first key's range is the primary.
+    let mut plain = kv.begin();
+    plain.put(cold.clone(), b"1".to_vec()).unwrap();
+    plain.put(hot.clone(), b"1".to_vec()).unwrap();
+    let plain_id = plain.id();
+    plain.commit().await.unwrap();
+    let engine = kv.engine.as_ref();
+    assert!(mvcc::get_txn_record(engine, &cold, plain_id)
+        .unwrap()
+        .is_some());
+    assert!(mvcc::get_txn_record(engine, &hot, plain_id)
+        .unwrap()
+        .is_none());
+
+    let mut a = kv.begin();
+    assert_eq!(
+        a.get_for_update(&hot).await.unwrap(),
+        Some(Some(b"1".to_vec()))
+    );
+    a.put(cold.clone(), b"2".to_vec()).unwrap();
+    a.put(hot.clone(), b"2".to_vec()).unwrap();
+    let a_id = a.id();
+    let kv2 = kv.clone();
+    let waiter = tokio::spawn(async move {
+        let mut b = kv2.begin();
+        let first = b.get_for_update(&key(8, "hot")).await.unwrap();
+        b.discard();
+        let mut b = kv2.begin();
+        let again = b.get_for_update(&key(8, "hot")).await.unwrap();
+        b.discard();
+        (first, again)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "the second locker waits");
+    a.commit().await.unwrap();
+    assert!(
+        mvcc::get_txn_record(engine, &hot, a_id).unwrap().is_some(),
+        "the record lies in the contended range"
+    );
+    assert!(mvcc::get_txn_record(engine, &cold, a_id).unwrap().is_none());
+    let (first, again) = waiter.await.unwrap();
+    assert_eq!(first, None, "the waiter's statement runs again");
+    assert_eq!(again, Some(Some(b"2".to_vec())));
+    let r = kv.begin();
+    assert_eq!(r.get(&cold).await.unwrap(), Some(b"2".to_vec()));
+    kv.shutdown().await;
+}
