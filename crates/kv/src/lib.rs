@@ -28,9 +28,8 @@
 //!   a duplicate key) and proposes one batch of versions at `commit_ts` through Raft.
 //! * **several ranges → two-phase commit**: locks (intents) are written to every range through
 //!   Raft; then `commit_ts` is chosen and the transaction record `Committed(commit_ts)` is written
-//!   next to the primary key (the first key, or one of the range whose rows other
-//!   transactions wait to lock) — the commit point; the primary range's rows are released at
-//!   once, and then every lock is resolved into a version. A crash before the record leaves locks that recovery (at start-up, before the node
+//!   next to the primary (first) key — the commit point; then every lock is resolved into a
+//!   version. A crash before the record leaves locks that recovery (at start-up, before the node
 //!   serves) aborts; after it, recovery finishes the resolution. So a multi-range transaction is
 //!   all-or-nothing under `kill -9` at any point.
 //!

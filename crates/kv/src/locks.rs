@@ -21,8 +21,8 @@ use crate::{KvError, Result};
 struct State {
     /// key → owning transaction.
     owner: HashMap<Vec<u8>, u128>,
-    /// waiting transaction → the transaction it waits for and the key it wants.
-    waits_for: HashMap<u128, (u128, Vec<u8>)>,
+    /// waiting transaction → the transaction it waits for.
+    waits_for: HashMap<u128, u128>,
 }
 
 #[derive(Default)]
@@ -40,7 +40,7 @@ impl State {
                 return true;
             }
             match self.waits_for.get(&cur) {
-                Some(&(next, _)) => cur = next,
+                Some(&next) => cur = next,
                 None => return false,
             }
         }
@@ -101,7 +101,7 @@ impl LockTable {
                             if st.would_deadlock(txn, o) {
                                 return Err(KvError::Deadlock);
                             }
-                            st.waits_for.insert(txn, (o, key.clone()));
+                            st.waits_for.insert(txn, o);
                         }
                     }
                 }
@@ -129,16 +129,6 @@ impl LockTable {
                 true
             }
         }
-    }
-
-    /// The keys of `holder` that other transactions are waiting for now.
-    pub fn wanted(&self, holder: u128) -> Vec<Vec<u8>> {
-        let st = self.state.lock();
-        st.waits_for
-            .values()
-            .filter(|(h, _)| *h == holder)
-            .map(|(_, k)| k.clone())
-            .collect()
     }
 
     /// Releases every lock `txn` holds among `keys`.

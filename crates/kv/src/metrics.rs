@@ -7,7 +7,6 @@ use prometheus::{IntCounter, Opts};
 pub struct KvMetrics {
     pub commits: IntCounter,
     pub commits_two_phase: IntCounter,
-    pub contended_primaries: IntCounter,
     pub aborts: IntCounter,
     pub conflicts: IntCounter,
     pub refreshes: IntCounter,
@@ -22,8 +21,7 @@ fn counter(name: &str, help: &str) -> IntCounter {
     c
 }
 
-pub static METRICS: LazyLock<KvMetrics> = LazyLock::new(|| {
-    KvMetrics {
+pub static METRICS: LazyLock<KvMetrics> = LazyLock::new(|| KvMetrics {
     commits: counter(
         "kestrel_txn_commits_total",
         "Committed transactions that wrote",
@@ -31,10 +29,6 @@ pub static METRICS: LazyLock<KvMetrics> = LazyLock::new(|| {
     commits_two_phase: counter(
         "kestrel_txn_commits_two_phase_total",
         "Commits that spanned several ranges",
-    ),
-    contended_primaries: counter(
-        "kestrel_txn_contended_primaries_total",
-        "Two-phase commits whose primary range was chosen because another transaction waited for one of its rows",
     ),
     aborts: counter(
         "kestrel_txn_aborts_total",
@@ -60,7 +54,6 @@ pub static METRICS: LazyLock<KvMetrics> = LazyLock::new(|| {
         "kestrel_txn_read_spans_validated_total",
         "Read spans checked for newer writes and locks at commit (clean and written keys are not)",
     ),
-}
 });
 
 impl KvMetrics {

@@ -651,7 +651,7 @@ impl Txn {
 
     async fn commit_inner(&self) -> Result<Ts> {
         for _ in 0..ROUTE_RETRIES_MAX {
-            let mut groups = self
+            let groups = self
                 .kv
                 .group_keys(self.writes.iter().map(|(k, w)| (k.clone(), w.clone())))?;
             let mut guards = Vec::with_capacity(groups.len());
@@ -671,7 +671,6 @@ impl Txn {
                 self.one_phase(r, ws).await
             } else {
                 METRICS.commits_two_phase.inc();
-                self.put_contended_first(&mut groups);
                 self.two_phase(&groups).await
             };
             drop(guards);
@@ -870,16 +869,14 @@ impl Txn {
     }
 
     /// Commits across several ranges. The other ranges are prewritten (their keys locked,
-    /// values in the locks); then the primary range — `groups[0]`: the first range in key
-    /// order, or the one whose rows others wait to lock (`put_contended_first`) — commits
+    /// values in the locks); then the primary range — the one holding the first key — commits
     /// like a one-phase commit whose batch also carries the transaction record: under its write
     /// latches and the read latches of every span read (taken in key order), its writes are
     /// evaluated, the reads validated, and one synced entry writes the record `Committed` and
     /// the primary range's versions. That entry is the commit point; the other ranges' locks are
     /// then resolved into versions. A crash before it leaves locks without a record (recovery
-    /// aborts them), after it a record (recovery resolves them). Once that entry is durable
-    /// the primary range's registration and row locks are released, before the resolution.
-    /// Entries per commit of `n` ranges: `2n - 1`.
+    /// aborts them), after it a record (recovery resolves them). Entries per commit of `n`
+    /// ranges: `2n - 1`.
     async fn two_phase(&self, groups: &[(Arc<Replica>, Vec<(Vec<u8>, Write)>)]) -> Result<Ts> {
         let (primary_replica, primary_writes) = &groups[0];
         let primary = primary_writes[0].0.clone();
@@ -944,12 +941,6 @@ impl Txn {
             tracing::error!("the commit entry of transaction {:x} failed: {e}", self.id);
             return Err(e.into());
         }
-        // The primary range's versions are applied and durable: its readers need not wait
-        // for the other ranges' resolution, nor its rows' next writers for the row locks.
-        let mut pendings = pendings;
-        drop(pendings.remove(0));
-        let primary_keys: Vec<Vec<u8>> = primary_writes.iter().map(|(k, _)| k.clone()).collect();
-        self.kv.locks.release(self.id, &primary_keys);
         // Deferred: the synced commit entry already made the commit durable, and a resolution
         // lost in a crash is redone by recovery from the record. The ranges are resolved
         // concurrently.
@@ -973,26 +964,6 @@ impl Txn {
         drop(pendings);
         drop(latches);
         Ok(commit_ts)
-    }
-
-    /// Moves to the front — making it the two-phase commit's primary — the first range that
-    /// holds a row another transaction is waiting to lock. The primary's rows are released
-    /// as soon as the commit entry is durable, one round of resolution earlier than the
-    /// others', so a hot row (TPC-B's branch) is held for less time. Otherwise the ranges
-    /// stay in key order.
-    fn put_contended_first(&self, groups: &mut Vec<(Arc<Replica>, Vec<(Vec<u8>, Write)>)>) {
-        let wanted = self.kv.locks.wanted(self.id);
-        if wanted.is_empty() {
-            return;
-        }
-        let hot = groups
-            .iter()
-            .position(|(_, ws)| ws.iter().any(|(k, _)| wanted.contains(k)));
-        if let Some(i) = hot.filter(|&i| i > 0) {
-            let g = groups.remove(i);
-            groups.insert(0, g);
-            METRICS.contended_primaries.inc();
-        }
     }
 
     /// The commit point of a two-phase commit: the record, committed at `commit_ts`, and the
