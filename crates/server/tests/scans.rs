@@ -83,6 +83,18 @@ async fn partitioned_scans_read_exactly_what_one_scan_reads() {
         ids.iter().copied().collect::<BTreeSet<_>>().len() as i64,
         ROWS
     );
+    // Each partition emits its rows in key order: ORDER BY the key merges the partitions
+    // instead of sorting them, and the rows come in key order.
+    let by_key = explain(&c, "SELECT id FROM t ORDER BY id").await;
+    assert!(!by_key.contains("SortExec:"), "{by_key}");
+    assert_eq!(
+        by_key.contains("SortPreservingMergeExec"),
+        want >= 2,
+        "{by_key}"
+    );
+    assert_eq!(ids_in(&c, "SELECT id FROM t ORDER BY id").await, {
+        (1..=ROWS).collect::<Vec<_>>()
+    });
     // Groups, a key range and a filter on another column agree with arithmetic.
     let groups = c
         .query("SELECT g, count(*) FROM t GROUP BY g ORDER BY g", &[])
@@ -120,6 +132,13 @@ async fn partitioned_scans_read_exactly_what_one_scan_reads() {
         sum_g - deleted.iter().map(|i| i % 7).sum::<i64>() + 100 * updated + inserted.len() as i64,
     );
     assert_eq!(totals(&c, "").await, want);
+    let mut live: Vec<i64> = (1..=ROWS).filter(|i| i % 1000 != 0).collect();
+    live.extend(&inserted);
+    assert_eq!(
+        ids_in(&c, "SELECT id FROM t ORDER BY id").await,
+        live,
+        "own writes merged in key order"
+    );
     let other = node.client().await;
     assert_eq!(totals(&other, "").await, (ROWS, sum_ids, sum_g));
     c.batch_execute("COMMIT").await.unwrap();
@@ -140,6 +159,11 @@ async fn partitioned_scans_read_exactly_what_one_scan_reads() {
         .unwrap();
     let e = c.batch_execute("COMMIT").await.unwrap_err();
     assert_eq!(common::sqlstate(&e), "40001", "after reading {seen} rows");
+}
+
+async fn ids_in(c: &Client, sql: &str) -> Vec<i64> {
+    let rows = c.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
 }
 
 /// N of the scan's `partitions=N` in a plan (1 when the scan is not partitioned).

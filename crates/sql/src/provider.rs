@@ -557,6 +557,42 @@ impl fmt::Debug for KvScanExec {
     }
 }
 
+/// The order a primary-key range scan emits rows in, within each partition: ascending by
+/// the key columns, as far as they are projected in key order and their key encoding sorts
+/// as Arrow compares their values (integers, dates, text compared bytewise). Declaring it
+/// lets DataFusion drop a sort on the key (`ORDER BY pk [LIMIT n]`) or merge the partitions
+/// instead of sorting them. Key columns are never NULL.
+fn key_ordering(
+    desc: &TableDesc,
+    projected: &[usize],
+    schema: &SchemaRef,
+) -> Vec<datafusion::physical_expr::PhysicalSortExpr> {
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::physical_expr::expressions::Column;
+    let mut ordering = Vec::new();
+    for &k in &desc.primary_key {
+        let sorts_as_encoded = matches!(
+            desc.columns[k].ty,
+            SqlType::Int2 | SqlType::Int4 | SqlType::Int8 | SqlType::Date | SqlType::Text
+        );
+        let Some(pos) = projected.iter().position(|&p| p == k) else {
+            break;
+        };
+        if !sorts_as_encoded {
+            break;
+        }
+        let column = Arc::new(Column::new(schema.field(pos).name(), pos));
+        ordering.push(datafusion::physical_expr::PhysicalSortExpr::new(
+            column,
+            SortOptions {
+                descending: false,
+                nulls_first: false,
+            },
+        ));
+    }
+    ordering
+}
+
 impl KvScanExec {
     fn new(
         desc: Arc<TableDesc>,
@@ -572,8 +608,16 @@ impl KvScanExec {
                 || matches!(&bounds, Bounds::Range { start, end } if cuts.first() > Some(start) && cuts.last() < Some(end) && cuts.windows(2).all(|w| w[0] < w[1])),
             "partition cuts ascend strictly inside a key range"
         );
+        let ordering = match (&bounds, &index) {
+            (Bounds::Range { .. }, None) => key_ordering(&desc, &projected, &schema),
+            _ => Vec::new(),
+        };
+        let eq = match ordering.is_empty() {
+            true => EquivalenceProperties::new(schema.clone()),
+            false => EquivalenceProperties::new_with_orderings(schema.clone(), [ordering]),
+        };
         let props = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
+            eq,
             Partitioning::UnknownPartitioning(cuts.len() + 1),
             EmissionType::Incremental,
             Boundedness::Bounded,
