@@ -549,4 +549,22 @@ async fn prepared_deletes_by_key_take_the_write_path() {
         "cascaded"
     );
     assert_eq!(one_int(&c, "SELECT count(*)::INT FROM d").await, Some(3));
+
+    // A text key, and an expression index and a partial one: their entries go too.
+    c.batch_execute(
+        "CREATE TABLE tk (k TEXT PRIMARY KEY, v INT);
+         CREATE UNIQUE INDEX tk_lower ON tk (lower(k));
+         CREATE UNIQUE INDEX tk_pos ON tk (v) WHERE v > 0;
+         INSERT INTO tk VALUES ('Ab', 1), ('cd', -1);",
+    )
+    .await
+    .unwrap();
+    let before = point_writes(&node).await;
+    let del_tk = c.prepare("DELETE FROM tk WHERE k = $1").await.unwrap();
+    assert_eq!(c.execute(&del_tk, &[&"Ab"]).await.unwrap(), 1);
+    assert_eq!(point_writes(&node).await - before, 1.0);
+    c.batch_execute("INSERT INTO tk VALUES ('aB', 1)")
+        .await
+        .unwrap();
+    assert_eq!(one_int(&c, "SELECT count(*)::INT FROM tk").await, Some(2));
 }

@@ -108,6 +108,21 @@ pub(crate) fn key_equals_param(e: &Expr) -> Option<(String, usize)> {
     Some((fold(key), param_of(other)?))
 }
 
+/// A FROM item that is one table without alias or joins: its name as written, and the
+/// table it names in `public` (see [`public_table`]).
+pub(crate) fn lone_table(t: &ast::TableWithJoins) -> Option<(&ast::ObjectName, String)> {
+    if !t.joins.is_empty() {
+        return None;
+    }
+    let TableFactor::Table {
+        name, alias: None, ..
+    } = &t.relation
+    else {
+        return None;
+    };
+    Some((name, public_table(name)?))
+}
+
 /// The base table `name` of `public` in database `db_name`, read through `txn`; `None` when
 /// the name could mean something else (a `pg_*` catalog relation) or names no table (a view,
 /// or nothing), so the general path resolves it and reports any error.
@@ -164,13 +179,7 @@ pub fn recognize(stmt: &DFStatement) -> Option<PointSelect> {
     let [from] = sel.from.as_slice() else {
         return None;
     };
-    let TableFactor::Table {
-        name, alias: None, ..
-    } = &from.relation
-    else {
-        return None;
-    };
-    let table = public_table(name)?;
+    let (name, table) = lone_table(from)?;
     let (key, param) = key_equals_param(sel.selection.as_ref()?)?;
     // Nothing else may be attached (LIMIT, ORDER BY, FOR UPDATE, DISTINCT, a WITH …): the
     // statement must print exactly as the shape it was recognised as.

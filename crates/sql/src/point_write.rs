@@ -40,8 +40,7 @@
 use datafusion::common::ScalarValue;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    self, AssignmentTarget, BinaryOperator, Expr, FunctionArguments, SetExpr, TableFactor,
-    TableObject,
+    self, AssignmentTarget, BinaryOperator, Expr, FunctionArguments, SetExpr, TableObject,
 };
 
 use kestrel_kv::{Kv, Txn};
@@ -51,7 +50,7 @@ use crate::datum::{datum_from_scalar, Datum};
 use crate::error::{code, SqlError, SqlResult};
 use crate::index::TableWriter;
 use crate::point::{column_ident, fold, key_datum, key_equals_param, param_of, public_table};
-use crate::point::{resolve_table, single_key};
+use crate::point::{lone_table, resolve_table, single_key};
 use crate::provider::{duplicate_key_error, validate_row};
 use crate::rowcodec::{decode_row, encode_key, encode_value};
 use crate::types::SqlType;
@@ -136,16 +135,7 @@ fn plain_column(id: &ast::Ident) -> Option<String> {
 }
 
 fn recognize_update(u: &ast::Update) -> Option<(PointWrite, String)> {
-    if !u.table.joins.is_empty() {
-        return None;
-    }
-    let TableFactor::Table {
-        name, alias: None, ..
-    } = &u.table.relation
-    else {
-        return None;
-    };
-    let table = public_table(name)?;
+    let (name, table) = lone_table(&u.table)?;
     let mut sets = Vec::with_capacity(u.assignments.len());
     let mut shown = Vec::with_capacity(u.assignments.len());
     for a in &u.assignments {
@@ -177,16 +167,7 @@ fn recognize_delete(d: &ast::Delete) -> Option<(PointWrite, String)> {
     let [from] = from.as_slice() else {
         return None;
     };
-    if !from.joins.is_empty() {
-        return None;
-    }
-    let TableFactor::Table {
-        name, alias: None, ..
-    } = &from.relation
-    else {
-        return None;
-    };
-    let table = public_table(name)?;
+    let (name, table) = lone_table(from)?;
     let selection = d.selection.as_ref()?;
     let (key_column, param) = key_equals_param(selection)?;
     let canonical = format!("DELETE FROM {name} WHERE {selection}");
@@ -346,13 +327,8 @@ async fn delete(d: &PointDelete, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlResult
     if crate::catalog::is_referenced(txn, desc.db_id, desc.id).await? {
         return Ok(None);
     }
-    let mut key_row = vec![Datum::Null; desc.columns.len()];
-    key_row[key_pos] = key_datum;
-    let key = encode_key(&desc, &key_row)?;
-    let value = match txn.get_for_update(&key).await? {
-        None => return Err(SqlError::restart_statement()),
-        Some(None) => return Ok(Some(0)),
-        Some(Some(value)) => value,
+    let Some((key, value)) = lock_row(txn, &desc, key_pos, key_datum).await? else {
+        return Ok(Some(0));
     };
     let writer = TableWriter::new(&desc)?;
     if !writer.is_empty() {
@@ -361,6 +337,26 @@ async fn delete(d: &PointDelete, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlResult
     }
     txn.delete(key)?;
     Ok(Some(1))
+}
+
+/// The key and stored value of the row whose single key column (at `key_pos`) is
+/// `key_datum`, locked for `txn` as the general path locks the rows it writes: `None` when no
+/// row exists at the snapshot; the restart error when the statement must run again on a
+/// refreshed snapshot (it waited for the lock, or the row changed since the snapshot).
+async fn lock_row(
+    txn: &mut Txn,
+    desc: &TableDesc,
+    key_pos: usize,
+    key_datum: Datum,
+) -> SqlResult<Option<(Vec<u8>, Vec<u8>)>> {
+    let mut key_row = vec![Datum::Null; desc.columns.len()];
+    key_row[key_pos] = key_datum;
+    let key = encode_key(desc, &key_row)?;
+    match txn.get_for_update(&key).await? {
+        None => Err(SqlError::restart_statement()),
+        Some(None) => Ok(None),
+        Some(Some(value)) => Ok(Some((key, value))),
+    }
 }
 
 /// How one SET assignment computes its value from the old row. Parameters are converted
@@ -390,13 +386,8 @@ async fn update(u: &PointUpdate, txn: &mut Txn, env: &WriteEnv<'_>) -> SqlResult
     let Some(plan) = update_plan(u, &desc, key_pos, env.params)? else {
         return Ok(None);
     };
-    let mut key_row = vec![Datum::Null; desc.columns.len()];
-    key_row[key_pos] = key_datum;
-    let key = encode_key(&desc, &key_row)?;
-    let value = match txn.get_for_update(&key).await? {
-        None => return Err(SqlError::restart_statement()),
-        Some(None) => return Ok(Some(0)),
-        Some(Some(value)) => value,
+    let Some((key, value)) = lock_row(txn, &desc, key_pos, key_datum).await? else {
+        return Ok(Some(0));
     };
     let old = decode_row(&desc, &key, &value)?;
     let mut new = old.clone();

@@ -12,8 +12,10 @@
 //! of stored data is cut into partitions of about equal size (at most DataFusion's
 //! `target_partitions`, one per core), which DataFusion runs in parallel, each with the
 //! operators above it. All partitions read at the statement's one snapshot through the same
-//! transaction, so together they read exactly what one scan would; only the order of rows
-//! across partitions is unspecified (the provider never promises an order).
+//! transaction, so together they read exactly what one scan would. Within each partition a
+//! key-range scan emits rows in primary-key order and says so (`key_ordering`), so DataFusion
+//! merges partitions instead of sorting for `ORDER BY` the key; the order of rows *across*
+//! partitions is unspecified.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
