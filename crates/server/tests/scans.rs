@@ -71,13 +71,7 @@ async fn partitioned_scans_read_exactly_what_one_scan_reads() {
     let sum_g: i64 = (1..=ROWS).map(|i| i % 7).sum();
     assert_eq!(totals(&c, "").await, (ROWS, sum_ids, sum_g));
     // Every row exactly once.
-    let ids: Vec<i64> = c
-        .query("SELECT id FROM t", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids = ids_in(&c, "SELECT id FROM t").await;
     assert_eq!(ids.len() as i64, ROWS);
     assert_eq!(
         ids.iter().copied().collect::<BTreeSet<_>>().len() as i64,

@@ -262,7 +262,7 @@ pub fn delete_database(txn: &mut Txn, db: &DbDesc) -> SqlResult<()> {
     Ok(())
 }
 
-/// Every table of a database (for DROP DATABASE).
+/// Every table of a database.
 pub async fn tables_of(txn: &Txn, db_id: u32) -> SqlResult<Vec<TableDesc>> {
     let prefix = tables_prefix(db_id);
     let end = keycode::prefix_end(&prefix);
@@ -639,12 +639,8 @@ impl CatalogSnapshot {
                 format!("database \"{db_name}\" does not exist"),
             ));
         };
-        let prefix = tables_prefix(db.id);
-        let end = keycode::prefix_end(&prefix);
-        let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
         let mut tables = BTreeMap::new();
-        for (_, v) in rows {
-            let t = decode_table(&v)?;
+        for t in tables_of(txn, db.id).await? {
             tables.insert((t.schema.clone(), t.name.clone()), Arc::new(t));
         }
         let prefix = crate::sequence::seq_prefix(db.id);
@@ -761,19 +757,10 @@ pub async fn get_table(
 /// included). Reads every table descriptor of the database through `txn`, as a statement's
 /// catalog snapshot does, so SERIALIZABLE validates the answer against concurrent DDL.
 pub async fn is_referenced(txn: &Txn, db_id: u32, parent: u32) -> SqlResult<bool> {
-    let prefix = tables_prefix(db_id);
-    let end = keycode::prefix_end(&prefix);
-    let (rows, _) = txn.scan(&prefix, end.as_deref(), usize::MAX).await?;
-    for (_, v) in rows {
-        if decode_table(&v)?
-            .foreign_keys
-            .iter()
-            .any(|fk| fk.parent == parent)
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    let tables = tables_of(txn, db_id).await?;
+    Ok(tables
+        .iter()
+        .any(|t| t.foreign_keys.iter().any(|fk| fk.parent == parent)))
 }
 
 pub fn put_table(txn: &mut Txn, t: &TableDesc) -> SqlResult<()> {

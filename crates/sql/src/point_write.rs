@@ -32,10 +32,12 @@
 //! CONFLICT, FROM, several rows, an expression it does not know), a view or a `pg_*` name, a
 //! table with CHECK constraints, generated columns or foreign keys of its own, an UPDATE of
 //! the key or of an indexed column, another per-row default (`now()`, an expression around
-//! `nextval`) for an omitted column, and any parameter whose type is not exactly the
-//! column's (DataFusion's coercions stay DataFusion's). A table that is only a foreign key's *parent* is fine: an INSERT never
-//! breaks a reference, and an UPDATE here changes only unindexed non-key columns, which no
-//! foreign key can reference (they reference a primary key or unique index).
+//! `nextval`) for an omitted column, a DELETE from a table a foreign key references, and any
+//! parameter whose type is not exactly the column's (DataFusion's coercions stay
+//! DataFusion's). For INSERT and UPDATE a table that is only a foreign key's *parent* is
+//! fine: an INSERT never breaks a reference, and an UPDATE here changes only unindexed
+//! non-key columns, which no foreign key can reference (they reference a primary key or
+//! unique index).
 
 use datafusion::common::ScalarValue;
 use datafusion::sql::parser::Statement as DFStatement;
