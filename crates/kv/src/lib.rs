@@ -26,15 +26,23 @@
 //!   `commit_ts = clock.now()`, checks write-write conflicts (a version newer than `read_ts`, or
 //!   another transaction's lock, aborts with a retryable conflict; an insert over a live row is
 //!   a duplicate key) and proposes one batch of versions at `commit_ts` through Raft.
-//! * **several ranges → two-phase commit**: locks (intents) are written to every range through
-//!   Raft; then `commit_ts` is chosen and the transaction record `Committed(commit_ts)` is written
+//! * **several ranges, each with its only replica on this node → local multi-range commit**:
+//!   under the write latches of every key (all ranges, in key order) the writes are evaluated
+//!   as above; one synced entry of the primary (first) key's range writes its versions and a
+//!   redo record of the other ranges' writes — the commit point — and the other ranges apply
+//!   their versions; latches and pending registrations (below) cover the keys until they have.
+//!   A crash in between leaves the redo record, which recovery applies. `n` entries for `n`
+//!   ranges; applied records are deleted in the background (`redo.rs`).
+//! * **several ranges otherwise → two-phase commit**: locks (intents) are written to every
+//!   range through Raft; then `commit_ts` is chosen and the transaction record `Committed(commit_ts)` is written
 //!   next to the primary (first) key — the commit point; then every lock is resolved into a
 //!   version. A crash before the record leaves locks that recovery (at start-up, before the node
 //!   serves) aborts; after it, recovery finishes the resolution. So a multi-range transaction is
 //!   all-or-nothing under `kill -9` at any point.
 //!
-//! **Durability costs one fsync per commit, shared.** The one-phase batch and the two-phase
-//! record are synced proposals; the locks and resolutions around a record are *deferred*
+//! **Durability costs one fsync per commit, shared.** The one-phase batch, the local commit's
+//! primary entry and the two-phase record are synced proposals; the local commit's other
+//! entries and the locks and resolutions around a record are *deferred*
 //! (`Durability::Deferred`): they are applied at once and become durable with the record's own
 //! fsync or a later one, because all ranges share one engine WAL that is recovered in write
 //! order. Concurrent commits of all ranges share each fsync (`kestrel_raft::GroupCommit`).
@@ -70,6 +78,7 @@ mod metrics;
 pub mod pending;
 mod range;
 mod read_cache;
+mod redo;
 pub mod router;
 mod store;
 mod txn;

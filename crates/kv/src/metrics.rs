@@ -7,6 +7,7 @@ use prometheus::{IntCounter, Opts};
 pub struct KvMetrics {
     pub commits: IntCounter,
     pub commits_two_phase: IntCounter,
+    pub commits_local_multi_range: IntCounter,
     pub aborts: IntCounter,
     pub conflicts: IntCounter,
     pub refreshes: IntCounter,
@@ -28,7 +29,11 @@ pub static METRICS: LazyLock<KvMetrics> = LazyLock::new(|| KvMetrics {
     ),
     commits_two_phase: counter(
         "kestrel_txn_commits_two_phase_total",
-        "Commits that spanned several ranges",
+        "Commits that spanned several ranges and used the two-phase protocol",
+    ),
+    commits_local_multi_range: counter(
+        "kestrel_txn_commits_local_multi_range_total",
+        "Commits that spanned several ranges living on this node alone (one entry per range)",
     ),
     aborts: counter(
         "kestrel_txn_aborts_total",

@@ -33,6 +33,16 @@ pub struct KvConfig {
     pub clock_floor_lead_ms: u64,
     /// The most keys the node-wide read cache (`Txn::get_cached`) holds; 0 turns it off.
     pub read_cache_entries_max: usize,
+    /// Commit every multi-range transaction with the two-phase protocol (locks, record,
+    /// resolution), even when all its ranges live on this node alone, where the local
+    /// multi-range commit needs half the Raft entries. For tests of the two-phase path.
+    pub two_phase_always: bool,
+    /// How many applied redo records may wait for deletion before commits wait for room.
+    pub redo_cleanup_queue_max: usize,
+    /// The most redo records one deletion round proposes.
+    pub redo_cleanup_batch_max: usize,
+    /// How long a deletion round waits for more records after its first.
+    pub redo_cleanup_delay_ms: u64,
 }
 
 impl Default for KvConfig {
@@ -47,6 +57,10 @@ impl Default for KvConfig {
             read_wait_timeout_ms: 10_000,
             clock_floor_lead_ms: 5_000,
             read_cache_entries_max: 10_000,
+            two_phase_always: false,
+            redo_cleanup_queue_max: 4096,
+            redo_cleanup_batch_max: 1024,
+            redo_cleanup_delay_ms: 5,
         }
     }
 }
@@ -64,6 +78,9 @@ pub struct Kv {
     pub(crate) read_cache: crate::read_cache::ReadCache,
     split_mutex: tokio::sync::Mutex<()>,
     floor_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Keys of redo records whose versions every range has applied (see `redo.rs`).
+    pub(crate) redo_applied: tokio::sync::mpsc::Sender<Vec<u8>>,
+    redo_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 fn meta_span() -> Span {
@@ -83,6 +100,8 @@ impl Kv {
             None => Ts::ZERO,
         };
         let wal = GroupCommit::start(engine.clone(), &config.raft)?;
+        assert!(config.redo_cleanup_queue_max > 0 && config.redo_cleanup_batch_max > 0);
+        let (redo_applied, redo_rx) = tokio::sync::mpsc::channel(config.redo_cleanup_queue_max);
         let kv = Arc::new(Kv {
             engine: engine.clone(),
             wal,
@@ -93,6 +112,8 @@ impl Kv {
             locks: crate::locks::LockTable::default(),
             split_mutex: tokio::sync::Mutex::new(()),
             floor_task: parking_lot::Mutex::new(None),
+            redo_applied,
+            redo_task: parking_lot::Mutex::new(None),
         });
         kv.persist_clock_floor()?;
 
@@ -122,7 +143,15 @@ impl Kv {
             kv.router.insert(replica);
         }
         kv.recover_locks().await?;
+        kv.recover_redo().await?;
         kv.start_floor_task();
+        let cleaner = crate::redo::run_cleaner(
+            Arc::downgrade(&kv),
+            redo_rx,
+            kv.config.redo_cleanup_batch_max,
+            kv.config.redo_cleanup_delay_ms,
+        );
+        *kv.redo_task.lock() = Some(tokio::spawn(cleaner));
         Ok(kv)
     }
 
@@ -231,6 +260,31 @@ impl Kv {
                 }
                 replica.group.propose(b).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Finishes local multi-range commits a crash interrupted: writes the versions of every
+    /// redo record left (again, if they were applied: the same version keys and values) and
+    /// deletes the record.
+    async fn recover_redo(&self) -> Result<()> {
+        for (key, redo) in mvcc::scan_redo(self.engine.as_ref())? {
+            self.clock.observe(redo.commit_ts);
+            let writes = redo.writes.len();
+            for (replica, writes) in self.group_keys(redo.writes)? {
+                let mut b = Batch::new();
+                for (k, v) in writes {
+                    mvcc::put_version(&mut b, &k, redo.commit_ts, v.as_deref());
+                }
+                replica.group.propose(b).await?;
+            }
+            let mut b = Batch::new();
+            b.delete(Cf::Redo, key.clone());
+            self.replica_for(&mvcc::redo_primary(&key)?)?
+                .group
+                .propose(b)
+                .await?;
+            tracing::info!(writes, "recovered a local multi-range commit");
         }
         Ok(())
     }
@@ -416,6 +470,10 @@ impl Kv {
     /// Stops every Raft group. The store must not be used afterwards.
     pub async fn shutdown(&self) {
         if let Some(h) = self.floor_task.lock().take() {
+            h.abort();
+        }
+        // Records still queued are deleted by recovery at the next start.
+        if let Some(h) = self.redo_task.lock().take() {
             h.abort();
         }
         for r in self.router.all() {

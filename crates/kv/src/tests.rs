@@ -1,13 +1,25 @@
 use std::sync::Arc;
 
-use kestrel_storage::{mvcc, Cf, Engine, RocksEngine};
+use kestrel_storage::{mvcc, Cf, Engine, RocksEngine, Ts};
 
 use crate::keys::table_span;
 use crate::{Kv, KvConfig, KvError};
 
 async fn open(dir: &std::path::Path) -> Arc<Kv> {
+    open_with(dir, KvConfig::default()).await
+}
+
+async fn open_with(dir: &std::path::Path, config: KvConfig) -> Arc<Kv> {
     let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir).unwrap());
-    Kv::open(engine, KvConfig::default()).await.unwrap()
+    Kv::open(engine, config).await.unwrap()
+}
+
+/// The two multi-range commit protocols: local (one entry per range) and two-phase.
+fn protocols() -> [KvConfig; 2] {
+    [false, true].map(|two_phase_always| KvConfig {
+        two_phase_always,
+        ..KvConfig::default()
+    })
 }
 
 fn key(table: u32, k: &str) -> Vec<u8> {
@@ -212,7 +224,11 @@ async fn split_out_gives_tables_their_own_ranges_and_survives_restart() {
 }
 
 async fn two_range_store(dir: &std::path::Path) -> Arc<Kv> {
-    let kv = open(dir).await;
+    two_range_store_with(dir, KvConfig::default()).await
+}
+
+async fn two_range_store_with(dir: &std::path::Path, config: KvConfig) -> Arc<Kv> {
+    let kv = open_with(dir, config).await;
     for t in [7, 8] {
         let (s, e) = table_span(t);
         kv.split_out(&s, &e).await.unwrap();
@@ -222,8 +238,14 @@ async fn two_range_store(dir: &std::path::Path) -> Arc<Kv> {
 
 #[tokio::test]
 async fn two_range_transaction_commits_atomically() {
+    for config in protocols() {
+        two_range_commit_is_atomic(config).await;
+    }
+}
+
+async fn two_range_commit_is_atomic(config: KvConfig) {
     let dir = tempfile::tempdir().unwrap();
-    let kv = two_range_store(dir.path()).await;
+    let kv = two_range_store_with(dir.path(), config).await;
     let mut t = kv.begin();
     t.put(key(7, "a"), b"1".to_vec()).unwrap();
     t.put(key(8, "b"), b"2".to_vec()).unwrap();
@@ -242,7 +264,8 @@ async fn two_range_transaction_commits_atomically() {
     z.put(key(7, "q"), b"z".to_vec()).unwrap();
     z.put(key(8, "c"), b"z".to_vec()).unwrap();
     x.commit().await.unwrap();
-    // z prewrites range 7, then conflicts with x in range 8 and must roll range 7 back.
+    // z conflicts with x in range 8 (two-phase: after prewriting range 7, which it must roll
+    // back).
     assert!(matches!(
         z.commit().await.unwrap_err(),
         KvError::WriteConflict { .. }
@@ -291,6 +314,86 @@ async fn recovery_finishes_committed_and_aborts_uncommitted_two_phase() {
     w.put(key(7, "p1"), b"ok".to_vec()).unwrap();
     w.put(key(8, "c2"), b"ok".to_vec()).unwrap();
     w.commit().await.unwrap();
+    kv.shutdown().await;
+}
+
+/// A crash right after a local multi-range commit's commit point: recovery writes the other
+/// range's versions from the redo record and deletes it.
+#[tokio::test]
+async fn recovery_applies_the_redo_record_of_a_local_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let commit_ts = {
+        let kv = two_range_store(dir.path()).await;
+        let mut t = kv.begin();
+        t.put(key(7, "a"), b"primary".to_vec()).unwrap();
+        t.put(key(8, "b"), b"other".to_vec()).unwrap();
+        t.delete(key(8, "gone")).unwrap();
+        let commit_ts = t.commit_local_stop_after_redo().await.unwrap();
+        assert_eq!(mvcc::scan_redo(kv.engine.as_ref()).unwrap().len(), 1);
+        assert_eq!(
+            mvcc::get_version(kv.engine.as_ref(), &key(8, "b"), Ts::MAX).unwrap(),
+            None,
+            "not applied before the crash"
+        );
+        kv.shutdown().await;
+        commit_ts
+    };
+    let kv = open(dir.path()).await;
+    assert!(mvcc::scan_redo(kv.engine.as_ref()).unwrap().is_empty());
+    let r = kv.begin();
+    assert!(
+        r.read_ts() > commit_ts,
+        "the clock is past the recovered commit"
+    );
+    assert_eq!(
+        r.get(&key(7, "a")).await.unwrap(),
+        Some(b"primary".to_vec())
+    );
+    assert_eq!(r.get(&key(8, "b")).await.unwrap(), Some(b"other".to_vec()));
+    assert_eq!(
+        mvcc::get_version(kv.engine.as_ref(), &key(8, "b"), Ts::MAX).unwrap(),
+        Some((commit_ts, Some(b"other".to_vec())))
+    );
+    assert_eq!(
+        mvcc::get_version(kv.engine.as_ref(), &key(8, "gone"), Ts::MAX).unwrap(),
+        Some((commit_ts, None)),
+        "the delete is a tombstone at the commit timestamp"
+    );
+    kv.shutdown().await;
+}
+
+/// A local multi-range commit writes no locks and no transaction record, and its redo record
+/// is deleted once the other ranges applied their versions.
+#[tokio::test]
+async fn local_commit_leaves_no_locks_records_or_redo() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = two_range_store(dir.path()).await;
+    let before = crate::metrics::METRICS.commits_local_multi_range.get();
+    for i in 0..20 {
+        let mut t = kv.begin();
+        t.put(key(7, &format!("a{i}")), b"1".to_vec()).unwrap();
+        t.put(key(8, &format!("b{i}")), b"2".to_vec()).unwrap();
+        t.commit().await.unwrap();
+    }
+    assert!(crate::metrics::METRICS.commits_local_multi_range.get() >= before + 20);
+    let count = |cf: Cf| {
+        let mut n = 0;
+        kv.engine
+            .scan(cf, b"", None, &mut |_, _| {
+                n += 1;
+                true
+            })
+            .unwrap();
+        n
+    };
+    assert_eq!((count(Cf::Locks), count(Cf::Txns)), (0, 0));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count(Cf::Redo) > 0 {
+        assert!(std::time::Instant::now() < deadline, "redo records stay");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = kv.begin();
+    assert_eq!(r.get(&key(8, "b19")).await.unwrap(), Some(b"2".to_vec()));
     kv.shutdown().await;
 }
 
@@ -360,9 +463,15 @@ async fn snapshot_isolation_allows_write_skew() {
 }
 
 #[tokio::test]
-async fn serializable_read_conflict_across_ranges_uses_two_phase_commit() {
+async fn serializable_read_conflict_across_ranges() {
+    for config in protocols() {
+        read_conflict_across_ranges(config).await;
+    }
+}
+
+async fn read_conflict_across_ranges(config: KvConfig) {
     let dir = tempfile::tempdir().unwrap();
-    let kv = open(dir.path()).await;
+    let kv = open_with(dir.path(), config).await;
     let (s1, e1) = table_span(1);
     kv.split_out(&s1, &e1).await.unwrap();
     // t reads table 2 and writes tables 1 and 2 (two ranges); w writes the key t read.

@@ -1,7 +1,8 @@
 //! Two-range transactions under `kill -9`: every acknowledged transaction is there whole, and
 //! no transaction is visible in one range but not the other. Four writers commit at once, so
 //! the crash lands among commits sharing WAL fsyncs and between deferred (unsynced) lock and
-//! resolution entries.
+//! resolution entries. Rounds alternate the local multi-range commit (a redo record in the
+//! primary range's entry, deferred entries in the other) and the two-phase protocol.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -31,6 +32,7 @@ async fn two_range_commits_are_atomic_under_kill_9() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kv_crash_writer"))
             .arg(dir.path())
             .arg(next.to_string())
+            .arg(if round % 2 == 0 { "local" } else { "two-phase" })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -16,10 +16,21 @@ pub enum Cf {
     Txns,
     RaftLog,
     RaftMeta,
+    /// Redo records of local multi-range commits not yet fully applied (see
+    /// [`crate::mvcc::Redo`]). New variants go last: batches in Raft logs name families by
+    /// their index.
+    Redo,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 5] = [Cf::Data, Cf::Locks, Cf::Txns, Cf::RaftLog, Cf::RaftMeta];
+    pub const ALL: [Cf; 6] = [
+        Cf::Data,
+        Cf::Locks,
+        Cf::Txns,
+        Cf::RaftLog,
+        Cf::RaftMeta,
+        Cf::Redo,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -28,6 +39,7 @@ impl Cf {
             Cf::Txns => "txns",
             Cf::RaftLog => "raftlog",
             Cf::RaftMeta => "raftmeta",
+            Cf::Redo => "redo",
         }
     }
 }
@@ -366,8 +378,8 @@ impl RocksEngine {
                         o.set_memtable_whole_key_filtering(true);
                         table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
                     }
-                    // Read in index order by scans.
-                    Cf::RaftLog => {}
+                    // Read in key order by scans (recovery reads every redo record).
+                    Cf::RaftLog | Cf::Redo => {}
                 }
                 o.set_block_based_table_factory(&table);
                 rocksdb::ColumnFamilyDescriptor::new(cf.name(), o)

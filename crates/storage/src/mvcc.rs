@@ -478,6 +478,57 @@ pub fn put_txn_record(batch: &mut Batch, primary: &[u8], txn_id: u128, status: T
     );
 }
 
+/// The redo record of a local multi-range commit: the writes of every range but the primary,
+/// written in the primary range's commit entry (with the primary range's versions) and deleted
+/// once the other ranges have applied them. A crash in between leaves the record; recovery
+/// writes its versions (idempotently: a version key names its timestamp) and deletes it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Redo {
+    pub commit_ts: Ts,
+    /// `(user key, value)`; `None` is a delete.
+    pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// The cf `redo` key of a transaction's redo record: next to its primary key, as the record of
+/// a two-phase commit is.
+pub fn redo_key(primary: &[u8], txn_id: u128) -> Vec<u8> {
+    txn_record_key(primary, txn_id)
+}
+
+pub fn put_redo(batch: &mut Batch, primary: &[u8], txn_id: u128, redo: &Redo) {
+    batch.put(
+        Cf::Redo,
+        redo_key(primary, txn_id),
+        bincode::serialize(redo).expect("redo serializes"),
+    );
+}
+
+/// Every redo record: `(cf redo key, record)`.
+pub fn scan_redo(engine: &dyn Engine) -> crate::Result<Vec<(Vec<u8>, Redo)>> {
+    let mut out = Vec::new();
+    let mut err = None;
+    engine.scan(Cf::Redo, b"", None, &mut |k, v| {
+        match bincode::deserialize::<Redo>(v) {
+            Ok(r) => out.push((k.to_vec(), r)),
+            Err(e) => err = Some(StorageError::Corrupt(format!("redo record: {e}"))),
+        }
+        err.is_none()
+    })?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The primary key a cf `redo` key (or txn record key) was made from.
+pub fn redo_primary(redo_key: &[u8]) -> crate::Result<Vec<u8>> {
+    let mut r = Reader::new(redo_key);
+    let mut primary = Vec::new();
+    r.bytes_into(&mut primary)
+        .map_err(|_| StorageError::Corrupt("redo record key".into()))?;
+    Ok(primary)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! key in each of two ranges and prints `ACK <i>` after each commit returns. `WRITERS`
 //! concurrent writers (so commits share WAL fsyncs) take the indexes `FIRST_INDEX + k * WRITERS
 //! + w`. The test kills it with SIGKILL at a random moment and checks atomicity after recovery.
+//! `PROTOCOL` is `local` (the default multi-range commit) or `two-phase` (forced).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -23,8 +24,16 @@ pub fn key(table: u32, i: u64) -> Vec<u8> {
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(dir), Some(start)) = (args.next(), args.next()) else {
-        eprintln!("usage: kv_crash_writer STORE_DIR FIRST_INDEX");
+        eprintln!("usage: kv_crash_writer STORE_DIR FIRST_INDEX [local|two-phase]");
         std::process::exit(2);
+    };
+    let two_phase_always = match args.next().as_deref() {
+        None | Some("local") => false,
+        Some("two-phase") => true,
+        Some(other) => {
+            eprintln!("unknown protocol {other}");
+            std::process::exit(2);
+        }
     };
     let Ok(start) = start.parse::<u64>() else {
         eprintln!("FIRST_INDEX must be a number");
@@ -37,7 +46,11 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let kv = match Kv::open(engine, KvConfig::default()).await {
+    let config = KvConfig {
+        two_phase_always,
+        ..KvConfig::default()
+    };
+    let kv = match Kv::open(engine, config).await {
         Ok(kv) => kv,
         Err(e) => {
             eprintln!("open: {e}");
