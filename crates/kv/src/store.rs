@@ -43,6 +43,8 @@ pub struct KvConfig {
     pub redo_cleanup_batch_max: usize,
     /// How long a deletion round waits for more records after its first.
     pub redo_cleanup_delay_ms: u64,
+    /// How long a shutdown waits for the queued redo records to be deleted.
+    pub redo_flush_timeout_ms: u64,
 }
 
 impl Default for KvConfig {
@@ -61,6 +63,7 @@ impl Default for KvConfig {
             redo_cleanup_queue_max: 4096,
             redo_cleanup_batch_max: 1024,
             redo_cleanup_delay_ms: 5,
+            redo_flush_timeout_ms: 5_000,
         }
     }
 }
@@ -79,8 +82,35 @@ pub struct Kv {
     split_mutex: tokio::sync::Mutex<()>,
     floor_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Keys of redo records whose versions every range has applied (see `redo.rs`).
-    pub(crate) redo_applied: tokio::sync::mpsc::Sender<Vec<u8>>,
+    pub(crate) redo_applied: tokio::sync::mpsc::Sender<crate::redo::Msg>,
     redo_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    #[cfg(test)]
+    pub(crate) test_hooks: TestHooks,
+}
+
+/// Places where a test can stop a commit.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct TestHooks {
+    /// `(reached, resume)`: the next local multi-range commit signals `reached` right after
+    /// its commit point and waits for `resume` before the other ranges apply.
+    pub(crate) pause_after_commit_point: parking_lot::Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::sync::oneshot::Receiver<()>,
+        )>,
+    >,
+}
+
+#[cfg(test)]
+impl TestHooks {
+    pub(crate) async fn after_commit_point(&self) {
+        let hook = self.pause_after_commit_point.lock().take();
+        if let Some((reached, resume)) = hook {
+            let _ = reached.send(());
+            let _ = resume.await;
+        }
+    }
 }
 
 fn meta_span() -> Span {
@@ -114,6 +144,8 @@ impl Kv {
             floor_task: parking_lot::Mutex::new(None),
             redo_applied,
             redo_task: parking_lot::Mutex::new(None),
+            #[cfg(test)]
+            test_hooks: TestHooks::default(),
         });
         kv.persist_clock_floor()?;
 
@@ -266,27 +298,45 @@ impl Kv {
 
     /// Finishes local multi-range commits a crash interrupted: writes the versions of every
     /// redo record left (again, if they were applied: the same version keys and values) and
-    /// deletes the record.
+    /// deletes the record. Deferred entries, one fsync at the end: a deletion follows its
+    /// record's versions in the WAL.
     async fn recover_redo(&self) -> Result<()> {
-        for (key, redo) in mvcc::scan_redo(self.engine.as_ref())? {
+        let records = mvcc::scan_redo(self.engine.as_ref())?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let count = records.len();
+        for (key, redo) in records {
             self.clock.observe(redo.commit_ts);
-            let writes = redo.writes.len();
             for (replica, writes) in self.group_keys(redo.writes)? {
                 let mut b = Batch::new();
                 for (k, v) in writes {
                     mvcc::put_version(&mut b, &k, redo.commit_ts, v.as_deref());
                 }
-                replica.group.propose(b).await?;
+                replica.group.propose_deferred(b).await?;
             }
+            let primary = self.replica_for(&mvcc::redo_primary(&key)?)?;
             let mut b = Batch::new();
-            b.delete(Cf::Redo, key.clone());
-            self.replica_for(&mvcc::redo_primary(&key)?)?
-                .group
-                .propose(b)
-                .await?;
-            tracing::info!(writes, "recovered a local multi-range commit");
+            b.delete(Cf::Redo, key);
+            primary.group.propose_deferred(b).await?;
         }
+        self.wal.sync().await?;
+        tracing::info!(count, "recovered local multi-range commits");
         Ok(())
+    }
+
+    /// Returns once every redo record queued for deletion before the call is deleted (or its
+    /// deletion failed); at once if the cleaner has stopped.
+    pub(crate) async fn flush_redo(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self
+            .redo_applied
+            .send(crate::redo::Msg::Flush(done))
+            .await
+            .is_ok()
+        {
+            let _ = wait.await;
+        }
     }
 
     pub(crate) fn group_keys<V>(
@@ -458,6 +508,8 @@ impl Kv {
     /// Removes every version and lock in `[start, end)` through the owning range's log (used
     /// when a table is dropped; the span must lie inside one range).
     pub async fn clear_span(&self, start: &[u8], end: &[u8]) -> Result<()> {
+        // Recovery must not write a deleted redo record's versions back into the span.
+        self.flush_redo().await;
         let replica = self.replica_for(start)?;
         let _g = replica.split_lock.read().await;
         let mut b = Batch::new();
@@ -472,7 +524,14 @@ impl Kv {
         if let Some(h) = self.floor_task.lock().take() {
             h.abort();
         }
-        // Records still queued are deleted by recovery at the next start.
+        // Records not deleted in time are deleted by recovery at the next start.
+        let timeout = Duration::from_millis(self.config.redo_flush_timeout_ms);
+        if tokio::time::timeout(timeout, self.flush_redo())
+            .await
+            .is_err()
+        {
+            tracing::warn!("redo records left for recovery: the cleaner did not finish in time");
+        }
         if let Some(h) = self.redo_task.lock().take() {
             h.abort();
         }

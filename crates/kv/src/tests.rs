@@ -362,6 +362,106 @@ async fn recovery_applies_the_redo_record_of_a_local_commit() {
     kv.shutdown().await;
 }
 
+/// Between a local multi-range commit's commit point and the other range's entry, the keys
+/// of that range are covered: a reader at or above the commit timestamp waits for the entry
+/// (then sees the commit), and a writer that read before the commit waits for the latch (then
+/// conflicts) — there are no locks to stop them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_commit_covers_the_other_ranges_until_they_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = two_range_store(dir.path()).await;
+    let mut setup = kv.begin();
+    setup.put(key(8, "b"), b"old".to_vec()).unwrap();
+    setup.commit().await.unwrap();
+    let (reached_tx, reached) = tokio::sync::oneshot::channel();
+    let (resume, resume_rx) = tokio::sync::oneshot::channel();
+    *kv.test_hooks.pause_after_commit_point.lock() = Some((reached_tx, resume_rx));
+    let mut stale = kv.begin();
+    assert_eq!(
+        stale.get(&key(8, "b")).await.unwrap(),
+        Some(b"old".to_vec())
+    );
+    let mut t = kv.begin();
+    t.put(key(7, "a"), b"new".to_vec()).unwrap();
+    t.put(key(8, "b"), b"new".to_vec()).unwrap();
+    let commit = tokio::spawn(async move { t.commit().await });
+    reached.await.unwrap();
+
+    let engine = kv.engine.as_ref();
+    let newest = |k: &[u8]| mvcc::get_version(engine, k, Ts::MAX).unwrap().unwrap().1;
+    assert_eq!(
+        newest(&key(7, "a")),
+        Some(b"new".to_vec()),
+        "the commit point"
+    );
+    assert_eq!(
+        newest(&key(8, "b")),
+        Some(b"old".to_vec()),
+        "not applied yet"
+    );
+    let reader = {
+        let kv = kv.clone();
+        tokio::spawn(async move { kv.begin().get(&key(8, "b")).await })
+    };
+    stale.put(key(8, "b"), b"stale".to_vec()).unwrap();
+    let writer = tokio::spawn(async move { stale.commit().await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !reader.is_finished(),
+        "a reader saw the commit half applied"
+    );
+    assert!(
+        !writer.is_finished(),
+        "a writer got past the commit's latches"
+    );
+
+    resume.send(()).unwrap();
+    commit.await.unwrap().unwrap();
+    assert_eq!(reader.await.unwrap().unwrap(), Some(b"new".to_vec()));
+    let err = writer.await.unwrap().unwrap_err();
+    assert!(matches!(err, KvError::WriteConflict { .. }), "{err:?}");
+    kv.shutdown().await;
+}
+
+/// Redo records queued for deletion are deleted before a shutdown returns, and before a span
+/// is cleared (so that recovery never writes versions back into a dropped table's span).
+#[tokio::test]
+async fn shutdown_and_clear_span_flush_the_redo_cleaner() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = KvConfig {
+        redo_cleanup_delay_ms: 60_000,
+        ..KvConfig::default()
+    };
+    let count = |kv: &Kv| mvcc::scan_redo(kv.engine.as_ref()).unwrap().len();
+    {
+        let kv = two_range_store_with(dir.path(), config.clone()).await;
+        let mut t = kv.begin();
+        t.put(key(7, "a"), b"1".to_vec()).unwrap();
+        t.put(key(8, "b"), b"1".to_vec()).unwrap();
+        t.commit().await.unwrap();
+        assert_eq!(count(&kv), 1, "waiting in the cleaner's queue");
+        let (s, e) = table_span(8);
+        kv.clear_span(&s, &e).await.unwrap();
+        assert_eq!(count(&kv), 0);
+        let mut t = kv.begin();
+        t.put(key(7, "c"), b"2".to_vec()).unwrap();
+        t.put(key(8, "d"), b"2".to_vec()).unwrap();
+        t.commit().await.unwrap();
+        assert_eq!(count(&kv), 1);
+        kv.shutdown().await;
+        assert_eq!(count(&kv), 0);
+    }
+    let kv = open_with(dir.path(), config).await;
+    let r = kv.begin();
+    assert_eq!(
+        r.get(&key(8, "b")).await.unwrap(),
+        None,
+        "cleared, not recovered"
+    );
+    assert_eq!(r.get(&key(8, "d")).await.unwrap(), Some(b"2".to_vec()));
+    kv.shutdown().await;
+}
+
 /// A local multi-range commit writes no locks and no transaction record, and its redo record
 /// is deleted once the other ranges applied their versions.
 #[tokio::test]

@@ -27,6 +27,9 @@ struct Write {
     insert: bool,
 }
 
+/// A commit's writes in one range, in key order.
+type RangeWrites = (Arc<Replica>, Vec<(Vec<u8>, Write)>);
+
 /// How a transaction's reads are protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isolation {
@@ -878,7 +881,7 @@ impl Txn {
     /// Whether every range of a commit has its only replica on this node, so that one node's
     /// latches guard all of its keys and one WAL orders all of its entries: what
     /// [`Self::local_commit`] relies on.
-    fn all_local(&self, groups: &[(Arc<Replica>, Vec<(Vec<u8>, Write)>)]) -> bool {
+    fn all_local(&self, groups: &[RangeWrites]) -> bool {
         let node = self.kv.config.node_id;
         groups
             .iter()
@@ -897,7 +900,7 @@ impl Txn {
     /// the redo record, and recovery applies it before the node serves. The applied record is
     /// deleted in the background (`redo.rs`). Entries per commit of `n` ranges: `n`, against
     /// the two-phase commit's `2n - 1`.
-    async fn local_commit(&self, groups: &[(Arc<Replica>, Vec<(Vec<u8>, Write)>)]) -> Result<Ts> {
+    async fn local_commit(&self, groups: &[RangeWrites]) -> Result<Ts> {
         let (primary_replica, primary_writes) = &groups[0];
         let primary = primary_writes[0].0.clone();
         let write_keys = groups
@@ -926,6 +929,8 @@ impl Txn {
             tracing::error!("the commit entry of transaction {:x} failed: {e}", self.id);
             return Err(e.into());
         }
+        #[cfg(test)]
+        self.kv.test_hooks.after_commit_point().await;
         let applications = futures::future::join_all(groups[1..].iter().map(|(replica, ws)| {
             let mut b = Batch::new();
             for (k, w) in ws {
@@ -942,21 +947,18 @@ impl Txn {
         drop(pendings);
         drop(latches);
         // A record that never reaches the cleaner is deleted by recovery instead.
+        let key = mvcc::redo_key(&primary, self.id, commit_ts);
         let _ = self
             .kv
             .redo_applied
-            .send(mvcc::redo_key(&primary, self.id))
+            .send(crate::redo::Msg::Applied(key))
             .await;
         Ok(commit_ts)
     }
 
     /// The commit point of a local multi-range commit: the primary range's versions and the
     /// redo record of the other ranges' writes, in one batch for the primary range.
-    fn local_commit_entry(
-        &self,
-        groups: &[(Arc<Replica>, Vec<(Vec<u8>, Write)>)],
-        commit_ts: Ts,
-    ) -> Batch {
+    fn local_commit_entry(&self, groups: &[RangeWrites], commit_ts: Ts) -> Batch {
         let (_, primary_writes) = &groups[0];
         let redo = mvcc::Redo {
             commit_ts,
@@ -982,7 +984,7 @@ impl Txn {
     /// then resolved into versions. A crash before it leaves locks without a record (recovery
     /// aborts them), after it a record (recovery resolves them). Entries per commit of `n`
     /// ranges: `2n - 1`.
-    async fn two_phase(&self, groups: &[(Arc<Replica>, Vec<(Vec<u8>, Write)>)]) -> Result<Ts> {
+    async fn two_phase(&self, groups: &[RangeWrites]) -> Result<Ts> {
         let (primary_replica, primary_writes) = &groups[0];
         let primary = primary_writes[0].0.clone();
         // The other ranges are prewritten concurrently: each holds its own latches only until

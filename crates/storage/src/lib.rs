@@ -24,7 +24,7 @@
 //! | `txns`    | `escape(primary_key) ++ txn_id`       | an encoded [`mvcc::TxnStatus`]          |
 //! | `raftlog` | `be64(range_id) ++ be64(index)`       | a Raft log entry (owned by kestrel-raft) |
 //! | `raftmeta`| `be64(range_id) ++ name`              | vote, applied state (owned by kestrel-raft) |
-//! | `redo`    | `escape(primary_key) ++ txn_id`       | an encoded [`mvcc::Redo`] (local multi-range commit not yet fully applied) |
+//! | `redo`    | `escape(primary_key) ++ txn_id ++ be64(commit_ts)` | an encoded [`mvcc::Redo`] (local multi-range commit not yet fully applied) |
 //!
 //! ## Invariants
 //!

@@ -490,15 +490,18 @@ pub struct Redo {
 }
 
 /// The cf `redo` key of a transaction's redo record: next to its primary key, as the record of
-/// a two-phase commit is.
-pub fn redo_key(primary: &[u8], txn_id: u128) -> Vec<u8> {
-    txn_record_key(primary, txn_id)
+/// a two-phase commit is, and naming the commit (a key per commit even if one transaction
+/// object committed twice).
+pub fn redo_key(primary: &[u8], txn_id: u128, commit_ts: Ts) -> Vec<u8> {
+    let mut k = txn_record_key(primary, txn_id);
+    keycode::put_u64(&mut k, commit_ts.0);
+    k
 }
 
 pub fn put_redo(batch: &mut Batch, primary: &[u8], txn_id: u128, redo: &Redo) {
     batch.put(
         Cf::Redo,
-        redo_key(primary, txn_id),
+        redo_key(primary, txn_id, redo.commit_ts),
         bincode::serialize(redo).expect("redo serializes"),
     );
 }
