@@ -878,6 +878,18 @@ impl Txn {
             .count()
     }
 
+    /// Registers the commit with the pending registry of every range it writes; called before
+    /// `commit_ts` is chosen, so readers at or above it wait until the guards drop.
+    fn register_pending(&self, groups: &[RangeWrites]) -> Vec<crate::pending::PendingGuard> {
+        groups
+            .iter()
+            .map(|(r, ws)| {
+                r.pending
+                    .register(&self.kv.clock, ws.iter().map(|(k, _)| k.as_slice()))
+            })
+            .collect()
+    }
+
     /// Whether every range of a commit has its only replica on this node, so that one node's
     /// latches guard all of its keys and one WAL orders all of its entries: what
     /// [`Self::local_commit`] relies on.
@@ -908,13 +920,7 @@ impl Txn {
             .map(|(r, ws)| (r, ws.iter().map(|(k, _)| k.clone()).collect()))
             .collect();
         let latches = self.latch_reads(write_keys).await?;
-        let pendings: Vec<_> = groups
-            .iter()
-            .map(|(r, ws)| {
-                r.pending
-                    .register(&self.kv.clock, ws.iter().map(|(k, _)| k.as_slice()))
-            })
-            .collect();
+        let pendings = self.register_pending(groups);
         let commit_ts = self.kv.clock.now();
         for (_, writes) in groups {
             self.evaluate(writes)?;
@@ -1023,13 +1029,7 @@ impl Txn {
         };
         // Register with every participant before choosing the commit timestamp, so readers at
         // or above it wait for the commit entry and the resolution below.
-        let pendings: Vec<_> = groups
-            .iter()
-            .map(|(r, ws)| {
-                r.pending
-                    .register(&self.kv.clock, ws.iter().map(|(k, _)| k.as_slice()))
-            })
-            .collect();
+        let pendings = self.register_pending(groups);
         let commit_ts = self.kv.clock.now();
         if let Err(e) = self
             .evaluate(primary_writes)
