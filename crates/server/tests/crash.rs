@@ -1,5 +1,7 @@
 //! `kill -9` under concurrent SQL load: every acknowledged statement is there whole after
-//! restart, and no unacknowledged statement is partly visible.
+//! restart, and no unacknowledged statement is partly visible. The single-row inserts are
+//! transactions over two tables (two ranges: a multi-range commit), so kills also land
+//! between a commit point and the other range's entry.
 
 mod common;
 
@@ -49,15 +51,15 @@ async fn writer(node_port: u16, w: i64, ids: Arc<AtomicI64>, ledger: Arc<Mutex<L
         step += 1;
         let batch = ids.fetch_add(1, Ordering::SeqCst);
         match step % 3 {
-            // Single-row INSERT.
+            // One row into each of two tables, in one transaction.
             0 => {
                 ledger.lock().unwrap().attempted.insert(batch, 1);
                 let id = batch * 1000;
                 if let Err(e) = c
-                    .execute(
-                        "INSERT INTO c VALUES ($1, $2, 0, $3)",
-                        &[&id, &batch, &(w as i32)],
-                    )
+                    .batch_execute(&format!(
+                        "BEGIN; INSERT INTO c VALUES ({id}, {batch}, 0, {w});
+                         INSERT INTO d VALUES ({id}, {batch}); COMMIT"
+                    ))
                     .await
                 {
                     return expect_disconnect(e);
@@ -141,6 +143,31 @@ async fn verify(node: &TestNode, ledger: &Ledger, round: usize) {
         }
         seen.insert(batch, count);
     }
+    // The two-table transactions: all or nothing.
+    let in_d: std::collections::HashSet<i64> = c
+        .query("SELECT batch FROM d", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!in_d.is_empty(), "round {round}: no two-table transaction");
+    for batch in &in_d {
+        assert_eq!(
+            seen.get(batch),
+            Some(&1),
+            "round {round}: batch {batch} is in d but not (alone) in c"
+        );
+    }
+    for (batch, _) in seen
+        .iter()
+        .filter(|(b, _)| ledger.attempted.get(b) == Some(&1))
+    {
+        assert!(
+            in_d.contains(batch),
+            "round {round}: batch {batch} is in c but not in d"
+        );
+    }
     let updates: i64 = ledger.updates.values().map(|(a, _)| a).sum();
     eprintln!("round {round}: {} batches attempted, {} acknowledged, {updates} acknowledged updates, {} batches present", ledger.attempted.len(), ledger.acked.len(), seen.len());
     for (batch, n) in &ledger.acked {
@@ -160,7 +187,10 @@ async fn acknowledged_writes_survive_kill_9() {
     let mut node = TestNode::start_with(dir.path(), FLAGS);
     node.client()
         .await
-        .batch_execute("CREATE TABLE c (id BIGINT PRIMARY KEY, batch BIGINT NOT NULL, n BIGINT NOT NULL, w INT)")
+        .batch_execute(
+            "CREATE TABLE c (id BIGINT PRIMARY KEY, batch BIGINT NOT NULL, n BIGINT NOT NULL, w INT);
+             CREATE TABLE d (id BIGINT PRIMARY KEY, batch BIGINT NOT NULL)",
+        )
         .await
         .unwrap();
     for round in 0..ROUNDS {
