@@ -48,7 +48,7 @@ pub static METRICS: LazyLock<RaftMetrics> = LazyLock::new(|| {
     ),
     deferred_proposals: counter(
         "kestrel_raft_deferred_proposals_total",
-        "Proposals that did not wait for an fsync (2PC locks and resolutions)",
+        "Proposals that did not wait for an fsync (the non-primary entries of multi-range commits, redo deletions)",
     ),
     applied_entries: counter(
         "kestrel_raft_applied_entries_total",

@@ -9,7 +9,9 @@
 //! cf `locks` under the plain user key, and the transaction's outcome as a [`TxnStatus`] in cf
 //! `txns` next to its primary key. Readers never see locks; the transaction layer guarantees
 //! that every commit with a timestamp at or below a reader's snapshot is resolved into `data`
-//! before that reader scans (see kestrel-kv).
+//! before that reader scans (see kestrel-kv). A local multi-range commit (all its ranges on one
+//! node) writes no locks: its commit point carries a [`Redo`] record in cf `redo` of the other
+//! ranges' writes, deleted once they are applied.
 
 use crate::engine::{Batch, Cf, Engine};
 use crate::keycode::{self, Reader};
