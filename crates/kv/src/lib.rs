@@ -89,7 +89,7 @@ pub use kestrel_storage::Ts;
 pub use metrics::KvMetrics;
 pub use range::RangeDescriptor;
 pub use store::{Kv, KvConfig};
-pub use txn::{Isolation, Savepoint, StatementMark, Txn};
+pub use txn::{Isolation, Savepoint, ScanStats, SpanStamp, StatementMark, Txn};
 
 pub type Result<T> = std::result::Result<T, KvError>;
 

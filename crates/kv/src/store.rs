@@ -404,6 +404,18 @@ impl Kv {
         &self.config
     }
 
+    /// The applied generation of every range overlapping `[start, end)` now, without
+    /// waiting (see [`crate::Txn::stamp_span`], which waits first).
+    pub fn span_stamp(&self, start: &[u8], end: &[u8]) -> crate::txn::SpanStamp {
+        crate::txn::SpanStamp(
+            self.router
+                .overlapping(start, Some(end))
+                .iter()
+                .map(|r| (r.desc.read().range_id, r.group.applied_generation()))
+                .collect(),
+        )
+    }
+
     /// About how many bytes the user keys in `[start, end)` take on this node's disk.
     pub fn approximate_bytes(&self, start: &[u8], end: &[u8]) -> u64 {
         kestrel_storage::split::approximate_bytes(self.engine.as_ref(), start, end)

@@ -192,6 +192,71 @@ async fn scan_visit_agrees_with_scan_across_ranges_and_own_writes() {
     kv.shutdown().await;
 }
 
+/// The rows of `[start, end)` `t` scans with `scan_visit_stats`, and the stats.
+async fn scan_stats(t: &crate::Txn, start: &[u8], end: &[u8]) -> (usize, crate::ScanStats) {
+    let mut stats = crate::ScanStats::default();
+    let mut rows = 0;
+    let mut visit = |_: &[u8], _: &[u8]| {
+        rows += 1;
+        true
+    };
+    let resume = t
+        .scan_visit_stats(start, Some(end), 1000, false, &mut visit, &mut stats)
+        .await
+        .unwrap();
+    assert!(resume.is_none());
+    (rows, stats)
+}
+
+/// A span's stamp changes with every commit applied to a range it overlaps and with nothing
+/// else; `scan_visit_stats` reports the newest version reached and own writes merged in.
+#[tokio::test]
+async fn span_stamps_and_scan_stats_follow_the_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = two_range_store(dir.path()).await;
+    let (start, end) = (table_span(7).0, table_span(8).1);
+    let mut t = kv.begin();
+    for table in [7, 8] {
+        for i in 0..5u8 {
+            t.put(key(table, &format!("{i}")), vec![i]).unwrap();
+        }
+    }
+    t.commit().await.unwrap();
+    let reader = kv.begin();
+    let stamp = reader.stamp_span(&start, &end).await.unwrap().unwrap();
+    assert_eq!(stamp.0.len(), 2, "one generation per overlapped range");
+    let (rows, stats) = scan_stats(&reader, &start, &end).await;
+    assert_eq!(rows, 10);
+    assert!(!stats.own_writes && stats.newest > crate::Ts::ZERO);
+    assert!(stats.newest <= reader.read_ts());
+    // Reading changes nothing.
+    assert_eq!(kv.span_stamp(&start, &end), stamp);
+    // A commit to table 8 changes the stamp of the span and of table 8's range alone.
+    let stamp7 = kv.span_stamp(&table_span(7).0, &table_span(7).1);
+    let mut w = kv.begin();
+    w.put(key(8, "9"), b"late".to_vec()).unwrap();
+    w.commit().await.unwrap();
+    assert_ne!(kv.span_stamp(&start, &end), stamp);
+    assert_eq!(kv.span_stamp(&table_span(7).0, &table_span(7).1), stamp7);
+    // The older reader does not see the row, but its scan reports a newer version.
+    let (rows, stats) = scan_stats(&reader, &start, &end).await;
+    assert_eq!(rows, 10);
+    assert!(stats.newest > reader.read_ts());
+    // Own writes: no stamp, and a scan says it merged them.
+    let mut own = kv.begin();
+    own.put(key(7, "7"), b"mine".to_vec()).unwrap();
+    assert!(own.stamp_span(&start, &end).await.unwrap().is_none());
+    assert!(own
+        .stamp_span(&table_span(8).0, &table_span(8).1)
+        .await
+        .unwrap()
+        .is_some());
+    let (rows, stats) = scan_stats(&own, &start, &end).await;
+    assert_eq!(rows, 12);
+    assert!(stats.own_writes);
+    kv.shutdown().await;
+}
+
 #[tokio::test]
 async fn split_out_gives_tables_their_own_ranges_and_survives_restart() {
     let dir = tempfile::tempdir().unwrap();

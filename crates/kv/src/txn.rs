@@ -12,6 +12,21 @@ use crate::read_cache::Lookup;
 use crate::store::Kv;
 use crate::{KvError, Result};
 
+/// The applied generation of every range a span overlaps, as `(range id, generation)` in key
+/// order (see [`Txn::stamp_span`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanStamp(pub Vec<(u64, u64)>);
+
+/// What a scan saw besides its rows (see [`Txn::scan_visit_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// The newest version of any key the scan reached, versions above the snapshot and
+    /// deletions included (`Ts::ZERO`: none).
+    pub newest: Ts,
+    /// Part of the span held this transaction's own buffered writes, which were merged in.
+    pub own_writes: bool,
+}
+
 /// How a point read continues after [`Txn::start_point_read`].
 enum PointRead {
     /// The transaction's own write of the key (`None`: its delete).
@@ -509,6 +524,66 @@ impl Txn {
             .is_some()
     }
 
+    /// [`Self::scan_visit`] that also reports what the scan saw besides its rows (`stats` is
+    /// updated, so a scan resumed over several calls accumulates it).
+    pub async fn scan_visit_stats(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        bulk: bool,
+        visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
+        stats: &mut ScanStats,
+    ) -> Result<Option<Vec<u8>>> {
+        if self.has_writes_in(start, end) {
+            stats.own_writes = true;
+            return self.scan_visit(start, end, limit, bulk, visit).await;
+        }
+        let mut newest = Ts::ZERO;
+        let resume = self
+            .scan_committed_newest(start, end, limit, bulk, visit, &mut newest)
+            .await?;
+        stats.newest = stats.newest.max(newest);
+        self.record_read(start, resume.as_deref().or(end));
+        Ok(resume)
+    }
+
+    /// Waits, like every read, for the commits pending at or below the snapshot in
+    /// `[start, end)`, then stamps the span with the applied generation of every range it
+    /// overlaps. `None` when this transaction has buffered writes in the span (what it reads
+    /// there is not only committed data).
+    ///
+    /// A stamp lets a scan's rows be reused (the SQL layer's column cache): rows scanned
+    /// between two equal stamps `S` of a span, whose newest version (see [`ScanStats`]) was
+    /// at `newest`, are exactly what a scan at any snapshot `>= newest` returns while the
+    /// span's stamp, taken by `stamp_span`, still equals `S` — every write to a range goes
+    /// through its apply, which advances its generation after writing, and every write a
+    /// snapshot must see is applied before `stamp_span` returns. A reader that reuses rows
+    /// calls [`Self::note_span_read`] as the scan would have.
+    pub async fn stamp_span(&self, start: &[u8], end: &[u8]) -> Result<Option<SpanStamp>> {
+        if self.has_writes_in(start, Some(end)) {
+            return Ok(None);
+        }
+        for replica in self.kv.router.overlapping(start, Some(end)) {
+            replica
+                .pending
+                .wait_through(
+                    self.read_ts,
+                    start,
+                    Some(end),
+                    self.kv.config.read_wait_timeout_ms,
+                )
+                .await?;
+        }
+        Ok(Some(self.kv.span_stamp(start, end)))
+    }
+
+    /// Records `[start, end)` as read, as a scan of it does (for a scan answered by rows
+    /// reused under a [`SpanStamp`]).
+    pub fn note_span_read(&self, start: &[u8], end: &[u8]) {
+        self.record_read(start, Some(end));
+    }
+
     /// Visits up to `limit` committed live pairs of `[start, end)` at the snapshot, range by
     /// range (waiting for commits pending below the snapshot), until `visit` returns false;
     /// returns the key after the last pair visited unless the span was exhausted.
@@ -519,6 +594,22 @@ impl Txn {
         limit: usize,
         bulk: bool,
         visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
+    ) -> Result<Option<Vec<u8>>> {
+        let mut newest = Ts::ZERO;
+        self.scan_committed_newest(start, end, limit, bulk, visit, &mut newest)
+            .await
+    }
+
+    /// [`Self::scan_committed`] that raises `newest` to the newest version it reached (see
+    /// `mvcc::scan_ref`).
+    async fn scan_committed_newest(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        bulk: bool,
+        visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
+        newest: &mut Ts,
     ) -> Result<Option<Vec<u8>>> {
         assert!(limit > 0, "scan limit must be positive");
         let mut seen = 0usize;
@@ -544,7 +635,7 @@ impl Txn {
                 (None, b) => b.map(|b| b.to_vec()),
             };
             let mut resume = None;
-            mvcc::scan_ref(
+            let reached = mvcc::scan_ref(
                 self.kv.engine.as_ref(),
                 &lo,
                 hi.as_deref(),
@@ -559,6 +650,7 @@ impl Txn {
                     more
                 },
             )?;
+            *newest = (*newest).max(reached);
             if resume.is_some() {
                 return Ok(resume);
             }

@@ -87,6 +87,13 @@ enum Command {
         /// least twice this runs as several scans at once (at most one per core). 0: never.
         #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
         scan_partition_bytes_min: u64,
+        /// Bytes of decoded columns kept by the column cache, which answers repeated scans
+        /// of large tables that were not written since. 0: no column cache.
+        #[arg(long, default_value_t = 2 << 30, value_name = "BYTES")]
+        column_cache_bytes_max: u64,
+        /// Stored bytes a table scan must cover for its columns to be cached.
+        #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+        column_cache_scan_bytes_min: u64,
     },
     /// Print the version.
     Version,
@@ -114,6 +121,8 @@ fn main() -> std::process::ExitCode {
             raft_snapshot_interval_bytes,
             read_cache_entries_max,
             scan_partition_bytes_min,
+            column_cache_bytes_max,
+            column_cache_scan_bytes_min,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -147,6 +156,9 @@ fn main() -> std::process::ExitCode {
                 raft_snapshot_interval_bytes,
                 read_cache_entries_max,
                 scan_partition_bytes_min,
+                column_cache_bytes_max: usize::try_from(column_cache_bytes_max)
+                    .unwrap_or(usize::MAX),
+                column_cache_scan_bytes_min,
             };
             match runtime.block_on(run(config)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,

@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub read_cache_entries_max: usize,
     /// See `Limits::scan_partition_bytes_min`.
     pub scan_partition_bytes_min: u64,
+    /// See `Limits::column_cache_bytes_max` and `column_cache_scan_bytes_min`.
+    pub column_cache_bytes_max: usize,
+    pub column_cache_scan_bytes_min: u64,
 }
 
 /// An exclusive `flock` on `<store>/kestrel.lock`, held for the life of the process.
@@ -116,6 +119,8 @@ impl Node {
             Limits {
                 scan_partition_bytes_min: config.scan_partition_bytes_min,
                 scan_bulk_bytes_min: config.block_cache_bytes_max as u64 / 4,
+                column_cache_bytes_max: config.column_cache_bytes_max,
+                column_cache_scan_bytes_min: config.column_cache_scan_bytes_min,
                 ..Limits::default()
             },
         )

@@ -7,7 +7,9 @@
 //!   ([`catalog::CatalogSnapshot`], loaded from the system range).
 //! * [`provider::KestrelTable`] — a `TableProvider` bound to the statement's transaction. Its
 //!   scan ([`provider::KvScanExec`]) turns primary-key filters into key bounds and decodes KV
-//!   pairs straight into Arrow batches; `insert_into` writes through a `DataSink`.
+//!   pairs straight into Arrow batches; `insert_into` writes through a `DataSink`. Large
+//!   scans keep their decoded columns in the [`column_cache`], which answers later scans of
+//!   the same span while no range it overlaps has applied a write.
 //! * UPDATE/DELETE ([`dml`]) run the input of DataFusion's DML plan as a query and write the
 //!   changed rows — so any WHERE / SET expression DataFusion can evaluate works. `UPDATE …
 //!   FROM` and `DELETE … USING`, which DataFusion does not plan, become the equivalent join.
@@ -62,6 +64,7 @@ pub mod alter;
 pub mod alter_sequence;
 pub mod catalog;
 pub mod check;
+pub mod column_cache;
 pub mod copy;
 pub mod date_fns;
 pub mod datetime;

@@ -22,7 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatchOptions;
+use datafusion::arrow::array::{ArrayRef, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
@@ -45,6 +45,7 @@ use kestrel_storage::keycode;
 
 use crate::catalog::TableDesc;
 use crate::check::Checks;
+use crate::column_cache::Lookup;
 use crate::datum::{datum_from_scalar, datums_from_array, scalar_from_datum, Datum};
 use crate::error::{code, SqlError, SqlResult};
 use crate::index::TableWriter;
@@ -107,19 +108,24 @@ impl KestrelTable {
 
     /// Keys cutting a scan of `[start, end)` into partitions that run in parallel: one per
     /// `scan_partition_bytes_min` of stored data, at most `target` (and the limit's maximum);
-    /// and whether the scan is a bulk scan (`scan_bulk_bytes_min` or more: it bypasses the
-    /// block cache, see `Engine::scan_bulk`).
+    /// whether the scan is a bulk scan (`scan_bulk_bytes_min` or more: it bypasses the
+    /// block cache, see `Engine::scan_bulk`) and whether its partitions may use the column
+    /// cache (`column_cache_scan_bytes_min` or more, see `column_cache.rs`).
     fn partition_cuts(
         &self,
         start: &[u8],
         end: &[u8],
         target: usize,
-    ) -> SqlResult<(Vec<Vec<u8>>, bool)> {
+    ) -> SqlResult<(Vec<Vec<u8>>, ScanMode)> {
         let limits = &self.ctx.limits;
         let bytes = self.ctx.kv.approximate_bytes(start, end);
-        let bulk = limits.scan_bulk_bytes_min > 0 && bytes >= limits.scan_bulk_bytes_min;
+        let mode = ScanMode {
+            bulk: limits.scan_bulk_bytes_min > 0 && bytes >= limits.scan_bulk_bytes_min,
+            cached: self.ctx.column_cache.bytes_max() > 0
+                && bytes >= limits.column_cache_scan_bytes_min,
+        };
         if limits.scan_partition_bytes_min == 0 {
-            return Ok((Vec::new(), bulk));
+            return Ok((Vec::new(), mode));
         }
         let most = target.min(limits.scan_partitions_max).max(1);
         let parts = (bytes / limits.scan_partition_bytes_min).min(most as u64) as usize;
@@ -127,7 +133,7 @@ impl KestrelTable {
             0 | 1 => Vec::new(),
             n => self.ctx.kv.split_points(start, end, bytes, n)?,
         };
-        Ok((cuts, bulk))
+        Ok((cuts, mode))
     }
 }
 
@@ -177,11 +183,11 @@ impl datafusion::catalog::TableProvider for KestrelTable {
                 index = Some(ix);
             }
         }
-        let (cuts, bulk) = match (&bounds, &index, limit) {
+        let (cuts, mode) = match (&bounds, &index, limit) {
             (Bounds::Range { start, end }, None, None) => self
                 .partition_cuts(start, end, state.config().target_partitions())
                 .map_err(SqlError::into_datafusion)?,
-            _ => (Vec::new(), false),
+            _ => (Vec::new(), ScanMode::default()),
         };
         Ok(Arc::new(KvScanExec::new(
             self.desc.clone(),
@@ -190,7 +196,7 @@ impl datafusion::catalog::TableProvider for KestrelTable {
             schema,
             (bounds, index, cuts),
             limit,
-            bulk,
+            mode,
         )))
     }
 
@@ -238,6 +244,16 @@ impl datafusion::catalog::TableProvider for KestrelTable {
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
+}
+
+/// How a scan reads the engine.
+#[derive(Clone, Copy, Debug, Default)]
+struct ScanMode {
+    /// A large scan: it does not fill the block cache.
+    bulk: bool,
+    /// Each partition goes through the column cache (a primary-key range scan without
+    /// LIMIT).
+    cached: bool,
 }
 
 /// Which keys a scan reads.
@@ -548,8 +564,7 @@ pub struct KvScanExec {
     /// Keys inside a `Bounds::Range` that cut it into partitions (scanned in parallel).
     cuts: Vec<Vec<u8>>,
     limit: Option<usize>,
-    /// A large scan: it does not fill the block cache.
-    bulk: bool,
+    mode: ScanMode,
     props: Arc<PlanProperties>,
 }
 
@@ -603,7 +618,7 @@ impl KvScanExec {
         schema: SchemaRef,
         (bounds, index, cuts): (Bounds, Option<crate::index::Resolved>, Vec<Vec<u8>>),
         limit: Option<usize>,
-        bulk: bool,
+        mode: ScanMode,
     ) -> Self {
         assert!(
             cuts.is_empty()
@@ -633,7 +648,7 @@ impl KvScanExec {
             index,
             cuts,
             limit,
-            bulk,
+            mode,
             props,
         }
     }
@@ -750,16 +765,37 @@ impl ExecutionPlan for KvScanExec {
                 end: self.cuts.get(partition).unwrap_or(end).clone(),
             },
         };
+        let fill = match (&cursor, self.mode.cached, &self.index, self.limit) {
+            (
+                Cursor::Range {
+                    next: Some(from),
+                    end,
+                },
+                true,
+                None,
+                None,
+            ) => Some(CacheFill {
+                span: (from.clone(), end.clone()),
+                probed: false,
+                stamp: None,
+                kept: Vec::new(),
+                kept_bytes: 0,
+                stats: Default::default(),
+            }),
+            _ => None,
+        };
         let state = ScanState {
             desc: self.desc.clone(),
             ctx: self.ctx.clone(),
-            projected: self.projected.clone(),
+            decoded: self.projected.clone(),
+            projected: self.projected.len(),
             schema: self.schema.clone(),
             cursor,
             via_index: self.index.is_some(),
-            bulk: self.bulk,
+            bulk: self.mode.bulk,
             remaining: self.limit.unwrap_or(usize::MAX),
             batch_rows,
+            fill,
         };
         let stream = futures::stream::try_unfold(state, |mut st| async move {
             match st.next_batch().await.map_err(SqlError::into_datafusion)? {
@@ -776,14 +812,41 @@ impl ExecutionPlan for KvScanExec {
 
 enum Cursor {
     Points(Vec<Vec<u8>>),
-    Range { next: Option<Vec<u8>>, end: Vec<u8> },
+    Range {
+        next: Option<Vec<u8>>,
+        end: Vec<u8>,
+    },
+    /// Rows from the column cache: the projection's arrays, handed out in slices.
+    Cached {
+        arrays: Vec<ArrayRef>,
+        rows: usize,
+        offset: usize,
+    },
     Done,
+}
+
+/// A partition scan that may be answered by, or fill, the column cache.
+struct CacheFill {
+    /// The partition's key span.
+    span: (Vec<u8>, Vec<u8>),
+    /// The cache was looked up.
+    probed: bool,
+    /// The span's stamp before the scan (`None`: the scan does not fill the cache).
+    stamp: Option<kestrel_kv::SpanStamp>,
+    /// Every decoded column's arrays so far, batch by batch.
+    kept: Vec<Vec<ArrayRef>>,
+    kept_bytes: usize,
+    stats: kestrel_kv::ScanStats,
 }
 
 struct ScanState {
     desc: Arc<TableDesc>,
     ctx: Arc<StmtCtx>,
-    projected: Vec<usize>,
+    /// The columns decoded (positions in `desc.columns`): the projection first, then the
+    /// columns a cache fill adds.
+    decoded: Vec<usize>,
+    /// How many of `decoded` the scan returns.
+    projected: usize,
     schema: SchemaRef,
     cursor: Cursor,
     /// The cursor reads index entries, whose values are primary keys.
@@ -792,16 +855,37 @@ struct ScanState {
     bulk: bool,
     remaining: usize,
     batch_rows: usize,
+    fill: Option<CacheFill>,
 }
 
 impl ScanState {
     async fn next_batch(&mut self) -> SqlResult<Option<RecordBatch>> {
+        if self.fill.as_ref().is_some_and(|f| !f.probed) {
+            self.probe_cache().await?;
+        }
         loop {
             if self.remaining == 0 {
                 return Ok(None);
             }
             let pairs = match std::mem::replace(&mut self.cursor, Cursor::Done) {
                 Cursor::Done => return Ok(None),
+                Cursor::Cached {
+                    arrays,
+                    rows,
+                    offset,
+                } => {
+                    if offset >= rows {
+                        return Ok(None);
+                    }
+                    let n = self.batch_rows.min(rows - offset);
+                    let slices = arrays.iter().map(|a| a.slice(offset, n)).collect();
+                    self.cursor = Cursor::Cached {
+                        arrays,
+                        rows,
+                        offset: offset + n,
+                    };
+                    return self.batch_of(slices, n).map(Some);
+                }
                 Cursor::Points(keys) => {
                     let txn = self.ctx.txn.read().await;
                     let mut out = Vec::new();
@@ -874,18 +958,122 @@ impl ScanState {
         Ok(out)
     }
 
+    /// Looks the partition up in the column cache: a hit turns the cursor into slices of the
+    /// cached arrays; otherwise the scan reads the engine and, if it may fill the cache,
+    /// also decodes the table's narrow columns the entry lacks (see `column_cache.rs`).
+    async fn probe_cache(&mut self) -> SqlResult<()> {
+        let Some(fill) = self.fill.as_mut() else {
+            return Ok(());
+        };
+        fill.probed = true;
+        let txn = self.ctx.txn.read().await;
+        let (start, end) = (&fill.span.0, &fill.span.1);
+        let Some(stamp) = txn.stamp_span(start, end).await? else {
+            self.fill = None; // own writes in the span
+            return Ok(());
+        };
+        let column = |i: usize| {
+            let c = &self.desc.columns[i];
+            (c.id, c.ty.clone())
+        };
+        let want: Vec<_> = self.decoded.iter().map(|&i| column(i)).collect();
+        let have = match self
+            .ctx
+            .column_cache
+            .lookup(&fill.span, &stamp, txn.read_ts(), &want)
+        {
+            Lookup::Hit(arrays, rows) => {
+                txn.note_span_read(start, end);
+                self.cursor = Cursor::Cached {
+                    arrays,
+                    rows,
+                    offset: 0,
+                };
+                self.fill = None;
+                return Ok(());
+            }
+            Lookup::Partial(have) => have,
+            Lookup::Miss => Vec::new(),
+        };
+        for (i, c) in self.desc.columns.iter().enumerate() {
+            let narrow = crate::column_cache::is_narrow(&c.ty);
+            if narrow && !self.decoded.contains(&i) && !have.contains(&column(i)) {
+                self.decoded.push(i);
+            }
+        }
+        fill.stamp = Some(stamp);
+        fill.kept = vec![Vec::new(); self.decoded.len()];
+        Ok(())
+    }
+
+    /// Keeps a decoded batch's arrays for the cache, while they fit in it.
+    fn keep(&mut self, arrays: &[ArrayRef]) {
+        let Some(fill) = self.fill.as_mut().filter(|f| f.stamp.is_some()) else {
+            return;
+        };
+        // The values' bytes (a batch's builders have spare capacity; the cached arrays,
+        // concatenated, do not).
+        fill.kept_bytes += arrays
+            .iter()
+            .map(|a| {
+                a.to_data()
+                    .get_slice_memory_size()
+                    .unwrap_or(usize::MAX / 4)
+            })
+            .sum::<usize>();
+        if fill.kept_bytes > self.ctx.column_cache.bytes_max() {
+            self.fill = None;
+            return;
+        }
+        for (kept, a) in fill.kept.iter_mut().zip(arrays) {
+            kept.push(a.clone());
+        }
+    }
+
+    /// At the end of the partition: fills the cache with what the scan kept, if the span
+    /// is unchanged since the scan began and the scan saw its newest state.
+    async fn finish_fill(&mut self) -> SqlResult<()> {
+        let Some(fill) = self.fill.take() else {
+            return Ok(());
+        };
+        let Some(stamp) = fill.stamp else {
+            return Ok(());
+        };
+        let read_ts = self.ctx.txn.read().await.read_ts();
+        let (start, end) = (&fill.span.0, &fill.span.1);
+        if fill.stats.own_writes
+            || fill.stats.newest > read_ts
+            || fill.kept.first().is_none_or(Vec::is_empty)
+            || self.ctx.kv.span_stamp(start, end) != stamp
+        {
+            return Ok(());
+        }
+        let mut columns = Vec::with_capacity(self.decoded.len());
+        for (&i, chunks) in self.decoded.iter().zip(&fill.kept) {
+            let array = compact(chunks)?;
+            let c = &self.desc.columns[i];
+            columns.push((c.id, c.ty.clone(), array));
+        }
+        let rows = columns[0].2.len();
+        self.ctx
+            .column_cache
+            .fill(fill.span, stamp, fill.stats.newest, rows, columns);
+        Ok(())
+    }
+
     /// The next batch of rows of `[from, end)`, decoded as the engine lends them (no copy of
     /// the pairs); advances the cursor. `None`: no row in this step (the cursor may go on).
     async fn decode_range(&mut self, from: &[u8], end: Vec<u8>) -> SqlResult<Option<RecordBatch>> {
         let want = self.batch_rows.min(self.remaining);
-        let mut decoder = BatchDecoder::new(&self.desc, &self.projected, want);
+        let mut decoder = BatchDecoder::new(&self.desc, &self.decoded, want);
         let mut failed = None;
+        let mut stats = kestrel_kv::ScanStats::default();
         let resume = self
             .ctx
             .txn
             .read()
             .await
-            .scan_visit(
+            .scan_visit_stats(
                 from,
                 Some(&end),
                 want,
@@ -897,35 +1085,73 @@ impl ScanState {
                         false
                     }
                 },
+                &mut stats,
             )
             .await?;
         if let Some(e) = failed {
             return Err(e);
         }
+        if let Some(fill) = self.fill.as_mut() {
+            fill.stats.newest = fill.stats.newest.max(stats.newest);
+            fill.stats.own_writes |= stats.own_writes;
+        }
+        let done = resume.is_none();
         self.cursor = Cursor::Range { next: resume, end };
         let rows = decoder.rows();
-        if rows == 0 {
-            return Ok(None);
+        let arrays = if rows > 0 {
+            let arrays = decoder.finish()?;
+            self.keep(&arrays);
+            Some(arrays)
+        } else {
+            None
+        };
+        if done {
+            self.finish_fill().await?;
         }
+        let Some(mut arrays) = arrays else {
+            return Ok(None);
+        };
         self.remaining -= rows.min(self.remaining);
-        self.batch(decoder).map(Some)
+        arrays.truncate(self.projected);
+        self.batch_of(arrays, rows).map(Some)
     }
 
     fn decode(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> SqlResult<RecordBatch> {
-        let mut decoder = BatchDecoder::new(&self.desc, &self.projected, pairs.len());
+        let mut decoder = BatchDecoder::new(&self.desc, &self.decoded, pairs.len());
         for (k, v) in pairs {
             decoder.push(k, v)?;
         }
-        self.batch(decoder)
+        let rows = decoder.rows();
+        let mut arrays = decoder.finish()?;
+        arrays.truncate(self.projected);
+        self.batch_of(arrays, rows)
     }
 
-    fn batch(&self, decoder: BatchDecoder<'_>) -> SqlResult<RecordBatch> {
-        let rows = decoder.rows();
-        let arrays = decoder.finish()?;
+    fn batch_of(&self, arrays: Vec<ArrayRef>, rows: usize) -> SqlResult<RecordBatch> {
         let opts = RecordBatchOptions::new().with_row_count(Some(rows));
         RecordBatch::try_new_with_options(self.schema.clone(), arrays, &opts)
             .map_err(|e| SqlError::internal(format!("building a scan batch: {e}")))
     }
+}
+
+/// `chunks` as one array of exactly their values' size (a batch's builders leave spare
+/// capacity, which a cached array would hold for its life).
+fn compact(chunks: &[ArrayRef]) -> SqlResult<ArrayRef> {
+    use datafusion::arrow::array::{make_array, Array, MutableArrayData};
+    if chunks.len() > 1 {
+        // Allocates exactly the values it copies.
+        let parts: Vec<&dyn Array> = chunks.iter().map(|a| a.as_ref()).collect();
+        return datafusion::arrow::compute::concat(&parts)
+            .map_err(|e| SqlError::internal(format!("caching a scan's columns: {e}")));
+    }
+    let data: Vec<_> = chunks.iter().map(|a| a.to_data()).collect();
+    let rows = data.iter().map(|d| d.len()).sum();
+    let mut out = MutableArrayData::new(data.iter().collect(), false, rows);
+    for (i, d) in data.iter().enumerate() {
+        out.try_extend(i, 0, d.len())
+            .map_err(|e| SqlError::internal(format!("caching a scan's columns: {e}")))?;
+    }
+    Ok(make_array(out.freeze()))
 }
 
 /// Checks a full row against the table's constraints and normalizes it (char padding).

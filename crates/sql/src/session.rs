@@ -40,6 +40,8 @@ pub struct SqlEngine {
     pub limits: Limits,
     /// The node's sequence value allocator (shared by every session).
     pub sequences: Arc<crate::sequence::Sequences>,
+    /// Decoded columns of large scans (`column_cache.rs`), shared by every session.
+    pub column_cache: Arc<crate::column_cache::ColumnCache>,
 }
 
 impl SqlEngine {
@@ -47,10 +49,14 @@ impl SqlEngine {
     pub async fn open(kv: Arc<Kv>, limits: Limits) -> SqlResult<Arc<Self>> {
         catalog::bootstrap(&kv).await?;
         let sequences = Arc::new(crate::sequence::Sequences::new(kv.clone()));
+        let column_cache = Arc::new(crate::column_cache::ColumnCache::new(
+            limits.column_cache_bytes_max,
+        ));
         Ok(Arc::new(Self {
             kv,
             limits,
             sequences,
+            column_cache,
         }))
     }
 
@@ -1873,6 +1879,7 @@ impl Session {
             txn,
             expose_hidden,
             limits: self.engine.limits.clone(),
+            column_cache: self.engine.column_cache.clone(),
             returning: capture.then(|| std::sync::Mutex::new(Vec::new())),
             on_conflict,
             defaults: std::sync::OnceLock::new(),

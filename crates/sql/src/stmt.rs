@@ -28,6 +28,11 @@ pub struct Limits {
     /// Stored bytes from which a scan without LIMIT does not fill the block cache (0: every
     /// scan fills it). The node sets a quarter of its block cache.
     pub scan_bulk_bytes_min: u64,
+    /// Bytes of decoded columns the column cache (`column_cache.rs`) holds at most (0:
+    /// scans cache nothing).
+    pub column_cache_bytes_max: usize,
+    /// Stored bytes a scan partition must cover for its columns to be cached.
+    pub column_cache_scan_bytes_min: u64,
     /// Parallel partitions of one table scan at most (DataFusion's `target_partitions`, the
     /// number of cores by default, caps it too).
     pub scan_partitions_max: usize,
@@ -47,6 +52,8 @@ impl Default for Limits {
             scan_partition_bytes_min: 16 << 20,
             scan_partitions_max: 16,
             scan_bulk_bytes_min: 64 << 20,
+            column_cache_bytes_max: 2 << 30,
+            column_cache_scan_bytes_min: 1 << 20,
             result_bytes_max: 512 << 20,
             autocommit_retries_max: 20,
             statement_restarts_max: 100,
@@ -61,6 +68,8 @@ pub struct StmtCtx {
     /// Expose the generated `rowid` of tables without a primary key (UPDATE/DELETE need it).
     pub expose_hidden: bool,
     pub limits: Limits,
+    /// The node's column cache (`column_cache.rs`).
+    pub column_cache: Arc<crate::column_cache::ColumnCache>,
     /// For `… RETURNING`: the written rows (full rows of the target table; deleted rows for
     /// DELETE), collected by the write paths when set.
     pub returning: Option<std::sync::Mutex<Vec<Vec<crate::datum::Datum>>>>,

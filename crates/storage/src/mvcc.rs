@@ -233,12 +233,17 @@ pub fn scan(
     scan_ref(engine, start, end, ts, false, &mut |k, v| {
         visit(k.to_vec(), v.to_vec())
     })
+    .map(drop)
 }
 
 /// [`scan`] lending each pair instead of giving it: the key is unescaped into one reused
 /// buffer and the value is the engine's own bytes, so a visitor that decodes rows in place
 /// copies nothing per row. A `bulk` scan does not fill the block cache
 /// ([`Engine::scan_bulk`]).
+///
+/// Returns the timestamp of the newest version of any key the scan reached (versions newer
+/// than `ts` and tombstones included; `Ts::ZERO` if none): when it is at most `ts`, what
+/// the scan visited is also the newest state of the keys it passed.
 pub fn scan_ref(
     engine: &dyn Engine,
     start: &[u8],
@@ -246,7 +251,8 @@ pub fn scan_ref(
     ts: Ts,
     bulk: bool,
     visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-) -> crate::Result<()> {
+) -> crate::Result<Ts> {
+    let mut newest_inv = u64::MAX;
     let mut user_key = Vec::new();
     let hi = end.map(keycode::escape);
     let mut lo = keycode::escape(start);
@@ -280,6 +286,7 @@ pub fn scan_ref(
                 return true;
             }
             let inv = u64::from_be_bytes(inv.try_into().expect("split leaves 8 bytes"));
+            newest_inv = newest_inv.min(inv);
             if inv < inv_ts {
                 // Newer than the snapshot; past a few of them, seek to the snapshot's version.
                 if stepped >= VERSIONS_STEPPED_MAX {
@@ -316,7 +323,7 @@ pub fn scan_ref(
         }
         match resume {
             Some(next) => lo = next,
-            None => return Ok(()),
+            None => return Ok(Ts(u64::MAX - newest_inv)),
         }
     }
 }
@@ -578,6 +585,42 @@ mod tests {
                 assert_eq!(newest.get(b"z").unwrap(), None);
             }
         }
+    }
+
+    /// `scan_ref` reports the newest version it reached: versions above the snapshot, many
+    /// stepped versions and tombstones count; keys it never reached do not.
+    #[test]
+    fn scan_ref_reports_the_newest_version_reached() {
+        let e = MemEngine::new();
+        write(&e, b"a", 10, Some(b"a1"));
+        write(&e, b"b", 20, Some(b"b1"));
+        for ts in 30..60 {
+            write(&e, b"b", ts, Some(b"b2")); // many versions above a snapshot at 25
+        }
+        write(&e, b"c", 70, None);
+        write(&e, b"d", 90, Some(b"d1"));
+        let newest = |start: &[u8], end: &[u8], ts: u64| {
+            let mut seen = Vec::new();
+            let n = scan_ref(&e, start, Some(end), Ts(ts), false, &mut |k, _| {
+                seen.push(k.to_vec());
+                true
+            })
+            .unwrap();
+            (n, seen)
+        };
+        assert_eq!(newest(b"a", b"b", 100), (Ts(10), vec![b"a".to_vec()]));
+        assert_eq!(
+            newest(b"a", b"c", 25).0,
+            Ts(59),
+            "versions above the snapshot count"
+        );
+        assert_eq!(newest(b"a", b"c", 25).1, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(newest(b"a", b"d", 100).0, Ts(70), "a tombstone counts");
+        assert_eq!(newest(b"a", b"e", 100).0, Ts(90));
+        assert_eq!(newest(b"x", b"z", 100).0, Ts::ZERO);
+        // A visitor that stops early: keys after it were not reached.
+        let n = scan_ref(&e, b"a", Some(b"e"), Ts(100), false, &mut |_, _| false).unwrap();
+        assert_eq!(n, Ts(10));
     }
 
     #[test]
