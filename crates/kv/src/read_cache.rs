@@ -12,8 +12,9 @@
 //!
 //! Then the answer is exactly what `mvcc::get` would return. Anything else reads the engine.
 //! This rests on one rule: every write to a range's data goes through its state machine's
-//! apply (or snapshot install), which advances the generation after writing. A future snapshot
-//! transport, MVCC GC or bulk ingestion that writes the engine directly must advance it too.
+//! apply (or snapshot install), which advances the generation before writing and again
+//! after. A future snapshot transport, MVCC GC or bulk ingestion that writes the engine
+//! directly must advance it too (the column cache, `Txn::stamp_span`, rests on the same).
 //! A write to *any* key of the range changes the generation, so the cache helps only keys in
 //! ranges that are rarely written — which is what callers use it for.
 //!

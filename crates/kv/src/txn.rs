@@ -23,7 +23,8 @@ pub struct ScanStats {
     /// The newest version of any key the scan reached, versions above the snapshot and
     /// deletions included (`Ts::ZERO`: none).
     pub newest: Ts,
-    /// Part of the span held this transaction's own buffered writes, which were merged in.
+    /// Part of the span held this transaction's own buffered writes, which were merged in
+    /// (that part's `newest` is not computed: such a scan's rows are not only committed data).
     pub own_writes: bool,
 }
 
@@ -556,10 +557,14 @@ impl Txn {
     /// A stamp lets a scan's rows be reused (the SQL layer's column cache): rows scanned
     /// between two equal stamps `S` of a span, whose newest version (see [`ScanStats`]) was
     /// at `newest`, are exactly what a scan at any snapshot `>= newest` returns while the
-    /// span's stamp, taken by `stamp_span`, still equals `S` — every write to a range goes
-    /// through its apply, which advances its generation after writing, and every write a
-    /// snapshot must see is applied before `stamp_span` returns. A reader that reuses rows
-    /// calls [`Self::note_span_read`] as the scan would have.
+    /// span's stamp, taken by `stamp_span`, still equals `S`. This rests on two rules:
+    /// every write to a range's data goes through its state machine's apply (or snapshot
+    /// install), which advances the generation before writing and again after, so equal
+    /// stamps around a scan mean no write touched the span meanwhile; and every commit
+    /// registers in the ranges' pending registries before it picks its timestamp and stays
+    /// registered until all its ranges applied, so the commits a snapshot must see are
+    /// applied (and the generation advanced) once `stamp_span` has waited for them. A reader
+    /// that reuses rows calls [`Self::note_span_read`] as the scan would have.
     pub async fn stamp_span(&self, start: &[u8], end: &[u8]) -> Result<Option<SpanStamp>> {
         if self.has_writes_in(start, Some(end)) {
             return Ok(None);

@@ -39,10 +39,11 @@ pub struct StateMachine {
     generation: Arc<AppliedGeneration>,
 }
 
-/// Changes whenever a replica's state machine writes to the engine, after the write is
-/// visible: a reader that saw the same value before and after reading the range's data knows
-/// no apply happened in between (see `kestrel_kv`'s read cache). Values come from one
-/// process-wide sequence, so two replicas (say, before and after a split) never share one.
+/// Changes whenever a replica's state machine writes to the engine, both before the write
+/// and after it is visible: a reader that saw the same value before and after reading the
+/// range's data knows no apply wrote in between, not even one still under way (see
+/// `kestrel_kv`'s read cache and `Txn::stamp_span`). Values come from one process-wide
+/// sequence, so two replicas (say, before and after a split) never share one.
 #[derive(Debug)]
 pub struct AppliedGeneration(AtomicU64);
 
@@ -161,6 +162,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(responses);
         }
         APPLIED.put(&mut batch, self.range_id, &self.applied)?;
+        self.generation.advance();
         self.engine.write(&batch, false).map_err(write_err)?;
         self.generation.advance();
         METRICS.applied_entries.inc_by(responses.len() as u64);
@@ -193,6 +195,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = (meta.last_log_id, meta.last_membership.clone());
         let mut batch = Batch::new();
         APPLIED.put(&mut batch, self.range_id, &self.applied)?;
+        self.generation.advance();
         self.engine.write(&batch, true).map_err(write_err)?;
         self.generation.advance();
         Ok(())

@@ -30,12 +30,16 @@
 //! id (stable across `ALTER TABLE`) and type.
 //!
 //! **Bounds.** All entries together hold at most `column_cache_bytes_max` bytes (Arrow
-//! buffer sizes); past it, the least recently used entries are dropped. A scan stops
-//! keeping its columns once they pass the bound (it still answers its query). An entry
-//! whose stamp no longer matches is dropped when a scan finds it so.
+//! buffer sizes); past it, the least recently used entries are dropped. Scans keeping
+//! columns to fill entries reserve their bytes, together at most `column_cache_bytes_max`
+//! too; a scan that is refused, or finds after a batch that its rows can no longer become
+//! an entry (the span was written, or it passed a version newer than its snapshot), stops
+//! keeping and decoding extra columns, and still answers its query. An entry whose stamp no
+//! longer matches is dropped when a scan finds it so; entries of spans no scan asks for
+//! again (a dropped table, partition cuts that moved) wait for eviction.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::LazyLock;
 
 use datafusion::arrow::array::{Array, ArrayRef};
@@ -98,6 +102,8 @@ pub struct ColumnCache {
     bytes_max: usize,
     inner: parking_lot::Mutex<Inner>,
     tick: AtomicU64,
+    /// Bytes that scans filling entries hold now (see [`Self::reserve`]).
+    filling: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -123,7 +129,25 @@ impl ColumnCache {
             bytes_max,
             inner: parking_lot::Mutex::new(Inner::default()),
             tick: AtomicU64::new(0),
+            filling: AtomicUsize::new(0),
         }
+    }
+
+    /// Reserves `bytes` for a scan that keeps its columns to fill an entry; false when the
+    /// scans filling entries would hold more than `bytes_max` together (the scan then stops
+    /// keeping). So entries and fills in progress hold at most twice `bytes_max`.
+    pub fn reserve(&self, bytes: usize) -> bool {
+        self.filling
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&n| n <= self.bytes_max)
+            })
+            .is_ok()
+    }
+
+    /// Returns bytes [`Self::reserve`] granted.
+    pub fn release(&self, bytes: usize) {
+        let before = self.filling.fetch_sub(bytes, Ordering::AcqRel);
+        assert!(before >= bytes, "released more than was reserved");
     }
 
     pub fn bytes_max(&self) -> usize {
@@ -211,6 +235,7 @@ impl ColumnCache {
             None => new_entry(stamp, newest, rows),
         };
         inner.bytes -= entry.bytes;
+        let (kept_columns, kept_bytes) = (entry.columns.len(), entry.bytes);
         for (id, ty, array) in columns {
             if entry.column(id, &ty).is_none() {
                 entry.bytes += array.get_array_memory_size();
@@ -220,8 +245,13 @@ impl ColumnCache {
         entry.newest = entry.newest.max(newest);
         entry.last_used = last_used;
         if entry.bytes > self.bytes_max {
-            METRICS.bytes.set(inner.bytes as i64);
-            return;
+            // Too large with the new columns: the entry stays as it was.
+            entry.columns.truncate(kept_columns);
+            entry.bytes = kept_bytes;
+            if entry.columns.is_empty() {
+                METRICS.bytes.set(inner.bytes as i64);
+                return;
+            }
         }
         while inner.bytes + entry.bytes > self.bytes_max {
             let Some(victim) = inner
@@ -370,6 +400,37 @@ mod tests {
             cache.lookup(&span("a"), &stamp(5), Ts(20), &ids(&[2])),
             Lookup::Hit(_, 3)
         ));
+    }
+
+    #[test]
+    fn fills_in_progress_hold_at_most_the_bound_together() {
+        let cache = ColumnCache::new(100);
+        assert!(cache.reserve(60));
+        assert!(!cache.reserve(41), "past the bound");
+        assert!(cache.reserve(40));
+        cache.release(60);
+        assert!(cache.reserve(60));
+        cache.release(60);
+        cache.release(40);
+        assert!(cache.reserve(100));
+        cache.release(100);
+    }
+
+    #[test]
+    fn columns_that_would_pass_the_bound_leave_the_entry_as_it_was() {
+        let one = col(1, &vec![0; 1000]).2.get_array_memory_size();
+        let cache = ColumnCache::new(one + one / 2);
+        cache.fill(span("a"), stamp(1), Ts(1), 1000, vec![col(1, &[0; 1000])]);
+        cache.fill(span("a"), stamp(1), Ts(1), 1000, vec![col(2, &[0; 1000])]);
+        assert!(matches!(
+            cache.lookup(&span("a"), &stamp(1), Ts(1), &ids(&[1])),
+            Lookup::Hit(..)
+        ));
+        assert!(matches!(
+            cache.lookup(&span("a"), &stamp(1), Ts(1), &ids(&[2])),
+            Lookup::Partial(_)
+        ));
+        assert_eq!(cache.bytes(), one);
     }
 
     #[test]

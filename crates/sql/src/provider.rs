@@ -765,7 +765,7 @@ impl ExecutionPlan for KvScanExec {
                 end: self.cuts.get(partition).unwrap_or(end).clone(),
             },
         };
-        let fill = match (&cursor, self.mode.cached, &self.index, self.limit) {
+        let probe = match (&cursor, self.mode.cached, &self.index, self.limit) {
             (
                 Cursor::Range {
                     next: Some(from),
@@ -774,14 +774,7 @@ impl ExecutionPlan for KvScanExec {
                 true,
                 None,
                 None,
-            ) => Some(CacheFill {
-                span: (from.clone(), end.clone()),
-                probed: false,
-                stamp: None,
-                kept: Vec::new(),
-                kept_bytes: 0,
-                stats: Default::default(),
-            }),
+            ) => Some((from.clone(), end.clone())),
             _ => None,
         };
         let state = ScanState {
@@ -795,7 +788,8 @@ impl ExecutionPlan for KvScanExec {
             bulk: self.mode.bulk,
             remaining: self.limit.unwrap_or(usize::MAX),
             batch_rows,
-            fill,
+            probe,
+            fill: None,
         };
         let stream = futures::stream::try_unfold(state, |mut st| async move {
             match st.next_batch().await.map_err(SqlError::into_datafusion)? {
@@ -825,18 +819,35 @@ enum Cursor {
     Done,
 }
 
-/// A partition scan that may be answered by, or fill, the column cache.
+/// A partition scan that keeps what it decodes, to fill the column cache at its end.
 struct CacheFill {
+    cache: Arc<crate::column_cache::ColumnCache>,
     /// The partition's key span.
     span: (Vec<u8>, Vec<u8>),
-    /// The cache was looked up.
-    probed: bool,
-    /// The span's stamp before the scan (`None`: the scan does not fill the cache).
-    stamp: Option<kestrel_kv::SpanStamp>,
+    /// The span's stamp before the scan.
+    stamp: kestrel_kv::SpanStamp,
+    /// The snapshot the scan reads at.
+    read_ts: kestrel_kv::Ts,
     /// Every decoded column's arrays so far, batch by batch.
     kept: Vec<Vec<ArrayRef>>,
+    /// The values' bytes of `kept`, reserved in the cache (see `ColumnCache::reserve`).
     kept_bytes: usize,
     stats: kestrel_kv::ScanStats,
+}
+
+impl CacheFill {
+    /// Whether the rows scanned so far can still become an entry.
+    fn viable(&self, kv: &kestrel_kv::Kv) -> bool {
+        !self.stats.own_writes
+            && self.stats.newest <= self.read_ts
+            && kv.span_stamp(&self.span.0, &self.span.1) == self.stamp
+    }
+}
+
+impl Drop for CacheFill {
+    fn drop(&mut self) {
+        self.cache.release(self.kept_bytes);
+    }
 }
 
 struct ScanState {
@@ -855,13 +866,15 @@ struct ScanState {
     bulk: bool,
     remaining: usize,
     batch_rows: usize,
+    /// The partition's span, to look up in the column cache before the first batch.
+    probe: Option<(Vec<u8>, Vec<u8>)>,
     fill: Option<CacheFill>,
 }
 
 impl ScanState {
     async fn next_batch(&mut self) -> SqlResult<Option<RecordBatch>> {
-        if self.fill.as_ref().is_some_and(|f| !f.probed) {
-            self.probe_cache().await?;
+        if let Some(span) = self.probe.take() {
+            self.probe_cache(span).await?;
         }
         loop {
             if self.remaining == 0 {
@@ -961,59 +974,69 @@ impl ScanState {
     /// Looks the partition up in the column cache: a hit turns the cursor into slices of the
     /// cached arrays; otherwise the scan reads the engine and, if it may fill the cache,
     /// also decodes the table's narrow columns the entry lacks (see `column_cache.rs`).
-    async fn probe_cache(&mut self) -> SqlResult<()> {
-        let Some(fill) = self.fill.as_mut() else {
-            return Ok(());
-        };
-        fill.probed = true;
+    async fn probe_cache(&mut self, span: (Vec<u8>, Vec<u8>)) -> SqlResult<()> {
         let txn = self.ctx.txn.read().await;
-        let (start, end) = (&fill.span.0, &fill.span.1);
-        let Some(stamp) = txn.stamp_span(start, end).await? else {
-            self.fill = None; // own writes in the span
-            return Ok(());
+        let Some(stamp) = txn.stamp_span(&span.0, &span.1).await? else {
+            return Ok(()); // own writes in the span
         };
         let column = |i: usize| {
             let c = &self.desc.columns[i];
             (c.id, c.ty.clone())
         };
         let want: Vec<_> = self.decoded.iter().map(|&i| column(i)).collect();
-        let have = match self
-            .ctx
-            .column_cache
-            .lookup(&fill.span, &stamp, txn.read_ts(), &want)
-        {
+        let cache = self.ctx.column_cache.clone();
+        let have = match cache.lookup(&span, &stamp, txn.read_ts(), &want) {
             Lookup::Hit(arrays, rows) => {
-                txn.note_span_read(start, end);
+                txn.note_span_read(&span.0, &span.1);
                 self.cursor = Cursor::Cached {
                     arrays,
                     rows,
                     offset: 0,
                 };
-                self.fill = None;
                 return Ok(());
             }
             Lookup::Partial(have) => have,
             Lookup::Miss => Vec::new(),
         };
-        for (i, c) in self.desc.columns.iter().enumerate() {
-            let narrow = crate::column_cache::is_narrow(&c.ty);
-            if narrow && !self.decoded.contains(&i) && !have.contains(&column(i)) {
-                self.decoded.push(i);
-            }
-        }
-        fill.stamp = Some(stamp);
-        fill.kept = vec![Vec::new(); self.decoded.len()];
+        let extra: Vec<usize> = (0..self.desc.columns.len())
+            .filter(|&i| {
+                crate::column_cache::is_narrow(&self.desc.columns[i].ty)
+                    && !self.decoded.contains(&i)
+                    && !have.contains(&column(i))
+            })
+            .collect();
+        let read_ts = txn.read_ts();
+        drop(txn);
+        self.decoded.extend(extra);
+        self.fill = Some(CacheFill {
+            cache,
+            span,
+            stamp,
+            read_ts,
+            kept: vec![Vec::new(); self.decoded.len()],
+            kept_bytes: 0,
+            stats: Default::default(),
+        });
         Ok(())
     }
 
-    /// Keeps a decoded batch's arrays for the cache, while they fit in it.
-    fn keep(&mut self, arrays: &[ArrayRef]) {
-        let Some(fill) = self.fill.as_mut().filter(|f| f.stamp.is_some()) else {
+    /// Stops filling the cache (the scan goes on decoding its projection only).
+    fn abandon_fill(&mut self) {
+        self.fill = None;
+        self.decoded.truncate(self.projected);
+    }
+
+    /// Keeps a decoded batch's arrays for the cache while the fill can still succeed and
+    /// the cache grants the memory.
+    fn keep(&mut self, arrays: &[ArrayRef], stats: kestrel_kv::ScanStats) {
+        let Some(fill) = self.fill.as_mut() else {
             return;
         };
+        fill.stats.newest = fill.stats.newest.max(stats.newest);
+        fill.stats.own_writes |= stats.own_writes;
         // The values' bytes (a batch's builders have spare capacity; the cached arrays,
-        // concatenated, do not).
-        fill.kept_bytes += arrays
+        // compacted, do not).
+        let bytes = arrays
             .iter()
             .map(|a| {
                 a.to_data()
@@ -1021,10 +1044,11 @@ impl ScanState {
                     .unwrap_or(usize::MAX / 4)
             })
             .sum::<usize>();
-        if fill.kept_bytes > self.ctx.column_cache.bytes_max() {
-            self.fill = None;
+        if !fill.viable(&self.ctx.kv) || !fill.cache.reserve(bytes) {
+            self.abandon_fill();
             return;
         }
+        fill.kept_bytes += bytes;
         for (kept, a) in fill.kept.iter_mut().zip(arrays) {
             kept.push(a.clone());
         }
@@ -1032,33 +1056,35 @@ impl ScanState {
 
     /// At the end of the partition: fills the cache with what the scan kept, if the span
     /// is unchanged since the scan began and the scan saw its newest state.
-    async fn finish_fill(&mut self) -> SqlResult<()> {
-        let Some(fill) = self.fill.take() else {
-            return Ok(());
+    fn finish_fill(&mut self) {
+        let Some(mut fill) = self.fill.take() else {
+            return;
         };
-        let Some(stamp) = fill.stamp else {
-            return Ok(());
-        };
-        let read_ts = self.ctx.txn.read().await.read_ts();
-        let (start, end) = (&fill.span.0, &fill.span.1);
-        if fill.stats.own_writes
-            || fill.stats.newest > read_ts
-            || fill.kept.first().is_none_or(Vec::is_empty)
-            || self.ctx.kv.span_stamp(start, end) != stamp
-        {
-            return Ok(());
+        if !fill.viable(&self.ctx.kv) || fill.kept.first().is_none_or(Vec::is_empty) {
+            return;
         }
         let mut columns = Vec::with_capacity(self.decoded.len());
-        for (&i, chunks) in self.decoded.iter().zip(&fill.kept) {
-            let array = compact(chunks)?;
-            let c = &self.desc.columns[i];
-            columns.push((c.id, c.ty.clone(), array));
+        // One column at a time, dropping its chunks once copied: the peak is the entry
+        // plus one column's chunks.
+        for (&i, chunks) in self.decoded.iter().zip(std::mem::take(&mut fill.kept)) {
+            match compact(&chunks) {
+                Ok(array) => {
+                    let c = &self.desc.columns[i];
+                    columns.push((c.id, c.ty.clone(), array));
+                }
+                Err(e) => {
+                    tracing::warn!("column cache: not keeping a scan's columns: {e}");
+                    return;
+                }
+            }
         }
         let rows = columns[0].2.len();
-        self.ctx
-            .column_cache
-            .fill(fill.span, stamp, fill.stats.newest, rows, columns);
-        Ok(())
+        let (span, stamp, newest) = (
+            std::mem::take(&mut fill.span),
+            fill.stamp.clone(),
+            fill.stats.newest,
+        );
+        fill.cache.fill(span, stamp, newest, rows, columns);
     }
 
     /// The next batch of rows of `[from, end)`, decoded as the engine lends them (no copy of
@@ -1091,22 +1117,22 @@ impl ScanState {
         if let Some(e) = failed {
             return Err(e);
         }
-        if let Some(fill) = self.fill.as_mut() {
-            fill.stats.newest = fill.stats.newest.max(stats.newest);
-            fill.stats.own_writes |= stats.own_writes;
-        }
         let done = resume.is_none();
         self.cursor = Cursor::Range { next: resume, end };
         let rows = decoder.rows();
         let arrays = if rows > 0 {
             let arrays = decoder.finish()?;
-            self.keep(&arrays);
+            self.keep(&arrays, stats);
             Some(arrays)
         } else {
+            if let Some(fill) = self.fill.as_mut() {
+                fill.stats.newest = fill.stats.newest.max(stats.newest);
+                fill.stats.own_writes |= stats.own_writes;
+            }
             None
         };
         if done {
-            self.finish_fill().await?;
+            self.finish_fill();
         }
         let Some(mut arrays) = arrays else {
             return Ok(None);
