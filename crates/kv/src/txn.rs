@@ -470,11 +470,13 @@ impl Txn {
         limit: usize,
     ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>)> {
         let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut visit = |k: &[u8], v: &[u8]| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        };
+        let mut newest = Ts::ZERO;
         let resume = self
-            .scan_committed(start, end, limit, false, &mut |k, v| {
-                out.push((k.to_vec(), v.to_vec()));
-                true
-            })
+            .scan_committed(start, end, limit, false, &mut visit, &mut newest)
             .await?;
         self.record_read(start, resume.as_deref().or(end));
         self.overlay_writes(start, resume.as_deref().or(end), &mut out);
@@ -496,19 +498,9 @@ impl Txn {
         bulk: bool,
         visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
     ) -> Result<Option<Vec<u8>>> {
-        if self.has_writes_in(start, end) {
-            // Own inserts merged in may make more than `limit` rows: visit `limit` at most.
-            let (rows, resume) = self.scan(start, end, limit).await?;
-            for (i, (k, v)) in rows.iter().enumerate() {
-                if !visit(k, v) || i + 1 == limit {
-                    return Ok(rows.get(i + 1).map(|(k, _)| k.clone()).or(resume));
-                }
-            }
-            return Ok(resume);
-        }
-        let resume = self.scan_committed(start, end, limit, bulk, visit).await?;
-        self.record_read(start, resume.as_deref().or(end));
-        Ok(resume)
+        let mut stats = ScanStats::default();
+        self.scan_visit_stats(start, end, limit, bulk, visit, &mut stats)
+            .await
     }
 
     fn has_writes_in(&self, start: &[u8], end: Option<&[u8]>) -> bool {
@@ -538,11 +530,18 @@ impl Txn {
     ) -> Result<Option<Vec<u8>>> {
         if self.has_writes_in(start, end) {
             stats.own_writes = true;
-            return self.scan_visit(start, end, limit, bulk, visit).await;
+            // Own inserts merged in may make more than `limit` rows: visit `limit` at most.
+            let (rows, resume) = self.scan(start, end, limit).await?;
+            for (i, (k, v)) in rows.iter().enumerate() {
+                if !visit(k, v) || i + 1 == limit {
+                    return Ok(rows.get(i + 1).map(|(k, _)| k.clone()).or(resume));
+                }
+            }
+            return Ok(resume);
         }
         let mut newest = Ts::ZERO;
         let resume = self
-            .scan_committed_newest(start, end, limit, bulk, visit, &mut newest)
+            .scan_committed(start, end, limit, bulk, visit, &mut newest)
             .await?;
         stats.newest = stats.newest.max(newest);
         self.record_read(start, resume.as_deref().or(end));
@@ -591,23 +590,9 @@ impl Txn {
 
     /// Visits up to `limit` committed live pairs of `[start, end)` at the snapshot, range by
     /// range (waiting for commits pending below the snapshot), until `visit` returns false;
-    /// returns the key after the last pair visited unless the span was exhausted.
+    /// returns the key after the last pair visited unless the span was exhausted. Raises
+    /// `newest` to the newest version it reached (see `mvcc::scan_ref`).
     async fn scan_committed(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-        bulk: bool,
-        visit: &mut (dyn FnMut(&[u8], &[u8]) -> bool + Send),
-    ) -> Result<Option<Vec<u8>>> {
-        let mut newest = Ts::ZERO;
-        self.scan_committed_newest(start, end, limit, bulk, visit, &mut newest)
-            .await
-    }
-
-    /// [`Self::scan_committed`] that raises `newest` to the newest version it reached (see
-    /// `mvcc::scan_ref`).
-    async fn scan_committed_newest(
         &self,
         start: &[u8],
         end: Option<&[u8]>,
